@@ -1,0 +1,74 @@
+# Every target creates .venv on first use and installs the project into it.
+# A second run installs nothing: the stamp depends on pyproject.toml.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TORCH_PIN ?= torch==2.13.0
+DEVICE ?= cpu
+PROFILE ?= ci
+RESULTS ?= results
+RUNS ?= 10
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install verify verify-thorough test lint format bench bench-compare bench-baseline \
+        report report-check train clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_PIN)"
+	$(PY) -m pip install --quiet -e ".[dev]" "$(TORCH_PIN)"
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the project (done by every target)
+
+verify: $(STAMP) ## Verify every module's gradients (ci profile) and write the verification report
+	$(PY) -m verification --profile $(PROFILE) --device $(DEVICE) --json $(RESULTS)/verification.json
+	$(PY) -m reports --only verification --results $(RESULTS)
+
+verify-thorough: ## Verify with many more cases per module
+	$(MAKE) verify PROFILE=thorough
+
+test: $(STAMP) ## Run the whole test suite (framework, verifier and its mutants, benchmarks once, reports)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff check and format check
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP) ## Apply ruff's fixes and formatting
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+bench: $(STAMP) ## Time forward/backward of every module against torch.nn (DEVICE=cuda for the GPU)
+	$(PY) -m benchmarks --device $(DEVICE) --json $(RESULTS)/benchmarks-$(DEVICE).json
+	$(PY) -m reports --only benchmarks --results $(RESULTS)
+
+bench-baseline: $(STAMP) ## Save the latest benchmark run as the baseline for bench-compare
+	$(PY) -m benchmarks.compare --save $(RESULTS)/benchmarks-$(DEVICE).json benchmarks/baseline-$(DEVICE).json
+
+bench-compare: $(STAMP) ## Compare framework/torch ratios against the saved baseline; fail on a regression
+	$(PY) -m benchmarks --device $(DEVICE) --json $(RESULTS)/benchmarks-$(DEVICE).json
+	$(PY) -m benchmarks.compare $(RESULTS)/benchmarks-$(DEVICE).json benchmarks/baseline-$(DEVICE).json
+
+train: $(STAMP) ## Run the disk-classification experiment, framework against torch (RUNS=10)
+	$(PY) -m framework.experiment --runs $(RUNS) --json $(RESULTS)/training.json
+	$(PY) -m reports --only training --results $(RESULTS)
+
+report: $(STAMP) ## Render every HTML page from the latest results into $(RESULTS)/html
+	$(PY) -m reports --results $(RESULTS)
+
+report-check: report ## Render, then screenshot every page in headless Chromium (installs chromium)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	$(PY) -m reports.browser_check --results $(RESULTS)
+
+clean: ## Remove the virtualenv, caches and generated results
+	rm -rf $(VENV) $(RESULTS) .pytest_cache .ruff_cache .hypothesis .benchmarks *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

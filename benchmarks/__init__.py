@@ -1,0 +1,1 @@
+"""Benchmarks of every framework module against torch.nn."""

@@ -1,0 +1,147 @@
+"""Input validation shared by every module.
+
+Every error names the module class, what was expected and what was given, and is a
+``ValueError`` or ``TypeError`` subclass, so a user sees the mistake at the module that
+received it rather than deep inside a torch kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+REDUCTIONS = ("mean", "sum")
+
+
+class ModuleValueError(ValueError):
+    """A value (shape, size, hyper-parameter, call order) that the module cannot accept."""
+
+
+class ModuleTypeError(TypeError):
+    """An argument of the wrong type, dtype or device."""
+
+
+def _owner(owner: Any) -> str:
+    return owner if isinstance(owner, str) else type(owner).__name__
+
+
+def fail(owner: Any, message: str) -> ModuleValueError:
+    return ModuleValueError(f"{_owner(owner)}: {message}")
+
+
+def tensor(owner: Any, value: Any, name: str = "input") -> Tensor:
+    if not isinstance(value, Tensor):
+        raise ModuleTypeError(
+            f"{_owner(owner)}: expected {name} to be a torch.Tensor, got {type(value).__name__}"
+        )
+    return value
+
+
+def floating(owner: Any, value: Any, name: str = "input") -> Tensor:
+    value = tensor(owner, value, name)
+    if not value.is_floating_point():
+        raise ModuleTypeError(
+            f"{_owner(owner)}: expected {name} to be a floating-point tensor, got {value.dtype}"
+        )
+    return value
+
+
+def ndim(owner: Any, value: Tensor, allowed: Iterable[int], name: str = "input") -> None:
+    allowed = tuple(allowed)
+    if value.dim() not in allowed:
+        dims = " or ".join(f"{d}-D" for d in allowed)
+        raise fail(
+            owner, f"expected {name} to be {dims}, got a {value.dim()}-D tensor of shape "
+            f"{tuple(value.shape)}"
+        )
+
+
+def size(owner: Any, value: Tensor, dim: int, expected: int, what: str, name: str = "input") -> None:
+    if value.shape[dim] != expected:
+        raise fail(
+            owner, f"expected {name} with {what} = {expected} (dimension {dim}), got shape "
+            f"{tuple(value.shape)}"
+        )
+
+
+def same_shape(owner: Any, value: Tensor, expected: tuple[int, ...] | torch.Size, name: str) -> None:
+    if tuple(value.shape) != tuple(expected):
+        raise fail(owner, f"expected {name} of shape {tuple(expected)}, got {tuple(value.shape)}")
+
+
+def like(owner: Any, value: Tensor, reference: Tensor, name: str, reference_name: str) -> None:
+    """``value`` must share ``reference``'s dtype and device."""
+    if value.dtype != reference.dtype:
+        raise ModuleTypeError(
+            f"{_owner(owner)}: expected {name} of dtype {reference.dtype} (the {reference_name}'s), "
+            f"got {value.dtype}"
+        )
+    if value.device != reference.device:
+        raise ModuleTypeError(
+            f"{_owner(owner)}: expected {name} on device {reference.device} "
+            f"(the {reference_name}'s), got {value.device}"
+        )
+
+
+def positive_int(owner: Any, value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ModuleTypeError(f"{_owner(owner)}: expected {name} to be an int, got {value!r}")
+    if value < 1:
+        raise fail(owner, f"expected {name} >= 1, got {value}")
+    return value
+
+
+def non_negative_int(owner: Any, value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ModuleTypeError(f"{_owner(owner)}: expected {name} to be an int, got {value!r}")
+    if value < 0:
+        raise fail(owner, f"expected {name} >= 0, got {value}")
+    return value
+
+
+def number(
+    owner: Any,
+    value: Any,
+    name: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """A real number in ``[low, high]`` (either end open when asked)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ModuleTypeError(f"{_owner(owner)}: expected {name} to be a number, got {value!r}")
+    value = float(value)
+    if value != value:
+        raise fail(owner, f"expected {name} to be a number, got nan")
+    bad_low = low is not None and (value <= low if low_open else value < low)
+    bad_high = high is not None and (value >= high if high_open else value > high)
+    if bad_low or bad_high:
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        interval = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+        raise fail(owner, f"expected {name} in {interval}, got {value:g}")
+    return value
+
+
+def choice(owner: Any, value: Any, name: str, options: Iterable[Any]) -> Any:
+    options = tuple(options)
+    if value not in options:
+        raise fail(owner, f"expected {name} to be one of {options}, got {value!r}")
+    return value
+
+
+def pair(owner: Any, value: Any, name: str) -> tuple[int, int]:
+    """An int or a pair of ints, as torch's 2-D layers accept."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        return (int(value[0]), int(value[1]))
+    raise ModuleTypeError(f"{_owner(owner)}: expected {name} to be an int or a pair of ints, got {value!r}")

@@ -1,0 +1,56 @@
+"""Containers: modules made of modules."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from . import _checks as check
+from .module import Module
+
+
+class Sequential(Module):
+    """Chain of modules.
+
+    forward:  y = f_n(... f_2(f_1(x)));   backward: dL/dx = J_1^T (... J_n^T dL/dy)
+    (each child's backward in reverse order); ``param()`` concatenates the children's.
+    """
+
+    def __init__(self, *modules: Module) -> None:
+        super().__init__()
+        for index, module in enumerate(modules):
+            if not isinstance(module, Module):
+                raise check.ModuleTypeError(
+                    f"Sequential: expected framework.Module instances, got "
+                    f"{type(module).__name__} at position {index}"
+                )
+        self._modules = list(modules)
+
+    def children(self) -> list[Module]:
+        return list(self._modules)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for module in self._modules:
+            x = module(x)
+        self._save_for_backward(ran=True)
+        return x
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        self._saved_tensors()
+        for module in reversed(self._modules):
+            grad_output = module.backward(grad_output)
+        return grad_output
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __getitem__(self, index: int | slice) -> Module:
+        if isinstance(index, slice):
+            return Sequential(*self._modules[index])
+        return self._modules[index]
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def __repr__(self) -> str:
+        inner = "".join(f"\n  ({i}): {m!r}" for i, m in enumerate(self._modules))
+        return f"Sequential({inner}\n)"

@@ -1,0 +1,261 @@
+"""The Module protocol, the Loss base and the registry of every concrete module.
+
+A module computes ``forward(*inputs)`` and, given dL/d(output), ``backward(*grad_outputs)``
+returns dL/d(input) and *adds* dL/d(parameter) into each parameter's gradient. Everything
+runs with torch's grad mode off: the gradients are the hand-written ones, never autograd's.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from . import _checks as check
+
+_REGISTRY: list[type[Module]] = []
+
+
+def _without_grad_mode(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with torch.no_grad():
+            return method(*args, **kwargs)
+
+    wrapper._grad_mode_off = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+class Module:
+    """Base class of every layer, activation, loss and container.
+
+    Subclasses implement ``forward`` and ``backward`` and register their tensors with
+    :meth:`register_parameter` (trainable, with a gradient of the same shape) or
+    :meth:`register_buffer` (state such as running statistics). Concrete subclasses defined
+    in the ``framework`` package are enumerated by :func:`framework.modules`.
+
+    Attributes:
+        training: ``True`` in training mode (the default), ``False`` after :meth:`eval`.
+    """
+
+    abstract: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("forward", "backward"):
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "_grad_mode_off", False):
+                setattr(cls, name, _without_grad_mode(method))
+        if "abstract" not in cls.__dict__:
+            cls.abstract = False
+        if not cls.abstract and cls.__module__.startswith("framework."):
+            _REGISTRY.append(cls)
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_gradients", {})
+        object.__setattr__(self, "_buffers", {})
+        self.training = True
+
+    # -- tensors owned by the module -------------------------------------------------------
+    def register_parameter(self, name: str, value: Tensor | None) -> None:
+        """Register a trainable tensor (``None`` registers nothing, as for ``bias=False``)."""
+        if value is None:
+            object.__setattr__(self, name, None)
+            return
+        self._parameters[name] = value
+        self._gradients[name] = torch.zeros_like(value)
+
+    def register_buffer(self, name: str, value: Tensor | None) -> None:
+        if value is None:
+            object.__setattr__(self, name, None)
+            return
+        self._buffers[name] = value
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: parameters and buffers live in dicts.
+        for store in ("_parameters", "_buffers"):
+            table = self.__dict__.get(store)
+            if table is not None and name in table:
+                return table[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        params = self.__dict__.get("_parameters")
+        if params is not None and name in params:
+            check.tensor(self, value, name)
+            check.same_shape(self, value, params[name].shape, name)
+            params[name] = value
+            self._gradients[name] = torch.zeros_like(value)
+            return
+        buffers = self.__dict__.get("_buffers")
+        if buffers is not None and name in buffers:
+            buffers[name] = value
+            return
+        object.__setattr__(self, name, value)
+
+    def children(self) -> list[Module]:
+        """Direct sub-modules (containers override this)."""
+        return []
+
+    def named_param(self, prefix: str = "") -> list[tuple[str, Tensor, Tensor]]:
+        """``(name, parameter, gradient)`` triples, names as in torch's ``state_dict``."""
+        own = [(prefix + n, p, self._gradients[n]) for n, p in self._parameters.items()]
+        for index, child in enumerate(self.children()):
+            own += child.named_param(f"{prefix}{index}.")
+        return own
+
+    def named_buffers(self, prefix: str = "") -> list[tuple[str, Tensor]]:
+        own = [(prefix + n, b) for n, b in self._buffers.items()]
+        for index, child in enumerate(self.children()):
+            own += child.named_buffers(f"{prefix}{index}.")
+        return own
+
+    def param(self) -> list[tuple[Tensor, Tensor]]:
+        """A list of ``(parameter, gradient)`` pairs of equal shapes; empty without parameters."""
+        return [(p, g) for _, p, g in self.named_param()]
+
+    def grad(self, name: str) -> Tensor:
+        """The gradient accumulated for parameter ``name`` (e.g. ``"weight"``)."""
+        if name not in self._gradients:
+            raise check.fail(self, f"expected a parameter name in {sorted(self._gradients)}, got {name!r}")
+        return self._gradients[name]
+
+    def zero_grad(self) -> None:
+        for _, _, g in self.named_param():
+            g.zero_()
+
+    # -- modes and placement -----------------------------------------------------------------
+    def train(self, mode: bool = True) -> Module:
+        self.training = bool(mode)
+        for child in self.children():
+            child.train(mode)
+        return self
+
+    def eval(self) -> Module:
+        return self.train(False)
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Module:
+        """Move parameters, gradients and buffers (floating buffers only change dtype)."""
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise check.ModuleTypeError(
+                f"{type(self).__name__}: expected a floating-point torch.dtype, got {dtype!r}"
+            )
+        for name in list(self._parameters):
+            self._parameters[name] = self._parameters[name].to(device=device, dtype=dtype)
+            self._gradients[name] = self._gradients[name].to(device=device, dtype=dtype)
+        for name, value in list(self._buffers.items()):
+            cast = dtype if value.is_floating_point() else None
+            self._buffers[name] = value.to(device=device, dtype=cast)
+        for child in self.children():
+            child.to(device=device, dtype=dtype)
+        return self
+
+    # -- the protocol ------------------------------------------------------------------------
+    def forward(self, *inputs: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def backward(self, *grad_outputs: Tensor) -> Tensor | tuple[Tensor, ...]:
+        raise NotImplementedError
+
+    def __call__(self, *inputs: Any) -> Any:
+        return self.forward(*inputs)
+
+    # -- helpers for subclasses ----------------------------------------------------------------
+    def _reference_tensor(self) -> Tensor | None:
+        for _, p, _ in self.named_param():
+            return p
+        return None
+
+    def _check_input(self, x: Any, allowed_ndim: tuple[int, ...] | None = None, name: str = "input") -> Tensor:
+        """A floating tensor of an allowed rank, on the parameters' dtype and device."""
+        x = check.floating(self, x, name)
+        if allowed_ndim is not None:
+            check.ndim(self, x, allowed_ndim, name)
+        reference = self._reference_tensor()
+        if reference is not None:
+            check.like(self, x, reference, name, "parameters")
+        return x
+
+    def _save_for_backward(self, **tensors: Any) -> None:
+        object.__setattr__(self, "_saved", tensors)
+
+    def _saved_tensors(self) -> dict[str, Any]:
+        saved = self.__dict__.get("_saved")
+        if saved is None:
+            raise check.fail(self, "backward called before forward: call forward first")
+        return saved
+
+    def _check_grad_output(self, grad_output: Any, expected: Tensor, name: str = "grad_output") -> Tensor:
+        grad_output = check.floating(self, grad_output, name)
+        check.same_shape(self, grad_output, expected.shape, f"{name} (the output's shape)")
+        check.like(self, grad_output, expected, name, "output")
+        return grad_output
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+class Loss(Module):
+    """A criterion: ``forward(prediction, target)`` returns a 0-d tensor.
+
+    ``backward(grad_output=None)`` returns dL/d(prediction), scaled by ``grad_output`` (a
+    scalar, 1 by default) so a loss can sit inside a larger expression.
+    """
+
+    abstract = True
+    target_is_index: ClassVar[bool] = False
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        self.reduction = check.choice(self, reduction, "reduction", check.REDUCTIONS)
+
+    def _check_pair(self, prediction: Any, target: Any) -> tuple[Tensor, Tensor]:
+        prediction = check.floating(self, prediction, "prediction")
+        target = check.floating(self, target, "target")
+        check.same_shape(self, target, prediction.shape, "target (the prediction's shape)")
+        check.like(self, target, prediction, "target", "prediction")
+        return prediction, target
+
+    def _reduce(self, elementwise: Tensor) -> Tensor:
+        return elementwise.mean() if self.reduction == "mean" else elementwise.sum()
+
+    def _reduction_scale(self, count: int) -> float:
+        return 1.0 / count if self.reduction == "mean" else 1.0
+
+    def _upstream(self, grad_output: Any, like: Tensor) -> Tensor | float:
+        """The scalar that scales dL/d(prediction): 1 by default."""
+        if grad_output is None:
+            return 1.0
+        if isinstance(grad_output, (int, float)) and not isinstance(grad_output, bool):
+            return float(grad_output)
+        grad_output = check.floating(self, grad_output, "grad_output")
+        if grad_output.numel() != 1:
+            raise check.fail(
+                self, f"expected grad_output to be a scalar (the loss is 0-d), got shape "
+                f"{tuple(grad_output.shape)}"
+            )
+        check.like(self, grad_output, like, "grad_output", "prediction")
+        return grad_output.reshape(())
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"
+
+
+def modules() -> list[type[Module]]:
+    """Every concrete module class of the framework, in a stable (alphabetical) order."""
+    # Importing ``framework`` imports every family file, so every class has registered.
+    return sorted(_REGISTRY, key=lambda cls: cls.__name__)
+
+
+def iter_modules(module: Module) -> Iterator[Module]:
+    """``module`` and all its descendants, depth first."""
+    yield module
+    for child in module.children():
+        yield from iter_modules(child)

@@ -1,0 +1,1 @@
+"""Gradient verification of every framework module (see verification.check)."""
