@@ -1,47 +1,34 @@
-"""The ``torch.nn`` twin of every framework module, with the framework's parameters copied in.
+"""The ``torch.nn`` twin of a framework module, with the framework's parameters copied in.
 
-``TWINS`` maps a framework class to a function building the equivalent ``torch.nn`` module
-from an instance's hyper-parameters. :func:`twin_of` builds it and copies parameters and
-buffers by their torch names (``weight``, ``bias``, ``running_mean``, ``0.weight``, ...), so
-both compute the same function. Modules that have no ``torch.nn`` equivalent are absent.
+Each spec declares how to build its twin from an instance's hyper-parameters; containers
+are twinned child by child. :func:`copy_state` copies parameters and buffers by their torch
+names (``weight``, ``bias``, ``running_mean``, ``0.weight``, ...), so both compute the same
+function.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
 import framework as fw
 
-Builder = Callable[[Any], torch.nn.Module]
-
-TWINS: dict[type, Builder] = {
-    fw.Linear: lambda m: torch.nn.Linear(m.in_features, m.out_features, bias=m.bias is not None),
-    fw.Sequential: lambda m: torch.nn.Sequential(*(twin_of(child, copy=False) for child in m)),
-    fw.ReLU: lambda m: torch.nn.ReLU(),
-    fw.Tanh: lambda m: torch.nn.Tanh(),
-    fw.Sigmoid: lambda m: torch.nn.Sigmoid(),
-    fw.MSELoss: lambda m: torch.nn.MSELoss(reduction=m.reduction),
-}
-
-
-def register_twin(cls: type, builder: Builder) -> None:
-    """Declare the ``torch.nn`` twin of a user's own module class."""
-    TWINS[cls] = builder
-
 
 def twin_of(module: Any, copy: bool = True) -> torch.nn.Module:
     """The ``torch.nn`` twin of ``module``, same dtype/device, parameters and buffers copied."""
-    try:
-        builder = TWINS[type(module)]
-    except KeyError:
-        raise KeyError(
-            f"no torch.nn twin is declared for {type(module).__name__}; "
-            f"declare one with verification.twins.register_twin"
-        ) from None
-    twin = builder(module)
+    from .specs import _BY_CLASS
+
+    if isinstance(module, fw.Sequential):
+        twin = torch.nn.Sequential(*(twin_of(child, copy=False) for child in module))
+    else:
+        spec = next((_BY_CLASS[c] for c in type(module).__mro__ if c in _BY_CLASS), None)
+        if spec is None or spec.twin is None:
+            raise KeyError(
+                f"no torch.nn twin is declared for {type(module).__name__}; declare one in its "
+                f"Spec (verification.specs.register_spec)"
+            )
+        twin = spec.twin(module)
     twin.train(getattr(module, "training", True))
     if copy:
         copy_state(module, twin)
@@ -79,7 +66,7 @@ def copy_state(module: Any, twin: torch.nn.Module) -> None:
 
 
 def copy_state_back(twin: torch.nn.Module, module: Any) -> None:
-    """Copy the twin's parameters and buffers into the framework module (after torch steps)."""
+    """Copy the twin's parameters and buffers into the framework module."""
     twin_params = dict(twin.named_parameters())
     twin_buffers = dict(twin.named_buffers())
     for name, value, _ in module.named_param():

@@ -1,0 +1,192 @@
+"""Specs: how to construct each module, draw its inputs, and build its ``torch.nn`` twin.
+
+A :class:`Spec` is data. ``Spec.cases()`` is a hypothesis strategy of :class:`Case`: the
+constructor arguments and input shapes are drawn by hypothesis (so failures shrink), the
+values from a seeded generator and the spec's named domains (so a case replays from JSON).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from hypothesis import strategies as st
+from torch import Tensor
+
+from .domains import REAL, Domain
+from .strategies import as_strategy
+
+TargetMaker = Callable[[Tensor, torch.Generator], Tensor]
+
+
+@dataclass(frozen=True)
+class Input:
+    """One forward input: a shape strategy and the domain its values come from."""
+
+    shape: st.SearchStrategy[tuple[int, ...]] | tuple[int, ...]
+    domain: Domain = REAL
+
+
+# -- targets of losses ---------------------------------------------------------------------------
+def values(domain: Domain) -> TargetMaker:
+    """A target of the prediction's shape with values from ``domain``."""
+
+    def make(prediction: Tensor, generator: torch.Generator) -> Tensor:
+        return domain.sample(tuple(prediction.shape), generator)
+
+    make.description = f"values({domain})"  # type: ignore[attr-defined]
+    return make
+
+
+def offset(domain: Domain) -> TargetMaker:
+    """target = prediction - d, d from ``domain``: keeps |prediction - target| off a kink."""
+
+    def make(prediction: Tensor, generator: torch.Generator) -> Tensor:
+        return prediction.double().cpu() - domain.sample(tuple(prediction.shape), generator)
+
+    make.description = f"prediction - {domain}"  # type: ignore[attr-defined]
+    return make
+
+
+def class_indices(dim: int = 1) -> TargetMaker:
+    """Integer class indices in ``[0, prediction.shape[dim])``, the prediction's shape without ``dim``."""
+
+    def make(prediction: Tensor, generator: torch.Generator) -> Tensor:
+        shape = tuple(prediction.shape[:dim]) + tuple(prediction.shape[dim + 1:])
+        return torch.randint(0, prediction.shape[dim], shape, generator=generator)
+
+    make.description = "class indices"  # type: ignore[attr-defined]
+    return make
+
+
+def _randomize_parameters(module: Any, generator: torch.Generator) -> None:
+    # Random parameters, never the initialiser's ones and zeros, so a backward that confuses
+    # weight and bias, or drops a factor of the weight, cannot pass by luck.
+    for _, p, _ in module.named_param():
+        p.copy_(torch.empty(p.shape, dtype=torch.float64).uniform_(-1.0, 1.0, generator=generator))
+
+
+@dataclass
+class Spec:
+    """How to verify one module class.
+
+    Args:
+        module: the class under test.
+        kwargs: constructor arguments, each a strategy or a fixed value; or one strategy of
+            whole dicts, for arguments that depend on each other (groups and channels).
+        inputs: given the drawn kwargs, one :class:`Input` per forward input.
+        twin: builds the ``torch.nn`` twin from an instance (``None``: no twin exists).
+        target: for losses, makes the target from the prediction.
+        modes: ``"train"`` and/or ``"eval"``, drawn per case.
+        prepare: called on a fresh module with the case's generator (random running stats).
+        random: the module draws random numbers from ``module.generator``; the checker
+            re-seeds it before every forward so finite differences see one fixed function.
+        kinks: points where the derivative jumps, documented and tested exactly elsewhere.
+        name: defaults to the class name.
+    """
+
+    module: type
+    kwargs: dict[str, Any] | st.SearchStrategy[dict[str, Any]]
+    inputs: Callable[[dict[str, Any]], Sequence[Input]]
+    twin: Callable[[Any], torch.nn.Module] | None
+    target: TargetMaker | None = None
+    modes: tuple[str, ...] = ("train",)
+    prepare: Callable[[Any, torch.Generator], None] | None = None
+    randomize_parameters: bool = True
+    random: bool = False
+    kinks: str = ""
+    name: str = ""
+    _cases: Any = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            self.name = self.module.__name__
+
+    @property
+    def is_loss(self) -> bool:
+        return self.target is not None
+
+    def kwargs_strategy(self) -> st.SearchStrategy[dict[str, Any]]:
+        if isinstance(self.kwargs, st.SearchStrategy):
+            return self.kwargs
+        return st.fixed_dictionaries({k: as_strategy(v) for k, v in self.kwargs.items()})
+
+    def cases(self) -> st.SearchStrategy[Case]:
+        """Hypothesis strategy of concrete cases for this module."""
+        if self._cases is None:
+            self._cases = st.composite(_draw_case)(self)
+        return self._cases
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _draw_case(draw: Callable[[st.SearchStrategy[Any]], Any], spec: Spec) -> Case:
+    kwargs = draw(spec.kwargs_strategy())
+    shapes = [tuple(draw(as_strategy(i.shape))) for i in spec.inputs(kwargs)]
+    mode = draw(st.sampled_from(spec.modes))
+    seed = draw(st.integers(min_value=0, max_value=2**31 - 1))
+    return Case(spec, kwargs, shapes, seed, mode)
+
+
+@dataclass
+class Built:
+    """A case made concrete on a dtype and device."""
+
+    module: Any
+    inputs: list[Tensor]
+    target: Tensor | None
+    generator_seed: int
+
+
+@dataclass
+class Case:
+    """One drawn case: constructor arguments, input shapes, value seed and mode."""
+
+    spec: Spec
+    kwargs: dict[str, Any]
+    shapes: list[tuple[int, ...]]
+    seed: int
+    mode: str = "train"
+
+    def build(self, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> Built:
+        """Construct the module and draw inputs (values drawn in float64, then cast)."""
+        generator = torch.Generator().manual_seed(self.seed)
+        module = self.spec.module(**self.kwargs)
+        if self.spec.randomize_parameters:
+            _randomize_parameters(module, generator)
+        if self.spec.prepare is not None:
+            self.spec.prepare(module, generator)
+        module.to(device=device, dtype=dtype)
+        module.train(self.mode == "train")
+        domains = [i.domain for i in self.spec.inputs(self.kwargs)]
+        inputs64 = [d.sample(shape, generator) for d, shape in zip(domains, self.shapes)]
+        target = None
+        if self.spec.target is not None:
+            target = self.spec.target(inputs64[0], generator)
+            if target.is_floating_point():
+                target = target.to(device=device, dtype=dtype)
+            else:
+                target = target.to(device=device)
+        inputs = [x.to(device=device, dtype=dtype) for x in inputs64]
+        return Built(module, inputs, target, self.seed)
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "module": self.spec.name, "kwargs": self.kwargs, "shapes": [list(s) for s in self.shapes],
+            "seed": self.seed, "mode": self.mode,
+        }, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, specs: dict[str, Spec]) -> Case:
+        data = json.loads(text)
+        spec = specs[data["module"]]
+        return cls(spec, data["kwargs"], [tuple(s) for s in data["shapes"]], data["seed"], data["mode"])
+
+    def __str__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
+        shapes = ", ".join(str(s) for s in self.shapes)
+        return f"{self.spec.name}({args}) mode={self.mode} inputs={shapes} seed={self.seed}"

@@ -1,0 +1,44 @@
+"""One spec per registered module, one file per family (mirroring ``framework/``).
+
+``SPECS`` lists them all; a test fails when a registered module has none.
+"""
+
+from __future__ import annotations
+
+from ..spec import Spec
+from . import activations, containers, linear, losses
+
+SPECS: list[Spec] = [
+    *linear.SPECS,
+    *activations.SPECS,
+    *losses.SPECS,
+    *containers.SPECS,
+]
+
+_BY_CLASS: dict[type, Spec] = {spec.module: spec for spec in SPECS}
+_BY_NAME: dict[str, Spec] = {spec.name: spec for spec in SPECS}
+
+
+def register_spec(spec: Spec) -> Spec:
+    """Add a spec for a user's own module class (its twin then works with twin_of)."""
+    _BY_CLASS[spec.module] = spec
+    _BY_NAME[spec.name] = spec
+    return spec
+
+
+def spec_for(cls: type) -> Spec:
+    try:
+        return _BY_CLASS[cls]
+    except KeyError:
+        raise KeyError(f"no verification spec for {cls.__name__}; add one to verification/specs/") from None
+
+
+def spec_named(name: str) -> Spec:
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"no verification spec named {name!r}; known: {sorted(_BY_NAME)}") from None
+
+
+def all_specs() -> dict[str, Spec]:
+    return dict(_BY_NAME)
