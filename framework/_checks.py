@@ -34,18 +34,14 @@ def fail(owner: Any, message: str) -> ModuleValueError:
 
 def tensor(owner: Any, value: Any, name: str = "input") -> Tensor:
     if not isinstance(value, Tensor):
-        raise ModuleTypeError(
-            f"{_owner(owner)}: expected {name} to be a torch.Tensor, got {type(value).__name__}"
-        )
+        raise ModuleTypeError(f"{_owner(owner)}: expected {name} to be a torch.Tensor, got {type(value).__name__}")
     return value
 
 
 def floating(owner: Any, value: Any, name: str = "input") -> Tensor:
     value = tensor(owner, value, name)
     if not value.is_floating_point():
-        raise ModuleTypeError(
-            f"{_owner(owner)}: expected {name} to be a floating-point tensor, got {value.dtype}"
-        )
+        raise ModuleTypeError(f"{_owner(owner)}: expected {name} to be a floating-point tensor, got {value.dtype}")
     return value
 
 
@@ -53,18 +49,12 @@ def ndim(owner: Any, value: Tensor, allowed: Iterable[int], name: str = "input")
     allowed = tuple(allowed)
     if value.dim() not in allowed:
         dims = " or ".join(f"{d}-D" for d in allowed)
-        raise fail(
-            owner, f"expected {name} to be {dims}, got a {value.dim()}-D tensor of shape "
-            f"{tuple(value.shape)}"
-        )
+        raise fail(owner, f"expected {name} to be {dims}, got a {value.dim()}-D tensor of shape {tuple(value.shape)}")
 
 
 def size(owner: Any, value: Tensor, dim: int, expected: int, what: str, name: str = "input") -> None:
     if value.shape[dim] != expected:
-        raise fail(
-            owner, f"expected {name} with {what} = {expected} (dimension {dim}), got shape "
-            f"{tuple(value.shape)}"
-        )
+        raise fail(owner, f"expected {name} with {what} = {expected} (dimension {dim}), got shape {tuple(value.shape)}")
 
 
 def same_shape(owner: Any, value: Tensor, expected: tuple[int, ...] | torch.Size, name: str) -> None:
@@ -76,8 +66,7 @@ def like(owner: Any, value: Tensor, reference: Tensor, name: str, reference_name
     """``value`` must share ``reference``'s dtype and device."""
     if value.dtype != reference.dtype:
         raise ModuleTypeError(
-            f"{_owner(owner)}: expected {name} of dtype {reference.dtype} (the {reference_name}'s), "
-            f"got {value.dtype}"
+            f"{_owner(owner)}: expected {name} of dtype {reference.dtype} (the {reference_name}'s), got {value.dtype}"
         )
     if value.device != reference.device:
         raise ModuleTypeError(

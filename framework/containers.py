@@ -20,8 +20,7 @@ class Sequential(Module):
         for index, module in enumerate(modules):
             if not isinstance(module, Module):
                 raise check.ModuleTypeError(
-                    f"Sequential: expected framework.Module instances, got "
-                    f"{type(module).__name__} at position {index}"
+                    f"Sequential: expected framework.Module instances, got {type(module).__name__} at position {index}"
                 )
         self._modules = list(modules)
 

@@ -13,8 +13,7 @@ from torch import Tensor
 
 from . import _checks as check
 
-NONLINEARITIES = ("linear", "conv1d", "conv2d", "conv_transpose2d", "sigmoid", "tanh", "relu",
-                  "leaky_relu", "selu")
+NONLINEARITIES = ("linear", "conv1d", "conv2d", "conv_transpose2d", "sigmoid", "tanh", "relu", "leaky_relu", "selu")
 
 
 def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
@@ -81,15 +80,25 @@ def _kaiming_std(tensor: Tensor, a: float, mode: str, nonlinearity: str) -> floa
     return calculate_gain(nonlinearity, a) / math.sqrt(fan)
 
 
-def kaiming_uniform_(tensor: Tensor, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu",
-                     generator: torch.Generator | None = None) -> Tensor:
+def kaiming_uniform_(
+    tensor: Tensor,
+    a: float = 0.0,
+    mode: str = "fan_in",
+    nonlinearity: str = "leaky_relu",
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """He: U(-b, b), b = gain * sqrt(3 / fan)."""
     bound = math.sqrt(3.0) * _kaiming_std(tensor, a, mode, nonlinearity)
     return uniform_(tensor, -bound, bound, generator)
 
 
-def kaiming_normal_(tensor: Tensor, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu",
-                    generator: torch.Generator | None = None) -> Tensor:
+def kaiming_normal_(
+    tensor: Tensor,
+    a: float = 0.0,
+    mode: str = "fan_in",
+    nonlinearity: str = "leaky_relu",
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """He: N(0, std^2), std = gain / sqrt(fan)."""
     return normal_(tensor, 0.0, _kaiming_std(tensor, a, mode, nonlinearity), generator)
 
@@ -112,12 +121,16 @@ def torch_default_(weight: Tensor, bias: Tensor | None = None, generator: torch.
         uniform_(bias, -bound, bound, generator)
 
 
-SCHEMES = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal",
-           "lecun_normal", "zeros")
+SCHEMES = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "lecun_normal", "zeros")
 
 
-def initialise(weight: Tensor, bias: Tensor | None, scheme: str = "default", nonlinearity: str = "relu",
-               generator: torch.Generator | None = None) -> None:
+def initialise(
+    weight: Tensor,
+    bias: Tensor | None,
+    scheme: str = "default",
+    nonlinearity: str = "relu",
+    generator: torch.Generator | None = None,
+) -> None:
     """Fill a layer's weight and bias by a named scheme (bias is zero except for 'default')."""
     check.choice("initialise", scheme, "scheme", SCHEMES)
     if scheme == "default":

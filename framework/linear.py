@@ -27,10 +27,18 @@ class Linear(Module):
     Attributes: ``weight`` (out_features, in_features), ``bias`` (out_features,).
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-                 init: str = "default", nonlinearity: str = "relu",
-                 generator: torch.Generator | None = None,
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        init: str = "default",
+        nonlinearity: str = "relu",
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         self.in_features = check.positive_int(self, in_features, "in_features")
         self.out_features = check.positive_int(self, out_features, "out_features")

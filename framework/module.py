@@ -141,9 +141,7 @@ class Module:
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Module:
         """Move parameters, gradients and buffers (floating buffers only change dtype)."""
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-            raise check.ModuleTypeError(
-                f"{type(self).__name__}: expected a floating-point torch.dtype, got {dtype!r}"
-            )
+            raise check.ModuleTypeError(f"{type(self).__name__}: expected a floating-point torch.dtype, got {dtype!r}")
         for name in list(self._parameters):
             self._parameters[name] = self._parameters[name].to(device=device, dtype=dtype)
             self._gradients[name] = self._gradients[name].to(device=device, dtype=dtype)
@@ -238,8 +236,7 @@ class Loss(Module):
         grad_output = check.floating(self, grad_output, "grad_output")
         if grad_output.numel() != 1:
             raise check.fail(
-                self, f"expected grad_output to be a scalar (the loss is 0-d), got shape "
-                f"{tuple(grad_output.shape)}"
+                self, f"expected grad_output to be a scalar (the loss is 0-d), got shape {tuple(grad_output.shape)}"
             )
         check.like(self, grad_output, like, "grad_output", "prediction")
         return grad_output.reshape(())

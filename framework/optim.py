@@ -49,16 +49,26 @@ class SGD(Optimizer):
     d = g + mu * b (Nesterov) or b (momentum) or g (plain);   p -= lr * d
     """
 
-    def __init__(self, params: Iterable[tuple[Tensor, Tensor]], lr: float = 1e-3, momentum: float = 0.0,
-                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False) -> None:
+    def __init__(
+        self,
+        params: Iterable[tuple[Tensor, Tensor]],
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ) -> None:
         super().__init__(params, lr)
         self.momentum = check.number(self, momentum, "momentum", low=0.0)
         self.dampening = check.number(self, dampening, "dampening")
         self.weight_decay = check.number(self, weight_decay, "weight_decay", low=0.0)
         self.nesterov = bool(nesterov)
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
-            raise check.fail(self, f"Nesterov momentum needs momentum > 0 and dampening = 0, got "
-                                   f"momentum={self.momentum:g}, dampening={self.dampening:g}")
+            raise check.fail(
+                self,
+                f"Nesterov momentum needs momentum > 0 and dampening = 0, got "
+                f"momentum={self.momentum:g}, dampening={self.dampening:g}",
+            )
 
     def _update(self, param: Tensor, grad: Tensor, state: dict[str, Any]) -> None:
         d = grad if self.weight_decay == 0 else grad + self.weight_decay * param

@@ -48,8 +48,9 @@ class Domain:
         return self.name
 
 
-def away_from(*points: float, margin: float = 1e-2, low: float = -3.0, high: float = 3.0,
-              name: str | None = None) -> Domain:
+def away_from(
+    *points: float, margin: float = 1e-2, low: float = -3.0, high: float = 3.0, name: str | None = None
+) -> Domain:
     """Values at least ``margin`` away from each kink in ``points``."""
     label = name or "away_from(" + ", ".join(f"{p:g}" for p in points) + f"; margin={margin:g})"
     return Domain(label, low, high, tuple(float(p) for p in points), margin)

@@ -55,7 +55,7 @@ def class_indices(dim: int = 1) -> TargetMaker:
     """Integer class indices in ``[0, prediction.shape[dim])``, the prediction's shape without ``dim``."""
 
     def make(prediction: Tensor, generator: torch.Generator) -> Tensor:
-        shape = tuple(prediction.shape[:dim]) + tuple(prediction.shape[dim + 1:])
+        shape = tuple(prediction.shape[:dim]) + tuple(prediction.shape[dim + 1 :])
         return torch.randint(0, prediction.shape[dim], shape, generator=generator)
 
     make.description = "class indices"  # type: ignore[attr-defined]
@@ -175,10 +175,16 @@ class Case:
         return Built(module, inputs, target, self.seed)
 
     def to_json(self) -> str:
-        return json.dumps({
-            "module": self.spec.name, "kwargs": self.kwargs, "shapes": [list(s) for s in self.shapes],
-            "seed": self.seed, "mode": self.mode,
-        }, sort_keys=True)
+        return json.dumps(
+            {
+                "module": self.spec.name,
+                "kwargs": self.kwargs,
+                "shapes": [list(s) for s in self.shapes],
+                "seed": self.seed,
+                "mode": self.mode,
+            },
+            sort_keys=True,
+        )
 
     @classmethod
     def from_json(cls, text: str, specs: dict[str, Spec]) -> Case:

@@ -30,6 +30,11 @@ def _twin(m):
 
 
 SPECS = [
-    Spec(_MLP, {"width": sizes(1, 5), "depth": st.integers(1, 3)},
-         lambda kw: [Input(batched(kw["width"]))], _twin, name="Sequential"),
+    Spec(
+        _MLP,
+        {"width": sizes(1, 5), "depth": st.integers(1, 3)},
+        lambda kw: [Input(batched(kw["width"]))],
+        _twin,
+        name="Sequential",
+    ),
 ]
