@@ -6,14 +6,23 @@ with torch tensor operations only: no ``torch.nn``, no autograd.
 
 from . import init, optim
 from ._checks import ModuleTypeError, ModuleValueError
-from .activations import Elementwise, ReLU, Sigmoid, Tanh
+from .activations import ELU, GELU, SELU, Elementwise, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh, Tanhshrink, Threshold
 from .containers import Sequential
 from .linear import Linear
-from .losses import MSELoss
+from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, SmoothL1Loss
 from .module import Loss, Module, iter_modules, modules
 
 __all__ = [
+    "ELU",
+    "GELU",
+    "SELU",
+    "BCELoss",
+    "BCEWithLogitsLoss",
+    "CrossEntropyLoss",
     "Elementwise",
+    "HuberLoss",
+    "L1Loss",
+    "LeakyReLU",
     "Linear",
     "Loss",
     "MSELoss",
@@ -23,7 +32,11 @@ __all__ = [
     "ReLU",
     "Sequential",
     "Sigmoid",
+    "SmoothL1Loss",
+    "Softplus",
     "Tanh",
+    "Tanhshrink",
+    "Threshold",
     "init",
     "iter_modules",
     "modules",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
+from . import _checks as check
 from .module import Module
 
 
@@ -63,3 +66,203 @@ class Sigmoid(Elementwise):
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
         return y * (1 - y)
+
+
+def _finite(owner: Module, value: object, name: str) -> float:
+    """Any finite real number: torch accepts every float here, but nan or inf poison every output."""
+    return check.number(owner, value, name, low=-math.inf, high=math.inf, low_open=True, high_open=True)
+
+
+class LeakyReLU(Elementwise):
+    """y = x if x > 0 else negative_slope * x;   f'(x) = 1 if x > 0 else negative_slope.
+
+    At the kink x = 0 the derivative is ``negative_slope`` (the x <= 0 branch), as torch.
+
+    Args:
+        negative_slope: the slope for x <= 0 (any finite number). Default: 0.01.
+
+    Shape:
+        - Input: (*), any shape.  - Output: (*), the input's shape.
+    """
+
+    def __init__(self, negative_slope: float = 0.01) -> None:
+        super().__init__()
+        self.negative_slope = _finite(self, negative_slope, "negative_slope")
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return torch.where(x > 0, x, x * self.negative_slope)
+
+    def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
+        return torch.where(x > 0, torch.ones_like(x), self.negative_slope)
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}"
+
+
+class ELU(Elementwise):
+    """y = x if x > 0 else alpha (exp(x) - 1);   f'(x) = 1 if x > 0 else alpha exp(x).
+
+    At x = 0 the derivative is ``alpha`` (the x <= 0 branch), as torch.
+
+    Args:
+        alpha: the scale of the negative branch (any finite number). Default: 1.0.
+
+    Shape:
+        - Input: (*), any shape.  - Output: (*), the input's shape.
+    """
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        super().__init__()
+        self.alpha = _finite(self, alpha, "alpha")
+
+    def _forward(self, x: Tensor) -> Tensor:
+        # exp only ever sees x <= 0: no overflow in the branch torch.where discards.
+        return torch.where(x > 0, x, self.alpha * torch.expm1(x.clamp(max=0)))
+
+    def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
+        return torch.where(x > 0, 1.0, self.alpha * torch.exp(x.clamp(max=0)))
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
+class SELU(Elementwise):
+    """y = scale * (x if x > 0 else alpha (exp(x) - 1));   f'(x) = scale * (1 if x > 0 else alpha exp(x)).
+
+    With torch's constants alpha = 1.6732632423543772848170429916717 and
+    scale = 1.0507009873554804934193349852946. At x = 0 the derivative is scale * alpha, as torch.
+
+    Shape:
+        - Input: (*), any shape.  - Output: (*), the input's shape.
+    """
+
+    alpha = 1.6732632423543772848170429916717
+    scale = 1.0507009873554804934193349852946
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return self.scale * torch.where(x > 0, x, self.alpha * torch.expm1(x.clamp(max=0)))
+
+    def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.scale * torch.where(x > 0, 1.0, self.alpha * torch.exp(x.clamp(max=0)))
+
+
+class Tanhshrink(Elementwise):
+    """y = x - tanh(x);   f'(x) = tanh(x)^2.
+
+    Shape:
+        - Input: (*), any shape.  - Output: (*), the input's shape.
+    """
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return x - torch.tanh(x)
+
+    def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
+        # tanh(x)^2 rather than 1 - (1 - tanh^2): no cancellation near x = 0.
+        t = torch.tanh(x)
+        return t * t
+
+
+class Threshold(Elementwise):
+    """y = x if x > threshold else value;   f'(x) = 1 if x > threshold else 0.
+
+    At x = threshold the output is ``value`` and the derivative 0, as torch.
+
+    Args:
+        threshold: the value to threshold at (finite).
+        value: the value replacing inputs x <= threshold (finite).
+
+    Shape:
+        - Input: (*), any shape.  - Output: (*), the input's shape.
+    """
+
+    def __init__(self, threshold: float, value: float) -> None:
+        super().__init__()
+        self.threshold = _finite(self, threshold, "threshold")
+        self.value = _finite(self, value, "value")
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return torch.where(x > self.threshold, x, self.value)
+
+    def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
+        return (x > self.threshold).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"threshold={self.threshold}, value={self.value}"
+
+
+class Softplus(Elementwise):
+    """y = log(1 + exp(beta x)) / beta, or y = x where beta x > threshold;
+    f'(x) = sigmoid(beta x), or 1 where beta x > threshold.
+
+    The switch to the identity follows torch exactly: at beta x == threshold the log branch is
+    used. The log branch is evaluated as (max(beta x, 0) + log1p(exp(-|beta x|))) / beta, which
+    never overflows even for a threshold so large that exp(beta x) would.
+
+    Args:
+        beta: the sharpness, > 0. Default: 1.0.
+        threshold: values with beta x above it are passed through unchanged. Default: 20.0.
+
+    Shape:
+        - Input: (*), any shape.  - Output: (*), the input's shape.
+    """
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
+        super().__init__()
+        self.beta = check.number(self, beta, "beta", low=0.0, high=math.inf, low_open=True, high_open=True)
+        self.threshold = check.number(self, threshold, "threshold")
+
+    def _forward(self, x: Tensor) -> Tensor:
+        bx = x * self.beta
+        soft = (bx.clamp(min=0) + torch.log1p(torch.exp(-bx.abs()))) / self.beta
+        return torch.where(bx > self.threshold, x, soft)
+
+    def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
+        bx = x * self.beta
+        return torch.where(bx > self.threshold, 1.0, torch.sigmoid(bx))
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, threshold={self.threshold}"
+
+
+_SQRT_2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_CUBIC = 0.044715
+
+
+class GELU(Elementwise):
+    """Gaussian error linear unit, exact or with torch's tanh approximation.
+
+    'none':  y = x Phi(x),  Phi(x) = (1 + erf(x / sqrt(2))) / 2;
+             f'(x) = Phi(x) + x phi(x),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
+    'tanh':  y = x (1 + t) / 2,  t = tanh(u),  u = sqrt(2/pi) (x + 0.044715 x^3);
+             f'(x) = (1 + t) / 2 + x (1 - t^2) / 2 * sqrt(2/pi) (1 + 3 * 0.044715 x^2).
+
+    Args:
+        approximate: ``'none'`` (exact) or ``'tanh'``. Default: ``'none'``.
+
+    Shape:
+        - Input: (*), any shape.  - Output: (*), the input's shape.
+    """
+
+    def __init__(self, approximate: str = "none") -> None:
+        super().__init__()
+        self.approximate = check.choice(self, approximate, "approximate", ("none", "tanh"))
+
+    def _forward(self, x: Tensor) -> Tensor:
+        if self.approximate == "tanh":
+            u = _SQRT_2_OVER_PI * (x + _GELU_CUBIC * x * x * x)
+            return 0.5 * x * (1 + torch.tanh(u))
+        return 0.5 * x * (1 + torch.erf(x / _SQRT_2))
+
+    def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
+        if self.approximate == "tanh":
+            x2 = x * x
+            t = torch.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x2 * x))
+            du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * x2)
+            return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du
+        cdf = 0.5 * (1 + torch.erf(x / _SQRT_2))
+        return cdf + x * _INV_SQRT_2PI * torch.exp(-0.5 * x * x)
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
