@@ -59,7 +59,7 @@ bench-compare: $(STAMP) ## Compare framework/torch ratios against the saved base
 	$(PY) -m benchmarks.compare $(RESULTS)/benchmarks-$(DEVICE).json benchmarks/baseline-$(DEVICE).json
 
 train: $(STAMP) ## Run the disk-classification experiment, framework against torch (RUNS=10)
-	$(PY) -m framework.experiment --runs $(RUNS) --json $(RESULTS)/training.json
+	$(PY) -m experiment --runs $(RUNS) --json $(RESULTS)/training.json
 	$(PY) -m reports --only training --results $(RESULTS)
 
 report: $(STAMP) ## Render every HTML page from the latest results into $(RESULTS)/html
