@@ -8,9 +8,12 @@ from . import init, optim
 from ._checks import ModuleTypeError, ModuleValueError
 from .activations import ELU, GELU, SELU, Elementwise, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh, Tanhshrink, Threshold
 from .containers import Sequential
+from .dropout import Dropout
 from .linear import Linear
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, SmoothL1Loss
 from .module import Loss, Module, iter_modules, modules
+from .norm import BatchNorm1d, BatchNorm2d
+from .shape import Flatten
 
 __all__ = [
     "ELU",
@@ -18,8 +21,12 @@ __all__ = [
     "SELU",
     "BCELoss",
     "BCEWithLogitsLoss",
+    "BatchNorm1d",
+    "BatchNorm2d",
     "CrossEntropyLoss",
+    "Dropout",
     "Elementwise",
+    "Flatten",
     "HuberLoss",
     "L1Loss",
     "LeakyReLU",

@@ -6,13 +6,16 @@
 from __future__ import annotations
 
 from ..spec import Spec
-from . import activations, containers, linear, losses
+from . import activations, containers, dropout, linear, losses, norm, shape
 
 SPECS: list[Spec] = [
     *linear.SPECS,
     *activations.SPECS,
     *losses.SPECS,
     *containers.SPECS,
+    *norm.SPECS,
+    *dropout.SPECS,
+    *shape.SPECS,
 ]
 
 _BY_CLASS: dict[type, Spec] = {spec.module: spec for spec in SPECS}

@@ -1,0 +1,226 @@
+"""Activations against their torch.nn twins: values, gradients, kinks, stability and bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import framework as fw
+
+# (framework module, torch.nn twin) factories over several hyper-parameter values.
+PAIRS = [
+    pytest.param(lambda: fw.ReLU(), lambda: torch.nn.ReLU(), id="ReLU"),
+    pytest.param(lambda: fw.Tanh(), lambda: torch.nn.Tanh(), id="Tanh"),
+    pytest.param(lambda: fw.Sigmoid(), lambda: torch.nn.Sigmoid(), id="Sigmoid"),
+    pytest.param(lambda: fw.LeakyReLU(), lambda: torch.nn.LeakyReLU(), id="LeakyReLU-default"),
+    pytest.param(lambda: fw.LeakyReLU(0.3), lambda: torch.nn.LeakyReLU(0.3), id="LeakyReLU-0.3"),
+    pytest.param(lambda: fw.LeakyReLU(-0.5), lambda: torch.nn.LeakyReLU(-0.5), id="LeakyReLU-negative"),
+    pytest.param(lambda: fw.LeakyReLU(2.0), lambda: torch.nn.LeakyReLU(2.0), id="LeakyReLU-2"),
+    pytest.param(lambda: fw.ELU(), lambda: torch.nn.ELU(), id="ELU-default"),
+    pytest.param(lambda: fw.ELU(0.25), lambda: torch.nn.ELU(0.25), id="ELU-0.25"),
+    pytest.param(lambda: fw.ELU(2.5), lambda: torch.nn.ELU(2.5), id="ELU-2.5"),
+    pytest.param(lambda: fw.SELU(), lambda: torch.nn.SELU(), id="SELU"),
+    pytest.param(lambda: fw.Tanhshrink(), lambda: torch.nn.Tanhshrink(), id="Tanhshrink"),
+    pytest.param(lambda: fw.Threshold(0.5, -2.0), lambda: torch.nn.Threshold(0.5, -2.0), id="Threshold-0.5"),
+    pytest.param(lambda: fw.Threshold(-1.0, 3.0), lambda: torch.nn.Threshold(-1.0, 3.0), id="Threshold--1"),
+    pytest.param(lambda: fw.Softplus(), lambda: torch.nn.Softplus(), id="Softplus-default"),
+    pytest.param(lambda: fw.Softplus(2.0, 3.0), lambda: torch.nn.Softplus(2.0, 3.0), id="Softplus-2-3"),
+    pytest.param(lambda: fw.Softplus(0.5, 1.0), lambda: torch.nn.Softplus(0.5, 1.0), id="Softplus-0.5-1"),
+    pytest.param(lambda: fw.GELU(), lambda: torch.nn.GELU(), id="GELU-none"),
+    pytest.param(lambda: fw.GELU("tanh"), lambda: torch.nn.GELU(approximate="tanh"), id="GELU-tanh"),
+]
+
+SHAPES = [(7,), (3, 4), (2, 3, 5)]
+
+
+def torch_forward_backward(twin: torch.nn.Module, x: torch.Tensor, grad_output: torch.Tensor):
+    """The twin's output and dL/dx, with L = <y, grad_output>, through torch.autograd."""
+    leaf = x.detach().clone().requires_grad_(True)
+    y = twin(leaf)
+    (dx,) = torch.autograd.grad(y, leaf, grad_output)
+    return y.detach(), dx
+
+
+def ours_forward_backward(module: fw.Module, x: torch.Tensor, grad_output: torch.Tensor):
+    y = module(x)
+    return y, module.backward(grad_output)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize(("make", "make_twin"), PAIRS)
+def test_forward_and_backward_match_the_torch_twin_in_float64(make, make_twin, shape):
+    generator = torch.Generator().manual_seed(hash(shape) % 2**31)
+    x = 8 * torch.rand(shape, generator=generator, dtype=torch.float64) - 4
+    grad_output = torch.randn(shape, generator=generator, dtype=torch.float64)
+    y, dx = ours_forward_backward(make(), x, grad_output)
+    y_ref, dx_ref = torch_forward_backward(make_twin(), x, grad_output)
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(dx, dx_ref, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(("make", "make_twin"), PAIRS)
+def test_forward_and_backward_match_the_torch_twin_in_float32(make, make_twin):
+    generator = torch.Generator().manual_seed(7)
+    x = 8 * torch.rand((4, 6), generator=generator) - 4
+    grad_output = torch.randn((4, 6), generator=generator)
+    y, dx = ours_forward_backward(make(), x, grad_output)
+    y_ref, dx_ref = torch_forward_backward(make_twin(), x, grad_output)
+    assert y.dtype == dx.dtype == torch.float32
+    eps = torch.finfo(torch.float32).eps
+    torch.testing.assert_close(y, y_ref, rtol=16 * eps, atol=16 * eps)
+    torch.testing.assert_close(dx, dx_ref, rtol=16 * eps, atol=16 * eps)
+
+
+# Points where a branch is chosen: the framework must pick torch's branch, value and derivative.
+KINKS = [
+    pytest.param(lambda: fw.ReLU(), lambda: torch.nn.ReLU(), [0.0, -0.0], id="ReLU-at-0"),
+    pytest.param(lambda: fw.LeakyReLU(0.2), lambda: torch.nn.LeakyReLU(0.2), [0.0, -0.0], id="LeakyReLU-at-0"),
+    pytest.param(lambda: fw.ELU(0.5), lambda: torch.nn.ELU(0.5), [0.0, -0.0], id="ELU-at-0"),
+    pytest.param(lambda: fw.SELU(), lambda: torch.nn.SELU(), [0.0, -0.0], id="SELU-at-0"),
+    pytest.param(
+        lambda: fw.Threshold(0.5, 2.0), lambda: torch.nn.Threshold(0.5, 2.0), [0.5], id="Threshold-at-threshold"
+    ),
+    pytest.param(
+        lambda: fw.Softplus(2.0, 1.0),
+        lambda: torch.nn.Softplus(2.0, 1.0),
+        [0.5, math.nextafter(0.5, 1.0), math.nextafter(0.5, 0.0)],
+        id="Softplus-at-threshold-over-beta",
+    ),
+    pytest.param(lambda: fw.Softplus(), lambda: torch.nn.Softplus(), [20.0, 20.5, 19.5], id="Softplus-default-switch"),
+]
+
+
+@pytest.mark.parametrize(("make", "make_twin", "points"), KINKS)
+def test_values_and_derivatives_at_kinks_follow_torch(make, make_twin, points):
+    x = torch.tensor(points, dtype=torch.float64)
+    grad_output = torch.ones_like(x)
+    y, dx = ours_forward_backward(make(), x, grad_output)
+    y_ref, dx_ref = torch_forward_backward(make_twin(), x, grad_output)
+    torch.testing.assert_close(y, y_ref, rtol=1e-14, atol=0.0)
+    torch.testing.assert_close(dx, dx_ref, rtol=1e-14, atol=0.0)
+
+
+def test_leaky_relu_derivative_at_zero_is_the_negative_slope():
+    module = fw.LeakyReLU(0.2)
+    module(torch.zeros(3, dtype=torch.float64))
+    assert module.backward(torch.ones(3, dtype=torch.float64)).tolist() == [0.2, 0.2, 0.2]
+
+
+def test_threshold_at_threshold_gives_value_and_zero_derivative():
+    module = fw.Threshold(1.5, -7.0)
+    x = torch.tensor([1.5], dtype=torch.float64)
+    assert module(x).item() == -7.0
+    assert module.backward(torch.ones_like(x)).item() == 0.0
+
+
+HUGE = [
+    pytest.param(lambda: fw.Sigmoid(), lambda: torch.nn.Sigmoid(), id="Sigmoid"),
+    pytest.param(lambda: fw.Softplus(), lambda: torch.nn.Softplus(), id="Softplus"),
+    pytest.param(lambda: fw.Softplus(3.0, 5.0), lambda: torch.nn.Softplus(3.0, 5.0), id="Softplus-3-5"),
+    pytest.param(lambda: fw.ELU(), lambda: torch.nn.ELU(), id="ELU"),
+    pytest.param(lambda: fw.SELU(), lambda: torch.nn.SELU(), id="SELU"),
+    pytest.param(lambda: fw.GELU(), lambda: torch.nn.GELU(), id="GELU-none"),
+    pytest.param(lambda: fw.GELU("tanh"), lambda: torch.nn.GELU(approximate="tanh"), id="GELU-tanh"),
+    pytest.param(lambda: fw.Tanhshrink(), lambda: torch.nn.Tanhshrink(), id="Tanhshrink"),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize(("make", "make_twin"), HUGE)
+def test_huge_inputs_give_finite_results_equal_to_torch(make, make_twin, dtype):
+    x = torch.tensor([-1000.0, -100.0, 100.0, 1000.0], dtype=dtype)
+    grad_output = torch.tensor([0.5, -1.0, 2.0, 1.0], dtype=dtype)
+    y, dx = ours_forward_backward(make(), x, grad_output)
+    y_ref, dx_ref = torch_forward_backward(make_twin(), x, grad_output)
+    assert torch.isfinite(y).all() and torch.isfinite(dx).all()
+    torch.testing.assert_close(y, y_ref)
+    torch.testing.assert_close(dx, dx_ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_softplus_never_overflows_even_with_a_huge_threshold(dtype):
+    # torch's own softplus returns inf here (exp(beta x) overflows); the stable form does not.
+    module = fw.Softplus(beta=1.0, threshold=1e6)
+    x = torch.tensor([-1000.0, 0.0, 1000.0], dtype=dtype)
+    y = module(x)
+    dx = module.backward(torch.ones_like(x))
+    torch.testing.assert_close(y, torch.tensor([0.0, math.log(2.0), 1000.0], dtype=dtype))
+    torch.testing.assert_close(dx, torch.tensor([0.0, 0.5, 1.0], dtype=dtype))
+
+
+def test_defaults_equal_torch_defaults():
+    assert fw.LeakyReLU().negative_slope == torch.nn.LeakyReLU().negative_slope
+    assert fw.ELU().alpha == torch.nn.ELU().alpha
+    assert (fw.Softplus().beta, fw.Softplus().threshold) == (torch.nn.Softplus().beta, torch.nn.Softplus().threshold)
+    assert fw.GELU().approximate == torch.nn.GELU().approximate
+
+
+NEW_CLASSES = [fw.LeakyReLU, fw.ELU, fw.SELU, fw.Tanhshrink, fw.Threshold, fw.Softplus, fw.GELU]
+
+
+@pytest.mark.parametrize("cls", NEW_CLASSES, ids=lambda c: c.__name__)
+def test_every_activation_is_registered_and_exported(cls):
+    assert cls in fw.modules()
+    assert cls.__name__ in fw.__all__
+
+
+BAD_CONSTRUCTORS = [
+    pytest.param(fw.LeakyReLU, (math.nan,), {}, id="LeakyReLU-nan"),
+    pytest.param(fw.LeakyReLU, (math.inf,), {}, id="LeakyReLU-inf"),
+    pytest.param(fw.LeakyReLU, ("0.1",), {}, id="LeakyReLU-str"),
+    pytest.param(fw.LeakyReLU, (True,), {}, id="LeakyReLU-bool"),
+    pytest.param(fw.ELU, (math.nan,), {}, id="ELU-nan"),
+    pytest.param(fw.ELU, (-math.inf,), {}, id="ELU-inf"),
+    pytest.param(fw.ELU, (None,), {}, id="ELU-None"),
+    pytest.param(fw.Threshold, (math.nan, 0.0), {}, id="Threshold-threshold-nan"),
+    pytest.param(fw.Threshold, (0.0, math.inf), {}, id="Threshold-value-inf"),
+    pytest.param(fw.Threshold, (0.0, "x"), {}, id="Threshold-value-str"),
+    pytest.param(fw.Softplus, (), {"beta": 0.0}, id="Softplus-beta-0"),
+    pytest.param(fw.Softplus, (), {"beta": -1.0}, id="Softplus-beta-negative"),
+    pytest.param(fw.Softplus, (), {"beta": math.inf}, id="Softplus-beta-inf"),
+    pytest.param(fw.Softplus, (), {"threshold": math.nan}, id="Softplus-threshold-nan"),
+    pytest.param(fw.GELU, ("erf",), {}, id="GELU-unknown-approximation"),
+    pytest.param(fw.GELU, (None,), {}, id="GELU-None"),
+]
+
+
+@pytest.mark.parametrize(("cls", "args", "kwargs"), BAD_CONSTRUCTORS)
+def test_invalid_constructor_arguments_raise_naming_the_class(cls, args, kwargs):
+    with pytest.raises((ValueError, TypeError), match=cls.__name__):
+        cls(*args, **kwargs)
+
+
+ALL = [pytest.param(make, id=p.id) for p in PAIRS for make in [p.values[0]]]
+
+
+@pytest.mark.parametrize("make", ALL)
+def test_backward_before_forward_raises_naming_the_class(make):
+    module = make()
+    with pytest.raises(ValueError, match=f"{type(module).__name__}: backward called before forward"):
+        module.backward(torch.ones(3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("make", ALL)
+def test_grad_output_of_the_wrong_shape_raises_naming_the_class(make):
+    module = make()
+    module(torch.zeros(2, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=type(module).__name__):
+        module.backward(torch.ones(3, 2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("make", ALL)
+def test_grad_output_of_another_dtype_raises_naming_the_class(make):
+    module = make()
+    module(torch.zeros(2, 3, dtype=torch.float64))
+    with pytest.raises(TypeError, match=type(module).__name__):
+        module.backward(torch.ones(2, 3, dtype=torch.float32))
+
+
+@pytest.mark.parametrize("make", ALL)
+@pytest.mark.parametrize("bad", [[1.0, 2.0], torch.arange(3)], ids=["list", "int64-tensor"])
+def test_non_floating_tensor_input_raises_naming_the_class(make, bad):
+    module = make()
+    with pytest.raises(TypeError, match=type(module).__name__):
+        module(bad)
