@@ -1,0 +1,154 @@
+"""BatchNorm1d/2d against their torch.nn twins: outputs, gradients, running statistics, bad inputs."""
+
+import pytest
+import torch
+
+import framework as fw
+from verification.twins import copy_state
+
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
+]
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4}
+TWINS = {fw.BatchNorm1d: torch.nn.BatchNorm1d, fw.BatchNorm2d: torch.nn.BatchNorm2d}
+SHAPES = {fw.BatchNorm1d: [(5, 3), (3, 3, 7)], fw.BatchNorm2d: [(2, 3, 4, 5), (1, 3, 3, 2)]}
+CASES = [(cls, shape) for cls, shapes in SHAPES.items() for shape in shapes]
+
+
+def pair(cls, dtype, device, **kwargs):
+    gen = torch.Generator().manual_seed(0)
+    ours = cls(3, **kwargs, dtype=dtype, device=device)
+    for _, p, _ in ours.named_param():
+        p.copy_(torch.empty(p.shape, dtype=torch.float64).uniform_(-1, 1, generator=gen))
+    theirs = TWINS[cls](3, **kwargs)
+    copy_state(ours, theirs)
+    theirs.to(device=device, dtype=dtype)
+    return ours, theirs
+
+
+def step(ours, theirs, x):
+    """One forward and backward of both with a random upstream gradient; the maximal differences."""
+    leaf = x.clone().requires_grad_(True)
+    y, expected = ours(x), theirs(leaf)
+    g = torch.randn_like(expected)
+    expected.backward(g)
+    diffs = {"output": (y - expected).abs().max().item(), "input grad": (ours.backward(g) - leaf.grad).abs().max()}
+    for name, p in theirs.named_parameters():
+        diffs[name + " grad"] = (ours.grad(name) - p.grad).abs().max().item()
+    ours.zero_grad()
+    theirs.zero_grad()
+    return diffs
+
+
+def assert_close(diffs, dtype):
+    assert max(float(d) for d in diffs.values()) < TOLERANCE[dtype], diffs
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(("cls", "shape"), CASES)
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"affine": False}, {"track_running_stats": False}, {"momentum": None}, {"eps": 0.1, "momentum": 0.3}],
+    ids=str,
+)
+def test_training_and_evaluation_match_torch(cls, shape, kwargs, dtype, device):
+    torch.manual_seed(1)
+    ours, theirs = pair(cls, dtype, device, **kwargs)
+    for _ in range(3):
+        assert_close(step(ours, theirs, torch.randn(shape, dtype=dtype, device=device) * 2 + 1), dtype)
+    ours.eval()
+    theirs.eval()
+    assert_close(step(ours, theirs, torch.randn(shape, dtype=dtype, device=device)), dtype)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None, 0.7])
+@pytest.mark.parametrize(("cls", "shape"), CASES)
+def test_running_statistics_match_torch_after_several_steps(cls, shape, momentum):
+    torch.manual_seed(2)
+    ours, theirs = pair(cls, torch.float64, "cpu", momentum=momentum)
+    for _ in range(4):
+        x = torch.randn(shape, dtype=torch.float64) * 3 - 1
+        ours(x)
+        theirs(x)
+    assert torch.allclose(ours.running_mean, theirs.running_mean, rtol=0, atol=1e-12)
+    assert torch.allclose(ours.running_var, theirs.running_var, rtol=0, atol=1e-12)
+    assert ours.num_batches_tracked.dtype == torch.int64 and int(ours.num_batches_tracked) == 4
+
+
+def test_evaluation_mode_leaves_running_statistics_alone():
+    m = fw.BatchNorm1d(3)
+    m.eval()
+    m(torch.randn(4, 3))
+    assert torch.equal(m.running_mean, torch.zeros(3)) and int(m.num_batches_tracked) == 0
+
+
+def test_parameters_and_buffers_have_torch_names_shapes_and_defaults():
+    ours, theirs = fw.BatchNorm2d(4), torch.nn.BatchNorm2d(4)
+    assert [(n, p.shape) for n, p, _ in ours.named_param()] == [(n, p.shape) for n, p in theirs.named_parameters()]
+    assert [n for n, _ in ours.named_buffers()] == [n for n, _ in theirs.named_buffers()]
+    for (_, a), (_, b) in zip(ours.named_buffers(), theirs.named_buffers()):
+        assert torch.equal(a, b) and a.dtype == b.dtype
+    assert torch.equal(ours.weight, theirs.weight.detach()) and torch.equal(ours.bias, theirs.bias.detach())
+
+
+def test_without_tracking_there_are_no_buffers_and_without_affine_no_parameters():
+    m = fw.BatchNorm1d(3, affine=False, track_running_stats=False)
+    assert m.param() == [] and m.named_buffers() == []
+    assert m.running_mean is None and m.weight is None
+
+
+def test_bias_false_keyword_keeps_only_the_weight():
+    ours = fw.BatchNorm1d(3, bias=False)
+    assert [n for n, _, _ in ours.named_param()] == ["weight"]
+
+
+@pytest.mark.parametrize(
+    ("cls", "shape"), [(fw.BatchNorm1d, (1, 3)), (fw.BatchNorm1d, (1, 3, 1)), (fw.BatchNorm2d, (1, 3, 1, 1))]
+)
+def test_one_value_per_channel_in_training_mode_is_rejected(cls, shape):
+    with pytest.raises(ValueError, match=f"{cls.__name__}: expected more than 1 value per channel"):
+        cls(3)(torch.zeros(shape))
+
+
+def test_one_value_per_channel_is_fine_in_evaluation_mode():
+    m = fw.BatchNorm1d(3).eval()
+    assert m(torch.ones(1, 3)).shape == (1, 3)
+
+
+@pytest.mark.parametrize(
+    ("cls", "shape", "match"),
+    [
+        (fw.BatchNorm1d, (4, 2), "num_features"),
+        (fw.BatchNorm1d, (4, 3, 2, 2), "2-D or 3-D"),
+        (fw.BatchNorm2d, (4, 3, 5), "4-D"),
+        (fw.BatchNorm2d, (4, 5, 2, 2), "num_features"),
+    ],
+)
+def test_wrong_rank_or_channel_count_is_rejected(cls, shape, match):
+    with pytest.raises(ValueError, match=f"{cls.__name__}: expected .*{match}"):
+        cls(3)(torch.zeros(shape))
+
+
+def test_dtype_differing_from_the_statistics_is_rejected_even_without_parameters():
+    m = fw.BatchNorm1d(3, affine=False)
+    with pytest.raises(TypeError, match=r"BatchNorm1d: expected input of dtype torch\.float32"):
+        m(torch.zeros(4, 3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"num_features": 0}, {"num_features": 3, "eps": 0.0}, {"num_features": 3, "momentum": 1.5}], ids=str
+)
+def test_invalid_constructor_arguments_are_rejected(kwargs):
+    with pytest.raises(ValueError, match="BatchNorm2d: expected"):
+        fw.BatchNorm2d(**kwargs)
+
+
+def test_backward_checks_call_order_and_shape():
+    m = fw.BatchNorm1d(3)
+    with pytest.raises(ValueError, match="BatchNorm1d: backward called before forward"):
+        m.backward(torch.zeros(4, 3))
+    m(torch.randn(4, 3))
+    with pytest.raises(ValueError, match="BatchNorm1d: expected grad_output"):
+        m.backward(torch.zeros(4, 2))
