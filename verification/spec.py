@@ -69,7 +69,7 @@ def _randomize_parameters(module: Any, generator: torch.Generator) -> None:
         p.copy_(torch.empty(p.shape, dtype=torch.float64).uniform_(-1.0, 1.0, generator=generator))
 
 
-@dataclass
+@dataclass(repr=False)
 class Spec:
     """How to verify one module class.
 
@@ -85,6 +85,8 @@ class Spec:
         random: the module draws random numbers from ``module.generator``; the checker
             re-seeds it before every forward so finite differences see one fixed function.
         kinks: points where the derivative jumps, documented and tested exactly elsewhere.
+        semantics: an extra property of the forward (e.g. Dropout's), given a built case;
+            raises ``AssertionError`` when it does not hold.
         name: defaults to the class name.
     """
 
@@ -98,6 +100,7 @@ class Spec:
     randomize_parameters: bool = True
     random: bool = False
     kinks: str = ""
+    semantics: Callable[[Built], None] | None = None
     name: str = ""
     _cases: Any = field(default=None, repr=False, compare=False)
 
@@ -123,6 +126,11 @@ class Spec:
     def __str__(self) -> str:
         return self.name
 
+    __repr__ = __str__
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # hypothesis' pretty-printer
+        printer.text(str(self))
+
 
 def _draw_case(draw: Callable[[st.SearchStrategy[Any]], Any], spec: Spec) -> Case:
     kwargs = draw(spec.kwargs_strategy())
@@ -142,7 +150,7 @@ class Built:
     generator_seed: int
 
 
-@dataclass
+@dataclass(repr=False)
 class Case:
     """One drawn case: constructor arguments, input shapes, value seed and mode."""
 
@@ -160,6 +168,8 @@ class Case:
             _randomize_parameters(module, generator)
         if self.spec.prepare is not None:
             self.spec.prepare(module, generator)
+        if self.spec.random:
+            module.generator.manual_seed(self.seed)  # the same random stream on every build
         module.to(device=device, dtype=dtype)
         module.train(self.mode == "train")
         domains = [i.domain for i in self.spec.inputs(self.kwargs)]
@@ -196,3 +206,8 @@ class Case:
         args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
         shapes = ", ".join(str(s) for s in self.shapes)
         return f"{self.spec.name}({args}) mode={self.mode} inputs={shapes} seed={self.seed}"
+
+    __repr__ = __str__
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # hypothesis' pretty-printer
+        printer.text(str(self))

@@ -1,0 +1,221 @@
+"""Run every check of a spec over many hypothesis-drawn cases, and summarise.
+
+A spec's property is "every check passes on every drawn case". Hypothesis draws cases,
+and on a failure shrinks it to a minimal case (fewest dimensions, smallest sizes, simplest
+hyper-parameters) which is reported with a command that replays it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+from hypothesis import seed as hypothesis_seed
+
+from .check import CHECKS, CheckResult, GradientReport, check_gradients, unit_roundoff
+from .spec import Case, Spec
+from .twins import twin_of
+
+ALL_CHECKS = (*CHECKS, "float32")
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "dev": {"max_examples": 8, "probes": 4},
+    "ci": {"max_examples": 25, "probes": 8},
+    "thorough": {"max_examples": 250, "probes": 16},
+}
+
+
+def _float32_run(case: Case, dtype: torch.dtype, device: str) -> dict[str, Any]:
+    """Forward and backward of the framework module, and of its twin when it has one."""
+    built = case.build(dtype=dtype, device=device)
+    module = built.module
+    twin = twin_of(module) if case.spec.twin is not None else None
+    generator = torch.Generator().manual_seed(case.seed + 1)
+    call = (lambda m, xs: m(*xs, built.target)) if built.target is not None else (lambda m, xs: m(*xs))
+    out = call(module, built.inputs)
+    g = torch.randn(out.shape, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
+    grads = module.backward(g)
+    ours = {"output": out, **{f"input[{i}].grad": x for i, x in enumerate(_as_list(grads))}}
+    ours.update({f"{n}.grad": gr.clone() for n, _, gr in module.named_param()})
+    sizes = [out.numel(), *[x.numel() for x in built.inputs], *[p.numel() for _, p, _ in module.named_param()]]
+    theirs: dict[str, torch.Tensor] = {}
+    if twin is not None:
+        leaves = [x.detach().clone().requires_grad_(x.is_floating_point()) for x in built.inputs]
+        with torch.enable_grad():
+            twin_out = call(twin, leaves)
+            twin_out.backward(g)
+        theirs = {"output": twin_out.detach()}
+        theirs.update({f"input[{i}].grad": x.grad for i, x in enumerate(leaves) if x.grad is not None})
+        theirs.update({f"{n}.grad": p.grad for n, p in twin.named_parameters() if p.grad is not None})
+    return {"ours": ours, "twin": theirs, "n": max(sizes)}
+
+
+def _as_list(grads: Any) -> list[torch.Tensor]:
+    return [grads] if isinstance(grads, torch.Tensor) else list(grads)
+
+
+def check_float32(case: Case, device: str, safety: float = 4.0) -> CheckResult:
+    """The float32 forward and backward against the float64 ones on the same case.
+
+    Tolerance of element j: ``safety * (|t32_j - t64_j| + max|t32 - t64| + u32 * n * (|ref_j| +
+    mean|ref|))``. The first terms are the error that torch's own float32 implementation makes
+    on the same data, elementwise and normwise (the precision float32 can deliver for this
+    function, cancellations included); the
+    second the rounding bound of an accumulation of ``n`` terms (``n`` the largest tensor's
+    size), which stands alone for modules without a twin.
+    """
+    result = CheckResult("float32")
+    run64 = _float32_run(case, torch.float64, device)
+    run32 = _float32_run(case, torch.float32, device)
+    u = unit_roundoff(torch.float32)
+    for name, ref in run64["ours"].items():
+        ref = ref.double().cpu()
+        tolerance = u * run64["n"] * (ref.abs() + ref.abs().mean())
+        if name in run32["twin"] and name in run64["twin"]:
+            torch_error = (run32["twin"][name].double().cpu() - run64["twin"][name].double().cpu()).abs()
+            tolerance = tolerance + torch_error + torch_error.max()
+        result.merge(name, run32["ours"][name], ref, safety * tolerance, ("float32", "float64"))
+    return result
+
+
+def check_case(case: Case, device: str = "cpu", probes: int = 8) -> GradientReport:
+    """Every check on one case: float64 checks (with the twin when the spec has one) and float32."""
+    built = case.build(dtype=torch.float64, device=device)
+    reference = twin_of(built.module) if case.spec.twin is not None else None
+    report = check_gradients(
+        built.module,
+        *built.inputs,
+        target=built.target,
+        reference=reference,
+        seed=case.seed,
+        name=case.spec.name,
+        probes=probes,
+    )
+    if reference is None:
+        report["twin"].skipped = "no torch.nn twin for this module"
+    report.checks.append(check_float32(case, device))
+    if case.spec.semantics is not None:
+        semantics = CheckResult("semantics")
+        try:
+            case.spec.semantics(case.build(dtype=torch.float64, device=device))
+        except AssertionError as error:
+            semantics.fail(str(error))
+        report.checks.append(semantics)
+    report.case = str(case)
+    return report
+
+
+@dataclass
+class CheckSummary:
+    ok: bool = True
+    cases: int = 0
+    worst_error: float = 0.0
+    worst_ratio: float = 0.0
+    skipped: str = ""
+
+    def add(self, result: CheckResult) -> None:
+        if result.skipped:
+            self.skipped = result.skipped
+            return
+        self.cases += 1
+        self.ok = self.ok and result.ok
+        self.worst_error = max(self.worst_error, result.worst_error)
+        self.worst_ratio = max(self.worst_ratio, result.worst_ratio)
+
+
+@dataclass
+class SpecResult:
+    name: str
+    ok: bool = True
+    cases: int = 0
+    seconds: float = 0.0
+    checks: dict[str, CheckSummary] = field(default_factory=dict)
+    failure: dict[str, str] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "ok": self.ok,
+            "cases": self.cases,
+            "seconds": round(self.seconds, 3),
+            "checks": {
+                k: {
+                    "ok": v.ok,
+                    "cases": v.cases,
+                    "worst_error": _finite(v.worst_error),
+                    "worst_ratio": _finite(v.worst_ratio),
+                    **({"skipped": v.skipped} if v.skipped else {}),
+                }
+                for k, v in self.checks.items()
+            },
+            "failure": self.failure,
+        }
+
+
+def _finite(x: float) -> float | str:
+    return x if x == x and abs(x) != float("inf") else str(x)
+
+
+def replay_command(case: Case, device: str = "cpu") -> str:
+    extra = f" --device {device}" if device != "cpu" else ""
+    return f"python -m verification --only {case.spec.name}{extra} --replay '{case.to_json()}'"
+
+
+def run_spec(
+    spec: Spec,
+    profile: str = "ci",
+    seed: int = 0,
+    device: str = "cpu",
+    shrink: bool = True,
+    max_examples: int | None = None,
+) -> SpecResult:
+    """Check ``spec`` over the profile's number of drawn cases; stop at the first failure."""
+    options = PROFILES[profile]
+    result = SpecResult(spec.name)
+    last_failure: dict[str, Any] = {}
+    start = time.perf_counter()
+
+    phases = [Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if shrink else [])
+
+    @settings(
+        max_examples=max_examples or options["max_examples"],
+        deadline=None,
+        database=None,
+        phases=phases,
+        verbosity=Verbosity.quiet,
+        print_blob=False,
+        suppress_health_check=list(HealthCheck),
+    )
+    @hypothesis_seed(seed)
+    @given(case=spec.cases())
+    def every_check_passes(case: Case) -> None:
+        try:
+            report = check_case(case, device=device, probes=options["probes"])
+        except Exception as error:  # a crash on a valid case is a failure too
+            last_failure.update(case=case, check="exception", message=f"{type(error).__name__}: {error}")
+            raise AssertionError(f"{type(error).__name__}: {error}") from error
+        result.cases += 1
+        for check in report.checks:
+            result.checks.setdefault(check.name, CheckSummary()).add(check)
+        if not report.ok:
+            first = report.failures()[0]
+            last_failure.update(case=case, check=first.name, message=str(report))
+            raise AssertionError(str(report))
+
+    try:
+        every_check_passes()
+    except AssertionError:
+        result.ok = False
+        case = last_failure["case"]
+        result.failure = {
+            "check": last_failure["check"],
+            "message": last_failure["message"],
+            "case": case.to_json(),
+            "replay": replay_command(case, device),
+        }
+        result.checks.setdefault(last_failure["check"], CheckSummary()).ok = False
+    result.seconds = time.perf_counter() - start
+    return result
