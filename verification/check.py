@@ -132,7 +132,10 @@ class CheckResult:
         if self.skipped:
             return f"{self.name}: skipped ({self.skipped})"
         verdict = "ok" if self.ok else "FAILED"
-        text = f"{self.name}: {verdict} (worst relative error {self.worst_error:.3g}, error/tolerance {self.worst_ratio:.3g})"
+        text = (
+            f"{self.name}: {verdict} (worst relative error {self.worst_error:.3g}, "
+            f"error/tolerance {self.worst_ratio:.3g})"
+        )
         return text + (f"\n    worst: {self.detail}" if self.detail else "")
 
 
@@ -504,8 +507,8 @@ def _check_finite_differences(
             for j in range(tensor.numel()):
                 h = tol.eps * max(1.0, abs(float(flat[j])))
 
-                def f(step: float, j: int = j) -> float:
-                    return _phi_at(harness, grad_output, tensor, is_input, j, torch.tensor(step, dtype=tensor.dtype))
+                def f(step: float, j: int = j, t: Tensor = tensor, is_input: bool = is_input) -> float:
+                    return _phi_at(harness, grad_output, t, is_input, j, torch.tensor(step, dtype=t.dtype))
 
                 numeric[j], truncation = _richardson(f, h)
                 bound[j] = tol.safety * (3 * delta / h + truncation)
@@ -517,8 +520,8 @@ def _check_finite_differences(
             for k in range(tol.probes):
                 direction = _random_like(tensor, generator)
 
-                def f(step: float, direction: Tensor = direction) -> float:
-                    return _phi_at(harness, grad_output, tensor, is_input, -1, step * direction)
+                def f(step: float, d: Tensor = direction, t: Tensor = tensor, is_input: bool = is_input) -> float:
+                    return _phi_at(harness, grad_output, t, is_input, -1, step * d)
 
                 numeric, truncation = _richardson(f, h)
                 d = direction.double().cpu().reshape(-1)
