@@ -1,0 +1,199 @@
+"""What ``benchmarks.html`` shows: framework against torch per module, workload, size and pass."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from . import formatting, plots
+
+# Sizes as the benchmark producer names them, smallest first; unknown names sort after, by name.
+SIZE_ORDER = {"tiny": 0, "seed": 1, "small": 2, "medium": 3, "large": 4, "huge": 5}
+PASS_ORDER = {"forward": 0, "forward+backward": 1, "backward": 2, "train_step": 3}
+
+
+@dataclass
+class Timing:
+    """One implementation's measurement of one comparison."""
+
+    median: float
+    iqr: float
+    q1: float
+    q3: float
+    rounds: int | None
+    flops: float | None
+    gflops: float | None
+    peak_fraction: float | None  # of the matmul peak measured in the same run
+
+
+@dataclass
+class Comparison:
+    module: str
+    workload: bool
+    size: str
+    pass_: str
+    dtype: str
+    shapes: str
+    framework: Timing | None
+    torch: Timing | None
+
+    @property
+    def ratio(self) -> float | None:
+        if self.framework is None or self.torch is None or not self.torch.median:
+            return None
+        return self.framework.median / self.torch.median
+
+    @property
+    def ratio_class(self) -> str:
+        return formatting.ratio_class(self.ratio)
+
+    @property
+    def has_flops(self) -> bool:
+        return any(t is not None and t.flops for t in (self.framework, self.torch))
+
+
+def _timing(bench: dict[str, Any], peak: float | None) -> Timing:
+    stats = bench["stats"]
+    median, iqr = float(stats["median"]), float(stats["iqr"])
+    flops = bench.get("extra_info", {}).get("flops")
+    rate = formatting.gflops(flops, median)
+    return Timing(
+        median=median,
+        iqr=iqr,
+        q1=float(stats.get("q1", median - iqr / 2)),
+        q3=float(stats.get("q3", median + iqr / 2)),
+        rounds=stats.get("rounds"),
+        flops=flops,
+        gflops=rate,
+        peak_fraction=rate / peak if rate is not None and peak else None,
+    )
+
+
+def comparisons(data: dict[str, Any], device: str) -> tuple[list[Comparison], int]:
+    """Pair framework and torch measurements; also count the benchmarks that carry no comparison key."""
+    peak = data.get("machine_info", {}).get("matmul_peak_gflops")
+    pairs: dict[tuple[str, str, str, str, str], dict[str, Any]] = {}
+    skipped = 0
+    for bench in data["benchmarks"]:
+        extra = bench.get("extra_info", {})
+        if not extra.get("module") or extra.get("impl") not in ("framework", "torch"):
+            skipped += 1
+            continue
+        key = (
+            str(extra["module"]),
+            str(extra.get("size", "")),
+            str(extra.get("pass", "")),
+            str(extra.get("device", device)),
+            str(extra.get("dtype", "")),
+        )
+        entry = pairs.setdefault(key, {"workload": bool(extra.get("workload")), "shapes": str(extra.get("shapes", ""))})
+        entry[extra["impl"]] = _timing(bench, peak)
+    rows = [
+        Comparison(
+            module=module,
+            workload=entry["workload"],
+            size=size,
+            pass_=pass_,
+            dtype=dtype,
+            shapes=entry["shapes"],
+            framework=entry.get("framework"),
+            torch=entry.get("torch"),
+        )
+        for (module, size, pass_, _, dtype), entry in pairs.items()
+    ]
+    rows.sort(key=lambda r: (r.module, _size_key(r.size), PASS_ORDER.get(r.pass_, 9), r.pass_, r.dtype))
+    return rows, skipped
+
+
+def _size_key(size: str) -> tuple[int, str]:
+    return SIZE_ORDER.get(size, len(SIZE_ORDER)), size
+
+
+_SHAPE = re.compile(r"\d+(?:\s*[x×,]\s*\d+)*")
+
+
+def _elements(shapes: str) -> int | None:
+    match = _SHAPE.search(shapes)
+    return math.prod(int(n) for n in re.findall(r"\d+", match.group())) if match else None
+
+
+def size_axis(rows: list[Comparison]) -> tuple[dict[str, float], str, dict[float, str] | None]:
+    """An x position per size: the element count of the first shape where every size has a distinct
+    one, otherwise evenly spaced decades labelled with the size names."""
+    sizes = sorted({r.size for r in rows}, key=_size_key)
+    counts = {r.size: _elements(r.shapes) for r in rows}
+    if all(counts[s] for s in sizes) and len({counts[s] for s in sizes}) == len(sizes):
+        ordered = [counts[s] for s in sizes]
+        if ordered == sorted(ordered):
+            return {s: float(counts[s]) for s in sizes}, "elements of the first input", None
+    positions = {s: 10.0**i for i, s in enumerate(sizes)}
+    return positions, "size", {x: s for s, x in positions.items()}
+
+
+def module_plot(module: str, rows: list[Comparison]) -> Any:
+    xs, label, ticks = size_axis(rows)
+    series = []
+    for pass_ in dict.fromkeys(r.pass_ for r in rows):
+        for impl in ("framework", "torch"):
+            for dtype in dict.fromkeys(r.dtype for r in rows):
+                points = [
+                    (xs[r.size], t)
+                    for r in rows
+                    if r.pass_ == pass_ and r.dtype == dtype and (t := getattr(r, impl)) is not None
+                ]
+                if points:
+                    several = len({r.dtype for r in rows}) > 1
+                    series.append(
+                        {
+                            "impl": impl,
+                            "pass": f"{pass_} {dtype}" if several else pass_,
+                            "x": [x for x, _ in points],
+                            "y": [t.median for _, t in points],
+                            "low": [t.q1 for _, t in points],
+                            "high": [t.q3 for _, t in points],
+                        }
+                    )
+    return plots.timing_plot(module, series, label, ticks)
+
+
+def _summary(rows: list[Comparison]) -> dict[str, Any]:
+    ratios = [r.ratio for r in rows if r.ratio is not None and r.ratio > 0]
+    classes = [formatting.ratio_class(r) for r in ratios]
+    return {
+        "comparisons": len(rows),
+        "paired": len(ratios),
+        "geomean": math.exp(math.fsum(math.log(r) for r in ratios) / len(ratios)) if ratios else None,
+        "good": classes.count("good"),
+        "warn": classes.count("warn"),
+        "bad": classes.count("bad"),
+    }
+
+
+def device_section(device: str, data: dict[str, Any]) -> dict[str, Any]:
+    rows, skipped = comparisons(data, device)
+    by_module: dict[str, list[Comparison]] = {}
+    for row in rows:
+        by_module.setdefault(row.module, []).append(row)
+    machine = data.get("machine_info", {})
+    return {
+        "device": device,
+        "environment": machine.get("environment"),
+        "peak": machine.get("matmul_peak_gflops"),
+        "modules": [(name, group) for name, group in by_module.items() if not group[0].workload],
+        "workloads": [(name, group) for name, group in by_module.items() if group[0].workload],
+        "plots": [(name, module_plot(name, group)) for name, group in by_module.items()],
+        "flops_rows": [r for r in rows if r.has_flops],
+        "summary": _summary(rows),
+        "skipped": skipped,
+    }
+
+
+def context(benchmarks: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"sections": [device_section(device, data) for device, data in benchmarks.items()]}
+
+
+def device_summary(data: dict[str, Any], device: str) -> dict[str, Any]:
+    """The counts and geometric mean ratio of one device's results, without drawing anything."""
+    return _summary(comparisons(data, device)[0])

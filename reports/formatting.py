@@ -1,0 +1,87 @@
+"""How numbers read on the pages: one function per kind of quantity, used as Jinja filters."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+DASH = "—"
+
+# framework/torch time ratios: green when the framework is faster or within 10 %, amber up to twice as slow.
+RATIO_GREEN = 1.1
+RATIO_AMBER = 2.0
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def seconds(value: float | None) -> str:
+    """A duration with a unit chosen so that three significant digits remain: ``123 µs``."""
+    if _missing(value):
+        return DASH
+    magnitude = abs(value)
+    for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns")):
+        if magnitude >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return "0 s" if value == 0 else f"{value / 1e-9:.3g} ns"
+
+
+def error(value: float | None) -> str:
+    """A relative error, always in scientific notation so columns compare at a glance: ``1.30e-11``."""
+    return DASH if _missing(value) else f"{value:.2e}"
+
+
+def number(value: float | None, digits: int = 3) -> str:
+    """A plain quantity with ``digits`` significant digits: ``0.02``, ``1.2e+03``."""
+    return DASH if _missing(value) else f"{value:.{digits}g}"
+
+
+def integer(value: float | None) -> str:
+    return DASH if _missing(value) else f"{int(value):,}"
+
+
+def percent(value: float | None, digits: int = 1) -> str:
+    """A fraction in [0, 1] as a percentage: ``0.025`` -> ``2.5 %``."""
+    return DASH if _missing(value) else f"{100 * value:.{digits}f} %"
+
+
+def ratio(value: float | None) -> str:
+    return DASH if _missing(value) else f"{value:.2f}×"
+
+
+def ratio_class(value: float | None) -> str:
+    """The colour class of a framework/torch time ratio."""
+    if _missing(value):
+        return "na"
+    if value <= RATIO_GREEN:
+        return "good"
+    return "warn" if value <= RATIO_AMBER else "bad"
+
+
+def mean_std(stat: dict[str, Any] | None, kind: str = "number") -> str:
+    """``{"mean": m, "std": s}`` as ``m ± s`` in the units of ``kind`` (number, percent or seconds)."""
+    if not stat or _missing(stat.get("mean")):
+        return DASH
+    show = {"percent": lambda v: percent(v, 2), "seconds": seconds}.get(kind, lambda v: number(v, 3))
+    std = stat.get("std")
+    return show(stat["mean"]) if _missing(std) else f"{show(stat['mean'])} ± {show(std)}"
+
+
+def gflops(flops: float | None, median: float | None) -> float | None:
+    """Achieved GFLOP/s of one call that does ``flops`` operations in ``median`` seconds."""
+    if _missing(flops) or _missing(median) or not median:
+        return None
+    return flops / median / 1e9
+
+
+FILTERS = {
+    "seconds": seconds,
+    "error": error,
+    "number": number,
+    "integer": integer,
+    "percent": percent,
+    "ratio": ratio,
+    "ratio_class": ratio_class,
+    "mean_std": mean_std,
+}

@@ -1,0 +1,155 @@
+"""Plots as inline SVG strings: matplotlib figures without pyplot (so no GUI backend, no global state), no files."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+from markupsafe import Markup
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Circle
+
+COLOURS = {"framework": "#1f5fbf", "torch": "#d9480f"}
+PASS_STYLES = ("-", "--", ":", "-.")
+
+# Text stays text (smaller files, selectable, scales with the page); a fixed salt and no date
+# make the same results give the same bytes.
+_RC = {
+    "svg.fonttype": "none",
+    "svg.hashsalt": "reports",
+    "font.size": 9,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+
+
+def to_svg(fig: Figure, label: str) -> Markup:
+    """The figure as an ``<svg>`` element with an accessible label, ready to inline in HTML."""
+    buffer = io.StringIO()
+    with matplotlib.rc_context(_RC):
+        fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    text = buffer.getvalue()
+    text = text[text.index("<svg") :]
+    text = text.replace("<svg ", f'<svg role="img" aria-label="{_attr(label)}" ', 1)
+    return Markup(text)
+
+
+def _attr(text: str) -> str:
+    return text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
+
+
+def _figure(width: float, height: float) -> Figure:
+    with matplotlib.rc_context(_RC):
+        return Figure(figsize=(width, height), layout="constrained")
+
+
+def timing_plot(module: str, series: Sequence[dict[str, Any]], xlabel: str, ticks: dict[float, str] | None) -> Markup:
+    """Median time against problem size, log-log, one line per implementation and pass.
+
+    Each series is ``{"impl", "pass", "x": [...], "y": [...], "low": [...], "high": [...]}`` with
+    ``low``/``high`` the quartiles, drawn as a band so the spread is visible next to the median.
+    """
+    with matplotlib.rc_context(_RC):
+        fig = _figure(4.6, 3.0)
+        ax = fig.add_subplot()
+        passes = list(dict.fromkeys(s["pass"] for s in series))
+        for s in series:
+            colour = COLOURS.get(s["impl"], "#555555")
+            style = PASS_STYLES[passes.index(s["pass"]) % len(PASS_STYLES)]
+            ax.plot(s["x"], s["y"], style, marker="o", markersize=3.5, color=colour, label=f"{s['impl']}, {s['pass']}")
+            ax.fill_between(s["x"], s["low"], s["high"], color=colour, alpha=0.15, linewidth=0)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        if ticks:
+            ax.set_xticks(list(ticks), list(ticks.values()))
+            ax.minorticks_off()
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("median time per call [s]")
+        ax.set_title(module)
+        ax.legend(fontsize=7, frameon=False)
+        return to_svg(fig, f"{module}: time per call against {xlabel}, framework and torch")
+
+
+def loss_plot(curves: dict[str, list[list[float]]]) -> Markup:
+    """Training loss per epoch, log scale: every run thin, the mean over runs thick."""
+    with matplotlib.rc_context(_RC):
+        fig = _figure(6.4, 3.4)
+        ax = fig.add_subplot()
+        handles = []
+        for impl, runs in curves.items():
+            colour = COLOURS.get(impl, "#555555")
+            for run in runs:
+                ax.plot(range(1, len(run) + 1), _positive(run), color=colour, alpha=0.25, linewidth=0.7)
+            length = min((len(run) for run in runs), default=0)
+            if length:
+                mean = [math.fsum(run[e] for run in runs) / len(runs) for e in range(length)]
+                ax.plot(range(1, length + 1), _positive(mean), color=colour, linewidth=2)
+            handles.append(Line2D([], [], color=colour, linewidth=2, label=f"{impl} (mean of {len(runs)} runs)"))
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("mean training loss")
+        ax.legend(handles=handles, frameon=False)
+        return to_svg(fig, "Training loss per epoch of the framework and torch, log scale")
+
+
+def _positive(values: Sequence[float | None]) -> list[float]:
+    # A log axis cannot show zero or a missing value; a gap says so better than a clipped point.
+    return [v if v is not None and v > 0 else math.nan for v in values]
+
+
+def decision_plot(
+    xs: Sequence[float],
+    ys: Sequence[float],
+    grids: dict[str, list[list[float]]],
+    points: Sequence[Sequence[float]],
+    labels: Sequence[int],
+    center: tuple[float, float],
+    radius: float,
+) -> Markup:
+    """Learned P(class 1) over the unit square, its 0.5 level, the true circle and the test points.
+
+    ``grids[impl][i][j]`` is the probability at ``(xs[j], ys[i])`` (rows follow y, as in a contour
+    plot); one panel per implementation.
+    """
+    with matplotlib.rc_context(_RC):
+        fig = _figure(3.3 * max(len(grids), 1) + 0.6, 3.4)
+        axes = fig.subplots(1, max(len(grids), 1), squeeze=False, sharey=True)[0]
+        filled = None
+        for ax, (impl, grid) in zip(axes, grids.items()):
+            filled = ax.contourf(xs, ys, grid, levels=[0, 0.25, 0.5, 0.75, 1], cmap="RdBu_r", alpha=0.55)
+            ax.contour(xs, ys, grid, levels=[0.5], colors="#222222", linewidths=1.2)
+            ax.add_patch(Circle(center, radius, fill=False, linestyle="--", color="#000000", linewidth=1.2))
+            for label, colour, marker in ((0, "#b2182b", "x"), (1, "#2166ac", "o")):
+                chosen = [p for p, y in zip(points, labels) if int(y) == label]
+                if chosen:
+                    ax.scatter(
+                        [p[0] for p in chosen],
+                        [p[1] for p in chosen],
+                        s=6,
+                        c=colour,
+                        marker=marker,
+                        linewidths=0.6,
+                        label=f"test, label {label}",
+                    )
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            ax.set_aspect("equal")
+            ax.grid(False)
+            ax.set_title(impl)
+            ax.set_xlabel("x")
+        axes[0].set_ylabel("y")
+        if filled is not None:
+            fig.colorbar(filled, ax=list(axes), shrink=0.8, label="P(class 1)")
+        handles = [
+            Line2D([], [], color="#222222", linewidth=1.2, label="learned boundary (P = 0.5)"),
+            Line2D([], [], color="#000000", linestyle="--", linewidth=1.2, label="true circle"),
+            *axes[0].get_legend_handles_labels()[0],
+        ]
+        fig.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False, fontsize=7)
+        return to_svg(fig, "Learned decision boundary over the disk data, with the true circle and the test points")

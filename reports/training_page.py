@@ -1,0 +1,66 @@
+"""What ``training.html`` shows: loss curves, error table, agreement and the decision boundary."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from . import plots
+
+IMPLS = ("framework", "torch")
+
+# (key in the summary, heading, how the value reads)
+METRICS = (
+    ("train_error", "train error", "percent"),
+    ("test_error", "test error", "percent"),
+    ("precision", "precision", "number"),
+    ("recall", "recall", "number"),
+    ("f1", "F1", "number"),
+    ("seconds_per_epoch", "time per epoch", "seconds"),
+)
+
+# The disk of the classic task: label 1 inside the circle of centre (0.5, 0.5) and area 1/2.
+CENTER = (0.5, 0.5)
+RADIUS = 1 / math.sqrt(2 * math.pi)
+
+
+def _grid_rows_follow_y(grid: list[list[float]], xs: list[float], ys: list[float]) -> list[list[float]]:
+    # The contract is grid[i][j] at (xs[j], ys[i]); a producer that wrote it the other way round
+    # is recognised when the grid is not square.
+    if len(grid) == len(xs) != len(ys) and all(len(row) == len(ys) for row in grid):
+        return [list(column) for column in zip(*grid)]
+    return grid
+
+
+def decision(data: dict[str, Any]) -> Any:
+    grid = data.get("decision_grid")
+    if not grid:
+        return None
+    xs, ys = grid["xs"], grid["ys"]
+    grids = {impl: _grid_rows_follow_y(grid[impl], xs, ys) for impl in IMPLS if grid.get(impl)}
+    if not grids:
+        return None
+    points = data.get("test_points") or {"points": [], "labels": []}
+    config = data["config"]
+    center = tuple(config.get("center", CENTER))
+    radius = float(config.get("radius", RADIUS))
+    return plots.decision_plot(xs, ys, grids, points["points"], points["labels"], center, radius)
+
+
+def context(data: dict[str, Any]) -> dict[str, Any]:
+    runs = data["runs"]
+    curves = {impl: [run[impl]["loss"] for run in runs if impl in run] for impl in IMPLS}
+    curves = {impl: losses for impl, losses in curves.items() if losses}
+    summary = data["summary"]
+    return {
+        "data": data,
+        "config": data["config"],
+        "runs": runs,
+        "impls": [impl for impl in IMPLS if impl in summary] + [i for i in summary if i not in IMPLS],
+        "metrics": METRICS,
+        "summary": summary,
+        "agreement": data.get("agreement"),
+        "loss_plot": plots.loss_plot(curves) if curves else None,
+        "decision_plot": decision(data),
+        "test_points": len((data.get("test_points") or {}).get("points", [])),
+    }
