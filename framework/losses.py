@@ -127,16 +127,18 @@ class SmoothL1Loss(Loss):
 
 
 # torch clamps each log at -100 in the loss and each denominator at 1e-12 in the gradient,
-# so p in {0, 1} gives a finite loss and gradient rather than inf or nan.
+# so p in {0, 1} gives a finite loss and gradient rather than inf or nan. Its kernel holds
+# that 1e-12 as a float32, which float64 sees as 9.99999996e-13: use the same number.
 _LOG_FLOOR = -100.0
-_BCE_EPSILON = 1e-12
+_BCE_EPSILON = torch.tensor(1e-12, dtype=torch.float32).item()
 
 
 class BCELoss(Loss):
     """Binary cross-entropy of probabilities p in [0, 1] against targets t in [0, 1]:
 
     l = -(t log p + (1 - t) log(1 - p)), each log clamped at -100;   L = reduce(l);
-    dL/dp = s * (p - t) / max(p (1 - p), 1e-12),  s = 1/N for 'mean', 1 for 'sum'.
+    dL/dp = s * (p - t) / max(p (1 - p), 1e-12),  s = 1/N for 'mean', 1 for 'sum'
+    (the 1e-12 rounded to float32, as torch).
 
     Args:
         reduction: ``'mean'`` or ``'sum'``. Default: ``'mean'``.
