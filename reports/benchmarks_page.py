@@ -158,6 +158,10 @@ def module_plot(module: str, rows: list[Comparison]) -> Any:
     return plots.timing_plot(module, series, label, ticks)
 
 
+def _sizes(rows: list[Comparison]) -> int:
+    return len({r.size for r in rows})
+
+
 def _summary(rows: list[Comparison]) -> dict[str, Any]:
     ratios = [r.ratio for r in rows if r.ratio is not None and r.ratio > 0]
     classes = [formatting.ratio_class(r) for r in ratios]
@@ -183,7 +187,9 @@ def device_section(device: str, data: dict[str, Any]) -> dict[str, Any]:
         "peak": machine.get("matmul_peak_gflops"),
         "modules": [(name, group) for name, group in by_module.items() if not group[0].workload],
         "workloads": [(name, group) for name, group in by_module.items() if group[0].workload],
-        "plots": [(name, module_plot(name, group)) for name, group in by_module.items()],
+        # A single size gives no line to read a trend from; the table says all there is.
+        "plots": [(name, module_plot(name, group)) for name, group in by_module.items() if _sizes(group) > 1],
+        "single_size": [name for name, group in by_module.items() if _sizes(group) == 1],
         "flops_rows": [r for r in rows if r.has_flops],
         "summary": _summary(rows),
         "skipped": skipped,

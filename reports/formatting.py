@@ -29,12 +29,21 @@ def seconds(value: float | None) -> str:
 
 def error(value: float | None) -> str:
     """A relative error, always in scientific notation so columns compare at a glance: ``1.30e-11``."""
-    return DASH if _missing(value) else f"{value:.2e}"
+    if _missing(value):
+        return DASH
+    return "0" if value == 0 else f"{value:.2e}"
 
 
 def number(value: float | None, digits: int = 3) -> str:
     """A plain quantity with ``digits`` significant digits: ``0.02``, ``1.2e+03``."""
     return DASH if _missing(value) else f"{value:.{digits}g}"
+
+
+def rate(value: float | None) -> str:
+    """A throughput such as GFLOP/s: whole numbers with thousands separators from 100 up, ``1,050``."""
+    if _missing(value):
+        return DASH
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def integer(value: float | None) -> str:
@@ -81,6 +90,7 @@ FILTERS = {
     "number": number,
     "integer": integer,
     "percent": percent,
+    "rate": rate,
     "ratio": ratio,
     "ratio_class": ratio_class,
     "mean_std": mean_std,

@@ -56,7 +56,7 @@ def timing_plot(module: str, series: Sequence[dict[str, Any]], xlabel: str, tick
     ``low``/``high`` the quartiles, drawn as a band so the spread is visible next to the median.
     """
     with matplotlib.rc_context(_RC):
-        fig = _figure(4.6, 3.0)
+        fig = _figure(4.2, 3.0)
         ax = fig.add_subplot()
         passes = list(dict.fromkeys(s["pass"] for s in series))
         for s in series:
@@ -72,7 +72,7 @@ def timing_plot(module: str, series: Sequence[dict[str, Any]], xlabel: str, tick
         ax.set_xlabel(xlabel)
         ax.set_ylabel("median time per call [s]")
         ax.set_title(module)
-        ax.legend(fontsize=7, frameon=False)
+        ax.legend(fontsize=8, frameon=False)
         return to_svg(fig, f"{module}: time per call against {xlabel}, framework and torch")
 
 
@@ -104,9 +104,10 @@ def _positive(values: Sequence[float | None]) -> list[float]:
 
 
 def decision_plot(
+    impl: str,
     xs: Sequence[float],
     ys: Sequence[float],
-    grids: dict[str, list[list[float]]],
+    grid: list[list[float]],
     points: Sequence[Sequence[float]],
     labels: Sequence[int],
     center: tuple[float, float],
@@ -114,42 +115,39 @@ def decision_plot(
 ) -> Markup:
     """Learned P(class 1) over the unit square, its 0.5 level, the true circle and the test points.
 
-    ``grids[impl][i][j]`` is the probability at ``(xs[j], ys[i])`` (rows follow y, as in a contour
-    plot); one panel per implementation.
+    ``grid[i][j]`` is the probability at ``(xs[j], ys[i])``: rows follow y, as in a contour plot.
+    Class 1 is blue and class 0 red, for the regions and the points alike.
     """
     with matplotlib.rc_context(_RC):
-        fig = _figure(3.3 * max(len(grids), 1) + 0.6, 3.4)
-        axes = fig.subplots(1, max(len(grids), 1), squeeze=False, sharey=True)[0]
-        filled = None
-        for ax, (impl, grid) in zip(axes, grids.items()):
-            filled = ax.contourf(xs, ys, grid, levels=[0, 0.25, 0.5, 0.75, 1], cmap="RdBu_r", alpha=0.55)
-            ax.contour(xs, ys, grid, levels=[0.5], colors="#222222", linewidths=1.2)
-            ax.add_patch(Circle(center, radius, fill=False, linestyle="--", color="#000000", linewidth=1.2))
-            for label, colour, marker in ((0, "#b2182b", "x"), (1, "#2166ac", "o")):
-                chosen = [p for p, y in zip(points, labels) if int(y) == label]
-                if chosen:
-                    ax.scatter(
-                        [p[0] for p in chosen],
-                        [p[1] for p in chosen],
-                        s=6,
-                        c=colour,
-                        marker=marker,
-                        linewidths=0.6,
-                        label=f"test, label {label}",
-                    )
-            ax.set_xlim(0, 1)
-            ax.set_ylim(0, 1)
-            ax.set_aspect("equal")
-            ax.grid(False)
-            ax.set_title(impl)
-            ax.set_xlabel("x")
-        axes[0].set_ylabel("y")
-        if filled is not None:
-            fig.colorbar(filled, ax=list(axes), shrink=0.8, label="P(class 1)")
+        fig = _figure(4.2, 4.4)
+        ax = fig.add_subplot()
+        filled = ax.contourf(xs, ys, grid, levels=[0, 0.25, 0.5, 0.75, 1], cmap="RdBu", alpha=0.45)
+        ax.contour(xs, ys, grid, levels=[0.5], colors="#222222", linewidths=1.4)
+        ax.add_patch(Circle(center, radius, fill=False, linestyle="--", color="#000000", linewidth=1.2))
+        for label, colour, marker in ((0, "#8e0b1f", "x"), (1, "#08306b", "o")):
+            chosen = [p for p, y in zip(points, labels) if int(y) == label]
+            if chosen:
+                ax.scatter(
+                    [p[0] for p in chosen],
+                    [p[1] for p in chosen],
+                    s=9,
+                    c=colour,
+                    marker=marker,
+                    linewidths=0.7,
+                    label=f"test point, label {label}",
+                )
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ax.grid(False)
+        ax.set_title(f"{impl}: decision boundary")
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+        fig.colorbar(filled, ax=ax, shrink=0.75, label="P(class 1)")
         handles = [
-            Line2D([], [], color="#222222", linewidth=1.2, label="learned boundary (P = 0.5)"),
+            Line2D([], [], color="#222222", linewidth=1.4, label="learned (P = 0.5)"),
             Line2D([], [], color="#000000", linestyle="--", linewidth=1.2, label="true circle"),
-            *axes[0].get_legend_handles_labels()[0],
+            *ax.get_legend_handles_labels()[0],
         ]
-        fig.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False, fontsize=7)
-        return to_svg(fig, "Learned decision boundary over the disk data, with the true circle and the test points")
+        fig.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False, fontsize=8)
+        return to_svg(fig, f"Decision boundary learned by {impl} on the disk data, true circle and test points")

@@ -32,19 +32,21 @@ def _grid_rows_follow_y(grid: list[list[float]], xs: list[float], ys: list[float
     return grid
 
 
-def decision(data: dict[str, Any]) -> Any:
+def decision(data: dict[str, Any]) -> list[tuple[str, Any]]:
+    """One decision-boundary plot per implementation that recorded a grid."""
     grid = data.get("decision_grid")
     if not grid:
-        return None
+        return []
     xs, ys = grid["xs"], grid["ys"]
-    grids = {impl: _grid_rows_follow_y(grid[impl], xs, ys) for impl in IMPLS if grid.get(impl)}
-    if not grids:
-        return None
     points = data.get("test_points") or {"points": [], "labels": []}
     config = data["config"]
     center = tuple(config.get("center", CENTER))
     radius = float(config.get("radius", RADIUS))
-    return plots.decision_plot(xs, ys, grids, points["points"], points["labels"], center, radius)
+    return [
+        (impl, plots.decision_plot(impl, xs, ys, rows, points["points"], points["labels"], center, radius))
+        for impl in IMPLS
+        if (rows := grid.get(impl)) and (rows := _grid_rows_follow_y(rows, xs, ys))
+    ]
 
 
 def context(data: dict[str, Any]) -> dict[str, Any]:
@@ -61,6 +63,6 @@ def context(data: dict[str, Any]) -> dict[str, Any]:
         "summary": summary,
         "agreement": data.get("agreement"),
         "loss_plot": plots.loss_plot(curves) if curves else None,
-        "decision_plot": decision(data),
+        "decision_plots": decision(data),
         "test_points": len((data.get("test_points") or {}).get("points", [])),
     }
