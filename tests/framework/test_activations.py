@@ -9,6 +9,8 @@ import torch
 
 import framework as fw
 
+F64 = torch.float64
+
 # (framework module, torch.nn twin) factories over several hyper-parameter values.
 PAIRS = [
     pytest.param(lambda: fw.ReLU(), lambda: torch.nn.ReLU(), id="ReLU"),
@@ -224,3 +226,16 @@ def test_non_floating_tensor_input_raises_naming_the_class(make, bad):
     module = make()
     with pytest.raises(TypeError, match=type(module).__name__):
         module(bad)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("make", ALL)
+def test_cuda_results_equal_cpu_results(make):
+    generator = torch.Generator().manual_seed(9)
+    x = 8 * torch.rand((4, 5), generator=generator, dtype=F64) - 4
+    grad_output = torch.randn((4, 5), generator=generator, dtype=F64)
+    y, dx = ours_forward_backward(make(), x, grad_output)
+    y_cuda, dx_cuda = ours_forward_backward(make(), x.cuda(), grad_output.cuda())
+    assert y_cuda.is_cuda and dx_cuda.is_cuda
+    torch.testing.assert_close(y_cuda.cpu(), y, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(dx_cuda.cpu(), dx, rtol=1e-12, atol=1e-14)

@@ -410,3 +410,26 @@ def test_cross_entropy_one_dimensional_prediction_raises():
 def test_cross_entropy_integer_prediction_raises():
     with pytest.raises(TypeError, match="CrossEntropyLoss"):
         fw.CrossEntropyLoss()(torch.zeros(4, 3, dtype=torch.int64), torch.zeros(4, dtype=torch.int64))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", LOSSES)
+def test_cuda_results_equal_cpu_results(name):
+    make, _, _, _, shapes = LOSSES[name]
+    prediction, target = draw(name, shapes[-1], seed=13)
+    module, module_cuda = make("mean"), make("mean")
+    loss, grad = module(prediction, target), module.backward(0.5)
+    loss_cuda = module_cuda(prediction.cuda(), target.cuda())
+    grad_cuda = module_cuda.backward(torch.tensor(0.5, dtype=F64, device="cuda"))
+    assert loss_cuda.is_cuda and grad_cuda.is_cuda
+    torch.testing.assert_close(loss_cuda.cpu(), loss, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(grad_cuda.cpu(), grad, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_target_on_another_device_raises_naming_the_class():
+    prediction, target = draw("CrossEntropyLoss", (4, 3))
+    with pytest.raises(TypeError, match="CrossEntropyLoss: expected target on device"):
+        fw.CrossEntropyLoss()(prediction.cuda(), target)
+    with pytest.raises(TypeError, match="L1Loss: expected target on device"):
+        fw.L1Loss()(prediction.cuda(), prediction)
