@@ -1,0 +1,145 @@
+"""Run the benchmark suite with pytest-benchmark, save its JSON and print a summary.
+
+Usage:
+    python -m benchmarks [--device cpu|cuda] [--dtype float32|float64] [--only NAME ...]
+                         [--sizes seed,medium,large] [--json PATH] [--quick] [--threads N]
+                         [-- extra pytest arguments]
+
+The summary gives, per case, the median time of the framework and of torch, their ratio
+(> 1: the framework is slower), and for matrix-multiply-bound cases the GFLOP/s of each side
+and the framework's share of this machine's matrix-multiply peak, measured in the same run.
+``--device`` defaults to ``$DEVICE`` (else cpu).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .cases import SIZES
+from .compare import rows
+
+HERE = Path(__file__).resolve().parent
+# Full run: each benchmark runs for ~0.25 s (at least 5 rounds); --quick: 3 rounds, ~0.02 s.
+TIMING = ["--benchmark-min-rounds=5", "--benchmark-max-time=0.25", "--benchmark-warmup=on"]
+QUICK = ["--benchmark-min-rounds=3", "--benchmark-max-time=0.02", "--benchmark-warmup=off"]
+
+
+def pytest_arguments(args: argparse.Namespace, json_path: Path) -> list[str]:
+    argv = [
+        str(HERE / "bench_modules.py"),
+        str(HERE / "bench_workloads.py"),
+        "-p",
+        "benchmarks.plugin",
+        "-o",
+        "python_files=bench_*.py",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        f"--rootdir={HERE.parent}",
+        f"--bench-device={args.device}",
+        f"--bench-dtype={args.dtype}",
+        f"--bench-sizes={args.sizes}",
+        f"--benchmark-json={json_path}",
+        "--benchmark-sort=name",
+        "--benchmark-columns=median,iqr,rounds,iterations",
+        "--benchmark-disable-gc",
+    ]
+    if args.threads:
+        argv.append(f"--bench-threads={args.threads}")
+    for name in args.only or []:
+        argv.append(f"--bench-only={name}")
+    argv += QUICK if args.quick else TIMING
+    if not args.verbose_table:
+        argv.append("--benchmark-quiet")
+    return argv + args.pytest_args
+
+
+def _time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def summary(data: dict[str, Any]) -> str:
+    """The per-case table: medians, ratio, GFLOP/s and % of the matmul peak."""
+    info = data.get("machine_info", {})
+    peak = info.get("matmul_peak_gflops")
+    table = rows(data)
+    if not table:
+        return "no benchmark ran"
+    header = ("case", "size", "pass", "framework", "torch", "fw/torch", "fw GFLOP/s", "torch GFLOP/s", "fw % peak")
+    lines = []
+    for row in table:
+        gflops = ["-", "-", "-"]
+        if row.flops and row.framework and row.torch:
+            fw_rate, torch_rate = row.flops / row.framework / 1e9, row.flops / row.torch / 1e9
+            gflops = [f"{fw_rate:.1f}", f"{torch_rate:.1f}", f"{100 * fw_rate / peak:.0f}%" if peak else "-"]
+        ratio = "-" if row.ratio is None else f"{row.ratio:.2f}"
+        lines.append((row.module, row.size, row.pass_, _time(row.framework), _time(row.torch), ratio, *gflops))
+    widths = [max(len(str(r[i])) for r in [header, *lines]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" if i < 3 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*line) for line in lines]
+    env = info.get("environment") or {}
+    bench = info.get("bench") or {}
+    peak_text = f"{peak:.1f} GFLOP/s" if peak else "not measured"
+    detail = info.get("matmul_peak") or {}
+    out.append("")
+    out.append(
+        f"device {bench.get('device', '?')}, dtype {bench.get('dtype', '?')}, threads {bench.get('threads', '?')}, "
+        f"torch {env.get('torch', '?')}, {env.get('gpu') or env.get('cpu', '?')}"
+    )
+    out.append(f"matmul peak: {peak_text} ({detail.get('n', '?')}x{detail.get('n', '?')} {detail.get('dtype', '')})")
+    return "\n".join(out)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=os.environ.get("DEVICE", "cpu"))
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="modules or workloads to run (e.g. Linear SmallCNN)")
+    parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated subset of seed,medium,large")
+    parser.add_argument("--json", type=Path, default=None, help="default: results/benchmarks-<device>.json")
+    parser.add_argument("--quick", action="store_true", help="3 short rounds per benchmark (a smoke run)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: the CPUs available)")
+    parser.add_argument("--verbose-table", action="store_true", help="also print pytest-benchmark's own table")
+    parser.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
+    args = parser.parse_args(argv)
+    unknown = {s for s in args.sizes.split(",") if s} - set(SIZES)
+    if unknown:
+        parser.error(f"--sizes: expected a subset of {SIZES}, got {sorted(unknown)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            print("benchmarks: --device cuda requested but CUDA is not available; nothing to run")
+            return 0
+    json_path = args.json or Path("results") / f"benchmarks-{args.device}.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    code = pytest.main(pytest_arguments(args, json_path))
+    if not json_path.exists():
+        print(f"benchmarks: pytest exited with {code} and wrote no {json_path}")
+        return int(code) or 1
+    print()
+    print(summary(json.loads(json_path.read_text())))
+    print(f"\nwrote {json_path}")
+    return int(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

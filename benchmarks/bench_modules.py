@@ -1,0 +1,65 @@
+"""Every registered module, forward and forward+backward, framework against its torch.nn twin.
+
+Collected only by ``python -m benchmarks`` (the default test run collects ``tests/``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from .cases import BenchCase, available_cases, shape_text
+from .harness import PASSES, Pair, build
+from .plugin import settings
+
+_LAST: dict[str, Any] = {}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "item" not in metafunc.fixturenames:
+        return
+    bench = settings(metafunc.config)
+    # One parameter per (case, size, pass, impl), in that order: both sides of a comparison run
+    # back to back on one built pair, which is then dropped before the next, larger case.
+    items = [
+        (case, size, pass_, impl)
+        for case in available_cases()
+        if bench.wanted(case.name)
+        for size in bench.sizes
+        for pass_ in PASSES
+        for impl in ("framework", "torch")
+    ]
+    ids = [f"{c.name}-{s}-{p}-{i}" for c, s, p, i in items]
+    metafunc.parametrize("item", items, ids=ids)
+
+
+def _pair(case: BenchCase, size: str, dtype: torch.dtype, device: str) -> Pair:
+    key = (case.name, size, dtype, device)
+    if _LAST.get("key") != key:
+        _LAST.clear()
+        pair = build(case, size, dtype, device)
+        pair.check()  # once per pair, before any timing: never time a wrong computation
+        _LAST.update(key=key, pair=pair)
+    return _LAST["pair"]
+
+
+def test_module(benchmark: Any, item: tuple[BenchCase, str, str, str], request: pytest.FixtureRequest) -> None:
+    case, size, pass_, impl = item
+    bench = settings(request.config)
+    if bench.device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("CUDA is not available")
+    pair = _pair(case, size, bench.dtype, bench.device)
+    benchmark.group = f"{case.name} {size} {pass_}"
+    benchmark.extra_info.update(
+        bench.extra_info(),
+        module=case.name,
+        size=size,
+        impl=impl,
+        **{"pass": pass_},
+        shapes=shape_text(case, size),
+        flops=case.flops(size, pass_),
+        workload=False,
+    )
+    benchmark(pair.callable(impl, pass_))

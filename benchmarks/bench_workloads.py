@@ -1,0 +1,61 @@
+"""Whole training steps, framework against torch.nn + torch.optim.
+
+Collected only by ``python -m benchmarks`` (the default test run collects ``tests/``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from .plugin import settings
+from .workloads import Step, Workload, available_workloads
+
+_LAST: dict[str, Any] = {}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "step_item" not in metafunc.fixturenames:
+        return
+    bench = settings(metafunc.config)
+    items = [
+        (workload, size, impl)
+        for workload in available_workloads()
+        if bench.wanted(workload.name)
+        for size in bench.sizes
+        if size in workload.sizes
+        for impl in ("framework", "torch")
+    ]
+    metafunc.parametrize("step_item", items, ids=[f"{w.name}-{s}-{i}" for w, s, i in items])
+
+
+def _step(workload: Workload, size: str, dtype: torch.dtype, device: str) -> Step:
+    key = (workload.name, size, dtype, device)
+    if _LAST.get("key") != key:
+        _LAST.clear()
+        step = workload.build(dtype=dtype, device=device, **workload.sizes[size])
+        step.check()
+        _LAST.update(key=key, step=step)
+    return _LAST["step"]
+
+
+def test_workload(benchmark: Any, step_item: tuple[Workload, str, str], request: pytest.FixtureRequest) -> None:
+    workload, size, impl = step_item
+    bench = settings(request.config)
+    if bench.device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("CUDA is not available")
+    step = _step(workload, size, bench.dtype, bench.device)
+    benchmark.group = f"{workload.name} {size} train_step"
+    benchmark.extra_info.update(
+        bench.extra_info(),
+        module=workload.name,
+        size=size,
+        impl=impl,
+        **{"pass": "train_step"},
+        shapes=workload.shapes(size),
+        flops=None,
+        workload=True,
+    )
+    benchmark(step.callable(impl))

@@ -1,0 +1,242 @@
+"""Benchmark cases as data: one entry per framework module class, three sizes each.
+
+Sizes:
+    ``seed``: the seed experiment's scale (batch 50 to 100, 2 to 25 features), dominated by
+        per-call overhead;
+    ``medium``: a few hundred thousand elements;
+    ``large``: compute- or memory-bound (Linear 4096x1024 -> 1024, Conv2d batch 32, 16 -> 32
+        channels, 32x32, elementwise 4M elements).
+
+Activations, losses, Dropout and BatchNorm1d take elementwise (N, features) sizes; spatial
+modules take image-shaped ones. ``flops`` is the forward pass's floating-point operation count
+(a multiply-add counts 2) for the matrix-multiply-bound modules only; their backward costs
+``backward_factor`` times the forward (input and weight gradients: two more products).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+import framework as fw
+from verification.domains import PROBABILITY, REAL, Domain
+
+SIZES = ("seed", "medium", "large")
+
+
+@dataclass(frozen=True)
+class Size:
+    """Constructor arguments and forward input shape of one size of a case."""
+
+    kwargs: dict[str, Any]
+    shape: tuple[int, ...]
+    flops: float | None = None
+
+
+@dataclass(frozen=True)
+class BenchCase:
+    """How to benchmark one framework module class against its ``torch.nn`` twin.
+
+    Args:
+        name: the framework class name (``framework.modules()``).
+        sizes: ``seed``, ``medium`` and ``large`` :class:`Size` entries.
+        domain: where the forward input's values come from.
+        target: for losses, ``"values"`` (real), ``"unit"`` (in [0, 1]) or ``"indices"`` (classes
+            along dimension 1).
+        make: builds the framework module from the size's kwargs (default: the class itself).
+        twin: builds the ``torch.nn`` twin (default: :func:`verification.twins.twin_of`).
+        check: ``"twin"`` compares outputs and gradients with the twin; ``"dropout"`` checks the
+            framework's own train-mode semantics and equality with the twin in eval mode.
+        backward_factor: backward FLOPs over forward FLOPs.
+    """
+
+    name: str
+    sizes: dict[str, Size]
+    domain: Domain = REAL
+    target: str | None = None
+    make: Callable[..., Any] | None = None
+    twin: Callable[[Any], torch.nn.Module] | None = None
+    check: str = "twin"
+    backward_factor: float = 2.0
+    notes: str = field(default="", compare=False)
+
+    @property
+    def is_loss(self) -> bool:
+        return self.target is not None
+
+    def build_module(self, size: str) -> Any:
+        kwargs = self.sizes[size].kwargs
+        if self.make is not None:
+            return self.make(**kwargs)
+        return getattr(fw, self.name)(**kwargs)
+
+    def flops(self, size: str, pass_: str) -> float | None:
+        forward = self.sizes[size].flops
+        if forward is None:
+            return None
+        return forward * (1.0 if pass_ == "forward" else 1.0 + self.backward_factor)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+# -- size tables ---------------------------------------------------------------------------------
+ELEMENTWISE = {"seed": (100, 25), "medium": (256, 1024), "large": (4096, 1024)}
+IMAGES = {"seed": (50, 2, 8, 8), "medium": (32, 16, 32, 32), "large": (32, 32, 64, 64)}
+CLASSES = {"seed": (100, 2), "medium": (256, 1000), "large": (4096, 1000)}
+
+
+def elementwise(name: str, domain: Domain = REAL, target: str | None = None, **kwargs: Any) -> BenchCase:
+    return BenchCase(name, {s: Size(dict(kwargs), shape) for s, shape in ELEMENTWISE.items()}, domain, target)
+
+
+def images(name: str, kwargs: Callable[[tuple[int, ...]], dict[str, Any]]) -> BenchCase:
+    """A spatial case whose kwargs depend on the input shape (channels)."""
+    return BenchCase(name, {s: Size(kwargs(shape), shape) for s, shape in IMAGES.items()})
+
+
+def linear_size(batch: int, fan_in: int, fan_out: int) -> Size:
+    return Size({"in_features": fan_in, "out_features": fan_out}, (batch, fan_in), 2.0 * batch * fan_in * fan_out)
+
+
+def conv2d_size(batch: int, c_in: int, c_out: int, side: int, k: int = 3) -> Size:
+    out = side  # padding k // 2 keeps the side
+    flops = 2.0 * batch * c_out * out * out * c_in * k * k
+    return Size(
+        {"in_channels": c_in, "out_channels": c_out, "kernel_size": k, "padding": k // 2},
+        (batch, c_in, side, side),
+        flops,
+    )
+
+
+def conv1d_size(batch: int, c_in: int, c_out: int, length: int, k: int) -> Size:
+    flops = 2.0 * batch * c_out * length * c_in * k
+    return Size(
+        {"in_channels": c_in, "out_channels": c_out, "kernel_size": k, "padding": k // 2}, (batch, c_in, length), flops
+    )
+
+
+def conv_transpose2d_size(batch: int, c_in: int, c_out: int, side: int) -> Size:
+    # kernel 2, stride 2: every input pixel spreads into a 2x2 block (the decoder's upsampling)
+    flops = 2.0 * batch * c_in * side * side * c_out * 4
+    kwargs = {"in_channels": c_in, "out_channels": c_out, "kernel_size": 2, "stride": 2}
+    return Size(kwargs, (batch, c_in, side, side), flops)
+
+
+def mlp(widths: tuple[int, ...]) -> fw.Sequential:
+    """Linear layers of the given widths with ReLU between them (none after the last)."""
+    layers: list[fw.Module] = []
+    for index, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
+        layers.append(fw.Linear(fan_in, fan_out))
+        if index < len(widths) - 2:
+            layers.append(fw.ReLU())
+    return fw.Sequential(*layers)
+
+
+def mlp_size(batch: int, widths: tuple[int, ...]) -> Size:
+    flops = sum(2.0 * batch * a * b for a, b in itertools.pairwise(widths))
+    return Size({"widths": widths}, (batch, widths[0]), flops)
+
+
+def _dropout_twin(module: Any) -> torch.nn.Module:
+    return torch.nn.Dropout(p=module.p)
+
+
+CASES_LIST: list[BenchCase] = [
+    # -- layers with weights: matrix-multiply bound at the large size --------------------------------
+    BenchCase(
+        "Linear",
+        {
+            "seed": linear_size(100, 25, 25),
+            "medium": linear_size(512, 256, 256),
+            "large": linear_size(4096, 1024, 1024),
+        },
+    ),
+    BenchCase(
+        "Sequential",
+        {
+            "seed": mlp_size(100, (2, 25, 25, 25, 2)),
+            "medium": mlp_size(512, (256, 256, 256, 256)),
+            "large": mlp_size(2048, (1024, 1024, 1024, 1024)),
+        },
+        make=mlp,
+        notes="the seed's MLP shape: Linear/ReLU stack",
+    ),
+    BenchCase(
+        "Conv1d",
+        {
+            "seed": conv1d_size(50, 2, 4, 25, 3),
+            "medium": conv1d_size(32, 16, 32, 256, 5),
+            "large": conv1d_size(32, 64, 128, 1024, 5),
+        },
+    ),
+    BenchCase(
+        "Conv2d",
+        {"seed": conv2d_size(50, 2, 4, 8), "medium": conv2d_size(32, 8, 16, 16), "large": conv2d_size(32, 16, 32, 32)},
+    ),
+    BenchCase(
+        "ConvTranspose2d",
+        {
+            "seed": conv_transpose2d_size(50, 4, 2, 4),
+            "medium": conv_transpose2d_size(32, 16, 8, 8),
+            "large": conv_transpose2d_size(32, 32, 16, 16),
+        },
+    ),
+    # -- spatial, memory bound ------------------------------------------------------------------------
+    images("MaxPool2d", lambda shape: {"kernel_size": 2}),
+    images("AvgPool2d", lambda shape: {"kernel_size": 2}),
+    images("Upsample", lambda shape: {"scale_factor": 2, "mode": "nearest"}),
+    images("BatchNorm2d", lambda shape: {"num_features": shape[1]}),
+    images("Flatten", lambda shape: {}),
+    BenchCase("BatchNorm1d", {s: Size({"num_features": shape[1]}, shape) for s, shape in ELEMENTWISE.items()}),
+    BenchCase(
+        "Dropout",
+        {s: Size({"p": 0.5}, shape) for s, shape in ELEMENTWISE.items()},
+        twin=_dropout_twin,
+        check="dropout",
+        notes="timed in train mode against torch.nn.Dropout; equality checked in eval mode, train mode "
+        "checked against Dropout's own definition (torch's random mask cannot be reproduced)",
+    ),
+    # -- activations ------------------------------------------------------------------------------------
+    elementwise("ReLU"),
+    elementwise("Tanh"),
+    elementwise("Sigmoid"),
+    elementwise("LeakyReLU", negative_slope=0.01),
+    elementwise("ELU", alpha=1.0),
+    elementwise("SELU"),
+    elementwise("Tanhshrink"),
+    elementwise("Threshold", threshold=0.1, value=20.0),
+    elementwise("Softplus", beta=1.0, threshold=20.0),
+    elementwise("GELU"),
+    # -- losses -------------------------------------------------------------------------------------------
+    elementwise("MSELoss", target="values"),
+    elementwise("L1Loss", target="values"),
+    elementwise("HuberLoss", target="values", delta=1.0),
+    elementwise("SmoothL1Loss", target="values", beta=1.0),
+    elementwise("BCELoss", domain=PROBABILITY, target="unit"),
+    elementwise("BCEWithLogitsLoss", target="unit"),
+    BenchCase("CrossEntropyLoss", {s: Size({}, shape) for s, shape in CLASSES.items()}, target="indices"),
+]
+
+CASES: dict[str, BenchCase] = {case.name: case for case in CASES_LIST}
+
+
+def registered_names() -> set[str]:
+    return {cls.__name__ for cls in fw.modules()}
+
+
+def available_cases() -> list[BenchCase]:
+    """The cases whose module class is registered in this checkout of the framework."""
+    names = registered_names()
+    return [case for case in CASES_LIST if case.name in names]
+
+
+def shape_text(case: BenchCase, size: str) -> str:
+    spec = case.sizes[size]
+    args = ", ".join(f"{k}={v}" for k, v in spec.kwargs.items())
+    return f"{case.name}({args}) input {tuple(spec.shape)} [{math.prod(spec.shape)} elements]"

@@ -1,0 +1,163 @@
+"""Compare a benchmark run against a baseline on the framework/torch ratio.
+
+Absolute times move with the machine and its load; the ratio of the framework's median to
+torch's, measured in the same run on the same machine, moves only when one side's code does.
+A case fails when its ratio grew by more than ``--threshold`` (a factor) over the baseline's.
+
+Usage:
+    python -m benchmarks.compare CURRENT BASELINE [--threshold 1.5]
+    python -m benchmarks.compare --save CURRENT BASELINE      # write BASELINE from a run
+
+CURRENT is a pytest-benchmark JSON written by ``python -m benchmarks`` (or a saved baseline);
+a baseline stores only the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_THRESHOLD = 1.5
+KEY_FIELDS = ("module", "size", "pass", "device", "dtype")
+
+
+@dataclass
+class Row:
+    """One comparison: a module or workload at one size, pass, device and dtype."""
+
+    module: str
+    size: str
+    pass_: str
+    device: str
+    dtype: str
+    framework: float | None = None  # median seconds
+    torch: float | None = None
+    flops: float | None = None
+    workload: bool = False
+
+    @property
+    def key(self) -> str:
+        return "/".join((self.module, self.size, self.pass_, self.device, self.dtype))
+
+    @property
+    def ratio(self) -> float | None:
+        if self.framework is None or not self.torch:
+            return None
+        return self.framework / self.torch
+
+
+def rows(data: dict[str, Any]) -> list[Row]:
+    """Pair each framework benchmark with its torch counterpart, in the run's order."""
+    table: dict[tuple[str, ...], Row] = {}
+    for bench in data.get("benchmarks", []):
+        info = bench.get("extra_info", {})
+        if not all(k in info for k in (*KEY_FIELDS, "impl")):
+            continue
+        key = tuple(str(info[k]) for k in KEY_FIELDS)
+        row = table.setdefault(key, Row(*key, flops=info.get("flops"), workload=bool(info.get("workload"))))
+        setattr(row, "framework" if info["impl"] == "framework" else "torch", bench["stats"]["median"])
+    return list(table.values())
+
+
+def ratios(data: dict[str, Any]) -> dict[str, float]:
+    """``{"Linear/large/forward/cpu/float32": framework median / torch median, ...}``."""
+    if data.get("kind") == "benchmark-baseline":
+        return dict(data["ratios"])
+    return {row.key: row.ratio for row in rows(data) if row.ratio is not None}
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def baseline(data: dict[str, Any]) -> dict[str, Any]:
+    """The small JSON committed as a baseline: the run's environment and its ratios."""
+    info = data.get("machine_info", {})
+    return {
+        "kind": "benchmark-baseline",
+        "environment": info.get("environment") or data.get("environment"),
+        "matmul_peak_gflops": info.get("matmul_peak_gflops"),
+        "ratios": {key: round(value, 4) for key, value in sorted(ratios(data).items())},
+    }
+
+
+@dataclass
+class Verdict:
+    key: str
+    baseline: float | None
+    current: float | None
+
+    @property
+    def growth(self) -> float | None:
+        if self.baseline is None or self.current is None:
+            return None
+        return self.current / self.baseline
+
+    def status(self, threshold: float) -> str:
+        if self.baseline is None:
+            return "new"
+        if self.current is None:
+            return "not run"
+        return "REGRESSION" if self.growth > threshold else "ok"
+
+
+def compare(current: dict[str, float], base: dict[str, float]) -> list[Verdict]:
+    keys = list(current) + [k for k in base if k not in current]
+    return [Verdict(k, base.get(k), current.get(k)) for k in keys]
+
+
+def regressions(verdicts: list[Verdict], threshold: float) -> list[Verdict]:
+    return [v for v in verdicts if v.status(threshold) == "REGRESSION"]
+
+
+def format_table(verdicts: list[Verdict], threshold: float) -> str:
+    def num(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    width = max([len(v.key) for v in verdicts] + [4])
+    lines = [f"{'case':<{width}}  {'baseline':>8}  {'current':>8}  {'growth':>7}  status"]
+    for v in verdicts:
+        growth = "-" if v.growth is None else f"{v.growth:.2f}x"
+        lines.append(f"{v.key:<{width}}  {num(v.baseline):>8}  {num(v.current):>8}  {growth:>7}  {v.status(threshold)}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("current", help="pytest-benchmark JSON of the run to judge (or a baseline JSON)")
+    parser.add_argument("baseline", help="baseline JSON (written with --save)")
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="allowed growth factor of a ratio")
+    parser.add_argument("--save", action="store_true", help="write BASELINE from CURRENT instead of comparing")
+    args = parser.parse_args(argv)
+    if args.threshold <= 1.0:
+        parser.error(f"--threshold: expected a factor > 1, got {args.threshold}")
+
+    current = load(args.current)
+    if args.save:
+        saved = baseline(current)
+        if not saved["ratios"]:
+            print(f"{args.current}: no framework/torch pairs to save", file=sys.stderr)
+            return 2
+        Path(args.baseline).write_text(json.dumps(saved, indent=1) + "\n")
+        print(f"saved {len(saved['ratios'])} ratios to {args.baseline}")
+        return 0
+
+    verdicts = compare(ratios(current), ratios(load(args.baseline)))
+    print(format_table(verdicts, args.threshold))
+    failed = regressions(verdicts, args.threshold)
+    compared = sum(v.growth is not None for v in verdicts)
+    if failed:
+        print(f"\n{len(failed)} of {compared} ratios grew by more than {args.threshold:g}x:")
+        for v in failed:
+            print(f"  {v.key}: {v.baseline:.2f} -> {v.current:.2f} ({v.growth:.2f}x)")
+        return 1
+    print(f"\nno regression: {compared} ratios within {args.threshold:g}x of the baseline")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

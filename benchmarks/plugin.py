@@ -1,0 +1,77 @@
+"""pytest plugin of the benchmark suite (loaded by ``python -m benchmarks`` with ``-p benchmarks.plugin``).
+
+Adds the ``--bench-*`` options, sets the thread count, measures the matrix-multiply peak
+before the first benchmark, and extends pytest-benchmark's ``machine_info`` with the shared
+environment record and that peak.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from .cases import SIZES
+from .harness import DTYPES, configure, matmul_peak
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("bench", "framework against torch.nn benchmarks")
+    group.addoption("--bench-device", default="cpu", choices=("cpu", "cuda"), help="device of the tensors")
+    group.addoption("--bench-dtype", default="float32", choices=tuple(DTYPES), help="floating dtype")
+    group.addoption("--bench-sizes", default=",".join(SIZES), help="comma-separated subset of seed,medium,large")
+    group.addoption("--bench-only", action="append", default=[], help="only these modules or workloads (repeatable)")
+    group.addoption("--bench-threads", type=int, default=0, help="torch threads (default: the CPUs available)")
+
+
+class Settings:
+    """The run's options, read once from the pytest config."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.device = config.getoption("--bench-device")
+        self.dtype_name = config.getoption("--bench-dtype")
+        self.dtype = DTYPES[self.dtype_name]
+        self.sizes = [s.strip() for s in config.getoption("--bench-sizes").split(",") if s.strip()]
+        unknown = set(self.sizes) - set(SIZES)
+        if unknown:
+            raise pytest.UsageError(f"--bench-sizes: expected a subset of {SIZES}, got {sorted(unknown)}")
+        self.only = {name for entry in config.getoption("--bench-only") for name in entry.split(",") if name}
+        self.threads = config.getoption("--bench-threads") or None
+        self.peak: dict[str, Any] | None = None
+
+    def wanted(self, name: str) -> bool:
+        return not self.only or name in self.only
+
+    def extra_info(self) -> dict[str, Any]:
+        return {"device": self.device, "dtype": self.dtype_name, "threads": torch.get_num_threads()}
+
+
+SETTINGS_KEY = pytest.StashKey[Settings]()
+
+
+def settings(config: pytest.Config) -> Settings:
+    return config.stash[SETTINGS_KEY]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    bench = Settings(config)
+    bench.threads = configure(bench.device, bench.threads)
+    config.stash[SETTINGS_KEY] = bench
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    bench = settings(session.config)
+    if session.items and bench.peak is None and (bench.device != "cuda" or torch.cuda.is_available()):
+        # Measured before any case, in the run's dtype, so "% of peak" compares like with like.
+        bench.peak = matmul_peak(bench.device, bench.dtype)
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
+    from reports.environment import environment
+
+    bench = settings(config)
+    machine_info["environment"] = environment(bench.device)
+    machine_info["matmul_peak_gflops"] = bench.peak["gflops"] if bench.peak else None
+    machine_info["matmul_peak"] = bench.peak
+    machine_info["bench"] = {"device": bench.device, "dtype": bench.dtype_name, "threads": torch.get_num_threads()}

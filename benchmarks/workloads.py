@@ -1,0 +1,201 @@
+"""Whole training steps: forward, loss, backward, optimizer step, zero_grad.
+
+* ``SeedMLP-b50`` / ``SeedMLP-b100``: the seed experiment's network, 2-25-25-25-2 with ReLU,
+  MSE against one-hot targets, SGD with lr 0.5, batches of 50 and 100.
+* ``SmallCNN``: Conv2d(3x3, padding 1), ReLU, MaxPool2d(2), Flatten, Linear, CrossEntropyLoss,
+  SGD with lr 0.01 and momentum 0.9.
+
+The framework side uses ``framework.optim.SGD``; the torch side the twin network,
+``torch.nn`` losses and ``torch.optim.SGD``. Before timing, both take two steps from the same
+parameters on the same batch (the second exercises the momentum buffer) and must agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import framework as fw
+from verification.twins import twin_of
+
+from .cases import mlp, registered_names
+from .harness import BenchmarkMismatchError, _randomize_parameters, assert_close, synchronized
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A training step measured at one or more sizes.
+
+    Args:
+        name: shown in tables and stored as ``extra_info["module"]``.
+        sizes: size name to the builder's keyword arguments.
+        needs: framework classes the workload is made of (it runs once all are registered).
+        build: ``build(dtype=, device=, **size_kwargs)`` returns a :class:`Step`.
+    """
+
+    name: str
+    sizes: dict[str, dict[str, Any]]
+    needs: tuple[str, ...]
+    build: Callable[..., Step]
+
+    def shapes(self, size: str) -> str:
+        return f"{self.name}(" + ", ".join(f"{k}={v}" for k, v in self.sizes[size].items()) + ")"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass
+class Step:
+    """Both sides of a training step, ready to run on the same batch."""
+
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+    model: fw.Module
+    criterion: fw.Module
+    optimizer: fw.optim.Optimizer
+    twin: torch.nn.Module
+    twin_criterion: torch.nn.Module
+    twin_optimizer: torch.optim.Optimizer
+    x: Tensor
+    target: Tensor
+
+    def framework_step(self) -> Tensor:
+        loss = self.criterion(self.model(self.x), self.target)
+        self.model.backward(self.criterion.backward())
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        return loss
+
+    def torch_step(self) -> Tensor:
+        loss = self.twin_criterion(self.twin(self.x), self.target)
+        loss.backward()
+        self.twin_optimizer.step()
+        self.twin_optimizer.zero_grad()
+        return loss.detach()
+
+    def callable(self, impl: str) -> Callable[[], Any]:
+        return synchronized(self.framework_step if impl == "framework" else self.torch_step, self.device)
+
+    def check(self, steps: int = 2) -> None:
+        """Both sides take ``steps`` steps and must give the same losses and parameters."""
+        context = f"{self.name} on {self.device} {str(self.dtype).removeprefix('torch.')}"
+        twin_params = dict(self.twin.named_parameters())
+        for index in range(steps):
+            ours, theirs = self.framework_step(), self.torch_step()
+            assert_close(f"loss at step {index}", ours.reshape(1), theirs.reshape(1), self.dtype, context)
+            for name, p, _ in self.model.named_param():
+                if name not in twin_params:
+                    raise BenchmarkMismatchError(f"{context}: the twin has no parameter {name!r}")
+                assert_close(f"{name} after step {index}", p, twin_params[name].detach(), self.dtype, context)
+
+
+def _assemble(
+    model: fw.Module,
+    criterion: fw.Module,
+    twin_criterion: torch.nn.Module,
+    x: Tensor,
+    target: Tensor,
+    name: str,
+    dtype: torch.dtype,
+    device: torch.device,
+    generator: torch.Generator,
+    **sgd: float,
+) -> Step:
+    _randomize_parameters(model, generator)
+    model.to(device=device, dtype=dtype)
+    model.train()
+    twin = twin_of(model)
+    twin.train()
+    return Step(
+        name,
+        device,
+        dtype,
+        model,
+        criterion,
+        fw.optim.SGD(model.param(), **sgd),
+        twin,
+        twin_criterion,
+        torch.optim.SGD(twin.parameters(), **sgd),
+        x,
+        target,
+    )
+
+
+def seed_mlp(batch: int, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", seed: int = 0) -> Step:
+    """The seed experiment: points in [0, 1]^2, label 1 inside the disk of area 1/2, one-hot targets."""
+    device = torch.device(device)
+    generator = torch.Generator().manual_seed(seed)
+    points = torch.rand(batch, 2, generator=generator, dtype=torch.float64)
+    inside = ((points - 0.5).pow(2).sum(1) < 1 / (2 * torch.pi)).long()
+    target = torch.nn.functional.one_hot(inside, 2).to(device=device, dtype=dtype)
+    x = points.to(device=device, dtype=dtype)
+    model = mlp((2, 25, 25, 25, 2))
+    return _assemble(
+        model, fw.MSELoss(), torch.nn.MSELoss(), x, target, f"SeedMLP-b{batch}", dtype, device, generator, lr=0.5
+    )
+
+
+def small_cnn(
+    batch: int,
+    channels: int,
+    side: int,
+    filters: int,
+    classes: int = 10,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> Step:
+    device = torch.device(device)
+    generator = torch.Generator().manual_seed(seed)
+    model = fw.Sequential(
+        fw.Conv2d(channels, filters, kernel_size=3, padding=1),
+        fw.ReLU(),
+        fw.MaxPool2d(kernel_size=2),
+        fw.Flatten(),
+        fw.Linear(filters * (side // 2) ** 2, classes),
+    )
+    x = torch.randn(batch, channels, side, side, generator=generator, dtype=torch.float64).to(
+        device=device, dtype=dtype
+    )
+    target = torch.randint(0, classes, (batch,), generator=generator).to(device)
+    return _assemble(
+        model,
+        fw.CrossEntropyLoss(),
+        torch.nn.CrossEntropyLoss(),
+        x,
+        target,
+        "SmallCNN",
+        dtype,
+        device,
+        generator,
+        lr=0.01,
+        momentum=0.9,
+    )
+
+
+WORKLOADS: list[Workload] = [
+    Workload("SeedMLP-b50", {"seed": {"batch": 50}}, ("Linear", "ReLU", "MSELoss", "Sequential"), seed_mlp),
+    Workload("SeedMLP-b100", {"seed": {"batch": 100}}, ("Linear", "ReLU", "MSELoss", "Sequential"), seed_mlp),
+    Workload(
+        "SmallCNN",
+        {
+            "seed": {"batch": 50, "channels": 1, "side": 8, "filters": 4},
+            "medium": {"batch": 64, "channels": 1, "side": 28, "filters": 8},
+            "large": {"batch": 128, "channels": 3, "side": 32, "filters": 32},
+        },
+        ("Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear", "CrossEntropyLoss", "Sequential"),
+        small_cnn,
+    ),
+]
+
+
+def available_workloads() -> list[Workload]:
+    """Workloads whose every module class is registered in this checkout of the framework."""
+    names = registered_names()
+    return [w for w in WORKLOADS if set(w.needs) <= names]

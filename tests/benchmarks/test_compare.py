@@ -1,0 +1,80 @@
+"""benchmarks.compare judges runs by the framework/torch ratio, on synthetic pytest-benchmark JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.compare import baseline, main, ratios, rows
+
+
+def run(cases: dict[tuple[str, str, str], tuple[float, float]]) -> dict:
+    """A minimal pytest-benchmark JSON: ``{(module, size, pass): (framework median, torch median)}``."""
+    benchmarks = []
+    for (module, size, pass_), medians in cases.items():
+        for impl, median in zip(("framework", "torch"), medians):
+            info = {"module": module, "size": size, "pass": pass_, "impl": impl, "device": "cpu", "dtype": "float32"}
+            benchmarks.append({"name": f"{module}-{impl}", "stats": {"median": median}, "extra_info": info})
+    return {"machine_info": {"environment": {"torch": "x"}, "matmul_peak_gflops": 50.0}, "benchmarks": benchmarks}
+
+
+@pytest.fixture
+def files(tmp_path):
+    def write(name: str, data: dict):
+        path = tmp_path / name
+        path.write_text(json.dumps(data))
+        return str(path)
+
+    return write
+
+
+BASE = {("Linear", "large", "forward"): (2.0, 1.0), ("ReLU", "seed", "forward+backward"): (3.0, 2.0)}
+
+
+def test_ratio_is_framework_median_over_torch_median() -> None:
+    assert ratios(run(BASE)) == {"Linear/large/forward/cpu/float32": 2.0, "ReLU/seed/forward+backward/cpu/float32": 1.5}
+
+
+def test_rows_pair_framework_and_torch_of_one_case() -> None:
+    (row,) = rows(run({("Tanh", "medium", "forward"): (4.0, 8.0)}))
+    assert (row.framework, row.torch, row.ratio) == (4.0, 8.0, 0.5)
+
+
+def test_a_ratio_grown_beyond_the_threshold_is_a_regression(files, capsys) -> None:
+    slower = {**BASE, ("Linear", "large", "forward"): (3.2, 1.0)}  # ratio 2.0 -> 3.2: 1.6x
+    assert main([files("cur.json", run(slower)), files("base.json", run(BASE)), "--threshold", "1.5"]) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION" in out and "Linear/large/forward/cpu/float32" in out
+
+
+def test_slower_absolute_times_with_the_same_ratio_are_no_regression(files) -> None:
+    loaded_machine = {key: (3 * f, 3 * t) for key, (f, t) in BASE.items()}
+    assert main([files("cur.json", run(loaded_machine)), files("base.json", run(BASE))]) == 0
+
+
+def test_growth_within_the_threshold_passes(files) -> None:
+    slightly = {**BASE, ("Linear", "large", "forward"): (2.8, 1.0)}  # 1.4x
+    assert main([files("cur.json", run(slightly)), files("base.json", run(BASE)), "--threshold", "1.5"]) == 0
+
+
+def test_new_and_missing_cases_do_not_fail(files, capsys) -> None:
+    current = {("Linear", "large", "forward"): (2.0, 1.0), ("GELU", "seed", "forward"): (9.0, 1.0)}
+    assert main([files("cur.json", run(current)), files("base.json", run(BASE))]) == 0
+    out = capsys.readouterr().out
+    assert "new" in out and "not run" in out
+
+
+def test_save_writes_only_the_ratios_and_compares_against_them(files, tmp_path) -> None:
+    current = files("cur.json", run(BASE))
+    saved = tmp_path / "baseline.json"
+    assert main(["--save", current, str(saved)]) == 0
+    data = json.loads(saved.read_text())
+    assert data["kind"] == "benchmark-baseline" and "benchmarks" not in data
+    assert data["ratios"] == ratios(run(BASE))
+    regressed = {**BASE, ("ReLU", "seed", "forward+backward"): (6.0, 2.0)}  # 1.5 -> 3.0
+    assert main([files("now.json", run(regressed)), str(saved)]) == 1
+
+
+def test_baseline_keeps_the_environment() -> None:
+    assert baseline(run(BASE))["environment"] == {"torch": "x"}
