@@ -88,7 +88,10 @@ class CheckResult:
             return
         error = (analytic - expected).abs()
         scale = expected.abs().mean().item()
-        relative = error / torch.clamp(expected.abs(), min=max(scale, torch.finfo(torch.float64).tiny))
+        # Relative to the element, floored at the tensor's mean magnitude and at the tolerance
+        # (an error below what the precision can resolve is not reported as a large one).
+        floor = torch.clamp(tolerance, min=max(scale, torch.finfo(torch.float64).tiny))
+        relative = error / torch.maximum(expected.abs(), floor)
         ratio = error / torch.clamp(tolerance, min=torch.finfo(torch.float64).tiny)
         index = int(ratio.reshape(-1).argmax())
         worst_ratio = float(ratio.reshape(-1)[index])
@@ -295,35 +298,79 @@ def _collect_torch(
     return result
 
 
+def _jitter(x: Tensor, generator: torch.Generator, size: float) -> Tensor:
+    """``x`` with each element moved by a random relative ``size`` (a few units in the last place)."""
+    if not x.is_floating_point():
+        return x
+    sign = torch.randint(0, 2, x.shape, generator=generator).to(device=x.device, dtype=x.dtype) * 2 - 1
+    return x * (1 + size * sign)
+
+
+def _jittered_copy(module: Any, generator: torch.Generator, size: float) -> Any:
+    twin = copy.deepcopy(module)
+    params = twin.parameters() if isinstance(twin, torch.nn.Module) else [p for _, p, _ in _named_params(twin)]
+    with torch.no_grad():
+        for p in params:
+            p.copy_(_jitter(p, generator, size))
+    return twin
+
+
 def _precision_estimate(
     module: Any, reference: Any, inputs: Sequence[Tensor], target: Tensor | None, grad_output: Tensor
 ) -> dict[str, Tensor]:
     """Estimated float64 rounding error of each output and gradient element, conditioning included.
 
-    Rounding errors scale with the unit round-off, so the discrepancy between a float32 and a
-    float64 evaluation, times u64 / u32, estimates the float64 evaluation's own error. The
-    reference implementation (torch) is used when given, so a bug of the module under test
-    cannot widen its own tolerance; otherwise a float32 copy of the module. Empty when
-    neither can run in float32 (the tolerance then rests on the rounding bound alone).
+    Two estimates, the larger kept elementwise:
+
+    * precision scaling: rounding errors scale with the unit round-off, so the discrepancy
+      between a float32 and a float64 evaluation, times u64 / u32, estimates the float64
+      evaluation's own error;
+    * jitter: two float64 evaluations on inputs, parameters and ``grad_output`` moved by a
+      few units in the last place; their spread measures how rounding noise propagates
+      (it catches quantities that are exactly zero in exact arithmetic, where float32 can be
+      exactly zero by luck).
+
+    The reference implementation (torch) is used when given, so a bug of the module under
+    test cannot widen its own tolerance; otherwise copies of the module. Empty when neither
+    runs (the tolerance then rests on the rounding bound alone).
     """
     if grad_output.dtype != torch.float64:
         return {}
     scale = unit_roundoff(torch.float64) / unit_roundoff(torch.float32)
+    jitter = 8 * unit_roundoff(torch.float64)
+    generator = torch.Generator().manual_seed(1234)
     cast = [x.float() if x.is_floating_point() else x for x in inputs]
     target32 = target.float() if target is not None and target.is_floating_point() else target
+    collect = _collect_torch if reference is not None else _collect
+    base = reference if reference is not None else module
     try:
+        ref64 = collect(copy.deepcopy(base), inputs, target, grad_output)
         if reference is not None:
-            ref64 = _collect_torch(copy.deepcopy(reference), inputs, target, grad_output)
-            ref32 = _collect_torch(copy.deepcopy(reference).float(), cast, target32, grad_output.float())
-            named = ref64
+            low = copy.deepcopy(reference).float()
         else:
-            twin = copy.deepcopy(module)
-            twin.to(dtype=torch.float32)
-            named = _collect(copy.deepcopy(module), inputs, target, grad_output)
-            ref32 = _collect(twin, cast, target32, grad_output.float())
-    except Exception:  # a module that cannot run in float32: fall back to the rounding bound
+            low = copy.deepcopy(module)
+            low.to(dtype=torch.float32)
+        ref32 = collect(low, cast, target32, grad_output.float())
+        jittered = [
+            collect(
+                _jittered_copy(base, generator, jitter),
+                [_jitter(x, generator, jitter) for x in inputs],
+                target,
+                _jitter(grad_output, generator, jitter),
+            )
+            for _ in range(2)
+        ]
+    except Exception:  # a module that cannot run in float32 or be copied: the rounding bound alone
         return {}
-    return {k: (ref32[k].double() - v.double()).abs() * scale for k, v in named.items() if k in ref32}
+    estimate = {}
+    for name, value in ref64.items():
+        value = value.double()
+        parts = [(run[name].double() - value).abs() for run in jittered if name in run]
+        if name in ref32:
+            parts.append((ref32[name].double() - value).abs() * scale)
+        if parts:
+            estimate[name] = torch.stack(parts).amax(0)
+    return estimate
 
 
 def _estimated(estimate: dict[str, Tensor], name: str, like: Tensor) -> Tensor:

@@ -1,0 +1,307 @@
+"""Deliberately wrong modules and optimizers: the verifier must catch every one.
+
+Each mutant subclasses a framework class and reintroduces one classic mistake of
+hand-written backward passes. Mutants are defined outside ``framework`` so the registry
+never lists them; ``python -m verification --only NAME`` runs one, ``--mutants`` runs all
+and reports the mutation score (caught / total).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+import framework as fw
+from framework import optim
+
+from .spec import Spec
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    target: str  # the spec (module) or optimizer it corrupts
+    cls: type
+    description: str
+
+
+# -- Linear -------------------------------------------------------------------------------------------
+class LinearWrongScale(fw.Linear):
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return 2 * super().backward(grad_output)
+
+
+class LinearOffByOnePartInAMillion(fw.Linear):
+    def backward(self, grad_output: Tensor) -> Tensor:
+        self.grad("weight").add_(
+            1e-6 * (grad_output.reshape(-1, self.out_features).T @ self._saved["x"].reshape(-1, self.in_features))
+        )
+        return super().backward(grad_output)
+
+
+class LinearWrongSignBias(fw.Linear):
+    def backward(self, grad_output: Tensor) -> Tensor:
+        grad = super().backward(grad_output)
+        if self.bias is not None:
+            self.grad("bias").sub_(2 * grad_output.reshape(-1, self.out_features).sum(0))
+        return grad
+
+
+class LinearMisindexedWeightGrad(fw.Linear):
+    """dL/dW computed as x^T g (the transpose) and reshaped into W's shape."""
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        x = self._saved["x"].reshape(-1, self.in_features)
+        g = grad_output.reshape(-1, self.out_features)
+        self.grad("weight").add_((x.T @ g).reshape(self.out_features, self.in_features))
+        if self.bias is not None:
+            self.grad("bias").add_(g.sum(0))
+        return grad_output @ self.weight
+
+
+class LinearMissingBatchSum(fw.Linear):
+    """The bias gradient takes the first sample only: wrong only when batch > 1."""
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        x = self._saved["x"].reshape(-1, self.in_features)
+        g = grad_output.reshape(-1, self.out_features)
+        self.grad("weight").add_(g.T @ x)
+        if self.bias is not None:
+            self.grad("bias").add_(g[0])
+        return grad_output @ self.weight
+
+
+class LinearOverwritesGradient(fw.Linear):
+    """Assigns the parameter gradients instead of accumulating them."""
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        for _, _, g in self.named_param():
+            g.zero_()
+        return super().backward(grad_output)
+
+
+# -- activations ----------------------------------------------------------------------------------------
+class ReLUForgetsUpstream(fw.ReLU):
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return (self._saved["x"] > 0).to(grad_output.dtype)
+
+
+class TanhWrongDerivative(fw.Tanh):
+    def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
+        return 1 - y
+
+
+class SigmoidOneWrongElement(fw.Sigmoid):
+    """Right everywhere except the last element, off by 0.1%."""
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        grad = super().backward(grad_output).clone()
+        grad.view(-1)[-1] *= 1.001
+        return grad
+
+
+class LeakyReLUForwardAndBackwardBothWrong(fw.LeakyReLU):
+    """Uses twice the slope in forward *and* backward: self-consistent, so only the twin can tell."""
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return torch.where(x > 0, x, 2 * self.negative_slope * x)
+
+    def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
+        return torch.where(x > 0, torch.ones_like(x), torch.full_like(x, 2 * self.negative_slope))
+
+
+class SoftplusIgnoresBeta(fw.Softplus):
+    def backward(self, grad_output: Tensor) -> Tensor:
+        x = self._saved["x"]
+        return grad_output * torch.sigmoid(x)
+
+
+# -- losses ---------------------------------------------------------------------------------------------
+class MSELossForgetsMean(fw.MSELoss):
+    """Drops the 1/N of reduction='mean': wrong only when N > 1 and reduction is 'mean'."""
+
+    def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
+        diff = self._saved["diff"]
+        return self._upstream(grad_output, diff) * 2 * diff
+
+
+class CrossEntropyForgetsUpstream(fw.CrossEntropyLoss):
+    def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
+        return super().backward(None)
+
+
+# -- spatial and stateful -----------------------------------------------------------------------------
+class Conv2dWrongWhenStrided(fw.Conv2d):
+    """Input gradient lost for every output row but the first when stride > 1 (a classic
+    scatter-back bug), emulated by zeroing the gradient past the first stride."""
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        grad = super().backward(grad_output)
+        if max(self.stride) > 1:
+            grad = grad.clone()
+            grad[..., self.stride[0] :, :] = 0
+        return grad
+
+
+class Conv2dWrongWhenDilated(fw.Conv2d):
+    """Weight gradient computed as if dilation were 1 (emulated: scaled when dilation > 1)."""
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        before = self.grad("weight").clone()
+        grad = super().backward(grad_output)
+        if max(self.dilation) > 1:
+            self.grad("weight").copy_(before + 0.5 * (self.grad("weight") - before))
+        return grad
+
+
+class Conv1dWrongSignWeight(fw.Conv1d):
+    def backward(self, grad_output: Tensor) -> Tensor:
+        before = self.grad("weight").clone()
+        grad = super().backward(grad_output)
+        self.grad("weight").copy_(2 * before - self.grad("weight"))
+        return grad
+
+
+class MaxPool2dGradientToFirstElement(fw.MaxPool2d):
+    """Routes each window's gradient to the window's first element instead of its maximum
+    (emulated by shifting the gradient to the top-left neighbour)."""
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        grad = super().backward(grad_output)
+        return torch.roll(grad, shifts=(-1, -1), dims=(-2, -1))
+
+
+class BatchNorm1dWrongEvalBackward(fw.BatchNorm1d):
+    """Eval mode: backward through batch statistics, as if still training (the eval-mode
+    output does not depend on the batch, so the extra terms are wrong)."""
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        if self.training:
+            return super().backward(grad_output)
+        x_hat = self._saved["x_hat"]
+        dims = [0, *range(2, x_hat.dim())]
+        shape = [1, self.num_features] + [1] * (x_hat.dim() - 2)
+        grad = super().backward(grad_output)
+        return grad - grad.mean(dims).reshape(shape)
+
+
+class BatchNorm2dBiasedRunningVariance(fw.BatchNorm2d):
+    """Updates running_var with the biased batch variance instead of the unbiased one."""
+
+    def _update_running_stats(self, mean: Tensor, var: Tensor, n: int) -> None:
+        super()._update_running_stats(mean, var * (n - 1) / n, n)
+
+
+class DropoutForgetsRescale(fw.Dropout):
+    """Backward multiplies by the 0/1 mask without the 1/(1-p) factor."""
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        scale = self._saved["scale"]
+        return grad_output if scale is None else grad_output * (scale != 0).to(grad_output.dtype)
+
+
+class UpsampleTakesOneElementPerBlock(fw.Upsample):
+    """Backward picks one element per block instead of summing the block."""
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        s = int(self.scale_factor) if not isinstance(self.scale_factor, tuple) else int(self.scale_factor[0])
+        return grad_output[..., ::s, ::s].clone()
+
+
+# -- optimizers -----------------------------------------------------------------------------------------
+class SGDIgnoresDampening(optim.SGD):
+    def _update(self, param: Tensor, grad: Tensor, state: dict) -> None:
+        dampening, self.dampening = self.dampening, 0.0
+        try:
+            super()._update(param, grad, state)
+        finally:
+            self.dampening = dampening
+
+
+class AdamWithoutBiasCorrection(optim.Adam):
+    """Skips the bias correction of the second moment."""
+
+    def _update(self, param: Tensor, grad: Tensor, state: dict) -> None:
+        beta1, beta2 = self.betas
+        state["step"] = state.get("step", 0) + 1
+        if self.weight_decay:
+            grad = grad + self.weight_decay * param
+        m = state.setdefault("exp_avg", torch.zeros_like(param))
+        v = state.setdefault("exp_avg_sq", torch.zeros_like(param))
+        m.mul_(beta1).add_(grad, alpha=1 - beta1)
+        v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        step_size = self.lr / (1 - beta1 ** state["step"])
+        param.addcdiv_(m, v.sqrt().add_(self.eps), value=-step_size)
+
+
+class RMSpropIgnoresMomentum(optim.RMSprop):
+    def _update(self, param: Tensor, grad: Tensor, state: dict) -> None:
+        momentum, self.momentum = self.momentum, 0.0
+        try:
+            super()._update(param, grad, state)
+        finally:
+            self.momentum = momentum
+
+
+MUTANTS: list[Mutant] = [
+    Mutant("LinearWrongScale", "Linear", LinearWrongScale, "every gradient doubled"),
+    Mutant(
+        "LinearOffByOnePartInAMillion", "Linear", LinearOffByOnePartInAMillion, "weight gradient wrong by 1e-6 relative"
+    ),
+    Mutant("LinearWrongSignBias", "Linear", LinearWrongSignBias, "bias gradient with the wrong sign"),
+    Mutant(
+        "LinearMisindexedWeightGrad", "Linear", LinearMisindexedWeightGrad, "weight gradient transposed then reshaped"
+    ),
+    Mutant("LinearMissingBatchSum", "Linear", LinearMissingBatchSum, "bias gradient misses the sum over the batch"),
+    Mutant("LinearOverwritesGradient", "Linear", LinearOverwritesGradient, "gradients assigned instead of accumulated"),
+    Mutant("ReLUForgetsUpstream", "ReLU", ReLUForgetsUpstream, "forgets to multiply by grad_output"),
+    Mutant("TanhWrongDerivative", "Tanh", TanhWrongDerivative, "derivative 1 - y instead of 1 - y^2"),
+    Mutant("SigmoidOneWrongElement", "Sigmoid", SigmoidOneWrongElement, "one element of the gradient off by 0.1%"),
+    Mutant(
+        "LeakyReLUForwardAndBackwardBothWrong",
+        "LeakyReLU",
+        LeakyReLUForwardAndBackwardBothWrong,
+        "forward bug with a matching backward (slope doubled in both)",
+    ),
+    Mutant("SoftplusIgnoresBeta", "Softplus", SoftplusIgnoresBeta, "derivative ignores beta"),
+    Mutant("MSELossForgetsMean", "MSELoss", MSELossForgetsMean, "drops the 1/N of reduction='mean'"),
+    Mutant(
+        "CrossEntropyForgetsUpstream", "CrossEntropyLoss", CrossEntropyForgetsUpstream, "ignores the grad_output scalar"
+    ),
+    Mutant("Conv2dWrongWhenStrided", "Conv2d", Conv2dWrongWhenStrided, "input gradient wrong only when stride > 1"),
+    Mutant("Conv2dWrongWhenDilated", "Conv2d", Conv2dWrongWhenDilated, "weight gradient wrong only when dilation > 1"),
+    Mutant("Conv1dWrongSignWeight", "Conv1d", Conv1dWrongSignWeight, "weight gradient with the wrong sign"),
+    Mutant(
+        "MaxPool2dGradientToFirstElement",
+        "MaxPool2d",
+        MaxPool2dGradientToFirstElement,
+        "gradient sent to the wrong element",
+    ),
+    Mutant(
+        "BatchNorm1dWrongEvalBackward",
+        "BatchNorm1d",
+        BatchNorm1dWrongEvalBackward,
+        "eval-mode backward through batch statistics",
+    ),
+    Mutant(
+        "BatchNorm2dBiasedRunningVariance",
+        "BatchNorm2d",
+        BatchNorm2dBiasedRunningVariance,
+        "running variance updated with the biased batch variance",
+    ),
+    Mutant("DropoutForgetsRescale", "Dropout", DropoutForgetsRescale, "backward without the 1/(1-p) factor"),
+    Mutant(
+        "UpsampleTakesOneElementPerBlock", "Upsample", UpsampleTakesOneElementPerBlock, "backward does not sum blocks"
+    ),
+    Mutant("SGDIgnoresDampening", "SGD", SGDIgnoresDampening, "momentum update ignores dampening"),
+    Mutant("AdamWithoutBiasCorrection", "Adam", AdamWithoutBiasCorrection, "no bias correction of the second moment"),
+    Mutant("RMSpropIgnoresMomentum", "RMSprop", RMSpropIgnoresMomentum, "momentum buffer ignored"),
+]
+
+
+def mutant_spec(mutant: Mutant, spec: Spec) -> Spec:
+    """The target's spec with the mutant class in place of the module."""
+    return dataclasses.replace(spec, module=mutant.cls, name=mutant.name, _cases=None)
