@@ -560,7 +560,10 @@ def _check_finite_differences(
                 numeric[j], truncation = _richardson(f, h)
                 bound[j] = tol.safety * (3 * delta / h + truncation)
             tolerance = bound + _rounding_tolerance(a, n_terms, u, tol.safety)
-            result.merge(name, a, numeric, tolerance, ("backward", "finite difference"))
+            shape = tensor.shape
+            result.merge(
+                name, a.reshape(shape), numeric.reshape(shape), tolerance.reshape(shape), ("backward", "finite difference")
+            )
         else:
             scale = max(1.0, float(tensor.detach().double().abs().max()))
             h = tol.eps * scale

@@ -6,13 +6,14 @@
 from __future__ import annotations
 
 from ..spec import Spec
-from . import activations, containers, dropout, linear, losses, norm, shape
+from . import activations, containers, conv, dropout, linear, losses, norm, shape
 
 SPECS: list[Spec] = [
     *linear.SPECS,
     *activations.SPECS,
     *losses.SPECS,
     *containers.SPECS,
+    *conv.SPECS,
     *norm.SPECS,
     *dropout.SPECS,
     *shape.SPECS,

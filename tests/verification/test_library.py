@@ -1,0 +1,115 @@
+"""verification.check_gradients on users' own modules: passes right ones, catches wrong ones."""
+
+import pytest
+import torch
+
+from verification import assert_gradients_close, check_gradients
+
+
+class Affine:
+    """A user's module written from scratch (not a framework subclass): y = x W^T + b."""
+
+    def __init__(self, n_in, n_out, error=None, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.weight = torch.randn(n_out, n_in, generator=g, dtype=torch.float64)
+        self.bias = torch.randn(n_out, generator=g, dtype=torch.float64)
+        self.grad_weight = torch.zeros_like(self.weight)
+        self.grad_bias = torch.zeros_like(self.bias)
+        self.error = error  # (index, relative error) planted in the weight gradient
+
+    def forward(self, x):
+        self.x = x
+        return x @ self.weight.T + self.bias
+
+    def backward(self, grad_output):
+        grad_w = grad_output.T @ self.x
+        if self.error is not None:
+            index, relative = self.error
+            grad_w.view(-1)[index] *= 1 + relative
+        self.grad_weight += grad_w
+        self.grad_bias += grad_output.sum(0)
+        return grad_output @ self.weight
+
+    def param(self):
+        return [(self.weight, self.grad_weight), (self.bias, self.grad_bias)]
+
+
+def twin(module):
+    linear = torch.nn.Linear(module.weight.shape[1], module.weight.shape[0]).double()
+    return linear
+
+
+def x_of(n, d):
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+
+def test_a_correct_module_passes_every_check():
+    module = Affine(4, 3)
+    report = check_gradients(module, x_of(5, 4), reference=twin(module))
+    assert report.ok, str(report)
+
+
+def test_one_part_in_a_million_in_one_element_fails_the_finite_differences_alone():
+    module = Affine(4, 3, error=(5, 1e-6))
+    report = check_gradients(module, x_of(5, 4))
+    assert not report["finite_differences"].ok
+
+
+def test_one_part_in_a_million_in_one_element_of_a_large_weight_fails_against_the_twin():
+    module = Affine(40, 30, error=(417, 1e-6))
+    report = check_gradients(module, x_of(8, 40), reference=twin(module))
+    assert not report["twin"].ok
+
+
+def test_a_single_wrong_element_of_a_large_weight_fails_the_probes():
+    module = Affine(40, 30, error=(417, 0.5))
+    report = check_gradients(module, x_of(8, 40))
+    assert not report["finite_differences"].ok
+
+
+def test_the_report_names_the_check_the_tensor_the_element_and_the_tolerance():
+    module = Affine(4, 3, error=(5, 1e-3))
+    text = str(check_gradients(module, x_of(5, 4)))
+    assert "finite_differences: FAILED" in text
+    assert "param[0][1, 1]" in text  # element 5 of a (3, 4) weight
+    assert "tolerance" in text and "relative error" in text
+
+
+def test_assert_gradients_close_raises_assertion_error_with_the_report():
+    with pytest.raises(AssertionError, match="finite_differences: FAILED"):
+        assert_gradients_close(Affine(4, 3, error=(0, 1e-3)), x_of(5, 4))
+
+
+def test_a_backward_that_ignores_grad_output_fails():
+    class IgnoresUpstream(Affine):
+        def backward(self, grad_output):
+            return super().backward(torch.ones_like(grad_output))
+
+    report = check_gradients(IgnoresUpstream(4, 3), x_of(5, 4))
+    assert not report.ok
+
+
+def test_a_backward_that_overwrites_instead_of_accumulating_fails():
+    class Overwrites(Affine):
+        def backward(self, grad_output):
+            self.grad_weight.zero_()
+            return super().backward(grad_output)
+
+    report = check_gradients(Overwrites(4, 3), x_of(5, 4))
+    assert not report["accumulation"].ok
+
+
+def test_a_backward_that_modifies_grad_output_fails():
+    class Mutates(Affine):
+        def backward(self, grad_output):
+            result = super().backward(grad_output)
+            grad_output.mul_(2)
+            return result
+
+    report = check_gradients(Mutates(4, 3), x_of(5, 4))
+    assert not report.ok
+
+
+def test_unknown_tolerance_options_are_rejected():
+    with pytest.raises(TypeError, match="unknown tolerance options"):
+        check_gradients(Affine(2, 2), x_of(2, 2), rtol=1e-3)

@@ -1,0 +1,18 @@
+"""The checker must be able to fail: every deliberately wrong backward pass is caught."""
+
+import pytest
+
+import framework
+from verification.__main__ import _run_mutant
+from verification.mutants import MUTANTS
+
+
+@pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.name)
+def test_mutant_is_caught(mutant):
+    outcome = _run_mutant(mutant, profile="ci", seed=0, device="cpu")
+    assert not outcome.ok, f"{mutant.name} ({mutant.description}) survived {outcome.cases} cases"
+
+
+def test_mutants_are_not_registered_modules():
+    registered = set(framework.modules())
+    assert not any(m.cls in registered for m in MUTANTS)
