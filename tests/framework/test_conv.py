@@ -1,0 +1,222 @@
+"""Conv1d, Conv2d and ConvTranspose2d against their torch.nn twins, and their bad inputs."""
+
+import itertools
+
+import pytest
+import torch
+
+import framework as fw
+from verification.twins import copy_state
+
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
+]
+# torch warns that it copies the input for an asymmetric 'same' padding; the result is what is compared.
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
+TOLERANCE = {torch.float64: 1e-11, torch.float32: 2e-4}
+
+
+def assert_matches_twin(ours, theirs, x, *extra):
+    """Output, input gradient and parameter gradients equal the twin's, for a random upstream gradient."""
+    copy_state(ours, theirs)
+    leaf = x.clone().requires_grad_(True)
+    y, expected = ours(x, *extra), theirs(leaf, *extra)
+    assert y.shape == expected.shape
+    g = torch.randn_like(expected)
+    expected.backward(g)
+    diffs = {"output": y - expected, "input grad": ours.backward(g) - leaf.grad}
+    for name, p in theirs.named_parameters():
+        diffs[name + " grad"] = ours.grad(name) - p.grad
+    worst = {k: v.abs().max().item() for k, v in diffs.items()}
+    scale = max(1.0, expected.abs().max().item(), leaf.grad.abs().max().item())
+    assert max(worst.values()) <= TOLERANCE[x.dtype] * scale, worst
+
+
+def randomised(module):
+    gen = torch.Generator().manual_seed(0)
+    for _, p, _ in module.named_param():
+        p.copy_(torch.empty(p.shape, dtype=torch.float64).uniform_(-1, 1, generator=gen))
+    return module
+
+
+CONV2D_GRID = [
+    dict(kernel_size=k, stride=s, padding=p, dilation=d, groups=g, bias=b)
+    for k, s, p, d, (g, b) in itertools.product(
+        [3, (2, 3)], [1, (3, 1)], [0, (2, 1), "same", "valid"], [1, 2], [(1, True), (2, False)]
+    )
+    if not (p == "same" and s != 1)
+]
+
+
+@pytest.mark.parametrize("kwargs", CONV2D_GRID, ids=str)
+def test_conv2d_matches_torch_float64(kwargs):
+    torch.manual_seed(0)
+    ours = randomised(fw.Conv2d(4, 6, **kwargs, dtype=torch.float64))
+    theirs = torch.nn.Conv2d(4, 6, **kwargs)
+    assert_matches_twin(ours, theirs, torch.randn(2, 4, 7, 8, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("kwargs", CONV2D_GRID, ids=str)
+def test_conv1d_matches_torch_float64(kwargs):
+    torch.manual_seed(0)
+    kwargs = {k: v[1] if isinstance(v, tuple) else v for k, v in kwargs.items()}
+    ours = randomised(fw.Conv1d(4, 6, **kwargs, dtype=torch.float64))
+    theirs = torch.nn.Conv1d(4, 6, **kwargs)
+    assert_matches_twin(ours, theirs, torch.randn(3, 4, 9, dtype=torch.float64))
+
+
+def _pairs(*values):
+    return [v if isinstance(v, tuple) else (v, v) for v in values]
+
+
+def _transposed_ok(k, s, p, op, d):
+    """torch's rules: output_padding below stride or dilation, and a positive output for a 3x4 input."""
+    k, s, p, op, d = _pairs(k, s, p, op, d)
+    if any(o >= max(st, dl) for o, st, dl in zip(op, s, d)):
+        return False
+    return all((n - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + op[i] + 1 >= 1 for i, n in enumerate((3, 4)))
+
+
+TRANSPOSED_GRID = [
+    dict(kernel_size=k, stride=s, padding=p, output_padding=op, groups=g, bias=g == 1, dilation=d)
+    for k, s, p, op, d, g in itertools.product([1, (2, 3)], [1, (3, 2)], [0, (2, 1)], [0, 1], [1, (1, 3)], [1, 2])
+    if _transposed_ok(k, s, p, op, d)
+]
+
+
+@pytest.mark.parametrize("kwargs", TRANSPOSED_GRID, ids=str)
+def test_conv_transpose2d_matches_torch_float64(kwargs):
+    torch.manual_seed(0)
+    ours = randomised(fw.ConvTranspose2d(4, 6, **kwargs, dtype=torch.float64))
+    theirs = torch.nn.ConvTranspose2d(4, 6, **kwargs)
+    assert_matches_twin(ours, theirs, torch.randn(2, 4, 3, 4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("output_size", [(9, 9), (10, 10), (1, 2, 9, 10)])
+def test_conv_transpose2d_output_size_chooses_output_padding_as_torch(output_size):
+    ours = randomised(fw.ConvTranspose2d(4, 2, 3, stride=2, padding=1, dtype=torch.float64))
+    theirs = torch.nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1)
+    assert_matches_twin(ours, theirs, torch.randn(1, 4, 5, 5, dtype=torch.float64), output_size)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "shape"),
+    [
+        (fw.Conv1d, dict(kernel_size=3, stride=2, padding=1, dilation=2, groups=2), (2, 4, 11)),
+        (fw.Conv2d, dict(kernel_size=(3, 2), stride=(1, 2), padding=(1, 0), dilation=(2, 1), groups=2), (2, 4, 9, 8)),
+        (fw.Conv2d, dict(kernel_size=4, padding="same", dilation=3, bias=False), (1, 4, 6, 7)),
+        (fw.ConvTranspose2d, dict(kernel_size=3, stride=2, padding=1, output_padding=1, groups=2), (2, 4, 4, 5)),
+        (fw.ConvTranspose2d, dict(kernel_size=(2, 3), stride=1, output_padding=1, dilation=2), (1, 4, 3, 3)),
+    ],
+)
+def test_every_layer_matches_torch_on_each_dtype_and_device(cls, kwargs, shape, dtype, device):
+    torch.manual_seed(0)
+    ours = randomised(cls(4, 6, **kwargs)).to(device=device, dtype=dtype)
+    theirs = getattr(torch.nn, cls.__name__)(4, 6, **kwargs)
+    assert_matches_twin(ours, theirs, torch.randn(shape, dtype=dtype, device=device))
+
+
+@pytest.mark.parametrize(
+    ("cls", "shape"),
+    [(fw.Conv1d, (6, 2, 3)), (fw.Conv2d, (6, 2, 3, 3)), (fw.ConvTranspose2d, (4, 3, 3, 3))],
+)
+def test_parameters_have_torch_names_and_shapes(cls, shape):
+    m = cls(4, 6, 3, groups=2)
+    assert [(n, tuple(p.shape)) for n, p, _ in m.named_param()] == [("weight", shape), ("bias", (6,))]
+
+
+def test_default_init_is_torchs_bound_and_follows_the_generator():
+    def make(seed):
+        return fw.Conv2d(3, 5, (2, 4), generator=torch.Generator().manual_seed(seed))
+
+    bound = 1 / (3 * 2 * 4) ** 0.5
+    m = make(7)
+    assert m.weight.abs().max() <= bound and m.bias.abs().max() <= bound
+    assert m.weight.abs().max() > 0.8 * bound  # drawn over the whole interval, not a narrower one
+    assert torch.equal(make(7).weight, m.weight) and not torch.equal(make(8).weight, m.weight)
+
+
+def test_named_init_scheme_zeroes_the_bias():
+    m = fw.ConvTranspose2d(3, 4, 3, init="xavier_uniform", nonlinearity="tanh")
+    assert torch.equal(m.bias, torch.zeros(4)) and m.weight.abs().max() > 0
+
+
+def test_hyper_parameters_are_stored_as_torch_does():
+    ours, theirs = fw.Conv2d(2, 4, 3, 2, 1, 1, 2), torch.nn.Conv2d(2, 4, 3, 2, 1, 1, 2)
+    for name in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+
+
+@pytest.mark.parametrize(
+    ("make", "shape", "match"),
+    [
+        (lambda: fw.Conv2d(3, 4, 3), (2, 3, 5), "4-D"),
+        (lambda: fw.Conv1d(3, 4, 3), (2, 3, 5, 5), "3-D"),
+        (lambda: fw.Conv2d(3, 4, 3), (2, 2, 5, 5), "channels = 3"),
+        (lambda: fw.ConvTranspose2d(3, 4, 3), (2, 4, 5, 5), "channels = 3"),
+        (lambda: fw.Conv2d(3, 4, 3, dilation=2), (1, 3, 4, 9), "dilated kernel"),
+        (lambda: fw.Conv1d(3, 4, 5, padding=1), (1, 3, 2), "dilated kernel"),
+        (lambda: fw.ConvTranspose2d(3, 4, 1, padding=1), (1, 3, 2, 2), "positive output size"),
+    ],
+)
+def test_bad_inputs_are_rejected_with_the_layer_named(make, shape, match):
+    m = make()
+    with pytest.raises(ValueError, match=f"{type(m).__name__}: expected .*{match}"):
+        m(torch.zeros(shape))
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: fw.Conv2d(3, 4, 3, groups=2), "in_channels divisible by groups = 2"),
+        (lambda: fw.Conv2d(4, 3, 3, groups=2), "out_channels divisible by groups = 2"),
+        (lambda: fw.Conv2d(3, 4, 0), "kernel_size >= 1"),
+        (lambda: fw.Conv1d(3, 4, 3, stride=0), "stride >= 1"),
+        (lambda: fw.Conv2d(3, 4, 3, dilation=(1, 0)), "dilation >= 1"),
+        (lambda: fw.Conv2d(3, 4, 3, padding=-1), "padding >= 0"),
+        (lambda: fw.Conv2d(3, 4, 3, stride=2, padding="same"), "stride 1 with padding='same'"),
+        (lambda: fw.Conv2d(3, 4, 3, padding="full"), "padding to be one of"),
+        (lambda: fw.Conv2d(3, 4, 3, padding_mode="reflect"), "padding_mode"),
+        (lambda: fw.ConvTranspose2d(3, 4, 3, stride=2, output_padding=2), "output_padding smaller than stride"),
+        (lambda: fw.ConvTranspose2d(3, 4, 3, stride=2, dilation=3, output_padding=3), "output_padding smaller"),
+        (lambda: fw.Conv2d(0, 4, 3), "in_channels >= 1"),
+    ],
+)
+def test_invalid_constructor_arguments_are_rejected(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+@pytest.mark.parametrize("value", [(3, 3, 3), 2.5, "3"])
+def test_kernel_size_of_the_wrong_type_is_rejected(value):
+    with pytest.raises(TypeError, match="Conv2d: expected kernel_size to be an int or a tuple of 2 ints"):
+        fw.Conv2d(3, 4, value)
+
+
+def test_dtype_differing_from_the_weight_is_rejected():
+    with pytest.raises(TypeError, match=r"Conv2d: expected input of dtype torch\.float32"):
+        fw.Conv2d(3, 4, 3)(torch.zeros(1, 3, 5, 5, dtype=torch.float64))
+
+
+def test_backward_checks_call_order_and_grad_output_shape():
+    m = fw.ConvTranspose2d(3, 4, 3)
+    with pytest.raises(ValueError, match="ConvTranspose2d: backward called before forward"):
+        m.backward(torch.zeros(1, 4, 7, 7))
+    m(torch.zeros(1, 3, 5, 5))
+    with pytest.raises(ValueError, match="ConvTranspose2d: expected grad_output"):
+        m.backward(torch.zeros(1, 4, 5, 5))
+
+
+def test_transposed_convolution_is_the_adjoint_of_convolution():
+    """<conv(x), y> = <x, conv_transpose(y)> with the same weight and geometry, no bias."""
+    torch.manual_seed(3)
+    kw = dict(kernel_size=3, stride=2, padding=1, dilation=2, groups=2, bias=False, dtype=torch.float64)
+    conv = randomised(fw.Conv2d(4, 6, **kw))
+    transposed = fw.ConvTranspose2d(6, 4, **kw)
+    transposed.weight = conv.weight.clone()
+    x = torch.randn(2, 4, 9, 9, dtype=torch.float64)
+    y = torch.randn_like(conv(x))
+    assert torch.allclose((conv(x) * y).sum(), (x * transposed(y, x.shape)).sum(), rtol=1e-12, atol=0)
