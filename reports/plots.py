@@ -87,15 +87,30 @@ def loss_plot(curves: dict[str, list[list[float]]]) -> Markup:
             for run in runs:
                 ax.plot(range(1, len(run) + 1), _positive(run), color=colour, alpha=0.25, linewidth=0.7)
             length = min((len(run) for run in runs), default=0)
+            # The two means often coincide to rounding: torch dashed over the framework solid keeps both visible.
+            style = "--" if impl == "torch" else "-"
             if length:
-                mean = [math.fsum(run[e] for run in runs) / len(runs) for e in range(length)]
-                ax.plot(range(1, length + 1), _positive(mean), color=colour, linewidth=2)
-            handles.append(Line2D([], [], color=colour, linewidth=2, label=f"{impl} (mean of {len(runs)} runs)"))
+                mean = [math.fsum(run[e] for run in runs if run[e] is not None) / len(runs) for e in range(length)]
+                ax.plot(range(1, length + 1), _positive(mean), style, color=colour, linewidth=2)
+            label = f"{impl} (mean of {len(runs)} runs)"
+            handles.append(Line2D([], [], linestyle=style, color=colour, linewidth=2, label=label))
         ax.set_yscale("log")
         ax.set_xlabel("epoch")
         ax.set_ylabel("mean training loss")
         ax.legend(handles=handles, frameon=False)
         return to_svg(fig, "Training loss per epoch of the framework and torch, log scale")
+
+
+def difference_plot(per_epoch: Sequence[float | None]) -> Markup:
+    """Relative difference of the framework's and torch's loss per epoch, log scale."""
+    with matplotlib.rc_context(_RC):
+        fig = _figure(6.4, 2.4)
+        ax = fig.add_subplot()
+        ax.plot(range(1, len(per_epoch) + 1), _positive(per_epoch), color="#444444", marker=".", markersize=3)
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("relative difference")
+        return to_svg(fig, "Relative difference of the framework and torch training loss per epoch, log scale")
 
 
 def _positive(values: Sequence[float | None]) -> list[float]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from . import plots
+from . import formatting, plots
 
 IMPLS = ("framework", "torch")
 
@@ -49,6 +49,43 @@ def decision(data: dict[str, Any]) -> list[tuple[str, Any]]:
     ]
 
 
+# How the agreement numbers read; the producer may add others, shown by the generic rule below.
+AGREEMENT = {
+    "epochs_compared": ("epochs compared", str),
+    "max_relative_difference_first_epochs": ("max relative difference of the loss, first epochs", formatting.error),
+    "max_relative_difference_all_epochs": ("max relative difference of the loss, all epochs", formatting.error),
+}
+
+
+def _agreement_value(key: str, value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)):
+        if "agreement" in key or "fraction" in key:
+            return formatting.percent(value, 2)
+        return formatting.error(value) if "difference" in key or "error" in key else formatting.number(value, 4)
+    if isinstance(value, str):
+        return value
+    return None  # lists and objects: plotted or left to the JSON
+
+
+def agreement(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) lines of the agreement record, the contract's first, then any other scalar."""
+    record = data.get("agreement") or {}
+    lines = [(label, show(record[key])) for key, (label, show) in AGREEMENT.items() if key in record]
+    for key, value in record.items():
+        if key not in AGREEMENT and (shown := _agreement_value(key, value)) is not None:
+            lines.append((key.replace("_", " "), shown))
+    return lines
+
+
+def _agreement_plot(data: dict[str, Any]) -> Any:
+    per_epoch = (data.get("agreement") or {}).get("relative_difference_per_epoch")
+    if not isinstance(per_epoch, list) or not per_epoch:
+        return None
+    return plots.difference_plot(per_epoch)
+
+
 def context(data: dict[str, Any]) -> dict[str, Any]:
     runs = data["runs"]
     curves = {impl: [run[impl]["loss"] for run in runs if impl in run] for impl in IMPLS}
@@ -61,7 +98,8 @@ def context(data: dict[str, Any]) -> dict[str, Any]:
         "impls": [impl for impl in IMPLS if impl in summary] + [i for i in summary if i not in IMPLS],
         "metrics": METRICS,
         "summary": summary,
-        "agreement": data.get("agreement"),
+        "agreement": agreement(data),
+        "agreement_plot": _agreement_plot(data),
         "loss_plot": plots.loss_plot(curves) if curves else None,
         "decision_plots": decision(data),
         "test_points": len((data.get("test_points") or {}).get("points", [])),

@@ -84,3 +84,18 @@ def test_missing_results_say_to_run_make_train(tmp_path: Path) -> None:
     html = render_pages(tmp_path, "training")["training"]
     assert "No training results yet" in text(html)
     assert "<code>make train</code>" in html
+
+
+def test_extra_agreement_scalars_are_shown_and_a_per_epoch_list_is_plotted_not_dumped(tmp_path: Path) -> None:
+    data = fixture_json("training.json")
+    data["agreement"] |= {
+        "comparable": True,
+        "test_prediction_agreement": 0.998,
+        "relative_difference_per_epoch": [1e-16 * (e + 1) for e in range(20)],
+    }
+    write_json(tmp_path, "training.json", data)
+    section = between(render_pages(tmp_path, "training")["training"], '<h2 id="agreement">', '<h2 id="boundary">')
+    assert "comparable yes" in text(section)
+    assert "test prediction agreement 99.80 %" in text(section)
+    assert "2e-15" not in section
+    assert 'aria-label="Relative difference of the framework and torch training loss per epoch' in section
