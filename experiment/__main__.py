@@ -64,6 +64,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-restarts", type=int, default=defaults.max_restarts)
     p.add_argument("--n-train", type=int, default=defaults.n_train)
     p.add_argument("--n-test", type=int, default=defaults.n_test)
+    p.add_argument("--threads", type=int, default=defaults.threads, help="torch intra-op threads (default %(default)s)")
     p.add_argument("--no-torch", action="store_true", help="train the framework network only")
     p.add_argument("--json", type=Path, metavar="PATH", help="write training.json here")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no per-run lines")
@@ -93,6 +94,7 @@ def config_from(args: argparse.Namespace) -> Config:
         n_train=args.n_train,
         n_test=args.n_test,
         torch=not args.no_torch,
+        threads=args.threads,
     )
 
 

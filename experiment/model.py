@@ -79,13 +79,16 @@ class Config:
     n_train: int = 1000
     n_test: int = 1000
     torch: bool = True
+    # One thread: the layers are 50 x 25 products, too small for intra-op threads to pay for their
+    # synchronisation, and on a machine shared with other processes extra threads only contend.
+    threads: int = 1
 
     def __post_init__(self) -> None:
         _choice("activation", self.activation, ACTIVATIONS)
         _choice("loss", self.loss, LOSSES)
         _choice("init", self.init, INITS)
         _choice("dtype", self.dtype, tuple(DTYPES))
-        for name in ("batch_size", "epochs", "runs", "n_train", "n_test"):
+        for name in ("batch_size", "epochs", "runs", "n_train", "n_test", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Config: expected {name} >= 1, got {getattr(self, name)}")
         if not self.hidden or any(h < 1 for h in self.hidden):
@@ -97,9 +100,10 @@ class Config:
             )
         if not 0 <= self.dropout < 1:
             raise ValueError(f"Config: expected dropout in [0, 1), got {self.dropout}")
-        if self.restart < 0 or self.max_restarts < 0 or not 0 < self.restart_threshold < 1:
+        # restart compares the first and the last loss of a K-epoch window: K = 1 would compare an epoch with itself.
+        if self.restart < 0 or self.restart == 1 or self.max_restarts < 0 or not 0 < self.restart_threshold < 1:
             raise ValueError(
-                f"Config: expected restart >= 0, max_restarts >= 0, restart_threshold in (0, 1), "
+                f"Config: expected restart = 0 (off) or >= 2, max_restarts >= 0, restart_threshold in (0, 1), "
                 f"got {self.restart}, {self.max_restarts}, {self.restart_threshold}"
             )
         if self.batchnorm and not hasattr(fw, "BatchNorm1d"):

@@ -6,6 +6,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
+import torch
+
 from .data import Dataset, make_dataset
 from .metrics import decision_grid, evaluate, grid_axis, mean_std, predict, relative_difference
 from .model import Config
@@ -79,6 +81,7 @@ def run_experiment(
     on_run: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train every run and return training.json's object, less its ``environment``."""
+    torch.set_num_threads(config.threads)
     implementations = IMPLEMENTATIONS if config.torch else IMPLEMENTATIONS[:1]
     runners = {"framework": run_framework, "torch": run_torch}
     runs: list[dict[str, Any]] = []

@@ -15,6 +15,7 @@ own losses, so in float64 both restart at the same epochs.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,19 +38,20 @@ class History:
 
     Attributes:
         loss: mean training loss of each epoch (weighted by batch size).
-        seconds: time spent in the epochs' batches (forward, loss, backward, step).
+        epoch_seconds: time spent in each epoch's batches (forward, loss, backward, step).
         restarts: epochs after which the network was re-initialised.
         model: the trained network (a framework Module or a torch.nn.Module).
     """
 
     loss: list[float] = field(default_factory=list)
-    seconds: float = 0.0
+    epoch_seconds: list[float] = field(default_factory=list)
     restarts: list[int] = field(default_factory=list)
     model: Any = None
 
     @property
     def seconds_per_epoch(self) -> float:
-        return self.seconds / max(len(self.loss), 1)
+        """The median epoch time: one epoch preempted by another process on a shared machine does not move it."""
+        return statistics.median(self.epoch_seconds) if self.epoch_seconds else 0.0
 
 
 def epoch_orders(seed: int, epochs: int, n: int) -> list[Tensor]:
@@ -72,25 +74,42 @@ def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
     return [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
 
 
-def run_framework(
+# One SGD step of each implementation, side by side: the only place where they differ.
+def framework_step(model: fw.Module, optimizer: fw.optim.SGD, criterion: fw.Loss, x: Tensor, t: Tensor) -> Tensor:
+    loss = criterion(model(x), t)
+    optimizer.zero_grad()
+    model.backward(criterion.backward())
+    optimizer.step()
+    return loss
+
+
+def torch_step(
+    model: torch.nn.Module, optimizer: torch.optim.SGD, criterion: torch.nn.Module, x: Tensor, t: Tensor
+) -> Tensor:
+    loss = criterion(model(x), t)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+Start = Callable[[int], tuple[Any, Any]]
+Step = Callable[[Any, Any, Any, Tensor, Tensor], Tensor]
+
+
+def _train(
     config: Config,
-    seed: int,
     x: Tensor,
-    labels: Tensor,
+    t: Tensor,
     orders: list[Tensor],
-    progress: Progress | None = None,
+    start: Start,
+    step: Step,
+    criterion: Any,
+    progress: Progress | None,
 ) -> History:
-    """Train the framework network of ``config`` and ``seed`` on ``(x, labels)``."""
+    """The epoch loop both implementations share: batches, timing, loss record, restarts."""
     history = History()
-    criterion = build_loss(config)
-    t = targets(criterion, labels, x.dtype)
     spans = _batches(len(x), config.batch_size)
-
-    def start(attempt: int) -> tuple[fw.Module, fw.optim.SGD]:
-        model = build_model(config, seed, attempt)
-        sgd = fw.optim.SGD(model.param(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-        return model, sgd
-
     model, optimizer = start(0)
     since = 0
     for epoch, order in enumerate(orders):
@@ -98,12 +117,8 @@ def run_framework(
         xe, te = x[order], t[order]
         total = 0.0
         for a, b in spans:
-            loss = criterion(model(xe[a:b]), te[a:b])
-            optimizer.zero_grad()
-            model.backward(criterion.backward())
-            optimizer.step()
-            total += loss.item() * (b - a)
-        history.seconds += time.perf_counter() - began
+            total += step(model, optimizer, criterion, xe[a:b], te[a:b]).item() * (b - a)
+        history.epoch_seconds.append(time.perf_counter() - began)
         history.loss.append(total / len(x))
         if progress is not None:
             progress(epoch, history.loss[-1])
@@ -113,6 +128,26 @@ def run_framework(
             since = epoch + 1
     history.model = model.eval()
     return history
+
+
+def run_framework(
+    config: Config,
+    seed: int,
+    x: Tensor,
+    labels: Tensor,
+    orders: list[Tensor],
+    progress: Progress | None = None,
+) -> History:
+    """Train the framework network of ``config`` and ``seed`` on ``(x, labels)`` with framework.optim.SGD."""
+    criterion = build_loss(config)
+
+    def start(attempt: int) -> tuple[fw.Module, fw.optim.SGD]:
+        model = build_model(config, seed, attempt)
+        sgd = fw.optim.SGD(model.param(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return model, sgd
+
+    t = targets(criterion, labels, x.dtype)
+    return _train(config, x, t, orders, start, framework_step, criterion, progress)
 
 
 def run_torch(
@@ -123,12 +158,9 @@ def run_torch(
     orders: list[Tensor],
     progress: Progress | None = None,
 ) -> History:
-    """Train the torch.nn twin of the framework network of ``config`` and ``seed``, with torch.optim.SGD."""
-    history = History()
+    """Train the torch.nn twin of the same initial network with torch.optim.SGD."""
     framework_loss = build_loss(config)
     criterion = twin_of(framework_loss)
-    t = targets(framework_loss, labels, x.dtype)
-    spans = _batches(len(x), config.batch_size)
     # torch.nn.Dropout draws from the global generator: seed it so a torch run replays too.
     torch.manual_seed(derived_seed(seed, "torch-dropout"))
 
@@ -139,25 +171,5 @@ def run_torch(
         )
         return model, sgd
 
-    model, optimizer = start(0)
-    since = 0
-    for epoch, order in enumerate(orders):
-        began = time.perf_counter()
-        xe, te = x[order], t[order]
-        total = 0.0
-        for a, b in spans:
-            loss = criterion(model(xe[a:b]), te[a:b])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * (b - a)
-        history.seconds += time.perf_counter() - began
-        history.loss.append(total / len(x))
-        if progress is not None:
-            progress(epoch, history.loss[-1])
-        if should_restart(config, history.loss, since, len(history.restarts)):
-            history.restarts.append(epoch + 1)
-            model, optimizer = start(len(history.restarts))
-            since = epoch + 1
-    history.model = model.eval()
-    return history
+    t = targets(framework_loss, labels, x.dtype)
+    return _train(config, x, t, orders, start, torch_step, criterion, progress)
