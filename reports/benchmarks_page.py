@@ -111,23 +111,30 @@ def _size_key(size: str) -> tuple[int, str]:
     return SIZE_ORDER.get(size, len(SIZE_ORDER)), size
 
 
-_SHAPE = re.compile(r"\d+(?:\s*[x×,]\s*\d+)*")
+# Where a shapes text says how big the input is: "[51200 elements]", else "input (50, 1024)", else the
+# first bare shape tuple such as "(50, 1024)". Constructor arguments ("in_features=2") never count.
+_ELEMENTS = re.compile(r"\[(\d+) elements\]")
+_TUPLES = (re.compile(r"input \((\d+(?:,\s*\d+)*),?\)"), re.compile(r"\((\d+(?:,\s*\d+)*),?\)"))
 
 
 def _elements(shapes: str) -> int | None:
-    match = _SHAPE.search(shapes)
-    return math.prod(int(n) for n in re.findall(r"\d+", match.group())) if match else None
+    if match := _ELEMENTS.search(shapes):
+        return int(match.group(1))
+    for pattern in _TUPLES:
+        if match := pattern.search(shapes):
+            return math.prod(int(n) for n in re.findall(r"\d+", match.group(1)))
+    return None
 
 
 def size_axis(rows: list[Comparison]) -> tuple[dict[str, float], str, dict[float, str] | None]:
-    """An x position per size: the element count of the first shape where every size has a distinct
-    one, otherwise evenly spaced decades labelled with the size names."""
+    """An x position per size: the input's element count where every size has a distinct one that
+    grows with the size, otherwise evenly spaced decades labelled with the size names."""
     sizes = sorted({r.size for r in rows}, key=_size_key)
     counts = {r.size: _elements(r.shapes) for r in rows}
     if all(counts[s] for s in sizes) and len({counts[s] for s in sizes}) == len(sizes):
         ordered = [counts[s] for s in sizes]
         if ordered == sorted(ordered):
-            return {s: float(counts[s]) for s in sizes}, "elements of the first input", None
+            return {s: float(counts[s]) for s in sizes}, "input elements", None
     positions = {s: 10.0**i for i, s in enumerate(sizes)}
     return positions, "size", {x: s for s, x in positions.items()}
 

@@ -9,7 +9,7 @@ import pytest
 from html_helpers import between, copy_fixtures, fixture_json, inside, render_pages, text, write_json
 
 from reports import formatting
-from reports.benchmarks_page import comparisons, size_axis
+from reports.benchmarks_page import _elements, comparisons, size_axis
 
 DATA = fixture_json("benchmarks-cpu.json")
 KEYED = [b for b in DATA["benchmarks"] if b["extra_info"].get("module")]
@@ -158,3 +158,17 @@ def test_missing_results_say_to_run_make_bench(tmp_path: Path) -> None:
     html = render_pages(tmp_path, "benchmarks")["benchmarks"]
     assert "No benchmark results yet" in text(html)
     assert "<code>make bench</code>" in html
+
+
+@pytest.mark.parametrize(
+    ("shapes", "elements"),
+    [
+        ("Linear(in_features=2, out_features=25) input (50, 2) [100 elements]", 100),
+        ("Conv2d(in_channels=3, out_channels=8, kernel_size=3) input (8, 3, 32, 32)", 24576),
+        ("input (10, 25), weight (25, 25)", 250),
+        ("(4, 7)", 28),
+        ("MLP(batch=50, hidden=25)", None),
+    ],
+)
+def test_the_input_size_is_read_from_the_shapes_text(shapes: str, elements: int | None) -> None:
+    assert _elements(shapes) == elements
