@@ -1,7 +1,7 @@
 """A mini deep-learning framework with hand-written backward passes.
 
 Every module implements ``forward(*inputs)``, ``backward(*grad_outputs)`` and ``param()``
-with torch tensor operations only: no ``torch.nn``, no autograd.
+with torch tensor operations only: no neural-network library and no automatic differentiation.
 """
 
 from . import init, optim
@@ -14,18 +14,23 @@ from .linear import Linear
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, SmoothL1Loss
 from .module import Loss, Module, iter_modules, modules
 from .norm import BatchNorm1d, BatchNorm2d
+from .pooling import AvgPool2d, MaxPool2d, Upsample
 from .shape import Flatten
 
 __all__ = [
     "ELU",
     "GELU",
     "SELU",
+    "AvgPool2d",
     "BCELoss",
     "BCEWithLogitsLoss",
     "BatchNorm1d",
     "BatchNorm2d",
     "Conv1d",
+    "Conv1d",
     "Conv2d",
+    "Conv2d",
+    "ConvTranspose2d",
     "ConvTranspose2d",
     "CrossEntropyLoss",
     "Dropout",
@@ -37,6 +42,7 @@ __all__ = [
     "Linear",
     "Loss",
     "MSELoss",
+    "MaxPool2d",
     "Module",
     "ModuleTypeError",
     "ModuleValueError",
@@ -48,6 +54,7 @@ __all__ = [
     "Tanh",
     "Tanhshrink",
     "Threshold",
+    "Upsample",
     "init",
     "iter_modules",
     "modules",

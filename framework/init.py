@@ -17,7 +17,7 @@ NONLINEARITIES = ("linear", "conv1d", "conv2d", "conv_transpose2d", "sigmoid", "
 
 
 def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
-    """The gain torch.nn.init uses to keep activations' variance stable through a layer."""
+    """The gain PyTorch's initialisers use to keep activations' variance stable through a layer."""
     check.choice("calculate_gain", nonlinearity, "nonlinearity", NONLINEARITIES)
     if nonlinearity == "tanh":
         return 5.0 / 3
@@ -110,7 +110,7 @@ def lecun_normal_(tensor: Tensor, generator: torch.Generator | None = None) -> T
 
 
 def torch_default_(weight: Tensor, bias: Tensor | None = None, generator: torch.Generator | None = None) -> None:
-    """torch.nn's default for Linear and convolutions: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for both.
+    """PyTorch's default for Linear and convolutions: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for both.
 
     (torch writes it as kaiming_uniform_ with a = sqrt(5), which is the same bound.)
     """
