@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from ..spec import Spec
-from . import activations, containers, conv, dropout, linear, losses, norm, shape
+from . import activations, containers, conv, dropout, linear, losses, norm, pooling, shape
 
 SPECS: list[Spec] = [
     *linear.SPECS,
@@ -14,6 +14,7 @@ SPECS: list[Spec] = [
     *losses.SPECS,
     *containers.SPECS,
     *conv.SPECS,
+    *pooling.SPECS,
     *norm.SPECS,
     *dropout.SPECS,
     *shape.SPECS,

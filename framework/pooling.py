@@ -1,0 +1,342 @@
+"""Pooling over (H, W) windows and nearest-neighbour upsampling."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import _checks as check
+from . import _sliding as sliding
+from .module import Module
+
+
+def _pooling_size(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil: bool) -> int:
+    """torch's pooling output size: floor or ceil, and a ceil window may not start in the end padding."""
+    span = size + 2 * pad - dilation * (kernel - 1) - 1
+    out = (span + (stride - 1 if ceil else 0)) // stride + 1
+    if ceil and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+class _Pool2d(Module):
+    """Shared geometry of MaxPool2d and AvgPool2d (input (N, C, H, W) or (C, H, W))."""
+
+    abstract = True
+
+    def _geometry(self, kernel_size: Any, stride: Any, padding: Any, dilation: Any) -> None:
+        self.kernel = check.pair(self, kernel_size, "kernel_size")
+        self.strides = self.kernel if stride is None else check.pair(self, stride, "stride")
+        self.pads = check.pair(self, padding, "padding")
+        self.dilations = check.pair(self, dilation, "dilation")
+        for name, values, low in (
+            ("kernel_size", self.kernel, 1),
+            ("stride", self.strides, 1),
+            ("dilation", self.dilations, 1),
+            ("padding", self.pads, 0),
+        ):
+            if min(values) < low:
+                raise check.fail(self, f"expected {name} >= {low}, got {values}")
+        if any(p > k // 2 for p, k in zip(self.pads, self.kernel)):
+            raise check.fail(
+                self, f"expected padding at most half the kernel size {self.kernel}, got padding={self.pads}"
+            )
+
+    def _prepare(self, x: Any, fill: float) -> tuple[Tensor, Tensor, tuple[int, int], sliding.Pads]:
+        """The 4-D input, its padded canvas, the output size and the pads (ceil mode pads the end further)."""
+        x = self._check_input(x, (3, 4))
+        x4 = x.unsqueeze(0) if x.dim() == 3 else x
+        h, w = x4.shape[2:]
+        out = tuple(
+            _pooling_size(n, k, s, p, d, self.ceil_mode)
+            for n, k, s, p, d in zip((h, w), self.kernel, self.strides, self.pads, self.dilations)
+        )
+        if min(out) < 1:
+            raise check.fail(
+                self,
+                f"expected an input of spatial size at least the dilated kernel after padding "
+                f"(kernel_size={self.kernel}, padding={self.pads}, dilation={self.dilations}), "
+                f"got input shape {tuple(x.shape)}",
+            )
+        # A ceil-mode window may reach past the padded input; its canvas is extended at the end.
+        extra = [
+            max(0, (o - 1) * s + d * (k - 1) + 1 - (n + 2 * p))
+            for o, s, d, k, n, p in zip(out, self.strides, self.dilations, self.kernel, (h, w), self.pads)
+        ]
+        ph, pw = self.pads
+        pads = (ph, ph + extra[0], pw, pw + extra[1])
+        return x4, sliding.pad(x4, pads, fill), (out[0], out[1]), pads
+
+    def _check_grad(self, grad_output: Any) -> tuple[dict[str, Any], Tensor]:
+        saved = self._saved_tensors()
+        grad_output = self._check_grad_output(grad_output, saved["like"])
+        return saved, grad_output.unsqueeze(0) if saved["unbatched"] else grad_output
+
+
+class MaxPool2d(_Pool2d):
+    r"""Maximum over each (dilated) window; padded positions are -inf.
+
+    y[n, c, p] = max_k x_pad[n, c, s p + d k]
+    dL/dx_pad[n, c, q] = sum_{p: q = argmax of window p} g[n, c, p]   (then cropped; overlapping windows add up).
+
+    Ties: each window passes its whole gradient to one element, the first maximum in row-major window
+    order (the element torch's arg-max picks), so the gradient is a subgradient, never split.
+
+    Args:
+        kernel_size: window size, an int or a pair.
+        stride: window step; ``kernel_size`` by default.
+        padding: -inf added on both sides, at most half the kernel size (as torch).
+        dilation: spacing between window elements.
+        return_indices: also return the flat index (h * W + w) of each maximum in its input plane.
+        ceil_mode: round the output size up (a last, partial window), as torch.
+
+    Shape: input (N, C, H, W) or (C, H, W); output (N, C, H_out, W_out) with
+    H_out = floor((H + 2 padding - dilation (kernel - 1) - 1) / stride) + 1 (ceil in ceil mode).
+    """
+
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        return_indices: bool = False,
+        ceil_mode: bool = False,
+    ) -> None:
+        super().__init__()
+        self._geometry(kernel_size, stride, padding, dilation)
+        self.kernel_size = kernel_size
+        self.stride = kernel_size if stride is None else stride
+        self.padding = padding
+        self.dilation = dilation
+        self.return_indices = bool(return_indices)
+        self.ceil_mode = bool(ceil_mode)
+
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        x4, canvas, out, pads = self._prepare(x, -math.inf)
+        kw = self.kernel[1]
+        cols = sliding.windows(canvas, out, self.kernel, self.strides, self.dilations).reshape(*x4.shape[:2], *out, -1)
+        best = cols.argmax(-1, keepdim=True)  # the first maximum on ties
+        y = cols.gather(-1, best).squeeze(-1)
+        best = best.squeeze(-1)
+        rows = (
+            torch.arange(out[0], device=x4.device).reshape(-1, 1) * self.strides[0] + (best // kw) * self.dilations[0]
+        )
+        columns = torch.arange(out[1], device=x4.device) * self.strides[1] + (best % kw) * self.dilations[1]
+        flat = rows * canvas.shape[3] + columns
+        unbatched = x.dim() == 3
+        y = y.squeeze(0) if unbatched else y
+        self._save_for_backward(
+            flat=flat, canvas_size=tuple(canvas.shape), pads=pads, size=x4.shape[2:], like=y, unbatched=unbatched
+        )
+        if not self.return_indices:
+            return y
+        indices = (rows - pads[0]) * x4.shape[3] + (columns - pads[2])
+        return y, indices.squeeze(0) if unbatched else indices
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        saved, g = self._check_grad(grad_output)
+        n, c, hp, wp = saved["canvas_size"]
+        canvas = g.new_zeros(n * c, hp * wp)
+        canvas.scatter_add_(1, saved["flat"].reshape(n * c, -1), g.reshape(n * c, -1))
+        grad = sliding.crop(canvas.reshape(n, c, hp, wp), saved["pads"], saved["size"])
+        return grad.squeeze(0) if saved["unbatched"] else grad
+
+    def extra_repr(self) -> str:
+        return (
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+            f"dilation={self.dilation}, ceil_mode={self.ceil_mode}"
+        )
+
+
+class AvgPool2d(_Pool2d):
+    r"""Mean over each window.
+
+    y[n, c, p] = (1 / D_p) sum_k x_pad[n, c, s p + k];   dL/dx_pad[n, c, s p + k] += g[n, c, p] / D_p   (then cropped)
+    with the divisor D_p = ``divisor_override``, or the number of window positions inside the padded
+    input (``count_include_pad=True``, torch's default) or inside the input itself (``False``);
+    positions that ceil mode adds beyond the padding never count.
+
+    Args:
+        kernel_size: window size, an int or a pair.
+        stride: window step; ``kernel_size`` by default.
+        padding: zeros added on both sides, at most half the kernel size (as torch).
+        ceil_mode: round the output size up, as torch.
+        count_include_pad: count padded zeros in the divisor.
+        divisor_override: a fixed divisor (a positive int).
+
+    Shape: input (N, C, H, W) or (C, H, W); output (N, C, H_out, W_out) with
+    H_out = floor((H + 2 padding - kernel) / stride) + 1 (ceil in ceil mode).
+    """
+
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, int] = 0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+        divisor_override: int | None = None,
+    ) -> None:
+        super().__init__()
+        self._geometry(kernel_size, stride, padding, 1)
+        self.kernel_size = kernel_size
+        self.stride = kernel_size if stride is None else stride
+        self.padding = padding
+        self.ceil_mode = bool(ceil_mode)
+        self.count_include_pad = bool(count_include_pad)
+        if divisor_override is not None:
+            divisor_override = check.positive_int(self, divisor_override, "divisor_override")
+        self.divisor_override = divisor_override
+
+    def _divisor(self, x4: Tensor, canvas: Tensor, out: tuple[int, int]) -> Tensor | float:
+        if self.divisor_override is not None:
+            return float(self.divisor_override)
+        counts = []
+        for dim in range(2):
+            n, p, k, s = x4.shape[2 + dim], self.pads[dim], self.kernel[dim], self.strides[dim]
+            inside = torch.zeros(canvas.shape[2 + dim], dtype=x4.dtype, device=x4.device)
+            if self.count_include_pad:
+                inside[: n + 2 * p] = 1
+            else:
+                inside[p : p + n] = 1
+            counts.append(inside.unfold(0, k, s)[: out[dim]].sum(-1))
+        # A window may hold no counted position only without count_include_pad; torch gives 0 there.
+        return (counts[0].reshape(-1, 1) * counts[1]).clamp(min=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x4, canvas, out, pads = self._prepare(x, 0.0)
+        sums = sliding.windows(canvas, out, self.kernel, self.strides, (1, 1)).sum((-2, -1))
+        divisor = self._divisor(x4, canvas, out)
+        y = sums / divisor
+        unbatched = x.dim() == 3
+        y = y.squeeze(0) if unbatched else y
+        self._save_for_backward(
+            divisor=divisor,
+            canvas_size=tuple(canvas.shape[2:]),
+            pads=pads,
+            size=x4.shape[2:],
+            like=y,
+            unbatched=unbatched,
+        )
+        return y
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        saved, g = self._check_grad(grad_output)
+        per_element = (g / saved["divisor"])[..., None, None].expand(*g.shape, *self.kernel)
+        canvas = sliding.scatter_windows(per_element, saved["canvas_size"], self.strides, (1, 1))
+        grad = sliding.crop(canvas, saved["pads"], saved["size"])
+        return grad.squeeze(0) if saved["unbatched"] else grad
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class Upsample(Module):
+    r"""Nearest-neighbour upsampling of the spatial dimensions (1 to 3 of them).
+
+    y[n, c, p] = x[n, c, src(p)],   src(p)_i = min(floor(p_i * r_i), size_i - 1)
+    with r_i = 1 / scale_factor_i (or size_i / out_i when ``size`` is given), computed in float32 as torch;
+    dL/dx[n, c, q] = sum_{p: src(p) = q} g[n, c, p]   (for an integer scale: the sum over each block).
+
+    Args:
+        size: output spatial size (an int or one per dimension); or
+        scale_factor: output size = floor(input size * scale_factor), one number or one per dimension.
+        mode: ``'nearest'`` (the only mode implemented).
+        align_corners, recompute_scale_factor: as torch; only their defaults (``None``) and
+            ``recompute_scale_factor=True`` (which takes r_i = size_i / out_i) are accepted.
+
+    Shape: input (N, C, L), (N, C, H, W) or (N, C, D, H, W); output (N, C, *out).
+    """
+
+    def __init__(
+        self,
+        size: int | tuple[int, ...] | None = None,
+        scale_factor: float | tuple[float, ...] | None = None,
+        mode: str = "nearest",
+        align_corners: bool | None = None,
+        recompute_scale_factor: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if (size is None) == (scale_factor is None):
+            raise check.fail(
+                self, f"expected exactly one of size and scale_factor, got size={size!r}, scale_factor={scale_factor!r}"
+            )
+        self.mode = check.choice(self, mode, "mode", ("nearest",))
+        if align_corners is not None:
+            raise check.fail(self, f"expected align_corners=None with mode 'nearest' (as torch), got {align_corners!r}")
+        self.align_corners = None
+        self.recompute_scale_factor = recompute_scale_factor
+        self.size = self._sizes(size) if size is not None else None
+        self.scale_factor = self._scales(scale_factor) if scale_factor is not None else None
+
+    def _sizes(self, size: Any) -> int | tuple[int, ...]:
+        values = size if isinstance(size, (tuple, list)) else [size]
+        for v in values:
+            check.positive_int(self, v, "size")
+        return tuple(values) if isinstance(size, (tuple, list)) else size
+
+    def _scales(self, scale: Any) -> float | tuple[float, ...]:
+        values = scale if isinstance(scale, (tuple, list)) else [scale]
+        floats = [check.number(self, v, "scale_factor", 0.0, low_open=True) for v in values]
+        return tuple(floats) if isinstance(scale, (tuple, list)) else floats[0]
+
+    def _per_dim(self, value: Any, spatial: int, name: str, x: Tensor) -> list[Any]:
+        if not isinstance(value, tuple):
+            return [value] * spatial
+        if len(value) != spatial:
+            raise check.fail(
+                self, f"expected {name} with {spatial} entries for input shape {tuple(x.shape)}, got {value!r}"
+            )
+        return list(value)
+
+    def _sources(self, x: Tensor) -> list[Tensor]:
+        """For each spatial dimension, the source index of every output index."""
+        spatial = x.dim() - 2
+        sizes_in = list(x.shape[2:])
+        if self.size is not None:
+            sizes_out = self._per_dim(self.size, spatial, "size", x)
+            ratios = [None] * spatial
+        else:
+            scales = self._per_dim(self.scale_factor, spatial, "scale_factor", x)
+            sizes_out = [math.floor(n * s) for n, s in zip(sizes_in, scales)]
+            use_scale = self.recompute_scale_factor is not True
+            ratios = [1.0 / s if use_scale else None for s in scales]
+        if min(sizes_out) < 1:
+            raise check.fail(
+                self, f"expected a positive output size, got {tuple(sizes_out)} for input shape {tuple(x.shape)}"
+            )
+        sources = []
+        for n, out, ratio in zip(sizes_in, sizes_out, ratios):
+            # float32 arithmetic, as torch's nearest kernel, so indices agree at block boundaries.
+            r = torch.tensor(n / out if ratio is None else ratio, dtype=torch.float32)
+            index = torch.floor(torch.arange(out, dtype=torch.float32) * r).to(torch.long).clamp(max=n - 1)
+            sources.append(index.to(x.device))
+        return sources
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self._check_input(x, (3, 4, 5))
+        sources = self._sources(x)
+        y = x
+        for dim, index in enumerate(sources):
+            y = y.index_select(2 + dim, index)
+        self._save_for_backward(sources=sources, shape=x.shape, like=y)
+        return y
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        saved = self._saved_tensors()
+        g = self._check_grad_output(grad_output, saved["like"])
+        shape = saved["shape"]
+        for dim in reversed(range(len(saved["sources"]))):
+            target = list(g.shape)
+            target[2 + dim] = shape[2 + dim]
+            g = g.new_zeros(target).index_add_(2 + dim, saved["sources"][dim], g)
+        return g
+
+    def extra_repr(self) -> str:
+        if self.scale_factor is not None:
+            return f"scale_factor={self.scale_factor}, mode={self.mode!r}"
+        return f"size={self.size}, mode={self.mode!r}"

@@ -1,0 +1,192 @@
+"""MaxPool2d, AvgPool2d and Upsample against their torch.nn twins, ties, and bad inputs."""
+
+import itertools
+
+import pytest
+import torch
+
+import framework as fw
+
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
+]
+TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}
+
+
+def assert_matches_twin(ours, theirs, x):
+    """Output and input gradient equal the twin's, for a random upstream gradient."""
+    leaf = x.clone().requires_grad_(True)
+    y, expected = ours(x), theirs(leaf)
+    assert y.shape == expected.shape
+    g = torch.randn_like(expected)
+    expected.backward(g)
+    dx = ours.backward(g)
+    worst = max((y - expected).abs().max().item(), (dx - leaf.grad).abs().max().item())
+    assert worst <= TOLERANCE[x.dtype], worst
+
+
+def distinct(shape, dtype=torch.float64, device="cpu"):
+    """Values without ties: a random permutation of 0..n-1."""
+    n = torch.Size(shape).numel()
+    return torch.randperm(n).reshape(shape).to(dtype=dtype, device=device)
+
+
+MAX_GRID = [
+    dict(kernel_size=k, stride=s, padding=p, dilation=d, ceil_mode=c)
+    for k, s, p, d, c in itertools.product([2, 3, (2, 3)], [None, 1, (3, 2)], [0, 1], [1, (2, 1)], [False, True])
+]
+
+
+@pytest.mark.parametrize("kwargs", MAX_GRID, ids=str)
+@pytest.mark.parametrize("shape", [(2, 3, 7, 8), (3, 6, 5)], ids=str)
+def test_max_pool_matches_torch(kwargs, shape):
+    torch.manual_seed(0)
+    assert_matches_twin(fw.MaxPool2d(**kwargs), torch.nn.MaxPool2d(**kwargs), distinct(shape))
+
+
+@pytest.mark.parametrize("kwargs", MAX_GRID[::3], ids=str)
+def test_max_pool_ties_send_the_gradient_to_torchs_element(kwargs):
+    torch.manual_seed(1)
+    x = torch.randint(0, 2, (2, 3, 7, 8)).double()  # many ties in every window
+    assert_matches_twin(fw.MaxPool2d(**kwargs), torch.nn.MaxPool2d(**kwargs), x)
+
+
+def test_max_pool_tie_gradient_lands_on_exactly_one_element_per_window():
+    m = fw.MaxPool2d(2)
+    m(torch.ones(1, 1, 4, 6))
+    grad = m.backward(torch.ones(1, 1, 2, 3))
+    # One element per window, the first in row-major order (its top-left corner).
+    expected = torch.zeros(1, 1, 4, 6)
+    expected[..., ::2, ::2] = 1
+    assert torch.equal(grad, expected)
+
+
+def test_max_pool_overlapping_windows_accumulate():
+    m = fw.MaxPool2d(3, stride=1)
+    x = torch.zeros(1, 1, 5, 5)
+    x[0, 0, 2, 2] = 1.0  # the maximum of all nine windows
+    m(x)
+    assert m.backward(torch.ones(1, 1, 3, 3))[0, 0, 2, 2] == 9
+
+
+@pytest.mark.parametrize(
+    "kwargs", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)], ids=str
+)
+def test_max_pool_indices_match_torch(kwargs):
+    x = distinct((2, 3, 7, 8))
+    y, indices = fw.MaxPool2d(**kwargs, return_indices=True)(x)
+    expected, expected_indices = torch.nn.MaxPool2d(**kwargs, return_indices=True)(x)
+    assert torch.equal(y, expected) and torch.equal(indices, expected_indices)
+
+
+AVG_GRID = [
+    dict(kernel_size=k, stride=s, padding=p, ceil_mode=c, count_include_pad=i, divisor_override=o)
+    for k, s, p, c, i, o in itertools.product(
+        [2, 3, (2, 3)], [None, 1, (3, 2)], [0, 1], [False, True], [True, False], [None, 4]
+    )
+    if not (o is not None and i is False)
+]
+
+
+@pytest.mark.parametrize("kwargs", AVG_GRID, ids=str)
+@pytest.mark.parametrize("shape", [(2, 3, 7, 8), (3, 6, 5)], ids=str)
+def test_avg_pool_matches_torch(kwargs, shape):
+    torch.manual_seed(0)
+    assert_matches_twin(fw.AvgPool2d(**kwargs), torch.nn.AvgPool2d(**kwargs), torch.randn(shape, dtype=torch.float64))
+
+
+UPSAMPLE_CASES = [
+    (dict(scale_factor=2), (2, 3, 4, 5)),
+    (dict(scale_factor=3), (1, 2, 3, 3)),
+    (dict(scale_factor=(2, 3)), (2, 2, 3, 4)),
+    (dict(scale_factor=1.5), (1, 2, 5, 4)),
+    (dict(size=(7, 5)), (2, 2, 3, 4)),
+    (dict(size=3), (1, 2, 7, 5)),
+    (dict(scale_factor=2), (2, 3, 5)),
+    (dict(scale_factor=2), (1, 2, 2, 3, 4)),
+    (dict(scale_factor=(1.7, 2.2), recompute_scale_factor=True), (1, 2, 4, 5)),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "shape"), UPSAMPLE_CASES, ids=str)
+def test_upsample_matches_torch(kwargs, shape):
+    torch.manual_seed(0)
+    assert_matches_twin(fw.Upsample(**kwargs), torch.nn.Upsample(**kwargs), torch.randn(shape, dtype=torch.float64))
+
+
+def test_upsample_backward_sums_each_block():
+    m = fw.Upsample(scale_factor=(2, 3))
+    m(torch.zeros(1, 1, 2, 2))
+    g = torch.arange(24.0).reshape(1, 1, 4, 6)
+    assert torch.equal(m.backward(g), g.reshape(1, 1, 2, 2, 2, 3).sum((3, 5)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        (fw.MaxPool2d(3, 2, 1, ceil_mode=True), torch.nn.MaxPool2d(3, 2, 1, ceil_mode=True)),
+        (fw.AvgPool2d(3, 2, 1, count_include_pad=False), torch.nn.AvgPool2d(3, 2, 1, count_include_pad=False)),
+        (fw.Upsample(scale_factor=2), torch.nn.Upsample(scale_factor=2)),
+    ],
+    ids=lambda m: type(m).__name__,
+)
+def test_every_layer_matches_torch_on_each_dtype_and_device(ours, theirs, dtype, device):
+    torch.manual_seed(0)
+    assert_matches_twin(ours, theirs, distinct((2, 3, 7, 6), dtype, device) / 10)
+
+
+def test_stride_defaults_to_the_kernel_size_as_torch():
+    assert fw.MaxPool2d(3).stride == torch.nn.MaxPool2d(3).stride == 3
+    assert fw.AvgPool2d((2, 3)).stride == torch.nn.AvgPool2d((2, 3)).stride == (2, 3)
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: fw.MaxPool2d(3, padding=2), "padding at most half the kernel size"),
+        (lambda: fw.AvgPool2d((2, 4), padding=(1, 3)), "padding at most half the kernel size"),
+        (lambda: fw.MaxPool2d(0), "kernel_size >= 1"),
+        (lambda: fw.MaxPool2d(2, stride=0), "stride >= 1"),
+        (lambda: fw.MaxPool2d(2, dilation=0), "dilation >= 1"),
+        (lambda: fw.AvgPool2d(2, padding=-1), "padding >= 0"),
+        (lambda: fw.AvgPool2d(2, divisor_override=0), "divisor_override >= 1"),
+        (lambda: fw.Upsample(), "exactly one of size and scale_factor"),
+        (lambda: fw.Upsample(scale_factor=2, mode="bilinear"), "mode"),
+        (lambda: fw.Upsample(scale_factor=-1), "scale_factor in"),
+        (lambda: fw.Upsample(size=0), "size >= 1"),
+    ],
+)
+def test_invalid_constructor_arguments_are_rejected(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+@pytest.mark.parametrize(
+    ("module", "shape", "match"),
+    [
+        (fw.MaxPool2d(2), (2, 3, 4, 4, 4), "3-D or 4-D"),
+        (fw.AvgPool2d(2), (4, 4), "3-D or 4-D"),
+        (fw.MaxPool2d(3, dilation=2), (1, 1, 4, 9), "at least the dilated kernel"),
+        (fw.AvgPool2d(4), (1, 1, 3, 9), "at least the dilated kernel"),
+        (fw.Upsample(scale_factor=(2, 2)), (1, 1, 4), "scale_factor with 1 entries"),
+        (fw.Upsample(scale_factor=0.1), (1, 1, 4, 4), "positive output size"),
+        (fw.Upsample(scale_factor=2), (4, 4), "3-D or 4-D or 5-D"),
+    ],
+    ids=str,
+)
+def test_bad_inputs_are_rejected_with_the_layer_named(module, shape, match):
+    with pytest.raises(ValueError, match=f"{type(module).__name__}: expected .*{match}"):
+        module(torch.zeros(shape))
+
+
+@pytest.mark.parametrize("module", [fw.MaxPool2d(2), fw.AvgPool2d(2), fw.Upsample(scale_factor=2)], ids=str)
+def test_backward_checks_call_order_and_grad_output_shape(module):
+    name = type(module).__name__
+    with pytest.raises(ValueError, match=f"{name}: backward called before forward"):
+        module.backward(torch.zeros(1, 1, 2, 2))
+    module(torch.zeros(1, 1, 4, 4))
+    with pytest.raises(ValueError, match=f"{name}: expected grad_output"):
+        module.backward(torch.zeros(1, 1, 3, 3))

@@ -1,0 +1,92 @@
+"""Specs of framework/pooling.py: windows drawn with torch's constraints (padding at most half the kernel)."""
+
+import torch
+from hypothesis import strategies as st
+
+import framework as fw
+
+from ..domains import DISTINCT, REAL
+from ..spec import Input, Spec
+from ..strategies import booleans
+
+
+def _pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (value[0], value[1])
+
+
+def _int_or_pair(low: int, high: int):
+    one = st.integers(low, high)
+    return one | st.tuples(one, one)
+
+
+@st.composite
+def _window(draw, dilation: bool):
+    kernel = draw(_int_or_pair(1, 3))
+    k = _pair(kernel)
+    padding = draw(st.integers(0, min(k) // 2) | st.tuples(st.integers(0, k[0] // 2), st.integers(0, k[1] // 2)))
+    kw = {"kernel_size": kernel, "stride": draw(st.none() | _int_or_pair(1, 3)), "padding": padding}
+    if dilation:
+        kw["dilation"] = draw(_int_or_pair(1, 2))
+    kw["ceil_mode"] = draw(booleans())
+    return kw
+
+
+@st.composite
+def _avg_kwargs(draw):
+    kw = draw(_window(dilation=False))
+    kw["count_include_pad"] = draw(booleans())
+    kw["divisor_override"] = draw(st.none() | st.integers(1, 5))
+    return kw
+
+
+def _pool_inputs(domain):
+    def inputs(kw):
+        k, p, d = _pair(kw["kernel_size"]), _pair(kw["padding"]), _pair(kw.get("dilation", 1))
+        lows = [max(1, d[i] * (k[i] - 1) + 1 - 2 * p[i]) for i in range(2)]
+        sides = [st.integers(low, max(low, 5)) for low in lows]
+        batched = st.tuples(st.integers(1, 2), st.integers(1, 3), *sides)
+        unbatched = st.tuples(st.integers(1, 3), *sides)
+        return [Input(batched | unbatched, domain)]
+
+    return inputs
+
+
+def _upsample_kwargs():
+    whole = st.integers(1, 3).map(lambda s: {"scale_factor": s})
+    pair = st.tuples(st.integers(1, 3), st.integers(1, 3)).map(lambda s: {"scale_factor": s})
+    size = st.integers(1, 6).map(lambda n: {"size": n})
+    return whole | pair | size
+
+
+def _upsample_inputs(kw):
+    # A pair of factors fixes two spatial dimensions; a single factor or size fits any rank.
+    rank = st.just(2) if isinstance(kw.get("scale_factor"), tuple) else st.integers(1, 3)
+    spatial = rank.flatmap(lambda r: st.tuples(*[st.integers(1, 4)] * r))
+    return [Input(st.tuples(st.integers(1, 2), st.integers(1, 2), spatial).map(lambda s: (s[0], s[1], *s[2])), REAL)]
+
+
+SPECS = [
+    Spec(
+        fw.MaxPool2d,
+        _window(dilation=True),
+        _pool_inputs(DISTINCT),
+        lambda m: torch.nn.MaxPool2d(m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode),
+        kinks="ties within a window: the whole gradient goes to the first maximum (row-major), as torch",
+    ),
+    Spec(
+        fw.AvgPool2d,
+        _avg_kwargs(),
+        _pool_inputs(REAL),
+        lambda m: torch.nn.AvgPool2d(
+            m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad, m.divisor_override
+        ),
+    ),
+    Spec(
+        fw.Upsample,
+        _upsample_kwargs(),
+        _upsample_inputs,
+        lambda m: torch.nn.Upsample(
+            size=m.size, scale_factor=m.scale_factor, mode=m.mode, recompute_scale_factor=m.recompute_scale_factor
+        ),
+    ),
+]
