@@ -1,5 +1,6 @@
 """The Module protocol, on every registered module (cases drawn from the verification specs)."""
 
+import functools
 import re
 from pathlib import Path
 
@@ -17,6 +18,12 @@ FEW = settings(max_examples=8, deadline=None, suppress_health_check=list(HealthC
 
 def example(spec):
     """The simplest case of a spec (deterministic: hypothesis' minimal example)."""
+    return _minimal(spec.name)
+
+
+@functools.cache
+def _minimal(name):
+    spec = next(s for s in SPECS if s.name == name)
     return find(spec.cases(), lambda case: True, settings=settings(database=None))
 
 
