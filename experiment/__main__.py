@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .metrics import finite_or_none
 from .model import ACTIVATIONS, DTYPES, INITS, LOSSES, Config
 from .run import IMPLEMENTATIONS, ProgressBar, run_experiment
 
@@ -100,7 +101,7 @@ def config_from(args: argparse.Namespace) -> Config:
 
 def table(result: dict[str, Any]) -> str:
     """Mean ± std of every metric over the runs, one column per implementation."""
-    names = [n for n in IMPLEMENTATIONS if result["summary"].get(n)]
+    names = [n for n in IMPLEMENTATIONS if n in result["summary"]]
     lines = [f"{'over ' + str(len(result['runs'])) + ' runs':18}" + "".join(f"{n:>22}" for n in names)]
     for label, key, scale, fmt in _ROWS:
         cells = []
@@ -115,15 +116,18 @@ def table(result: dict[str, Any]) -> str:
             f"over the first {a['epochs_compared']} epochs, {a['max_relative_difference_all_epochs']:.2e} over all; "
             f"test predictions identical on >= {100 * a['test_prediction_agreement']:.1f}% of points"
         )
-    elif result["config"]["torch"]:
-        lines.append("loss agreement: not comparable (dropout masks come from different generators)")
+    diverged = {key.removeprefix("diverged_runs_"): k for key, k in a.items() if key.startswith("diverged_runs_") and k}
+    if diverged:
+        lines.append("diverged (non-finite loss): " + ", ".join(f"{n} in {k} run(s)" for n, k in diverged.items()))
+    if not a["comparable"]:
+        lines.append(f"loss agreement: not compared ({a['note']})")
     return "\n".join(lines)
 
 
 def _run_line(index: int, run: dict[str, Any]) -> str:
     parts = [f"run {index + 1} (seed {run['seed']}):"]
     for name in IMPLEMENTATIONS:
-        r = run[name]
+        r = run.get(name)
         if r is not None:
             restarts = f", restarts after {r['restarts']}" if r["restarts"] else ""
             parts.append(
@@ -143,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     def on_run(index: int, run: dict[str, Any]) -> None:
         if args.verbose:
             for name in IMPLEMENTATIONS:
-                if run[name] is not None:
+                if name in run:
                     losses = " ".join(f"{v:.5f}" for v in run[name]["loss"])
                     print(f"  {name} loss per epoch: {losses}")
         if not args.quiet:
@@ -158,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
 
         result = {"kind": result["kind"], "environment": environment("cpu"), **result}
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1))
+        # Strict JSON (browsers reject NaN): a diverged run's losses are written as null.
+        args.json.write_text(json.dumps(finite_or_none(result), indent=1, allow_nan=False))
         print(f"wrote {args.json}")
     return 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -78,8 +79,23 @@ def decision_grid(network: Network, data: Dataset, loss: str, points: int = 81) 
 
 
 def relative_difference(a: float, b: float) -> float:
+    """|a - b| / max(|a|, |b|); 0 when both diverged alike (both nan, or the same infinity), inf when one did."""
+    if not (math.isfinite(a) and math.isfinite(b)):
+        same = (math.isnan(a) and math.isnan(b)) or a == b
+        return 0.0 if same else math.inf
     scale = max(abs(a), abs(b))
     return abs(a - b) / scale if scale > 0 else 0.0
+
+
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every nan or infinity replaced by None, so it serialises as strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
 
 
 def mean_std(values: Sequence[float]) -> dict[str, float]:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 import framework as fw
+from verification.twins import twin_of
 
 # Command-line name -> framework class name; only the classes the framework has are offered.
 _ACTIVATION_CLASSES = {
@@ -150,6 +151,17 @@ def build_model(config: Config, seed: int, attempt: int = 0) -> fw.Sequential:
         width = size
     layers.append(fw.Linear(width, 2, init=config.init, nonlinearity="linear", generator=init_generator, dtype=dtype))
     return fw.Sequential(*layers)
+
+
+def torch_twin(model: fw.Sequential) -> torch.nn.Sequential:
+    """The torch.nn twin of a network from :func:`build_model`, its parameters and buffers copied.
+
+    Dropout has no twin in the verification specs (its masks cannot match); here it becomes
+    torch.nn.Dropout with the same p, so the two networks compute the same function in eval
+    mode and the same kind of function in training mode.
+    """
+    layers = [torch.nn.Dropout(layer.p) if isinstance(layer, fw.Dropout) else twin_of(layer) for layer in model]
+    return torch.nn.Sequential(*layers).train(model.training)
 
 
 def build_loss(config: Config) -> fw.Loss:

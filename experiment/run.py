@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -50,28 +51,35 @@ def _record(history: History, data: Dataset) -> dict[str, Any]:
 
 
 def agreement(runs: list[dict[str, Any]], config: Config, predictions_equal: list[float]) -> dict[str, Any]:
-    """How close the two loss trajectories stay: worst relative difference over runs, per epoch."""
-    comparable = config.torch and config.deterministic
-    per_epoch = (
-        [
-            max(relative_difference(run["framework"]["loss"][e], run["torch"]["loss"][e]) for run in runs)
-            for e in range(config.epochs)
-        ]
-        if comparable
-        else []
-    )
+    """How close the two loss trajectories stay: worst relative difference over runs, per epoch.
+
+    Without torch there is nothing to compare, and with dropout the two draw their masks from
+    different generators: the record then says why and carries no differences.
+    """
+    diverged = {
+        f"diverged_runs_{name}": sum(not all(math.isfinite(v) for v in run[name]["loss"]) for run in runs)
+        for name in IMPLEMENTATIONS
+        if name in runs[0]
+    }
+    if not config.torch:
+        return {"comparable": False, "note": "framework only (--no-torch)", **diverged}
+    if not config.deterministic:
+        return {"comparable": False, "note": "dropout masks come from different generators", **diverged}
+    per_epoch = [
+        max(relative_difference(run["framework"]["loss"][e], run["torch"]["loss"][e]) for run in runs)
+        for e in range(config.epochs)
+    ]
     first = min(EPOCHS_COMPARED, config.epochs)
     return {
-        "comparable": comparable,
+        "comparable": True,
         "dtype": config.dtype,
         "epochs_compared": first,
-        "max_relative_difference_first_epochs": max(per_epoch[:first]) if comparable else None,
-        "max_relative_difference_all_epochs": max(per_epoch) if comparable else None,
+        "max_relative_difference_first_epochs": max(per_epoch[:first]),
+        "max_relative_difference_all_epochs": max(per_epoch),
         "relative_difference_per_epoch": per_epoch,
-        "same_restarts": all(r["framework"]["restarts"] == r["torch"]["restarts"] for r in runs)
-        if config.torch
-        else None,
-        "test_prediction_agreement": min(predictions_equal) if predictions_equal else None,
+        "same_restarts": all(r["framework"]["restarts"] == r["torch"]["restarts"] for r in runs),
+        "test_prediction_agreement": min(predictions_equal),
+        **diverged,
     }
 
 
@@ -99,9 +107,8 @@ def run_experiment(
             if progress is not None:
                 progress.start(f"run {index + 1}/{config.runs} {name:9}", config.epochs)
             histories[name] = runners[name](config, seed, data.train_x, data.train_y, orders, progress)
-        run: dict[str, Any] = {"seed": seed}
-        for name in IMPLEMENTATIONS:
-            run[name] = _record(histories[name], data) if name in histories else None
+        # An implementation that did not run has no key at all (--no-torch).
+        run: dict[str, Any] = {"seed": seed, **{name: _record(histories[name], data) for name in implementations}}
         if config.torch:
             same = predict(histories["framework"].model, data.test_x) == predict(histories["torch"].model, data.test_x)
             predictions_equal.append(float(same.double().mean()))
@@ -112,12 +119,7 @@ def run_experiment(
         if on_run is not None:
             on_run(index, run)
     assert first_data is not None
-    summary = {
-        name: {m: mean_std([run[name][m] for run in runs]) for m in METRICS}
-        if config.torch or name == "framework"
-        else None
-        for name in IMPLEMENTATIONS
-    }
+    summary = {name: {m: mean_std([run[name][m] for run in runs]) for m in METRICS} for name in implementations}
     axis = [round(v, 6) for v in grid_axis(GRID_POINTS)]
     return {
         "kind": "training",
@@ -125,7 +127,7 @@ def run_experiment(
         "runs": runs,
         "summary": summary,
         "agreement": agreement(runs, config, predictions_equal),
-        "decision_grid": {"xs": axis, "ys": axis, "framework": grid["framework"], "torch": grid.get("torch")},
+        "decision_grid": {"xs": axis, "ys": axis, **grid},
         "test_points": {
             "points": [[round(float(v), 6) for v in p] for p in first_data.test_points],
             "labels": [int(v) for v in first_data.test_y],

@@ -27,7 +27,7 @@ from torch import Tensor
 import framework as fw
 from verification.twins import twin_of
 
-from .model import Config, build_loss, build_model, derived_seed, generator, targets
+from .model import Config, build_loss, build_model, derived_seed, generator, targets, torch_twin
 
 Progress = Callable[[int, float], None]
 
@@ -165,7 +165,7 @@ def run_torch(
     torch.manual_seed(derived_seed(seed, "torch-dropout"))
 
     def start(attempt: int) -> tuple[torch.nn.Module, torch.optim.SGD]:
-        model = twin_of(build_model(config, seed, attempt))
+        model = torch_twin(build_model(config, seed, attempt))
         sgd = torch.optim.SGD(
             model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )

@@ -8,9 +8,11 @@ import math
 import pytest
 import torch
 
-from experiment import Config, make_dataset
+from experiment import Config, build_model, make_dataset
 from experiment.__main__ import main
 from experiment.data import CENTRE, RADIUS
+from experiment.metrics import finite_or_none, relative_difference
+from experiment.model import torch_twin
 from experiment.train import epoch_orders, run_framework, run_torch, should_restart
 
 
@@ -83,6 +85,29 @@ def test_framework_and_torch_losses_agree_to_1e9_relative_in_float64(options):
     assert len(ours.loss) == len(theirs.loss) == 3
     for epoch, (a, b) in enumerate(zip(ours.loss, theirs.loss)):
         assert abs(a - b) <= 1e-9 * abs(b), f"epoch {epoch}: framework {a!r}, torch {b!r}"
+
+
+def test_batchnorm_blocks_agree_with_torch_batchnorm1d_in_float64():
+    # PyChrot's blocks (Linear, activation, BatchNorm1d); lr 0.5 diverges with them, 0.05 does not.
+    config = Config(**SHORT, batchnorm=True, hidden=[20, 20, 20, 20, 20], lr=0.05)
+    ours, theirs = _train_both(config)
+    assert all(math.isfinite(v) for v in ours.loss)
+    assert max(abs(a - b) / abs(b) for a, b in zip(ours.loss, theirs.loss)) <= 1e-9
+    buffers = dict(theirs.model.named_buffers())
+    for name, value in ours.model.named_buffers():
+        if value.is_floating_point():
+            assert torch.allclose(value, buffers[name], rtol=1e-9, atol=1e-12), name
+
+
+def test_dropout_network_and_its_twin_compute_the_same_function_in_eval_mode():
+    config = Config(dropout=0.3, batchnorm=True)
+    model = build_model(config, seed=0)
+    twin = torch_twin(model)
+    x = make_dataset(0, 64, 1).train_x
+    model.eval()
+    twin.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(x), twin(x), rtol=1e-12, atol=1e-12)
 
 
 def test_framework_and_torch_end_with_the_same_weights():
@@ -162,8 +187,27 @@ def test_cli_without_torch_trains_the_framework_only(tmp_path):
     path = tmp_path / "training.json"
     assert main([*TINY, "--no-torch", "--json", str(path)]) == 0
     result = json.loads(path.read_text())
-    assert result["runs"][0]["torch"] is None and result["summary"]["torch"] is None
+    assert "torch" not in result["runs"][0] and "torch" not in result["summary"]
+    assert result["agreement"]["comparable"] is False
     assert set(result["summary"]["framework"]) == METRICS
+
+
+def test_cli_with_dropout_trains_both_and_does_not_compare_their_losses(tmp_path):
+    path = tmp_path / "training.json"
+    assert main([*TINY, "--dropout", "0.2", "--json", str(path)]) == 0
+    record = json.loads(path.read_text())["agreement"]
+    assert record["comparable"] is False and "max_relative_difference_all_epochs" not in record
+
+
+def test_relative_difference_treats_equal_divergence_as_agreement_and_one_sided_as_infinite():
+    assert relative_difference(2.0, 1.0) == 0.5
+    assert relative_difference(math.nan, math.nan) == 0.0
+    assert relative_difference(math.nan, 1.0) == math.inf
+
+
+def test_non_finite_values_become_null_for_strict_json():
+    cleaned = finite_or_none({"loss": [0.1, math.nan, math.inf], "ok": True})
+    assert json.loads(json.dumps(cleaned, allow_nan=False)) == {"loss": [0.1, None, None], "ok": True}
 
 
 def test_cli_rejects_an_invalid_option_with_a_usage_error(capsys):
