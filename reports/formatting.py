@@ -27,15 +27,20 @@ def seconds(value: float | None) -> str:
     return "0 s" if value == 0 else f"{value / 1e-9:.3g} ns"
 
 
-def error(value: float | None) -> str:
-    """A relative error, always in scientific notation so columns compare at a glance: ``1.30e-11``."""
+def error(value: float | str | None) -> str:
+    """A relative error, always in scientific notation so columns compare at a glance: ``1.30e-11``.
+    A non-finite one, which the JSON holds as text (``"nan"``, ``"inf"``), reads as that text."""
+    if isinstance(value, str):
+        return value
     if _missing(value):
         return DASH
     return "0" if value == 0 else f"{value:.2e}"
 
 
-def number(value: float | None, digits: int = 3) -> str:
-    """A plain quantity with ``digits`` significant digits: ``0.02``, ``1.2e+03``."""
+def number(value: float | str | None, digits: int = 3) -> str:
+    """A plain quantity with ``digits`` significant digits: ``0.02``, ``1.2e+03``; text stays as it is."""
+    if isinstance(value, str):
+        return value
     return DASH if _missing(value) else f"{value:.{digits}g}"
 
 

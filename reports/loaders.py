@@ -115,6 +115,9 @@ def load_verification(path: Path) -> dict[str, Any]:
     _key(data, "ok", (bool,), path, "")
     for i, name in enumerate(_key(data, "checks", (list,), path, "")):
         _expect(name, (str,), path, f"checks[{i}]")
+    if "missing_specs" in data:
+        for i, name in enumerate(_key(data, "missing_specs", (list,), path, "", nullable=True) or []):
+            _expect(name, (str,), path, f"missing_specs[{i}]")
     for i, module in enumerate(_key(data, "modules", (list,), path, "")):
         at = f"modules[{i}]"
         _expect(module, (dict,), path, at)
@@ -124,9 +127,14 @@ def load_verification(path: Path) -> dict[str, Any]:
             where = f"{at}.checks.{check}"
             _expect(result, (dict,), path, where)
             _key(result, "ok", (bool,), path, where, nullable=True)
-            for number in ("cases", "worst_error", "worst_ratio"):
+            if "cases" in result:
+                _key(result, "cases", NUMBER, path, where, nullable=True)
+            # A non-finite error is written as its text ("nan", "inf"): JSON has no number for it.
+            for number in ("worst_error", "worst_ratio"):
                 if number in result:
-                    _key(result, number, NUMBER, path, where, nullable=True)
+                    _key(result, number, (*NUMBER, str), path, where, nullable=True)
+            if "skipped" in result:
+                _key(result, "skipped", (str,), path, where, nullable=True)
         failure = module.get("failure")
         if failure is not None:
             _expect(failure, (dict,), path, f"{at}.failure")

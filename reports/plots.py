@@ -56,7 +56,7 @@ def timing_plot(module: str, series: Sequence[dict[str, Any]], xlabel: str, tick
     ``low``/``high`` the quartiles, drawn as a band so the spread is visible next to the median.
     """
     with matplotlib.rc_context(_RC):
-        fig = _figure(4.2, 3.0)
+        fig = _figure(4.2, 3.4)
         ax = fig.add_subplot()
         passes = list(dict.fromkeys(s["pass"] for s in series))
         for s in series:
@@ -72,7 +72,8 @@ def timing_plot(module: str, series: Sequence[dict[str, Any]], xlabel: str, tick
         ax.set_xlabel(xlabel)
         ax.set_ylabel("median time per call [s]")
         ax.set_title(module)
-        ax.legend(fontsize=8, frameon=False)
+        # Below the axes: inside, the legend would hide the lines it names.
+        fig.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)
         return to_svg(fig, f"{module}: time per call against {xlabel}, framework and torch")
 
 

@@ -38,20 +38,18 @@ def _verdict(results: loaders.Results) -> dict[str, Any]:
         }
     if data is None:
         return {"cls": "na", "headline": "Gradients not verified yet", "lines": [], "command": "make verify"}
-    modules = data["modules"]
-    failed = [m["name"] for m in modules if not m["ok"]]
+    found = verification_page.problems(data)
     lines = []
+    if found["failed"]:
+        lines.append("Failed: " + ", ".join(found["failed"]) + ".")
     mutation = data.get("mutation")
     if mutation:
         caught, total = mutation["caught"], mutation["total"]
         lines.append(f"The checker caught {caught} of {total} deliberately wrong backward passes.")
-    if not data["ok"] or failed:
-        lines.insert(0, "Failed: " + (", ".join(failed) or "see the verification page") + ".")
-        headline = f"✗ Gradient verification failed: {len(failed)} of {len(modules)} modules"
-        return {"cls": "bad", "headline": headline, "lines": lines, "command": None}
-    headline = f"✓ All gradients verified: {len(modules)} modules, {len(verification_page.columns(data))} checks"
-    cls = "good" if not mutation or mutation["caught"] == mutation["total"] else "warn"
-    return {"cls": cls, "headline": headline, "lines": lines, "command": None}
+    if found["missing"]:
+        lines.append("Modules without a verification spec: " + ", ".join(found["missing"]) + ".")
+    headline = verification_page.headline(data)
+    return {"cls": "bad" if headline.startswith("✗") else "good", "headline": headline, "lines": lines, "command": None}
 
 
 def _cards(results: loaders.Results) -> list[dict[str, Any]]:

@@ -14,12 +14,37 @@ def columns(data: dict[str, Any]) -> list[str]:
 
 
 def status(result: dict[str, Any] | None) -> str:
-    """``pass``, ``fail``, ``skip`` (ran no case) or ``na`` (the check does not apply to the module)."""
+    """``pass``, ``fail``, ``skip`` (ran no case, usually with a reason) or ``na`` (not reported)."""
     if result is None:
         return "na"
-    if result.get("ok") is None:
+    if result.get("ok") is None or (result.get("skipped") and not result.get("cases")):
         return "skip"
     return "pass" if result["ok"] else "fail"
+
+
+def problems(data: dict[str, Any]) -> dict[str, list[str]]:
+    """Why a run is not clean: failed modules, mutants the checker let through, modules without a spec."""
+    mutation = data.get("mutation") or {}
+    return {
+        "failed": [m["name"] for m in data["modules"] if not m["ok"]],
+        "survived": [m["name"] for m in mutation.get("mutants", []) if not m["caught"]],
+        "missing": list(data.get("missing_specs") or []),
+    }
+
+
+def headline(data: dict[str, Any]) -> str:
+    """The verdict in one line, naming the first reason a run failed."""
+    found, modules = problems(data), len(data["modules"])
+    if found["failed"]:
+        return f"✗ Gradient verification failed: {len(found['failed'])} of {modules} modules"
+    if found["survived"]:
+        total = data["mutation"]["total"]
+        return f"✗ Verification failed: the checker let {len(found['survived'])} of {total} wrong modules through"
+    if found["missing"]:
+        return f"✗ Verification failed: {len(found['missing'])} modules have no verification spec"
+    if not data["ok"]:
+        return "✗ Verification failed"
+    return f"✓ All gradients verified: {modules} modules, {len(columns(data))} checks"
 
 
 def context(data: dict[str, Any]) -> dict[str, Any]:
@@ -32,18 +57,20 @@ def context(data: dict[str, Any]) -> dict[str, Any]:
         }
         for module in modules
     ]
-    failed = [m for m in modules if not m["ok"]]
+    found = problems(data)
     return {
         "data": data,
         "columns": names,
         "rows": rows,
         "failures": [m for m in modules if m.get("failure")],
-        "failed": failed,
+        "failed": [m for m in modules if not m["ok"]],
+        "headline": headline(data),
+        "problems": found,
         "summary": {
             "modules": len(modules),
-            "failed": len(failed),
+            "failed": len(found["failed"]),
             "cases": sum(m.get("cases") or 0 for m in modules),
-            "seconds": sum(m.get("seconds") or 0 for m in modules),
+            "seconds": data.get("seconds", sum(m.get("seconds") or 0 for m in modules)),
         },
         "mutation": data.get("mutation"),
     }

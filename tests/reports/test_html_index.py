@@ -31,15 +31,27 @@ def test_the_verdict_says_all_gradients_verified_when_they_are(
     assert "All gradients verified: 4 modules, 5 checks" in verdict
 
 
-def test_a_checker_that_misses_mutants_tempers_a_clean_verdict(
+def test_a_checker_that_lets_a_wrong_module_through_fails_the_verdict(
     tmp_path: Path, verification_data: dict[str, Any]
 ) -> None:
-    verification_data["ok"] = True
     for module in verification_data["modules"]:
         module.update(ok=True, failure=None)
     write_json(tmp_path, "verification.json", verification_data)
-    index = render_pages(tmp_path)["index"]
-    assert "caught 3 of 4" in text(between(index, '<div class="verdict warn" id="verdict">', "</div>"))
+    verdict = text(between(render_pages(tmp_path)["index"], '<div class="verdict bad" id="verdict">', "</div>"))
+    assert "the checker let 1 of 4 wrong modules through" in verdict
+
+
+def test_modules_without_a_spec_fail_the_verdict_and_are_named(
+    tmp_path: Path, verification_data: dict[str, Any]
+) -> None:
+    for module in verification_data["modules"]:
+        module.update(ok=True, failure=None)
+    verification_data["mutation"]["mutants"][-1]["caught"] = True
+    verification_data |= {"ok": False, "missing_specs": ["Conv2d", "MaxPool2d"]}
+    write_json(tmp_path, "verification.json", verification_data)
+    verdict = text(between(render_pages(tmp_path)["index"], '<div class="verdict bad" id="verdict">', "</div>"))
+    assert "2 modules have no verification spec" in verdict
+    assert "Conv2d, MaxPool2d" in verdict
 
 
 def test_without_verification_the_verdict_says_to_run_make_verify(tmp_path: Path) -> None:

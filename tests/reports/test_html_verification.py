@@ -77,7 +77,8 @@ def test_a_failure_message_is_escaped_not_interpreted(fixture_pages: dict[str, s
 
 def test_the_verdict_names_the_failed_modules(fixture_pages: dict[str, str]) -> None:
     verdict = text(between(fixture_pages["verification"], '<div class="verdict bad">', "</div>"))
-    assert "Verification failed: 1 of 4 modules" in verdict
+    assert "Gradient verification failed: 1 of 4 modules" in verdict
+    assert "Mutants not caught: MSELossNoMean" in verdict
     assert "Failed: Tanh" in verdict
 
 
@@ -110,3 +111,25 @@ def test_missing_results_say_to_run_make_verify(tmp_path: Path) -> None:
     html = render_pages(tmp_path, "verification")["verification"]
     assert "No verification results yet" in text(html)
     assert "<code>make verify</code>" in html
+
+
+def test_a_non_finite_error_written_as_text_is_shown_as_such(tmp_path: Path, verification_data: dict[str, Any]) -> None:
+    verification_data["modules"][2]["checks"]["twin"].update(worst_error="nan", worst_ratio="inf")
+    write_json(tmp_path, "verification.json", verification_data)
+    shown = text(cell(render_pages(tmp_path, "verification")["verification"], "Tanh", "twin"))
+    assert "err nan" in shown
+    assert "ratio inf" in shown
+
+
+def test_a_skipped_check_shows_its_reason(tmp_path: Path, verification_data: dict[str, Any]) -> None:
+    verification_data["modules"][1]["checks"]["twin"] = {
+        "ok": True,
+        "cases": 0,
+        "worst_error": 0.0,
+        "worst_ratio": 0.0,
+        "skipped": "no torch.nn twin for this module",
+    }
+    write_json(tmp_path, "verification.json", verification_data)
+    html = render_pages(tmp_path, "verification")["verification"]
+    assert '<td class="cell skip" data-check="twin">' in row(html, "ReLU")
+    assert "skipped no torch.nn twin for this module" in text(cell(html, "ReLU", "twin"))
