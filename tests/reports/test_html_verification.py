@@ -86,6 +86,8 @@ def test_a_clean_run_says_all_gradients_verified(tmp_path: Path, verification_da
     verification_data["ok"] = True
     for module in verification_data["modules"]:
         module.update(ok=True, failure=None)
+    verification_data["mutation"]["mutants"][-1]["caught"] = True
+    verification_data["mutation"].update(caught=4, score=1.0)
     write_json(tmp_path, "verification.json", verification_data)
     html = render_pages(tmp_path, "verification")["verification"]
     assert "✓ All gradients verified" in text(between(html, '<div class="verdict good">', "</div>"))
