@@ -74,7 +74,10 @@ def _print_table(results: list[SpecResult]) -> None:
 
 def _progress(index: int, total: int, result: SpecResult) -> None:
     verdict = "ok" if result.ok else "FAILED"
-    print(f"[{index:>2}/{total}] {result.name:<38} {verdict:<6} {result.cases:>4} cases {result.seconds:6.1f}s", flush=True)
+    print(
+        f"[{index:>2}/{total}] {result.name:<38} {verdict:<6} {result.cases:>4} cases {result.seconds:6.1f}s",
+        flush=True,
+    )
 
 
 def _targets(only: list[str] | None) -> tuple[list[Any], list[Any], list[Any]]:

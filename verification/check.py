@@ -562,7 +562,11 @@ def _check_finite_differences(
             tolerance = bound + _rounding_tolerance(a, n_terms, u, tol.safety)
             shape = tensor.shape
             result.merge(
-                name, a.reshape(shape), numeric.reshape(shape), tolerance.reshape(shape), ("backward", "finite difference")
+                name,
+                a.reshape(shape),
+                numeric.reshape(shape),
+                tolerance.reshape(shape),
+                ("backward", "finite difference"),
             )
         else:
             scale = max(1.0, float(tensor.detach().double().abs().max()))

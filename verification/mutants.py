@@ -203,12 +203,17 @@ class DropoutForgetsRescale(fw.Dropout):
         return grad_output if scale is None else grad_output * (scale != 0).to(grad_output.dtype)
 
 
-class UpsampleTakesOneElementPerBlock(fw.Upsample):
-    """Backward picks one element per block instead of summing the block."""
+class UpsampleAveragesBlocks(fw.Upsample):
+    """Backward averages each block of copies instead of summing it."""
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        s = int(self.scale_factor) if not isinstance(self.scale_factor, tuple) else int(self.scale_factor[0])
-        return grad_output[..., ::s, ::s].clone()
+        saved = self._saved["sources"], self._saved["shape"]
+        grad = super().backward(grad_output)
+        for dim, (index, size) in enumerate(zip(saved[0], saved[1][2:])):
+            view = [1] * grad.dim()
+            view[2 + dim] = -1
+            grad = grad / torch.bincount(index, minlength=size).clamp(min=1).reshape(view).to(grad.dtype)
+        return grad
 
 
 # -- optimizers -----------------------------------------------------------------------------------------
@@ -293,9 +298,7 @@ MUTANTS: list[Mutant] = [
         "running variance updated with the biased batch variance",
     ),
     Mutant("DropoutForgetsRescale", "Dropout", DropoutForgetsRescale, "backward without the 1/(1-p) factor"),
-    Mutant(
-        "UpsampleTakesOneElementPerBlock", "Upsample", UpsampleTakesOneElementPerBlock, "backward does not sum blocks"
-    ),
+    Mutant("UpsampleAveragesBlocks", "Upsample", UpsampleAveragesBlocks, "backward averages blocks instead of summing"),
     Mutant("SGDIgnoresDampening", "SGD", SGDIgnoresDampening, "momentum update ignores dampening"),
     Mutant("AdamWithoutBiasCorrection", "Adam", AdamWithoutBiasCorrection, "no bias correction of the second moment"),
     Mutant("RMSpropIgnoresMomentum", "RMSprop", RMSpropIgnoresMomentum, "momentum buffer ignored"),

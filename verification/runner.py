@@ -201,8 +201,8 @@ def run_spec(
         for check in report.checks:
             result.checks.setdefault(check.name, CheckSummary()).add(check)
         if not report.ok:
-            first = report.failures()[0]
-            last_failure.update(case=case, check=first.name, message=str(report))
+            failed = ", ".join(c.name for c in report.failures())
+            last_failure.update(case=case, check=failed, message=str(report))
             raise AssertionError(str(report))
 
     try:
@@ -216,6 +216,7 @@ def run_spec(
             "case": case.to_json(),
             "replay": replay_command(case, device),
         }
-        result.checks.setdefault(last_failure["check"], CheckSummary()).ok = False
+        for name in last_failure["check"].split(", "):
+            result.checks.setdefault(name, CheckSummary()).ok = False
     result.seconds = time.perf_counter() - start
     return result
