@@ -1,0 +1,62 @@
+"""python -m verification: table, JSON, exit status, replay."""
+
+import json
+
+import pytest
+import torch
+
+from verification.__main__ import main
+
+
+def test_a_correct_module_exits_zero_and_writes_the_json(tmp_path, capsys):
+    path = tmp_path / "verification.json"
+    assert main(["--only", "Linear", "Tanh", "--profile", "dev", "--json", str(path)]) == 0
+    data = json.loads(path.read_text())
+    assert data["ok"] is True
+    assert [m["name"] for m in data["modules"]] == ["Linear", "Tanh"]
+    assert data["modules"][0]["checks"]["finite_differences"]["cases"] == data["modules"][0]["cases"]
+    assert "environment" in data and data["environment"]["torch"] == torch.__version__
+    assert "ALL GRADIENTS VERIFIED" in capsys.readouterr().out
+
+
+def test_a_caught_mutant_counts_in_the_mutation_score(tmp_path):
+    path = tmp_path / "v.json"
+    assert main(["--only", "TanhWrongDerivative", "--profile", "dev", "--json", str(path)]) == 0
+    mutation = json.loads(path.read_text())["mutation"]
+    assert mutation["score"] == 1.0 and mutation["mutants"][0]["caught"] is True
+
+
+def test_a_failing_module_exits_one_and_prints_a_replay_command_that_fails_again(capsys, monkeypatch):
+    from verification import specs
+    from verification.mutants import LinearWrongSignBias, mutant_spec
+
+    class Planted:
+        name, target, cls, description = "Planted", "Linear", LinearWrongSignBias, "planted"
+
+    broken = mutant_spec(Planted, specs.spec_named("Linear"))
+    broken.name = "Linear"
+    monkeypatch.setattr("verification.__main__.SPECS", [broken])
+    assert main(["--only", "Linear", "--profile", "dev", "--no-mutants"]) == 1
+    out = capsys.readouterr().out
+    assert "VERIFICATION FAILED" in out
+    replay = out.split("replay: ")[1].splitlines()[0]
+    case_json = replay.split("--replay ")[1].strip("'")
+    monkeypatch.setattr("verification.__main__.all_specs", lambda: {"Linear": broken})
+    assert main(["--replay", case_json]) == 1
+
+
+def test_unknown_names_are_a_usage_error():
+    with pytest.raises(SystemExit, match="unknown name"):
+        main(["--only", "NoSuchModule"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
+def test_cuda_without_a_gpu_is_a_clear_error(capsys):
+    assert main(["--device", "cuda", "--only", "Linear"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_every_module_verifies_on_cuda():
+    assert main(["--device", "cuda", "--profile", "dev", "--no-mutants"]) == 0
