@@ -6,6 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_PIN ?= torch==2.13.0
+PIP_EXTRA ?=
 DEVICE ?= cpu
 PROFILE ?= ci
 RESULTS ?= results
@@ -23,8 +24,8 @@ help: ## List the targets
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_PIN)"
-	$(PY) -m pip install --quiet -e ".[dev]" "$(TORCH_PIN)"
+	$(PY) -m pip install --quiet $(PIP_EXTRA) "$(TORCH_PIN)"
+	$(PY) -m pip install --quiet $(PIP_EXTRA) -e ".[dev]" "$(TORCH_PIN)"
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install the project (done by every target)
