@@ -19,7 +19,7 @@ METRICS = (
     ("seconds_per_epoch", "time per epoch", "seconds"),
 )
 
-# The disk of the classic task: label 1 inside the circle of centre (0.5, 0.5) and area 1/2.
+# The disk of the classic exercise: label 1 inside the circle of centre (0.5, 0.5) and area 1/2.
 CENTER = (0.5, 0.5)
 RADIUS = 1 / math.sqrt(2 * math.pi)
 

@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 import pytest
-from html_helpers import copy_fixtures, fixture_json, render_pages
+from html_fixtures import copy_fixtures, fixture_json, render_pages
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import copy
 from pathlib import Path
 
 import pytest
-from html_helpers import between, copy_fixtures, fixture_json, inside, render_pages, text, write_json
+from html_fixtures import between, copy_fixtures, fixture_json, inside, render_pages, text, write_json
 
 from reports import formatting
 from reports.benchmarks_page import _elements, comparisons, size_axis

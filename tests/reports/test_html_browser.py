@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from html_helpers import copy_fixtures, render_pages
+from html_fixtures import copy_fixtures, render_pages
 from PIL import Image, ImageDraw
 
 from reports.browser_check import SIZES, check, is_blank, main

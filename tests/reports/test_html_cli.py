@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from html_helpers import copy_fixtures, fixture_json, text, write_json
+from html_fixtures import copy_fixtures, fixture_json, text, write_json
 
 from reports.__main__ import main
 from reports.loaders import ResultsError, load_benchmarks, load_training, load_verification

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from html_helpers import between, copy_fixtures, fixture_json, render_pages, text, write_json
+from html_fixtures import between, copy_fixtures, fixture_json, render_pages, text, write_json
 
 PAGES = ("index", "verification", "benchmarks", "training")
 

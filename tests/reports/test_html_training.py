@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from html_helpers import between, fixture_json, inside, render_pages, text, write_json
+from html_fixtures import between, fixture_json, inside, render_pages, text, write_json
 
 from reports import formatting
 from reports.training_page import METRICS, _grid_rows_follow_y

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from html_helpers import between, fixture_json, inside, render_pages, text, write_json
+from html_fixtures import between, fixture_json, inside, render_pages, text, write_json
 
 from reports import formatting
 

@@ -1,4 +1,4 @@
-"""Helpers of the report tests: fixture results (small JSON files following the producers' schemas)
+"""Support for the report tests: fixture results (small JSON files following the producers' schemas)
 and reading the rendered HTML."""
 
 from __future__ import annotations
