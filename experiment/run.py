@@ -50,7 +50,19 @@ def _record(history: History, data: Dataset) -> dict[str, Any]:
     }
 
 
-def agreement(runs: list[dict[str, Any]], config: Config, predictions_equal: list[float]) -> dict[str, Any]:
+def parameter_difference(ours: Any, theirs: torch.nn.Module) -> float:
+    """Largest |framework - torch| over the trained parameters, relative to the largest |parameter|."""
+    twin = dict(theirs.named_parameters())
+    worst, scale = 0.0, 0.0
+    for name, value, _ in ours.named_param():
+        worst = max(worst, float((value - twin[name].detach()).abs().max()))
+        scale = max(scale, float(value.abs().max()))
+    return worst / scale if scale > 0 else worst
+
+
+def agreement(
+    runs: list[dict[str, Any]], config: Config, predictions_equal: list[float], weight_differences: list[float]
+) -> dict[str, Any]:
     """How close the two loss trajectories stay: worst relative difference over runs, per epoch.
 
     Without torch there is nothing to compare, and with dropout the two draw their masks from
@@ -78,6 +90,7 @@ def agreement(runs: list[dict[str, Any]], config: Config, predictions_equal: lis
         "max_relative_difference_all_epochs": max(per_epoch),
         "relative_difference_per_epoch": per_epoch,
         "same_restarts": all(r["framework"]["restarts"] == r["torch"]["restarts"] for r in runs),
+        "max_relative_difference_final_weights": max(weight_differences),
         "test_prediction_agreement": min(predictions_equal),
         **diverged,
     }
@@ -94,6 +107,7 @@ def run_experiment(
     runners = {"framework": run_framework, "torch": run_torch}
     runs: list[dict[str, Any]] = []
     predictions_equal: list[float] = []
+    weight_differences: list[float] = []
     grid: dict[str, Any] = {}
     first_data: Dataset | None = None
     for index in range(config.runs):
@@ -110,8 +124,10 @@ def run_experiment(
         # An implementation that did not run has no key at all (--no-torch).
         run: dict[str, Any] = {"seed": seed, **{name: _record(histories[name], data) for name in implementations}}
         if config.torch:
-            same = predict(histories["framework"].model, data.test_x) == predict(histories["torch"].model, data.test_x)
+            ours, theirs = histories["framework"].model, histories["torch"].model
+            same = predict(ours, data.test_x) == predict(theirs, data.test_x)
             predictions_equal.append(float(same.double().mean()))
+            weight_differences.append(parameter_difference(ours, theirs))
         if index == 0:
             first_data = data
             grid = {name: decision_grid(histories[name].model, data, config.loss, GRID_POINTS) for name in histories}
@@ -126,7 +142,7 @@ def run_experiment(
         "config": config.to_json(),
         "runs": runs,
         "summary": summary,
-        "agreement": agreement(runs, config, predictions_equal),
+        "agreement": agreement(runs, config, predictions_equal, weight_differences),
         "decision_grid": {"xs": axis, "ys": axis, **grid},
         "test_points": {
             "points": [[round(float(v), 6) for v in p] for p in first_data.test_points],

@@ -175,6 +175,7 @@ def test_cli_writes_training_json_with_the_schema_keys(tmp_path, capsys):
         result["agreement"]
     )
     assert result["agreement"]["max_relative_difference_all_epochs"] <= 1e-9
+    assert result["agreement"]["max_relative_difference_final_weights"] <= 1e-9
     grid = result["decision_grid"]
     for impl in ("framework", "torch"):
         assert len(grid[impl]) == len(grid["ys"]) and all(len(row) == len(grid["xs"]) for row in grid[impl])
