@@ -161,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         from reports.environment import environment
 
-        result = {"kind": result["kind"], "environment": environment("cpu"), **result}
+        env = environment("cpu")
+        env["threads"] = config.threads  # the count the runs used (run_experiment restores the caller's)
+        result = {"kind": result["kind"], "environment": env, **result}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         # Strict JSON (browsers reject NaN): a diverged run's losses are written as null.
         args.json.write_text(json.dumps(finite_or_none(result), indent=1, allow_nan=False))

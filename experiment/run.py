@@ -102,7 +102,17 @@ def run_experiment(
     on_run: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train every run and return training.json's object, less its ``environment``."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
+    try:
+        return _run_experiment(config, progress, on_run)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_experiment(
+    config: Config, progress: ProgressBar | None, on_run: Callable[[int, dict[str, Any]], None] | None
+) -> dict[str, Any]:
     implementations = IMPLEMENTATIONS if config.torch else IMPLEMENTATIONS[:1]
     runners = {"framework": run_framework, "torch": run_torch}
     runs: list[dict[str, Any]] = []

@@ -16,6 +16,15 @@ from experiment.model import torch_twin
 from experiment.train import epoch_orders, run_framework, run_torch, should_restart
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # The experiment's own setting: these networks are too small for intra-op threads.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def data():
     return make_dataset(seed=3)
@@ -191,6 +200,12 @@ def test_cli_without_torch_trains_the_framework_only(tmp_path):
     assert "torch" not in result["runs"][0] and "torch" not in result["summary"]
     assert result["agreement"]["comparable"] is False
     assert set(result["summary"]["framework"]) == METRICS
+
+
+def test_cli_restores_the_callers_thread_count(one_thread):
+    torch.set_num_threads(2)
+    assert main([*TINY, "--threads", "1"]) == 0
+    assert torch.get_num_threads() == 2
 
 
 def test_cli_with_dropout_trains_both_and_does_not_compare_their_losses(tmp_path):
