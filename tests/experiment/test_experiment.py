@@ -155,7 +155,16 @@ def test_no_restart_in_the_second_half_of_training():
     assert should_restart(config, [0.1, 0.1, 0.1, 0.1, 0.25, 0.25, 0.25], since=4, restarts=0) is False
 
 
-@pytest.mark.parametrize("bad", [{"dropout": 1.0}, {"restart": 1}, {"activation": "nope"}, {"hidden": []}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"dropout": 1.0},
+        {"restart": 1},
+        {"activation": "nope"},
+        {"hidden": []},
+        {"batchnorm": True, "n_train": 101, "batch_size": 50},
+    ],
+)
 def test_invalid_configuration_is_refused(bad):
     with pytest.raises(ValueError, match="Config: expected"):
         Config(**bad)
