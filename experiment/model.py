@@ -111,8 +111,8 @@ class Config:
             raise ValueError("Config: batchnorm needs framework.BatchNorm1d, which this framework lacks")
         if self.batchnorm and self.n_train % self.batch_size == 1:
             raise ValueError(
-                f"Config: batchnorm needs at least 2 points per batch, but n_train = {self.n_train} and "
-                f"batch_size = {self.batch_size} leave a last batch of 1"
+                f"Config: expected at least 2 points in every batch for batchnorm, but n_train = {self.n_train} "
+                f"and batch_size = {self.batch_size} leave a last batch of 1"
             )
         if self.dropout > 0 and not hasattr(fw, "Dropout"):
             raise ValueError("Config: dropout needs framework.Dropout, which this framework lacks")
