@@ -47,26 +47,37 @@ def windows(canvas: Tensor, out: Pair, kernel: Pair, stride: Pair, dilation: Pai
 
 
 def scatter_windows(cols: Tensor, canvas_size: Pair, stride: Pair, dilation: Pair) -> Tensor:
-    """Adjoint of :func:`windows`: a (N, C, *canvas_size) canvas receiving the sum of every window entry."""
-    n, c, ho, wo, kh, kw = cols.shape
+    """Adjoint of :func:`windows`, kernel offsets first: cols (N, C, kh, kw, Ho, Wo) -> canvas (N, C, *canvas_size)."""
+    n, c, kh, kw, ho, wo = cols.shape
     canvas = cols.new_zeros((n, c, *canvas_size))
     for i in range(kh):
         for j in range(kw):
             h0, w0 = i * dilation[0], j * dilation[1]
             rows = slice(h0, h0 + stride[0] * (ho - 1) + 1, stride[0])
             columns = slice(w0, w0 + stride[1] * (wo - 1) + 1, stride[1])
-            canvas[:, :, rows, columns] += cols[:, :, :, :, i, j]
+            canvas[:, :, rows, columns] += cols[:, :, i, j]
     return canvas
+
+
+def columns(canvas: Tensor, groups: int, out: Pair, kernel: Pair, stride: Pair, dilation: Pair) -> Tensor:
+    """im2col: (N, groups, C/groups * kh * kw, Ho * Wo), the layout one batched matrix product needs."""
+    n, c = canvas.shape[:2]
+    view = windows(canvas, out, kernel, stride, dilation).permute(0, 1, 4, 5, 2, 3)
+    return view.reshape(n, groups, (c // groups) * kernel[0] * kernel[1], out[0] * out[1])
 
 
 # -- grouped cross-correlation and its two adjoints ------------------------------------------------
 def correlate(canvas: Tensor, weight: Tensor, groups: int, out: Pair, stride: Pair, dilation: Pair) -> Tensor:
     """y[n, o] = sum_{c in o's group, i, j} weight[o, c, i, j] canvas[n, c, h sh + i dh, w sw + j dw]."""
-    n = canvas.shape[0]
-    c_out, c_group, kh, kw = weight.shape
-    cols = windows(canvas, out, (kh, kw), stride, dilation).reshape(n, groups, c_group, *out, kh, kw)
-    w = weight.reshape(groups, c_out // groups, c_group, kh, kw)
-    return torch.einsum("ngchwij,gocij->ngohw", cols, w).reshape(n, c_out, *out)
+    return correlate_columns(columns(canvas, groups, out, weight.shape[2:], stride, dilation), weight, out)
+
+
+def correlate_columns(cols: Tensor, weight: Tensor, out: Pair) -> Tensor:
+    """:func:`correlate` from the columns: one (C_out/g, C_in/g kh kw) x (C_in/g kh kw, Ho Wo) product per group."""
+    n, groups = cols.shape[:2]
+    c_out = weight.shape[0]
+    w = weight.reshape(groups, c_out // groups, -1)
+    return torch.matmul(w, cols).reshape(n, c_out, *out)
 
 
 def correlate_input_grad(
@@ -75,9 +86,9 @@ def correlate_input_grad(
     """Adjoint of :func:`correlate` in its input: d(canvas) from d(y) (also a transposed convolution)."""
     n, c_out, ho, wo = grad.shape
     _, c_group, kh, kw = weight.shape
-    g = grad.reshape(n, groups, c_out // groups, ho, wo)
-    w = weight.reshape(groups, c_out // groups, c_group, kh, kw)
-    cols = torch.einsum("ngohw,gocij->ngchwij", g, w).reshape(n, groups * c_group, ho, wo, kh, kw)
+    g = grad.reshape(n, groups, c_out // groups, ho * wo)
+    w = weight.reshape(groups, c_out // groups, c_group * kh * kw)
+    cols = torch.matmul(w.transpose(1, 2), g).reshape(n, groups * c_group, kh, kw, ho, wo)
     return scatter_windows(cols, canvas_size, stride, dilation)
 
 
@@ -85,8 +96,16 @@ def correlate_weight_grad(
     grad: Tensor, canvas: Tensor, groups: int, kernel: Pair, stride: Pair, dilation: Pair
 ) -> Tensor:
     """Adjoint of :func:`correlate` in its weight: dL/dweight (C_out, C_in / groups, kh, kw)."""
-    n, c_out, ho, wo = grad.shape
-    c_group = canvas.shape[1] // groups
-    cols = windows(canvas, (ho, wo), kernel, stride, dilation).reshape(n, groups, c_group, ho, wo, *kernel)
-    g = grad.reshape(n, groups, c_out // groups, ho, wo)
-    return torch.einsum("ngohw,ngchwij->gocij", g, cols).reshape(c_out, c_group, *kernel)
+    cols = columns(canvas, groups, tuple(grad.shape[2:]), kernel, stride, dilation)
+    return weight_grad_columns(grad, cols, kernel)
+
+
+def weight_grad_columns(grad: Tensor, cols: Tensor, kernel: Pair) -> Tensor:
+    """:func:`correlate_weight_grad` from the forward's columns."""
+    n, c_out = grad.shape[:2]
+    groups = cols.shape[1]
+    c_group = cols.shape[2] // (kernel[0] * kernel[1])
+    # Samples join the positions: one (C_out/g, N Ho Wo) x (N Ho Wo, C_in/g kh kw) product per group.
+    g = grad.reshape(n, groups, c_out // groups, -1).permute(1, 2, 0, 3).reshape(groups, c_out // groups, -1)
+    cols = cols.permute(1, 0, 3, 2).reshape(groups, -1, cols.shape[2])
+    return torch.bmm(g, cols).reshape(c_out, c_group, *kernel)

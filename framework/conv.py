@@ -188,25 +188,27 @@ class _Conv(_ConvNd):
                 f"{self.padding}, got spatial size {spatial} (input shape {tuple(x.shape)})",
             )
         canvas = sliding.pad(x2, pads)
-        y = self._with_bias(sliding.correlate(canvas, self._weight2d(), self.groups, out, stride, dilation))
-        y = self._finish(y)
-        self._save_for_backward(canvas=canvas, pads=pads, size=size, like=y)
+        # The columns (im2col) are kept for the weight gradient rather than rebuilt in backward.
+        cols = sliding.columns(canvas, self.groups, out, kernel, stride, dilation)
+        y = self._finish(self._with_bias(sliding.correlate_columns(cols, self._weight2d(), out)))
+        self._save_for_backward(cols=cols, canvas_size=tuple(canvas.shape[2:]), pads=pads, size=size, like=y)
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
         saved = self._saved_tensors()
         grad_output = self._check_grad_output(grad_output, saved["like"])
         g = grad_output.unsqueeze(2) if self.spatial == 1 else grad_output
-        canvas, pads = saved["canvas"], saved["pads"]
+        pads = saved["pads"]
         kernel, stride, dilation = (
             self._as2d(self.kernel_size, 1),
             self._as2d(self.stride, 1),
             self._as2d(self.dilation, 1),
         )
-        weight = self._weight2d()
-        self._add_grad_weight(sliding.correlate_weight_grad(g, canvas, self.groups, kernel, stride, dilation))
+        self._add_grad_weight(sliding.weight_grad_columns(g, saved["cols"], kernel))
         self._grad_bias(g)
-        grad_canvas = sliding.correlate_input_grad(g, weight, self.groups, tuple(canvas.shape[2:]), stride, dilation)
+        grad_canvas = sliding.correlate_input_grad(
+            g, self._weight2d(), self.groups, saved["canvas_size"], stride, dilation
+        )
         return self._finish(sliding.crop(grad_canvas, pads, saved["size"]))
 
 

@@ -96,20 +96,17 @@ class _BatchNorm(Module):
                     f"expected more than 1 value per channel in training mode (batch statistics), "
                     f"got input shape {tuple(x.shape)}",
                 )
-            mean = x.mean(dims)
-            var = x.var(dims, correction=0)
+            var, mean = torch.var_mean(x, dims, correction=0)
             if self.training and self.track_running_stats:
                 self._update_running_stats(mean, var, n)
         else:
             mean, var = self.running_mean, self.running_var
         inv_std = torch.rsqrt(var + self.eps)
-        x_hat = (x - mean.reshape(shape)) * inv_std.reshape(shape)
-        y = x_hat
-        if self.weight is not None:
-            y = y * self.weight.reshape(shape)
-        if self.bias is not None:
-            y = y + self.bias.reshape(shape)
-        self._save_for_backward(x_hat=x_hat, inv_std=inv_std, batch_stats=batch_stats, like=y)
+        # y = x a + b with a = weight / std and b = bias - mean a: one pass over x.
+        scale = inv_std if self.weight is None else self.weight * inv_std
+        shift = -mean * scale if self.bias is None else self.bias - mean * scale
+        y = torch.addcmul(shift.reshape(shape), x, scale.reshape(shape))
+        self._save_for_backward(x=x, mean=mean, inv_std=inv_std, batch_stats=batch_stats, like=y)
         return y
 
     def _update_running_stats(self, mean: Tensor, var: Tensor, n: int) -> None:
@@ -124,11 +121,13 @@ class _BatchNorm(Module):
     def backward(self, grad_output: Tensor) -> Tensor:
         saved = self._saved_tensors()
         grad_output = self._check_grad_output(grad_output, saved["like"])
-        x_hat, inv_std = saved["x_hat"], saved["inv_std"]
-        dims = [0, *range(2, x_hat.dim())]
-        shape = [1, self.num_features] + [1] * (x_hat.dim() - 2)
+        x, mean, inv_std = saved["x"], saved["mean"], saved["inv_std"]
+        dims = [0, *range(2, x.dim())]
+        shape = [1, self.num_features] + [1] * (x.dim() - 2)
         sum_g = grad_output.sum(dims)
-        sum_g_xhat = (grad_output * x_hat).sum(dims)
+        # Centred once, not x - mean folded into constants: a large mean would cancel in float32.
+        centred = x - mean.reshape(shape)
+        sum_g_xhat = (grad_output * centred).sum(dims) * inv_std
         if self.weight is not None:
             self.grad("weight").add_(sum_g_xhat)
         if self.bias is not None:
@@ -136,9 +135,12 @@ class _BatchNorm(Module):
         scale = inv_std if self.weight is None else self.weight * inv_std
         if not saved["batch_stats"]:
             return grad_output * scale.reshape(shape)
-        n = x_hat.numel() // self.num_features
-        centred = grad_output - (sum_g / n).reshape(shape) - x_hat * (sum_g_xhat / n).reshape(shape)
-        return centred * scale.reshape(shape)
+        n = x.numel() // self.num_features
+        # dL/dx = scale (g - mean(g) - x_hat mean(g x_hat)) = scale g - c (x - mean) - scale mean(g),
+        # c = scale inv_std mean(g x_hat): two multiply-adds per element.
+        c = (scale * inv_std * sum_g_xhat / n).reshape(shape)
+        offset = (-scale * sum_g / n).reshape(shape)
+        return torch.addcmul(offset, centred, -c).addcmul_(grad_output, scale.reshape(shape))
 
     def extra_repr(self) -> str:
         return (

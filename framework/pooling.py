@@ -226,7 +226,8 @@ class AvgPool2d(_Pool2d):
 
     def backward(self, grad_output: Tensor) -> Tensor:
         saved, g = self._check_grad(grad_output)
-        per_element = (g / saved["divisor"])[..., None, None].expand(*g.shape, *self.kernel)
+        n, c, ho, wo = g.shape
+        per_element = (g / saved["divisor"])[:, :, None, None].expand(n, c, *self.kernel, ho, wo)
         canvas = sliding.scatter_windows(per_element, saved["canvas_size"], self.strides, (1, 1))
         grad = sliding.crop(canvas, saved["pads"], saved["size"])
         return grad.squeeze(0) if saved["unbatched"] else grad
@@ -320,9 +321,10 @@ class Upsample(Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self._check_input(x, (3, 4, 5))
         sources = self._sources(x)
-        y = x
-        for dim, index in enumerate(sources):
-            y = y.index_select(2 + dim, index)
+        # One gather: the per-dimension indices broadcast against each other (an outer product).
+        spatial = len(sources)
+        grid = [index.reshape([-1] + [1] * (spatial - 1 - dim)) for dim, index in enumerate(sources)]
+        y = x[(slice(None), slice(None), *grid)]
         self._save_for_backward(sources=sources, shape=x.shape, like=y)
         return y
 

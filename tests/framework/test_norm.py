@@ -152,3 +152,19 @@ def test_backward_checks_call_order_and_shape():
     m(torch.randn(4, 3))
     with pytest.raises(ValueError, match="BatchNorm1d: expected grad_output"):
         m.backward(torch.zeros(4, 2))
+
+
+def test_float32_gradient_with_a_large_mean_is_as_accurate_as_torchs():
+    """Centring before the reductions: no cancellation when the mean dwarfs the spread."""
+    torch.manual_seed(0)
+    x = 1000 + torch.randn(4, 3, 5, 5)
+    g = torch.randn(4, 3, 5, 5)
+    exact = x.double().requires_grad_(True)
+    torch.nn.BatchNorm2d(3).double()(exact).backward(g.double())
+    ours = fw.BatchNorm2d(3)
+    ours(x)
+    leaf = x.clone().requires_grad_(True)
+    torch.nn.BatchNorm2d(3)(leaf).backward(g)
+    ours_error = (ours.backward(g).double() - exact.grad).abs().max()
+    torch_error = (leaf.grad.double() - exact.grad).abs().max()
+    assert ours_error <= 2 * torch_error + 1e-6
