@@ -33,7 +33,10 @@ class Dropout(Module):
     def __init__(self, p: float = 0.5, inplace: bool = False, *, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.p = check.number(self, p, "p", 0.0, 1.0)
-        self.inplace = bool(inplace)
+        if not isinstance(inplace, bool):
+            # A generator passed positionally would otherwise be read as inplace=True.
+            raise check.ModuleTypeError(f"Dropout: expected inplace to be a bool, got {inplace!r}")
+        self.inplace = inplace
         if generator is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())
             generator = torch.Generator().manual_seed(seed)

@@ -104,6 +104,11 @@ def test_non_generator_is_rejected():
         fw.Dropout(0.5, generator=0)
 
 
+def test_generator_passed_in_the_inplace_position_is_rejected():
+    with pytest.raises(TypeError, match="Dropout: expected inplace to be a bool"):
+        fw.Dropout(0.5, torch.Generator())
+
+
 def test_backward_before_forward_is_rejected():
     with pytest.raises(ValueError, match="Dropout: backward called before forward"):
         seeded(0.5).backward(torch.zeros(3))
