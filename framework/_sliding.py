@@ -37,6 +37,37 @@ def crop(canvas: Tensor, pads: Pads, size: Pair) -> Tensor:
     return canvas[:, :, top : top + size[0], left : left + size[1]]
 
 
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def _sources(size: int, before: int, after: int, mode: str, device: torch.device) -> Tensor:
+    """For each canvas position along one dimension, the input index it copies."""
+    i = torch.arange(-before, size + after, device=device)
+    if mode == "reflect":  # ... 2 1 | 0 1 2 ... n-1 | n-2 n-3 ... (the edge not repeated)
+        i = i.abs()
+        return torch.where(i >= size, 2 * (size - 1) - i, i)
+    if mode == "replicate":
+        return i.clamp(0, size - 1)
+    return i.remainder(size)  # circular
+
+
+def pad_by_copy(x: Tensor, pads: Pads, mode: str) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """``x`` (N, C, H, W) padded with copies of its own entries (reflect, replicate or circular) by one
+    gather; returns the canvas and the source indices of its rows and columns (for :func:`unpad_by_copy`)."""
+    h, w = x.shape[2:]
+    rows = _sources(h, pads[0], pads[1], mode, x.device)
+    columns = _sources(w, pads[2], pads[3], mode, x.device)
+    return x[:, :, rows[:, None], columns], (rows, columns)
+
+
+def unpad_by_copy(grad: Tensor, sources: tuple[Tensor, Tensor], size: Pair) -> Tensor:
+    """Adjoint of :func:`pad_by_copy`: every canvas entry's gradient added to the input entry it copied."""
+    rows, columns = sources
+    n, c, hp, _ = grad.shape
+    by_column = grad.new_zeros((n, c, hp, size[1])).index_add_(3, columns, grad)
+    return grad.new_zeros((n, c, *size)).index_add_(2, rows, by_column)
+
+
 def windows(canvas: Tensor, out: Pair, kernel: Pair, stride: Pair, dilation: Pair) -> Tensor:
     """View (N, C, Ho, Wo, kh, kw): entry [n, c, h, w, i, j] = canvas[n, c, h sh + i dh, w sw + j dw]."""
     n, c = canvas.shape[:2]

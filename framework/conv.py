@@ -89,8 +89,9 @@ class _ConvNd(Module):
                     f"expected output_padding smaller than stride or dilation, got output_padding="
                     f"{self.output_padding}, stride={self.stride}, dilation={self.dilation}",
                 )
-        # Only zero padding is implemented; torch's other modes are rejected rather than ignored.
-        self.padding_mode = check.choice(self, padding_mode, "padding_mode", ("zeros",))
+        # As torch, a transposed convolution pads with zeros only.
+        modes = ("zeros",) if self.transposed else sliding.PADDING_MODES
+        self.padding_mode = check.choice(self, padding_mode, "padding_mode", modes)
         dtype = dtype or torch.get_default_dtype()
         if self.transposed:
             shape = (in_channels, out_channels // groups, *self.kernel_size)
@@ -187,12 +188,32 @@ class _Conv(_ConvNd):
                 f"{tuple(d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel_size))} after padding "
                 f"{self.padding}, got spatial size {spatial} (input shape {tuple(x.shape)})",
             )
-        canvas = sliding.pad(x2, pads)
+        sources = None
+        if self.padding_mode == "zeros":
+            canvas = sliding.pad(x2, pads)
+        else:
+            self._check_copy_padding(x, pads, size)
+            canvas, sources = sliding.pad_by_copy(x2, pads, self.padding_mode)
         # The columns (im2col) are kept for the weight gradient rather than rebuilt in backward.
         cols = sliding.columns(canvas, self.groups, out, kernel, stride, dilation)
         y = self._finish(self._with_bias(sliding.correlate_columns(cols, self._weight2d(), out)))
-        self._save_for_backward(cols=cols, canvas_size=tuple(canvas.shape[2:]), pads=pads, size=size, like=y)
+        self._save_for_backward(
+            cols=cols, canvas_size=tuple(canvas.shape[2:]), pads=pads, sources=sources, size=size, like=y
+        )
         return y
+
+    def _check_copy_padding(self, x: Tensor, pads: sliding.Pads, size: tuple[int, ...]) -> None:
+        # torch's limits: reflect padding below the input size (the edge is not repeated), circular at most it.
+        if self.padding_mode == "replicate":
+            return
+        for before, after, n in ((pads[0], pads[1], size[0]), (pads[2], pads[3], size[1])):
+            limit = n - 1 if self.padding_mode == "reflect" else n
+            if max(before, after) > limit:
+                raise check.fail(
+                    self,
+                    f"expected {self.padding_mode} padding of at most {limit} for spatial size {n} "
+                    f"(input shape {tuple(x.shape)}), got padding={self.padding}",
+                )
 
     def backward(self, grad_output: Tensor) -> Tensor:
         saved = self._saved_tensors()
@@ -209,6 +230,8 @@ class _Conv(_ConvNd):
         grad_canvas = sliding.correlate_input_grad(
             g, self._weight2d(), self.groups, saved["canvas_size"], stride, dilation
         )
+        if saved["sources"] is not None:
+            return self._finish(sliding.unpad_by_copy(grad_canvas, saved["sources"], saved["size"]))
         return self._finish(sliding.crop(grad_canvas, pads, saved["size"]))
 
 
@@ -220,7 +243,8 @@ _CONV_ARGS = """
             ``'same'`` (output size = input size; stride 1 only; an odd total puts the extra on the end).
         groups: input and output channels split into this many independent groups.
         bias: learn an additive bias.
-        padding_mode: ``'zeros'`` (the only mode implemented).
+        padding_mode: what the padding holds: ``'zeros'``, or copies of the input (``'reflect'``,
+            ``'replicate'``, ``'circular'``), whose gradient flows back to the copied entries.
         init, nonlinearity: initialisation scheme and following activation (see :func:`framework.init.initialise`);
             torch's U(-1/sqrt(fan_in), 1/sqrt(fan_in)) by default.
         generator: a seeded ``torch.Generator`` for reproducible weights.
@@ -312,7 +336,8 @@ class ConvTranspose2d(_ConvNd):
         padding: rows/columns cropped from each side of the full output (an int or a pair, >= 0).
         output_padding: rows/columns added at the end of the output; each smaller than the stride or the
             dilation (as torch requires).
-        groups, bias, padding_mode, init, nonlinearity, generator: as :class:`Conv2d`.
+        groups, bias, init, nonlinearity, generator: as :class:`Conv2d`.
+        padding_mode: ``'zeros'`` only, as torch.
 
     Shape: input (N, C_in, H, W), output (N, C_out, H_out, W_out),
     H_out = (H - 1) stride[0] - 2 padding[0] + dilation[0] (kh - 1) + output_padding[0] + 1, and likewise W_out.

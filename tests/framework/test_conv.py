@@ -66,6 +66,37 @@ def test_conv1d_matches_torch_float64(kwargs):
     assert_matches_twin(ours, theirs, torch.randn(3, 4, 9, dtype=torch.float64))
 
 
+PADDING_MODE_GRID = [
+    dict(kernel_size=k, stride=s, padding=p, dilation=d, padding_mode=mode)
+    for mode, k, s, p, d in itertools.product(
+        ["reflect", "replicate", "circular"], [3, (2, 3)], [1, 2], [1, (2, 4), "same"], [1, 2]
+    )
+    if not (p == "same" and s != 1)
+]
+
+
+@pytest.mark.parametrize("kwargs", PADDING_MODE_GRID, ids=str)
+def test_padding_modes_match_torch(kwargs):
+    """Reflect, replicate and circular padding copy input entries; their gradient flows back to them."""
+    torch.manual_seed(0)
+    ours = randomised(fw.Conv2d(4, 6, **kwargs, groups=2, dtype=torch.float64))
+    theirs = torch.nn.Conv2d(4, 6, **kwargs, groups=2)
+    assert_matches_twin(ours, theirs, torch.randn(2, 4, 5, 6, dtype=torch.float64))
+    conv1d = {k: v[1] if isinstance(v, tuple) else v for k, v in kwargs.items()}
+    ours = randomised(fw.Conv1d(4, 6, **conv1d, dtype=torch.float64))
+    assert_matches_twin(ours, torch.nn.Conv1d(4, 6, **conv1d), torch.randn(2, 4, 5, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(("mode", "padding"), [("reflect", 5), ("circular", 6)])
+def test_copy_padding_beyond_torchs_limit_is_rejected(mode, padding):
+    with pytest.raises(ValueError, match=f"Conv1d: expected {mode} padding of at most"):
+        fw.Conv1d(1, 1, 3, padding=padding, padding_mode=mode)(torch.zeros(1, 1, 5))
+
+
+def test_replicate_padding_has_no_size_limit_as_in_torch():
+    assert fw.Conv1d(1, 1, 3, padding=9, padding_mode="replicate")(torch.zeros(1, 1, 5)).shape == (1, 1, 21)
+
+
 def _pairs(*values):
     return [v if isinstance(v, tuple) else (v, v) for v in values]
 
@@ -179,7 +210,8 @@ def test_bad_inputs_are_rejected_with_the_layer_named(make, shape, match):
         (lambda: fw.Conv2d(3, 4, 3, padding=-1), "padding >= 0"),
         (lambda: fw.Conv2d(3, 4, 3, stride=2, padding="same"), "stride 1 with padding='same'"),
         (lambda: fw.Conv2d(3, 4, 3, padding="full"), "padding to be one of"),
-        (lambda: fw.Conv2d(3, 4, 3, padding_mode="reflect"), "padding_mode"),
+        (lambda: fw.Conv2d(3, 4, 3, padding_mode="mirror"), "padding_mode"),
+        (lambda: fw.ConvTranspose2d(3, 4, 3, padding_mode="reflect"), "padding_mode"),
         (lambda: fw.ConvTranspose2d(3, 4, 3, stride=2, output_padding=2), "output_padding smaller than stride"),
         (lambda: fw.ConvTranspose2d(3, 4, 3, stride=2, dilation=3, output_padding=3), "output_padding smaller"),
         (lambda: fw.Conv2d(0, 4, 3), "in_channels >= 1"),

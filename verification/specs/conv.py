@@ -37,20 +37,26 @@ def _conv_kwargs(draw, spatial: int):
         "dilation": dilation,
         "groups": groups,
         "bias": draw(booleans()),
+        "padding_mode": draw(st.sampled_from(["zeros", "reflect", "replicate", "circular"])),
     }
 
 
-def _conv_side(kernel: int, dilation: int, padding) -> st.SearchStrategy[int]:
+def _conv_side(kernel: int, dilation: int, padding, mode: str) -> st.SearchStrategy[int]:
     # At least the dilated kernel after padding, and small: finite differences stay cheap.
-    pad = 0 if isinstance(padding, str) else padding
-    low = max(1, dilation * (kernel - 1) + 1 - 2 * pad)
+    # Reflect padding needs more input than padding on each side, circular at least as much.
+    pad = {"valid": 0, "same": dilation * (kernel - 1) - dilation * (kernel - 1) // 2}.get(padding, padding)
+    low = max(1, dilation * (kernel - 1) + 1 - (0 if isinstance(padding, str) else 2 * pad))
+    low = max(low, pad + 1 if mode == "reflect" else pad if mode == "circular" else 1)
     return st.integers(low, max(low, 5))
 
 
 def _conv_inputs(kw, spatial: int):
     kernel, dilation = _pair(kw["kernel_size"]), _pair(kw["dilation"])
     padding = kw["padding"] if isinstance(kw["padding"], str) else _pair(kw["padding"])
-    sides = [_conv_side(kernel[i], dilation[i], padding if isinstance(padding, str) else padding[i]) for i in range(2)]
+    sides = [
+        _conv_side(kernel[i], dilation[i], padding if isinstance(padding, str) else padding[i], kw["padding_mode"])
+        for i in range(2)
+    ]
     shape = st.tuples(st.integers(1, 2), st.just(kw["in_channels"]), *sides[2 - spatial :])
     return [Input(shape)]
 
@@ -58,6 +64,7 @@ def _conv_inputs(kw, spatial: int):
 @st.composite
 def _transposed_kwargs(draw):
     kw = draw(_conv_kwargs(2).filter(lambda kw: not isinstance(kw["padding"], str)))
+    del kw["padding_mode"]  # zeros only for a transposed convolution, as torch
     stride, dilation = _pair(kw["stride"]), _pair(kw["dilation"])
     # torch's rule: each output_padding below the stride or the dilation.
     kw["output_padding"] = tuple(draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation))
@@ -75,13 +82,21 @@ def _transposed_inputs(kw):
             side += 1
         return side
 
-    sides = [st.integers(low(i), low(i) + 2) for i in range(2)]
+    sides = [st.integers(low(i), low(i) + 1) for i in range(2)]
     return [Input(st.tuples(st.integers(1, 2), st.just(kw["in_channels"]), *sides))]
 
 
 def _conv_twin(cls):
     return lambda m: cls(
-        m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups, bias=m.bias is not None
+        m.in_channels,
+        m.out_channels,
+        m.kernel_size,
+        m.stride,
+        m.padding,
+        m.dilation,
+        m.groups,
+        bias=m.bias is not None,
+        padding_mode=m.padding_mode,
     )
 
 
