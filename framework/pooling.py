@@ -236,19 +236,29 @@ class AvgPool2d(_Pool2d):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
-class Upsample(Module):
-    r"""Nearest-neighbour upsampling of the spatial dimensions (1 to 3 of them).
+_LINEAR_MODES = {"linear": 3, "bilinear": 4, "trilinear": 5}
+_MODES = ("nearest", "nearest-exact", *_LINEAR_MODES)
 
-    y[n, c, p] = x[n, c, src(p)],   src(p)_i = min(floor(p_i * r_i), size_i - 1)
-    with r_i = 1 / scale_factor_i (or size_i / out_i when ``size`` is given), computed in float32 as torch;
-    dL/dx[n, c, q] = sum_{p: src(p) = q} g[n, c, p]   (for an integer scale: the sum over each block).
+
+class Upsample(Module):
+    r"""Upsampling (or downsampling) of the spatial dimensions by nearest neighbours or (multi-)linear interpolation.
+
+    Per spatial dimension i, with r_i = 1 / scale_factor_i (or size_i / out_i when ``size`` is given):
+      nearest:        y[p] = x[src(p)],  src(p)_i = min(floor(p_i r_i), size_i - 1)   (float32, as torch)
+      nearest-exact:  src(p)_i = min(floor((p_i + 0.5) r_i), size_i - 1)
+      dL/dx[q] = sum_{p: src(p) = q} g[p]   (for an integer scale: the sum over each block).
+      linear modes:   each dimension in turn (the last first), y[p] = (1 - l) x[i0(p)] + l x[i1(p)] with
+                      s = p r' (align_corners, r' = (size - 1) / (out - 1)) or max((p + 0.5) r - 0.5, 0),
+                      i0 = floor(s), i1 = min(i0 + 1, size - 1), l = s - i0;
+                      dL/dx[i0] += (1 - l) g,  dL/dx[i1] += l g   (the transposed interpolation).
 
     Args:
         size: output spatial size (an int or one per dimension); or
         scale_factor: output size = floor(input size * scale_factor), one number or one per dimension.
-        mode: ``'nearest'`` (the only mode implemented).
-        align_corners, recompute_scale_factor: as torch; only their defaults (``None``) and
-            ``recompute_scale_factor=True`` (which takes r_i = size_i / out_i) are accepted.
+        mode: ``'nearest'``, ``'nearest-exact'``, ``'linear'`` (3-D input), ``'bilinear'`` (4-D) or
+            ``'trilinear'`` (5-D). (torch's ``'bicubic'`` and ``'area'`` are not implemented.)
+        align_corners: linear modes only: map the corner pixels' centres onto each other (``None`` = False).
+        recompute_scale_factor: ``True`` takes r_i = size_i / out_i instead of 1 / scale_factor_i, as torch.
 
     Shape: input (N, C, L), (N, C, H, W) or (N, C, D, H, W); output (N, C, *out).
     """
@@ -266,10 +276,10 @@ class Upsample(Module):
             raise check.fail(
                 self, f"expected exactly one of size and scale_factor, got size={size!r}, scale_factor={scale_factor!r}"
             )
-        self.mode = check.choice(self, mode, "mode", ("nearest",))
-        if align_corners is not None:
-            raise check.fail(self, f"expected align_corners=None with mode 'nearest' (as torch), got {align_corners!r}")
-        self.align_corners = None
+        self.mode = check.choice(self, mode, "mode", _MODES)
+        if align_corners is not None and mode not in _LINEAR_MODES:
+            raise check.fail(self, f"expected align_corners=None with mode {mode!r} (as torch), got {align_corners!r}")
+        self.align_corners = align_corners
         self.recompute_scale_factor = recompute_scale_factor
         self.size = self._sizes(size) if size is not None else None
         self.scale_factor = self._scales(scale_factor) if scale_factor is not None else None
@@ -294,44 +304,84 @@ class Upsample(Module):
             )
         return list(value)
 
-    def _sources(self, x: Tensor) -> list[Tensor]:
-        """For each spatial dimension, the source index of every output index."""
+    def _geometry(self, x: Tensor) -> list[tuple[int, int, float | None]]:
+        """(input size, output size, 1/scale_factor or None) per spatial dimension."""
         spatial = x.dim() - 2
         sizes_in = list(x.shape[2:])
         if self.size is not None:
             sizes_out = self._per_dim(self.size, spatial, "size", x)
-            ratios = [None] * spatial
+            ratios: list[float | None] = [None] * spatial
         else:
             scales = self._per_dim(self.scale_factor, spatial, "scale_factor", x)
             sizes_out = [math.floor(n * s) for n, s in zip(sizes_in, scales)]
-            use_scale = self.recompute_scale_factor is not True
-            ratios = [1.0 / s if use_scale else None for s in scales]
+            ratios = [1.0 / s if self.recompute_scale_factor is not True else None for s in scales]
         if min(sizes_out) < 1:
             raise check.fail(
                 self, f"expected a positive output size, got {tuple(sizes_out)} for input shape {tuple(x.shape)}"
             )
-        sources = []
-        for n, out, ratio in zip(sizes_in, sizes_out, ratios):
-            # float32 arithmetic, as torch's nearest kernel, so indices agree at block boundaries.
-            r = torch.tensor(n / out if ratio is None else ratio, dtype=torch.float32)
-            index = torch.floor(torch.arange(out, dtype=torch.float32) * r).to(torch.long).clamp(max=n - 1)
-            sources.append(index.to(x.device))
-        return sources
+        return list(zip(sizes_in, sizes_out, ratios))
+
+    def _nearest(self, n: int, out: int, ratio: float | None, device: torch.device) -> Tensor:
+        # float32 arithmetic, as torch's nearest kernels, so indices agree at block boundaries.
+        r = torch.tensor(n / out if ratio is None else ratio, dtype=torch.float32)
+        position = torch.arange(out, dtype=torch.float32)
+        if self.mode == "nearest-exact":
+            position = position + 0.5
+        return torch.floor(position * r).to(torch.long).clamp(max=n - 1).to(device)
+
+    def _linear(self, n: int, out: int, ratio: float | None, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Two taps per output index and the weight of the second, in the input's precision (as torch)."""
+        position = torch.arange(out, dtype=x.dtype, device=x.device)
+        if self.align_corners:
+            source = position * ((n - 1) / (out - 1) if out > 1 else 0.0)
+        else:
+            r = n / out if ratio is None else ratio
+            source = ((position + 0.5) * r - 0.5).clamp(min=0)
+        first = source.floor().to(torch.long).clamp(max=n - 1)
+        second = (first + 1).clamp(max=n - 1)
+        weight = (source - first.to(x.dtype)).clamp(0, 1)
+        return first, second, weight
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self._check_input(x, (3, 4, 5))
-        sources = self._sources(x)
+        if self.mode in _LINEAR_MODES:
+            x = self._check_input(x, (_LINEAR_MODES[self.mode],))
+        else:
+            x = self._check_input(x, (3, 4, 5))
+        geometry = self._geometry(x)
+        if self.mode in _LINEAR_MODES:
+            taps = [self._linear(n, out, ratio, x) for n, out, ratio in geometry]
+            y = x
+            for dim in reversed(range(len(taps))):
+                first, second, weight = taps[dim]
+                weight = weight.reshape([-1] + [1] * (len(taps) - 1 - dim))
+                y = torch.lerp(y.index_select(2 + dim, first), y.index_select(2 + dim, second), weight)
+            self._save_for_backward(taps=taps, sources=None, shape=x.shape, like=y)
+            return y
+        sources = [self._nearest(n, out, ratio, x.device) for n, out, ratio in geometry]
         # One gather: the per-dimension indices broadcast against each other (an outer product).
         spatial = len(sources)
         grid = [index.reshape([-1] + [1] * (spatial - 1 - dim)) for dim, index in enumerate(sources)]
         y = x[(slice(None), slice(None), *grid)]
-        self._save_for_backward(sources=sources, shape=x.shape, like=y)
+        self._save_for_backward(taps=None, sources=sources, shape=x.shape, like=y)
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
         saved = self._saved_tensors()
         g = self._check_grad_output(grad_output, saved["like"])
         shape = saved["shape"]
+        if saved["taps"] is not None:
+            taps = saved["taps"]
+            for dim in range(len(taps)):
+                first, second, weight = taps[dim]
+                weight = weight.reshape([-1] + [1] * (len(taps) - 1 - dim))
+                target = list(g.shape)
+                target[2 + dim] = shape[2 + dim]
+                g = (
+                    g.new_zeros(target)
+                    .index_add_(2 + dim, first, g * (1 - weight))
+                    .index_add_(2 + dim, second, g * weight)
+                )
+            return g
         for dim in reversed(range(len(saved["sources"]))):
             target = list(g.shape)
             target[2 + dim] = shape[2 + dim]
@@ -339,6 +389,6 @@ class Upsample(Module):
         return g
 
     def extra_repr(self) -> str:
-        if self.scale_factor is not None:
-            return f"scale_factor={self.scale_factor}, mode={self.mode!r}"
-        return f"size={self.size}, mode={self.mode!r}"
+        what = f"scale_factor={self.scale_factor}" if self.scale_factor is not None else f"size={self.size}"
+        corners = f", align_corners={self.align_corners}" if self.align_corners is not None else ""
+        return f"{what}, mode={self.mode!r}{corners}"

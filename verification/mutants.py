@@ -181,9 +181,9 @@ class BatchNorm1dWrongEvalBackward(fw.BatchNorm1d):
     def backward(self, grad_output: Tensor) -> Tensor:
         if self.training:
             return super().backward(grad_output)
-        x_hat = self._saved["x_hat"]
-        dims = [0, *range(2, x_hat.dim())]
-        shape = [1, self.num_features] + [1] * (x_hat.dim() - 2)
+        rank = self._saved["x"].dim()
+        dims = [0, *range(2, rank)]
+        shape = [1, self.num_features] + [1] * (rank - 2)
         grad = super().backward(grad_output)
         return grad - grad.mean(dims).reshape(shape)
 
@@ -209,6 +209,8 @@ class UpsampleAveragesBlocks(fw.Upsample):
     def backward(self, grad_output: Tensor) -> Tensor:
         saved = self._saved["sources"], self._saved["shape"]
         grad = super().backward(grad_output)
+        if saved[0] is None:  # interpolation modes have no blocks of copies
+            return grad
         for dim, (index, size) in enumerate(zip(saved[0], saved[1][2:])):
             view = [1] * grad.dim()
             view[2 + dim] = -1

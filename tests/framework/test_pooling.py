@@ -115,6 +115,33 @@ def test_upsample_matches_torch(kwargs, shape):
     assert_matches_twin(fw.Upsample(**kwargs), torch.nn.Upsample(**kwargs), torch.randn(shape, dtype=torch.float64))
 
 
+INTERPOLATION_CASES = [
+    (dict(mode=mode, align_corners=corners, **size), shape)
+    for (mode, shape), corners, size in itertools.product(
+        [("linear", (2, 3, 5)), ("bilinear", (2, 2, 4, 5)), ("trilinear", (1, 2, 3, 4, 2))],
+        [False, True],
+        [{"scale_factor": 2}, {"scale_factor": 1.7}, {"scale_factor": 0.6}, {"size": 7}, {"size": 1}],
+    )
+] + [(dict(mode="nearest-exact", scale_factor=s), (2, 2, 5, 3)) for s in (2, 1.5, 0.7)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(("kwargs", "shape"), INTERPOLATION_CASES, ids=str)
+def test_upsample_interpolation_modes_match_torch(kwargs, shape, dtype):
+    torch.manual_seed(0)
+    assert_matches_twin(fw.Upsample(**kwargs), torch.nn.Upsample(**kwargs), torch.randn(shape, dtype=dtype))
+
+
+def test_bilinear_upsample_backward_is_the_transposed_interpolation():
+    """<up(x), g> = <x, up^T(g)>: the backward is the adjoint of the (linear) forward."""
+    torch.manual_seed(2)
+    m = fw.Upsample(scale_factor=(2.5, 1.5), mode="bilinear")
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    y = m(x)
+    g = torch.randn_like(y)
+    assert torch.allclose((y * g).sum(), (x * m.backward(g)).sum(), rtol=1e-12, atol=0)
+
+
 def test_upsample_backward_sums_each_block():
     m = fw.Upsample(scale_factor=(2, 3))
     m(torch.zeros(1, 1, 2, 2))
@@ -154,7 +181,8 @@ def test_stride_defaults_to_the_kernel_size_as_torch():
         (lambda: fw.AvgPool2d(2, padding=-1), "padding >= 0"),
         (lambda: fw.AvgPool2d(2, divisor_override=0), "divisor_override >= 1"),
         (lambda: fw.Upsample(), "exactly one of size and scale_factor"),
-        (lambda: fw.Upsample(scale_factor=2, mode="bilinear"), "mode"),
+        (lambda: fw.Upsample(scale_factor=2, mode="bicubic"), "mode"),
+        (lambda: fw.Upsample(scale_factor=2, align_corners=True), "align_corners=None with mode 'nearest'"),
         (lambda: fw.Upsample(scale_factor=-1), "scale_factor in"),
         (lambda: fw.Upsample(size=0), "size >= 1"),
     ],
@@ -174,6 +202,7 @@ def test_invalid_constructor_arguments_are_rejected(make, match):
         (fw.Upsample(scale_factor=(2, 2)), (1, 1, 4), "scale_factor with 1 entries"),
         (fw.Upsample(scale_factor=0.1), (1, 1, 4, 4), "positive output size"),
         (fw.Upsample(scale_factor=2), (4, 4), "3-D or 4-D or 5-D"),
+        (fw.Upsample(scale_factor=2, mode="bilinear"), (1, 1, 4), "4-D"),
     ],
     ids=str,
 )

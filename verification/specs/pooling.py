@@ -1,5 +1,7 @@
 """Specs of framework/pooling.py: windows drawn with torch's constraints (padding at most half the kernel)."""
 
+import math
+
 import torch
 from hypothesis import strategies as st
 
@@ -51,17 +53,33 @@ def _pool_inputs(domain):
     return inputs
 
 
-def _upsample_kwargs():
-    whole = st.integers(1, 3).map(lambda s: {"scale_factor": s})
-    pair = st.tuples(st.integers(1, 3), st.integers(1, 3)).map(lambda s: {"scale_factor": s})
-    size = st.integers(1, 6).map(lambda n: {"size": n})
-    return whole | pair | size
+_LINEAR_RANK = {"linear": 1, "bilinear": 2, "trilinear": 3}
+
+
+@st.composite
+def _upsample_kwargs(draw):
+    mode = draw(st.sampled_from(["nearest", "nearest-exact", "linear", "bilinear", "trilinear"]))
+    rank = _LINEAR_RANK.get(mode)
+    one_factor = st.integers(1, 3) | st.sampled_from([0.5, 1.5, 2.5])
+    choices = [one_factor.map(lambda s: {"scale_factor": s}), st.integers(1, 6).map(lambda n: {"size": n})]
+    if rank in (None, 2):
+        # A pair of factors fixes two spatial dimensions.
+        choices.append(st.tuples(st.integers(1, 3), one_factor).map(lambda s: {"scale_factor": s}))
+    kw = {**draw(st.one_of(choices)), "mode": mode}
+    if rank is not None:
+        kw["align_corners"] = draw(st.booleans())
+    return kw
 
 
 def _upsample_inputs(kw):
-    # A pair of factors fixes two spatial dimensions; a single factor or size fits any rank.
-    rank = st.just(2) if isinstance(kw.get("scale_factor"), tuple) else st.integers(1, 3)
-    spatial = rank.flatmap(lambda r: st.tuples(*[st.integers(1, 4)] * r))
+    if isinstance(kw.get("scale_factor"), (tuple, list)):
+        rank = st.just(2)
+    else:
+        rank = st.just(_LINEAR_RANK[kw["mode"]]) if kw["mode"] in _LINEAR_RANK else st.integers(1, 3)
+    # A factor below 1 needs a side of at least 1/factor for a non-empty output.
+    factors = kw.get("scale_factor", 1)
+    low = max(math.ceil(1 / f) for f in (factors if isinstance(factors, (tuple, list)) else [factors]))
+    spatial = rank.flatmap(lambda r: st.tuples(*[st.integers(low, low + 3)] * r))
     return [Input(st.tuples(st.integers(1, 2), st.integers(1, 2), spatial).map(lambda s: (s[0], s[1], *s[2])), REAL)]
 
 
@@ -86,7 +104,11 @@ SPECS = [
         _upsample_kwargs(),
         _upsample_inputs,
         lambda m: torch.nn.Upsample(
-            size=m.size, scale_factor=m.scale_factor, mode=m.mode, recompute_scale_factor=m.recompute_scale_factor
+            size=m.size,
+            scale_factor=m.scale_factor,
+            mode=m.mode,
+            align_corners=m.align_corners,
+            recompute_scale_factor=m.recompute_scale_factor,
         ),
     ),
 ]
