@@ -252,3 +252,9 @@ def test_transposed_convolution_is_the_adjoint_of_convolution():
     x = torch.randn(2, 4, 9, 9, dtype=torch.float64)
     y = torch.randn_like(conv(x))
     assert torch.allclose((conv(x) * y).sum(), (x * transposed(y, x.shape)).sum(), rtol=1e-12, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_input_on_another_device_than_the_weight_is_rejected():
+    with pytest.raises(TypeError, match="Conv2d: expected input on device cpu"):
+        fw.Conv2d(3, 4, 3)(torch.zeros(1, 3, 5, 5, device="cuda"))

@@ -168,3 +168,9 @@ def test_float32_gradient_with_a_large_mean_is_as_accurate_as_torchs():
     ours_error = (ours.backward(g).double() - exact.grad).abs().max()
     torch_error = (leaf.grad.double() - exact.grad).abs().max()
     assert ours_error <= 2 * torch_error + 1e-6
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_input_on_another_device_than_the_statistics_is_rejected():
+    with pytest.raises(TypeError, match="BatchNorm1d: expected input on device cpu"):
+        fw.BatchNorm1d(3, affine=False)(torch.zeros(4, 3, device="cuda"))
