@@ -71,7 +71,18 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     from reports.environment import environment
 
     bench = settings(config)
+    if bench.peak is not None:
+        # Measured again after the cases: the better of the two is the machine's, not its load's.
+        again = matmul_peak(bench.device, bench.dtype)
+        bench.peak = max(bench.peak, again, key=lambda m: m["gflops"])
     machine_info["environment"] = environment(bench.device)
     machine_info["matmul_peak_gflops"] = bench.peak["gflops"] if bench.peak else None
     machine_info["matmul_peak"] = bench.peak
     machine_info["bench"] = {"device": bench.device, "dtype": bench.dtype_name, "threads": torch.get_num_threads()}
+
+
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict[str, Any]) -> None:
+    # Every round's time of every benchmark would make the file tens of megabytes; the
+    # statistics stay (the same JSON as pytest-benchmark's --benchmark-save without -data).
+    for bench in output_json.get("benchmarks", []):
+        bench.get("stats", {}).pop("data", None)
