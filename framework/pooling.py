@@ -84,6 +84,8 @@ class MaxPool2d(_Pool2d):
 
     Ties: each window passes its whole gradient to one element, the first maximum in row-major window
     order (the element torch's arg-max picks), so the gradient is a subgradient, never split.
+    A window holding padding only (possible with dilation) gives -inf, as torch, and passes no gradient
+    (torch's own backward writes out of bounds for such a window).
 
     Args:
         kernel_size: window size, an int or a pair.

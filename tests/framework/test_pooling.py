@@ -62,6 +62,16 @@ def test_max_pool_tie_gradient_lands_on_exactly_one_element_per_window():
     assert torch.equal(grad, expected)
 
 
+def test_max_pool_window_of_padding_only_gives_minus_infinity_and_no_gradient():
+    # Kernel 2, dilation 2, padding 1 on a height of 1: the rows read are -1 and 1, both padding.
+    # (Not compared with torch: its backward corrupts memory on this window.)
+    m = fw.MaxPool2d(2, stride=1, padding=1, dilation=2, ceil_mode=True)
+    x = torch.randn(1, 2, 1, 2, dtype=torch.float64)
+    y = m(x)
+    assert y.shape == (1, 2, 1, 2) and torch.isneginf(y).all()
+    assert torch.equal(m.backward(torch.ones_like(y)), torch.zeros_like(x))
+
+
 def test_max_pool_overlapping_windows_accumulate():
     m = fw.MaxPool2d(3, stride=1)
     x = torch.zeros(1, 1, 5, 5)

@@ -41,11 +41,27 @@ def _avg_kwargs(draw):
     return kw
 
 
+def _every_window_overlaps(n: int, k: int, s: int, p: int, d: int, ceil: bool) -> bool:
+    """No window made of padding only: its output would be -inf, and torch's backward for it writes
+    out of bounds (memory corruption, seen with dilation 2, padding 1 and a side of 1)."""
+    span = n + 2 * p - d * (k - 1) - 1
+    out = (span + (s - 1 if ceil else 0)) // s + 1
+    if ceil and (out - 1) * s >= n + p:
+        out -= 1
+    return all(any(0 <= o * s - p + i * d < n for i in range(k)) for o in range(out))
+
+
 def _pool_inputs(domain):
     def inputs(kw):
         k, p, d = _pair(kw["kernel_size"]), _pair(kw["padding"]), _pair(kw.get("dilation", 1))
+        s = k if kw["stride"] is None else _pair(kw["stride"])
         lows = [max(1, d[i] * (k[i] - 1) + 1 - 2 * p[i]) for i in range(2)]
-        sides = [st.integers(low, max(low, 5)) for low in lows]
+        sides = [
+            st.integers(low, max(low, 5)).filter(
+                lambda n, i=i: _every_window_overlaps(n, k[i], s[i], p[i], d[i], kw["ceil_mode"])
+            )
+            for i, low in enumerate(lows)
+        ]
         batched = st.tuples(st.integers(1, 2), st.integers(1, 3), *sides)
         unbatched = st.tuples(st.integers(1, 3), *sides)
         return [Input(batched | unbatched, domain)]
