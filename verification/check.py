@@ -36,13 +36,21 @@ whose truncation error is :math:`O(h^4)`. Its two error sources are bounded sepa
   :math:`S = \sum_i |g_i| |y_i|`; it reaches ``R`` amplified by at most :math:`3\delta/h`;
 * truncation: estimated from the computation itself as :math:`|R - D(h/2)|`, which
   over-estimates the error left in ``R``.
+* stepping: ``x + h`` is rounded, so the step actually taken is off by up to ``u |x|``, a
+  relative error of at most ``3 u |x| / h`` in ``R``.
 
-The tolerance of element ``j`` is ``safety * (3 delta / h + |R - D(h/2)|) + u * n * (|a_j| +
-mean|a|)`` (the last term: the analytic gradient's own rounding). With ``eps = 1e-4`` these
+The tolerance of element ``j`` is ``safety * (3 delta / h + |R - D(h/2)| + 3 u |x_j| |R| / h)
++ safety * u * n * (|a_j| + max(mean|a|, scale))`` (the last term: the analytic gradient's own
+rounding, floored at the case's gradient scale). With ``eps = 1e-4`` these
 terms are ~1e-9 of the gradient's scale or less, so a gradient wrong by one part in a
-million, or in a single element, fails. Comparisons of two float64 computations of the same
-quantity (twin, linearity, accumulation) use the rounding term alone:
-``safety * u * n * (|b_j| + mean|b|)``.
+million, or in a single element, fails.
+
+Comparisons of two float64 computations of the same quantity (twin, linearity, accumulation)
+allow ``safety * (u * n * (|b_j| + max(mean|b|, scale)) + e_j + mean(e))``, where ``e`` is a
+measured estimate of the reference's own rounding error (see :func:`_precision_estimate`:
+float32-vs-float64 precision scaling and ulp-sized jitter), which brings in the conditioning
+of the computation (cancellations) that a plain rounding bound ignores. ``scale`` is the
+largest mean magnitude among ``grad_output``, the output and the gradients: a normwise floor.
 """
 
 from __future__ import annotations
@@ -237,10 +245,12 @@ def _random_like(t: Tensor, generator: torch.Generator) -> Tensor:
     return torch.randn(t.shape, generator=generator, dtype=torch.float64).to(device=t.device, dtype=t.dtype)
 
 
-def _rounding_tolerance(reference: Tensor, n_terms: int, u: float, safety: float) -> Tensor:
+def _rounding_tolerance(reference: Tensor, n_terms: int, u: float, tol: Tolerances) -> Tensor:
+    """``safety * u * n * (|ref_j| + max(mean|ref|, scale))``: the rounding bound of an accumulation
+    of ``n`` terms, elementwise, floored normwise at the case's gradient scale (``tol.scale``)."""
     reference = reference.detach().double().cpu().abs()
-    floor = reference.mean() if reference.numel() else torch.tensor(0.0, dtype=torch.float64)
-    return safety * u * n_terms * (reference + floor)
+    mean = float(reference.mean()) if reference.numel() else 0.0
+    return tol.safety * u * n_terms * (reference + max(mean, tol.scale))
 
 
 @dataclass
@@ -251,6 +261,11 @@ class Tolerances:
     safety: float = 4.0
     full_jacobian_limit: int = 64
     probes: int = 8
+    # The largest mean magnitude among grad_output, the output and the gradients, set per case:
+    # a backward pass's rounding errors are relative to the gradients flowing through it, so a
+    # gradient that vanishes in exact arithmetic (BatchNorm after BatchNorm) carries noise at
+    # that scale. A floor of the comparison, not a knob.
+    scale: float = 0.0
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> Tolerances:
@@ -432,6 +447,11 @@ def check_gradients(
     buffers_after_one_forward = [(n, b.clone()) for n, b in _named_buffers(module)]
 
     n_terms = max([output.numel(), *[x.numel() for x in inputs], *[p.numel() for _, p, _ in _named_params(module)]])
+    tol.scale = max(
+        float(t.detach().double().abs().mean())
+        for t in [grad_output, output, *[g for g in grads_in if g is not None], *grads_param]
+        if t.numel()
+    )
     u = unit_roundoff(output.dtype)
     estimate = _precision_estimate(module, reference, inputs, target, grad_output)
     harness.forward()  # the estimate ran the module again: restore its saved state for backward
@@ -558,8 +578,11 @@ def _check_finite_differences(
                     return _phi_at(harness, grad_output, t, is_input, j, torch.tensor(step, dtype=t.dtype))
 
                 numeric[j], truncation = _richardson(f, h)
-                bound[j] = tol.safety * (3 * delta / h + truncation)
-            tolerance = bound + _rounding_tolerance(a, n_terms, u, tol.safety)
+                # x + h is rounded, so the step taken differs from h by up to u |x|: a relative
+                # error u |x| / h in each difference, at most 3 u |x| / h after extrapolation.
+                stepping = 3 * u * abs(float(flat[j])) / h * abs(float(numeric[j]))
+                bound[j] = tol.safety * (3 * delta / h + truncation + stepping)
+            tolerance = bound + _rounding_tolerance(a, n_terms, u, tol)
             shape = tensor.shape
             result.merge(
                 name,
@@ -581,7 +604,9 @@ def _check_finite_differences(
                 d = direction.double().cpu().reshape(-1)
                 projected = float((d * a).sum())
                 rounding = u * n_terms * float((d.abs() * a.abs()).sum())
-                tolerance = tol.safety * (3 * delta / h + truncation + rounding)
+                x = tensor.detach().double().cpu().reshape(-1)
+                stepping = 3 * u * float((x.abs() * a.abs()).sum()) / h
+                tolerance = tol.safety * (3 * delta / h + truncation + rounding + stepping)
                 result.merge(
                     f"{name} probe {k}",
                     torch.tensor([projected]),
@@ -648,7 +673,7 @@ def _check_twin(
     result = CheckResult("twin")
 
     def tolerance(name: str, expected: Tensor) -> Tensor:
-        return _rounding_tolerance(expected, n_terms, u, tol.safety) + tol.safety * _estimated(estimate, name, expected)
+        return _rounding_tolerance(expected, n_terms, u, tol) + tol.safety * _estimated(estimate, name, expected)
 
     leaves = [x.detach().clone().requires_grad_(x.is_floating_point()) for x in harness.inputs]
     with torch.enable_grad():
@@ -671,7 +696,7 @@ def _check_twin(
     for bname, value in buffers:
         if bname in twin_buffers and value.is_floating_point():
             expected = twin_buffers[bname]
-            result.merge(bname, value, expected, _rounding_tolerance(expected, n_terms, u, tol.safety), ours)
+            result.merge(bname, value, expected, _rounding_tolerance(expected, n_terms, u, tol), ours)
         elif bname in twin_buffers and not torch.equal(value.cpu(), twin_buffers[bname].cpu()):
             result.fail(f"buffer {bname} is {value.tolist()}, the twin's is {twin_buffers[bname].tolist()}")
     return result
@@ -711,7 +736,7 @@ def _check_linearity(
             tname,
             x12,
             expected,
-            _rounding_tolerance(scale, n_terms, u, tol.safety) + tol.safety * error,
+            _rounding_tolerance(scale, n_terms, u, tol) + tol.safety * error,
             ("backward(a g1 + b g2)", "a backward(g1) + b backward(g2)"),
         )
     return result
@@ -740,7 +765,7 @@ def _check_accumulation(
             pname,
             total,
             expected,
-            _rounding_tolerance(x1.double().abs() + x2.double().abs(), n_terms, u, tol.safety) + tol.safety * error,
+            _rounding_tolerance(x1.double().abs() + x2.double().abs(), n_terms, u, tol) + tol.safety * error,
             ("two backward calls", "sum of each"),
         )
     _zero_grad(harness.module)
