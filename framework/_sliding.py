@@ -77,17 +77,49 @@ def windows(canvas: Tensor, out: Pair, kernel: Pair, stride: Pair, dilation: Pai
     return canvas.as_strided(shape, strides, canvas.storage_offset())
 
 
+def window_offset(canvas: Tensor, i: int, j: int, out: Pair, stride: Pair, dilation: Pair) -> Tensor:
+    """View (N, C, Ho, Wo) of the entry at kernel offset (i, j) of every window: windows(...)[..., i, j]."""
+    h0, w0 = i * dilation[0], j * dilation[1]
+    rows = slice(h0, h0 + stride[0] * (out[0] - 1) + 1, stride[0])
+    columns = slice(w0, w0 + stride[1] * (out[1] - 1) + 1, stride[1])
+    return canvas[:, :, rows, columns]
+
+
 def scatter_windows(cols: Tensor, canvas_size: Pair, stride: Pair, dilation: Pair) -> Tensor:
     """Adjoint of :func:`windows`, kernel offsets first: cols (N, C, kh, kw, Ho, Wo) -> canvas (N, C, *canvas_size)."""
     n, c, kh, kw, ho, wo = cols.shape
     canvas = cols.new_zeros((n, c, *canvas_size))
     for i in range(kh):
         for j in range(kw):
-            h0, w0 = i * dilation[0], j * dilation[1]
-            rows = slice(h0, h0 + stride[0] * (ho - 1) + 1, stride[0])
-            columns = slice(w0, w0 + stride[1] * (wo - 1) + 1, stride[1])
-            canvas[:, :, rows, columns] += cols[:, :, i, j]
+            window_offset(canvas, i, j, (ho, wo), stride, dilation).add_(cols[:, :, i, j])
     return canvas
+
+
+def window_sum(canvas: Tensor, out: Pair, kernel: Pair, stride: Pair, dilation: Pair) -> Tensor:
+    """Sum of every window, (N, C, Ho, Wo): one strided addition per kernel offset, which beats
+    reducing the 6-D window view (its innermost dimensions are tiny and strided)."""
+    total = window_offset(canvas, 0, 0, out, stride, dilation).clone()
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            if i or j:
+                total.add_(window_offset(canvas, i, j, out, stride, dilation))
+    return total
+
+
+def window_max(canvas: Tensor, out: Pair, kernel: Pair, stride: Pair, dilation: Pair) -> tuple[Tensor, Tensor]:
+    """Maximum of every window and its kernel offset i * kw + j, as torch's kernel picks it: the first
+    maximum in row-major order (a later entry wins only when strictly greater), or the last NaN."""
+    best = window_offset(canvas, 0, 0, out, stride, dilation).clone()
+    where = torch.zeros(best.shape, dtype=torch.long, device=best.device)
+    offsets = [(i, j) for i in range(kernel[0]) for j in range(kernel[1])]
+    for i, j in offsets[1:]:
+        entry = window_offset(canvas, i, j, out, stride, dilation)
+        where.masked_fill_(entry > best, i * kernel[1] + j)
+        torch.maximum(best, entry, out=best)  # propagates NaN, as torch
+    if best.isnan().any():
+        for i, j in offsets:
+            where.masked_fill_(window_offset(canvas, i, j, out, stride, dilation).isnan(), i * kernel[1] + j)
+    return best, where
 
 
 def columns(canvas: Tensor, groups: int, out: Pair, kernel: Pair, stride: Pair, dilation: Pair) -> Tensor:

@@ -119,31 +119,48 @@ class MaxPool2d(_Pool2d):
 
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         x4, canvas, out, pads = self._prepare(x, -math.inf)
-        kw = self.kernel[1]
-        cols = sliding.windows(canvas, out, self.kernel, self.strides, self.dilations).reshape(*x4.shape[:2], *out, -1)
-        best = cols.argmax(-1, keepdim=True)  # the first maximum on ties
-        y = cols.gather(-1, best).squeeze(-1)
-        best = best.squeeze(-1)
-        rows = (
-            torch.arange(out[0], device=x4.device).reshape(-1, 1) * self.strides[0] + (best // kw) * self.dilations[0]
-        )
-        columns = torch.arange(out[1], device=x4.device) * self.strides[1] + (best % kw) * self.dilations[1]
-        flat = rows * canvas.shape[3] + columns
+        y, best = sliding.window_max(canvas, out, self.kernel, self.strides, self.dilations)
         unbatched = x.dim() == 3
         y = y.squeeze(0) if unbatched else y
         self._save_for_backward(
-            flat=flat, canvas_size=tuple(canvas.shape), pads=pads, size=x4.shape[2:], like=y, unbatched=unbatched
+            best=best,
+            out=out,
+            canvas_size=tuple(canvas.shape),
+            pads=pads,
+            size=x4.shape[2:],
+            like=y,
+            unbatched=unbatched,
         )
         if not self.return_indices:
             return y
+        rows, columns = self._position(best, out)
         indices = (rows - pads[0]) * x4.shape[3] + (columns - pads[2])
         return y, indices.squeeze(0) if unbatched else indices
+
+    def _position(self, best: Tensor, out: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Canvas row and column of each window's maximum, from its kernel offset."""
+        kw = self.kernel[1]
+        rows = torch.arange(out[0], device=best.device).reshape(-1, 1) * self.strides[0]
+        columns = torch.arange(out[1], device=best.device) * self.strides[1]
+        return rows + (best // kw) * self.dilations[0], columns + (best % kw) * self.dilations[1]
 
     def backward(self, grad_output: Tensor) -> Tensor:
         saved, g = self._check_grad(grad_output)
         n, c, hp, wp = saved["canvas_size"]
+        out = saved["out"]
+        # Flat canvas index of each maximum: window origin + the offset of its kernel entry.
+        kh, kw = self.kernel
+        kernel_offset = (
+            torch.arange(kh, device=g.device).reshape(-1, 1) * (self.dilations[0] * wp)
+            + torch.arange(kw, device=g.device) * self.dilations[1]
+        ).reshape(-1)
+        origin = (
+            torch.arange(out[0], device=g.device).reshape(-1, 1) * (self.strides[0] * wp)
+            + torch.arange(out[1], device=g.device) * self.strides[1]
+        )
+        flat = kernel_offset[saved["best"]] + origin
         canvas = g.new_zeros(n * c, hp * wp)
-        canvas.scatter_add_(1, saved["flat"].reshape(n * c, -1), g.reshape(n * c, -1))
+        canvas.scatter_add_(1, flat.reshape(n * c, -1), g.reshape(n * c, -1))
         grad = sliding.crop(canvas.reshape(n, c, hp, wp), saved["pads"], saved["size"])
         return grad.squeeze(0) if saved["unbatched"] else grad
 
@@ -211,7 +228,7 @@ class AvgPool2d(_Pool2d):
 
     def forward(self, x: Tensor) -> Tensor:
         x4, canvas, out, pads = self._prepare(x, 0.0)
-        sums = sliding.windows(canvas, out, self.kernel, self.strides, (1, 1)).sum((-2, -1))
+        sums = sliding.window_sum(canvas, out, self.kernel, self.strides, (1, 1))
         divisor = self._divisor(x4, canvas, out)
         y = sums / divisor
         unbatched = x.dim() == 3

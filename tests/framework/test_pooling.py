@@ -72,6 +72,14 @@ def test_max_pool_window_of_padding_only_gives_minus_infinity_and_no_gradient():
     assert torch.equal(m.backward(torch.ones_like(y)), torch.zeros_like(x))
 
 
+def test_max_pool_propagates_nan_and_points_at_it_as_torch():
+    x = torch.randn(1, 1, 4, 4, dtype=torch.float64)
+    x[0, 0, 1, 1] = x[0, 0, 2, 3] = float("nan")
+    y, indices = fw.MaxPool2d(2, return_indices=True)(x)
+    expected, expected_indices = torch.nn.MaxPool2d(2, return_indices=True)(x)
+    assert torch.equal(y.isnan(), expected.isnan()) and torch.equal(indices, expected_indices)
+
+
 def test_max_pool_overlapping_windows_accumulate():
     m = fw.MaxPool2d(3, stride=1)
     x = torch.zeros(1, 1, 5, 5)

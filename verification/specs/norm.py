@@ -32,7 +32,12 @@ def _random_running_stats(module, generator: torch.Generator) -> None:
 
 
 def _twin(cls):
-    return lambda m: cls(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats)
+    def build(m):
+        # bias=False (an affine weight without bias) only when asked: older torch lacks the keyword.
+        extra = {"bias": False} if m.affine and m.bias is None else {}
+        return cls(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats, **extra)
+
+    return build
 
 
 def _inputs_1d(kw):
