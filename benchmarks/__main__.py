@@ -8,7 +8,13 @@ Usage:
 The summary gives, per case, the median time of the framework and of torch, their ratio
 (> 1: the framework is slower), and for matrix-multiply-bound cases the GFLOP/s of each side
 and the framework's share of this machine's matrix-multiply peak, measured in the same run.
-``--device`` defaults to ``$DEVICE`` (else cpu).
+``--device`` defaults to ``$DEVICE`` (else cpu), ``--threads`` to ``$THREADS`` (else 1).
+
+Why one thread by default: on a machine whose cores are shared with other work, an
+intra-op parallel region waits at its barrier for a descheduled thread, and a 10 us kernel
+then takes a scheduler time slice (4 to 50 ms), on one side of a comparison and not the
+other. One thread measures the code; ``--threads 0`` (all available CPUs) or ``THREADS=N``
+suits a dedicated machine. The count is recorded with every result.
 """
 
 from __future__ import annotations
@@ -26,8 +32,8 @@ from .cases import SIZES
 from .compare import rows
 
 HERE = Path(__file__).resolve().parent
-# Full run: each benchmark runs for ~0.2 s (at least 5 rounds); --quick: 3 rounds, ~0.02 s.
-TIMING = ["--benchmark-min-rounds=5", "--benchmark-max-time=0.2", "--benchmark-warmup=on"]
+# Full run: each benchmark runs for ~0.15 s (at least 5 rounds); --quick: 3 rounds, ~0.02 s.
+TIMING = ["--benchmark-min-rounds=5", "--benchmark-max-time=0.15", "--benchmark-warmup=on"]
 QUICK = ["--benchmark-min-rounds=3", "--benchmark-max-time=0.02", "--benchmark-warmup=off"]
 
 
@@ -51,8 +57,7 @@ def pytest_arguments(args: argparse.Namespace, json_path: Path) -> list[str]:
         "--benchmark-columns=median,iqr,rounds,iterations",
         "--benchmark-disable-gc",
     ]
-    if args.threads:
-        argv.append(f"--bench-threads={args.threads}")
+    argv.append(f"--bench-threads={args.threads}")
     for name in args.only or []:
         argv.append(f"--bench-only={name}")
     argv += QUICK if args.quick else TIMING
@@ -111,7 +116,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated subset of seed,medium,large")
     parser.add_argument("--json", type=Path, default=None, help="default: results/benchmarks-<device>.json")
     parser.add_argument("--quick", action="store_true", help="3 short rounds per benchmark (a smoke run)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: the CPUs available)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("THREADS", "1")),
+        help="torch threads; 0: all CPUs available (default: $THREADS, else 1)",
+    )
     parser.add_argument("--verbose-table", action="store_true", help="also print pytest-benchmark's own table")
     parser.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
     args = parser.parse_args(argv)
