@@ -28,8 +28,9 @@ from typing import Any
 
 import pytest
 
-from .cases import SIZES
+from .cases import CASES, SIZES
 from .compare import rows
+from .workloads import WORKLOADS
 
 HERE = Path(__file__).resolve().parent
 # Full run: each benchmark runs for ~0.15 s (at least 5 rounds); --quick: 3 rounds, ~0.02 s.
@@ -128,6 +129,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     unknown = {s for s in args.sizes.split(",") if s} - set(SIZES)
     if unknown:
         parser.error(f"--sizes: expected a subset of {SIZES}, got {sorted(unknown)}")
+    known = set(CASES) | {w.name for w in WORKLOADS}
+    unknown = set(args.only or []) - known
+    if unknown:
+        parser.error(f"--only: expected module or workload names from {sorted(known)}, got {sorted(unknown)}")
     return args
 
 

@@ -122,3 +122,10 @@ def test_the_runner_writes_pytest_benchmark_json_with_the_shared_schema(tmp_path
 
 def test_module_list_is_the_frameworks() -> None:
     assert registered_names() == {cls.__name__ for cls in fw.modules()}
+
+
+def test_the_runner_rejects_an_unknown_module_name() -> None:
+    from benchmarks.__main__ import parse
+
+    with pytest.raises(SystemExit):
+        parse(["--only", "NoSuchModule"])
