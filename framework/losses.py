@@ -76,7 +76,10 @@ class HuberLoss(Loss):
         diff = prediction - target
         self._save_for_backward(diff=diff)
         size = diff.abs()
-        return self._reduce(torch.where(size < self.delta, 0.5 * diff * diff, self.delta * (size - 0.5 * self.delta)))
+        # c = min(|d|, delta): c (|d| - c/2) is d^2/2 below delta and delta (|d| - delta/2) above,
+        # both evaluated as torch evaluates them, without a branch.
+        c = size.clamp(max=self.delta)
+        return self._reduce(c * (size - 0.5 * c))
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         diff = self._saved_tensors()["diff"]
@@ -114,7 +117,9 @@ class SmoothL1Loss(Loss):
         size = diff.abs()
         if self.beta == 0:
             return self._reduce(size)
-        return self._reduce(torch.where(size < self.beta, 0.5 * diff * diff / self.beta, size - 0.5 * self.beta))
+        # c = min(|d|, beta): (|d| - c/2) (c/beta) is d^2/(2 beta) below beta, |d| - beta/2 above.
+        c = size.clamp(max=self.beta)
+        return self._reduce((size - 0.5 * c) * (c / self.beta))
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         diff = self._saved_tensors()["diff"]

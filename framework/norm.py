@@ -96,7 +96,10 @@ class _BatchNorm(Module):
                     f"expected more than 1 value per channel in training mode (batch statistics), "
                     f"got input shape {tuple(x.shape)}",
                 )
-            var, mean = torch.var_mean(x, dims, correction=0)
+            # Two passes (mean, then the centred second moment): as accurate as a fused
+            # var_mean, and several times faster than its CPU reduction over the batch dim.
+            mean = x.mean(dims)
+            var = (x - mean.reshape(shape)).square().mean(dims)
             if self.training and self.track_running_stats:
                 self._update_running_stats(mean, var, n)
         else:
