@@ -57,7 +57,7 @@ bench-baseline: $(STAMP) ## Save the latest benchmark run as the baseline for be
 
 bench-compare: $(STAMP) ## Compare framework/torch ratios against the saved baseline; fail on a regression
 	$(PY) -m benchmarks --device $(DEVICE) --json $(RESULTS)/benchmarks-$(DEVICE).json
-	$(PY) -m benchmarks.compare $(RESULTS)/benchmarks-$(DEVICE).json benchmarks/baseline-$(DEVICE).json
+	$(PY) -m benchmarks.compare --recheck $(RESULTS)/benchmarks-$(DEVICE).json benchmarks/baseline-$(DEVICE).json
 
 train: $(STAMP) ## Run the disk-classification experiment, framework against torch (RUNS=10)
 	$(PY) -m experiment --runs $(RUNS) --json $(RESULTS)/training.json

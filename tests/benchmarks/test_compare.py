@@ -72,9 +72,21 @@ def test_save_writes_only_the_ratios_and_compares_against_them(files, tmp_path) 
     data = json.loads(saved.read_text())
     assert data["kind"] == "benchmark-baseline" and "benchmarks" not in data
     assert data["ratios"] == ratios(run(BASE))
-    regressed = {**BASE, ("ReLU", "seed", "forward+backward"): (6.0, 2.0)}  # 1.5 -> 3.0
+    regressed = {**BASE, ("ReLU", "seed", "forward+backward"): (9.0, 2.0)}  # 1.5 -> 4.5
     assert main([files("now.json", run(regressed)), str(saved)]) == 1
 
 
 def test_baseline_keeps_the_environment() -> None:
     assert baseline(run(BASE))["environment"] == {"torch": "x"}
+
+
+def test_recheck_clears_a_regression_that_does_not_reproduce(files, monkeypatch) -> None:
+    regressed = {**BASE, ("ReLU", "seed", "forward+backward"): (9.0, 2.0)}  # 1.5 -> 4.5
+    monkeypatch.setattr("benchmarks.compare.remeasure", lambda verdict: 1.6)
+    assert main([files("cur.json", run(regressed)), files("base.json", run(BASE)), "--recheck"]) == 0
+
+
+def test_recheck_keeps_a_regression_that_reproduces(files, monkeypatch) -> None:
+    regressed = {**BASE, ("ReLU", "seed", "forward+backward"): (9.0, 2.0)}
+    monkeypatch.setattr("benchmarks.compare.remeasure", lambda verdict: 4.4)
+    assert main([files("cur.json", run(regressed)), files("base.json", run(BASE)), "--recheck"]) == 1
