@@ -202,10 +202,13 @@ class Threshold(Elementwise):
         self.value = _finite(self, value, "value")
 
     def _forward(self, x: Tensor) -> Tensor:
-        return torch.where(x > self.threshold, x, self.value)
+        # s = 1 exactly where x > threshold (x - threshold > 0 iff x > threshold in IEEE
+        # arithmetic). Clamping at the threshold keeps x = -inf out of 0 * inf.
+        s = _step(x - self.threshold)
+        return s * x.clamp(min=self.threshold) + (1 - s) * self.value
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
-        return (x > self.threshold).to(x.dtype)
+        return _step(x - self.threshold)
 
     def extra_repr(self) -> str:
         return f"threshold={self.threshold}, value={self.value}"
