@@ -1,7 +1,11 @@
 """Compare a benchmark run against a baseline on the framework/torch ratio.
 
-Absolute times move with the machine and its load; the ratio of the framework's median to
+Absolute times move with the machine and its load; the ratio of the framework's time to
 torch's, measured in the same run on the same machine, moves only when one side's code does.
+The ratio compared is that of the *fastest* rounds: interference from other processes (a
+descheduled thread, page faults on freshly mapped buffers) only ever adds time, so the minimum
+is the stable estimate of a case's own cost, where a median can move by several times on a
+shared machine. (The summary table and the reports show medians and spreads.)
 A case fails when its ratio grew by more than ``--threshold`` (a factor) over the baseline's.
 
 On a shared machine one run can be unlucky, so with ``--recheck`` each case that looks like a
@@ -40,7 +44,7 @@ class Row:
     pass_: str
     device: str
     dtype: str
-    framework: float | None = None  # median seconds
+    framework: float | None = None  # fastest round, seconds
     torch: float | None = None
     flops: float | None = None
     workload: bool = False
@@ -65,12 +69,12 @@ def rows(data: dict[str, Any]) -> list[Row]:
             continue
         key = tuple(str(info[k]) for k in KEY_FIELDS)
         row = table.setdefault(key, Row(*key, flops=info.get("flops"), workload=bool(info.get("workload"))))
-        setattr(row, "framework" if info["impl"] == "framework" else "torch", bench["stats"]["median"])
+        setattr(row, "framework" if info["impl"] == "framework" else "torch", bench["stats"]["min"])
     return list(table.values())
 
 
 def ratios(data: dict[str, Any]) -> dict[str, float]:
-    """``{"Linear/large/forward/cpu/float32": framework median / torch median, ...}``."""
+    """``{"Linear/large/forward/cpu/float32": framework time / torch time, ...}`` (fastest rounds)."""
     if data.get("kind") == "benchmark-baseline":
         return dict(data["ratios"])
     return {row.key: row.ratio for row in rows(data) if row.ratio is not None}

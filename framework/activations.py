@@ -101,11 +101,11 @@ class LeakyReLU(Elementwise):
 
     def _forward(self, x: Tensor) -> Tensor:
         # Exactly x for x > 0 and slope * x otherwise: one of the two terms is always 0.
-        return x.clamp(min=0) + self.negative_slope * x.clamp(max=0)
+        return x.clamp(max=0).mul_(self.negative_slope).add_(x.clamp(min=0))
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
         step = _step(x)
-        return step + self.negative_slope * (1 - step)
+        return (1 - step).mul_(self.negative_slope).add_(step)
 
     def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}"
@@ -113,12 +113,12 @@ class LeakyReLU(Elementwise):
 
 def _elu(x: Tensor, alpha: float) -> Tensor:
     # exp only ever sees x <= 0 (no overflow), and one of the two terms is always exactly 0.
-    return x.clamp(min=0) + alpha * torch.expm1(x.clamp(max=0))
+    return x.clamp(max=0).expm1_().mul_(alpha).add_(x.clamp(min=0))
 
 
 def _elu_derivative(x: Tensor, alpha: float) -> Tensor:
     step = _step(x)
-    return step + alpha * torch.exp(x.clamp(max=0)) * (1 - step)
+    return x.clamp(max=0).exp_().mul_(alpha).mul_(1 - step).add_(step)
 
 
 class ELU(Elementwise):
@@ -205,7 +205,7 @@ class Threshold(Elementwise):
         # s = 1 exactly where x > threshold (x - threshold > 0 iff x > threshold in IEEE
         # arithmetic). Clamping at the threshold keeps x = -inf out of 0 * inf.
         s = _step(x - self.threshold)
-        return s * x.clamp(min=self.threshold) + (1 - s) * self.value
+        return x.clamp(min=self.threshold).mul_(s).add_((1 - s).mul_(self.value))
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
         return _step(x - self.threshold)
