@@ -34,7 +34,7 @@ ALL_CHECKS = (*CHECKS, "float32")
 
 PROFILES: dict[str, dict[str, Any]] = {
     "dev": {"max_examples": 8, "probes": 4},
-    "ci": {"max_examples": 25, "probes": 8},
+    "ci": {"max_examples": 50, "probes": 8},
     "thorough": {"max_examples": 250, "probes": 16},
 }
 
