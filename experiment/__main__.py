@@ -115,7 +115,7 @@ def table(result: dict[str, Any]) -> str:
             f"loss agreement ({a['dtype']}): max relative difference {a['max_relative_difference_first_epochs']:.2e} "
             f"over the first {a['epochs_compared']} epochs, {a['max_relative_difference_all_epochs']:.2e} over all, "
             f"{a['max_relative_difference_final_weights']:.2e} in the final weights; "
-            f"test predictions identical on {100 * a['test_prediction_agreement']:.1f}% of points in the least similar run"
+            f"test predictions identical on {100 * a['test_prediction_agreement']:.1f}% of points (least similar run)"
         )
     diverged = {key.removeprefix("diverged_runs_"): k for key, k in a.items() if key.startswith("diverged_runs_") and k}
     if diverged:
