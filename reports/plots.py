@@ -103,15 +103,17 @@ def loss_plot(curves: dict[str, list[list[float]]]) -> Markup:
 
 
 def difference_plot(per_epoch: Sequence[float | None]) -> Markup:
-    """Relative difference of the framework's and torch's loss per epoch, log scale."""
+    """Per epoch, the largest relative difference over runs between the framework's and torch's loss, log scale."""
     with matplotlib.rc_context(_RC):
         fig = _figure(6.4, 2.4)
         ax = fig.add_subplot()
         ax.plot(range(1, len(per_epoch) + 1), _positive(per_epoch), color="#444444", marker=".", markersize=3)
         ax.set_yscale("log")
         ax.set_xlabel("epoch")
-        ax.set_ylabel("relative difference")
-        return to_svg(fig, "Relative difference of the framework and torch training loss per epoch, log scale")
+        ax.set_ylabel("max over runs of the\nrelative difference")
+        return to_svg(
+            fig, "Per epoch, the largest relative difference over runs between framework and torch loss, log scale"
+        )
 
 
 def _positive(values: Sequence[float | None]) -> list[float]:

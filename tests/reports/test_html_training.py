@@ -98,4 +98,4 @@ def test_extra_agreement_scalars_are_shown_and_a_per_epoch_list_is_plotted_not_d
     assert "comparable yes" in text(section)
     assert "test prediction agreement 99.80 %" in text(section)
     assert "2e-15" not in section
-    assert 'aria-label="Relative difference of the framework and torch training loss per epoch' in section
+    assert 'aria-label="Per epoch, the largest relative difference over runs' in section
