@@ -168,7 +168,7 @@ def weight_grad_columns(grad: Tensor, cols: Tensor, kernel: Pair) -> Tensor:
     n, c_out = grad.shape[:2]
     groups = cols.shape[1]
     c_group = cols.shape[2] // (kernel[0] * kernel[1])
-    # Samples join the positions: one (C_out/g, N Ho Wo) x (N Ho Wo, C_in/g kh kw) product per group.
-    g = grad.reshape(n, groups, c_out // groups, -1).permute(1, 2, 0, 3).reshape(groups, c_out // groups, -1)
-    cols = cols.permute(1, 0, 3, 2).reshape(groups, -1, cols.shape[2])
-    return torch.bmm(g, cols).reshape(c_out, c_group, *kernel)
+    # One (C_out/g, Ho Wo) x (Ho Wo, C_in/g kh kw) product per sample and group, the columns read
+    # transposed in place (no copy of the large column tensor), then summed over the samples.
+    g = grad.reshape(n, groups, c_out // groups, -1)
+    return torch.matmul(g, cols.transpose(-1, -2)).sum(0).reshape(c_out, c_group, *kernel)
