@@ -269,9 +269,10 @@ class Tolerances:
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> Tolerances:
-        unknown = set(kwargs) - set(cls.__dataclass_fields__)
+        known = set(cls.__dataclass_fields__) - {"scale"}  # scale is measured per case, not chosen
+        unknown = set(kwargs) - known
         if unknown:
-            raise TypeError(f"unknown tolerance options {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+            raise TypeError(f"unknown tolerance options {sorted(unknown)}; known: {sorted(known)}")
         return cls(**kwargs)
 
 
