@@ -288,6 +288,12 @@ def _collect(module: Any, inputs: Sequence[Tensor], target: Tensor | None, grad_
     return result
 
 
+class _ShapeMismatchError(ValueError):
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__(f"the reference's output has shape {shape}")
+        self.shape = shape
+
+
 def _collect_torch(
     reference: Any, inputs: Sequence[Tensor], target: Tensor | None, grad_output: Tensor
 ) -> dict[str, Tensor]:
@@ -295,6 +301,8 @@ def _collect_torch(
     leaves = [x.detach().clone().requires_grad_(x.is_floating_point()) for x in inputs]
     with torch.enable_grad():
         out = reference(*leaves, target) if target is not None else reference(*leaves)
+        if out.shape != grad_output.shape:
+            raise _ShapeMismatchError(tuple(out.shape))
         out.backward(grad_output)
     result = {"output": out.detach()}
     differentiable = [leaf for leaf in leaves if leaf.is_floating_point()]
@@ -440,6 +448,8 @@ def check_gradients(
             grad_output = torch.randn((), generator=generator, dtype=torch.float64).to(output)
         elif not isinstance(grad_output, Tensor):
             grad_output = torch.tensor(float(grad_output), dtype=output.dtype, device=output.device)
+        else:
+            grad_output = grad_output.reshape(())  # a loss is 0-d: so is its upstream gradient
     elif grad_output is None:
         grad_output = _random_like(output, generator)
     grad_output_before = grad_output.clone()
@@ -455,6 +465,8 @@ def check_gradients(
     )
     u = unit_roundoff(output.dtype)
     estimate = _precision_estimate(module, reference, inputs, target, grad_output)
+    rename = {theirs: ours for ours, theirs in twin_state.get("names", {}).items()} if reference is not None else {}
+    estimate = {rename.get(k, k): v for k, v in estimate.items()}  # the reference's parameter names, as ours
     harness.forward()  # the estimate ran the module again: restore its saved state for backward
 
     if reference is not None:
@@ -630,11 +642,8 @@ def _prepare_reference(module: Any, reference: Any) -> dict[str, Any]:
             raise ValueError(
                 f"{type(module).__name__}: {len(params)} parameters, but the reference has {len(twin_params)}"
             )
-        pairs = (
-            [(twin_params[n], p) for n, p, _ in params]
-            if by_name
-            else list(zip(twin_params.values(), [p for _, p, _ in params]))
-        )
+        twin_names = [n for n, _, _ in params] if by_name else list(twin_params)
+        pairs = [(twin_params[t], p) for t, (_, p, _) in zip(twin_names, params)]
         ref_tensor = params[0][1] if params else None
         if ref_tensor is not None:
             reference.to(device=ref_tensor.device, dtype=ref_tensor.dtype)
@@ -650,7 +659,8 @@ def _prepare_reference(module: Any, reference: Any) -> dict[str, Any]:
             for n, b in _named_buffers(module):
                 if n in twin_buffers:
                     twin_buffers[n].copy_(b)
-        state["pairs"] = [(n, twin_params[n] if by_name else tp) for (n, _, _), (tp, _) in zip(params, pairs)]
+        # Our gradient names -> the twin's (the same when matched by name, by position otherwise).
+        state["names"] = {f"{n}.grad": f"{t}.grad" for (n, _, _), t in zip(params, twin_names)}
         state["buffers"] = twin_buffers
         reference.train(getattr(module, "training", True))
     return state
@@ -676,28 +686,25 @@ def _check_twin(
     def tolerance(name: str, expected: Tensor) -> Tensor:
         return _rounding_tolerance(expected, n_terms, u, tol) + tol.safety * _estimated(estimate, name, expected)
 
-    leaves = [x.detach().clone().requires_grad_(x.is_floating_point()) for x in harness.inputs]
-    with torch.enable_grad():
-        twin_out = reference(*leaves, harness.target) if harness.is_loss else reference(*leaves)
-        if tuple(twin_out.shape) != tuple(output.shape):
-            result.fail(f"output shape {tuple(output.shape)} differs from the twin's {tuple(twin_out.shape)}")
-            return result
-        twin_out.backward(grad_output)
-    ours = ("framework", "torch.autograd")
-    result.merge("output", output, twin_out.detach(), tolerance("output", twin_out.detach().double().cpu()), ours)
-    differentiable = [leaf for leaf in leaves if leaf.is_floating_point()]
-    for i, (leaf, g) in enumerate(zip(differentiable, grads_in)):
-        expected = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
+    try:
+        theirs = _collect_torch(reference, harness.inputs, harness.target, grad_output)
+    except _ShapeMismatchError as error:
+        result.fail(f"output shape {tuple(output.shape)} differs from the twin's {error.shape}")
+        return result
+    labels = ("framework", "torch.autograd")
+    result.merge("output", output, theirs["output"], tolerance("output", theirs["output"].double().cpu()), labels)
+    for i, g in enumerate(grads_in):
         name = f"input[{i}].grad"
-        result.merge(name, g, expected, tolerance(name, expected.double().cpu()), ours)
-    for (pname, twin_p), g in zip(state.get("pairs", []), grads_param):
-        expected = twin_p.grad if twin_p.grad is not None else torch.zeros_like(twin_p)
-        result.merge(f"{pname}.grad", g, expected, tolerance(f"{pname}.grad", expected.double().cpu()), ours)
+        if name in theirs:
+            result.merge(name, g, theirs[name], tolerance(name, theirs[name].double().cpu()), labels)
+    for (name, twin_name), g in zip(state.get("names", {}).items(), grads_param):
+        expected = theirs[twin_name]
+        result.merge(name, g, expected, tolerance(name, expected.double().cpu()), labels)
     twin_buffers = state.get("buffers", {})
     for bname, value in buffers:
         if bname in twin_buffers and value.is_floating_point():
             expected = twin_buffers[bname]
-            result.merge(bname, value, expected, _rounding_tolerance(expected, n_terms, u, tol), ours)
+            result.merge(bname, value, expected, _rounding_tolerance(expected, n_terms, u, tol), labels)
         elif bname in twin_buffers and not torch.equal(value.cpu(), twin_buffers[bname].cpu()):
             result.fail(f"buffer {bname} is {value.tolist()}, the twin's is {twin_buffers[bname].tolist()}")
     return result
@@ -730,7 +737,7 @@ def _check_linearity(
     names = [f"input[{i}]" for i in range(len(in12))] + [n for n, _, _ in _named_params(harness.module)]
     for tname, x1, x2, x12 in zip(names, in1 + p1, in2 + p2, in12 + p12):
         expected = a * x1.double() + b * x2.double()
-        scale = a * x1.double().abs() + abs(b) * x2.double().abs()
+        scale = abs(a) * x1.double().abs() + abs(b) * x2.double().abs()
         # Three backward calls, each with its own rounding error (estimated for g1).
         error = (1 + abs(a) + abs(b)) * _estimated(estimate, f"{tname}.grad", expected.cpu())
         result.merge(

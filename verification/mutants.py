@@ -22,10 +22,13 @@ from .spec import Spec
 
 @dataclass(frozen=True)
 class Mutant:
-    name: str
     target: str  # the spec (module) or optimizer it corrupts
     cls: type
     description: str
+
+    @property
+    def name(self) -> str:
+        return self.cls.__name__
 
 
 # -- Linear -------------------------------------------------------------------------------------------
@@ -254,56 +257,46 @@ class RMSpropIgnoresMomentum(optim.RMSprop):
 
 
 MUTANTS: list[Mutant] = [
-    Mutant("LinearWrongScale", "Linear", LinearWrongScale, "every gradient doubled"),
+    Mutant("Linear", LinearWrongScale, "every gradient doubled"),
+    Mutant("Linear", LinearOffByOnePartInAMillion, "weight gradient wrong by 1e-6 relative"),
+    Mutant("Linear", LinearWrongSignBias, "bias gradient with the wrong sign"),
+    Mutant("Linear", LinearMisindexedWeightGrad, "weight gradient transposed then reshaped"),
+    Mutant("Linear", LinearMissingBatchSum, "bias gradient misses the sum over the batch"),
+    Mutant("Linear", LinearOverwritesGradient, "gradients assigned instead of accumulated"),
+    Mutant("ReLU", ReLUForgetsUpstream, "forgets to multiply by grad_output"),
+    Mutant("Tanh", TanhWrongDerivative, "derivative 1 - y instead of 1 - y^2"),
+    Mutant("Sigmoid", SigmoidOneWrongElement, "one element of the gradient off by 0.1%"),
     Mutant(
-        "LinearOffByOnePartInAMillion", "Linear", LinearOffByOnePartInAMillion, "weight gradient wrong by 1e-6 relative"
-    ),
-    Mutant("LinearWrongSignBias", "Linear", LinearWrongSignBias, "bias gradient with the wrong sign"),
-    Mutant(
-        "LinearMisindexedWeightGrad", "Linear", LinearMisindexedWeightGrad, "weight gradient transposed then reshaped"
-    ),
-    Mutant("LinearMissingBatchSum", "Linear", LinearMissingBatchSum, "bias gradient misses the sum over the batch"),
-    Mutant("LinearOverwritesGradient", "Linear", LinearOverwritesGradient, "gradients assigned instead of accumulated"),
-    Mutant("ReLUForgetsUpstream", "ReLU", ReLUForgetsUpstream, "forgets to multiply by grad_output"),
-    Mutant("TanhWrongDerivative", "Tanh", TanhWrongDerivative, "derivative 1 - y instead of 1 - y^2"),
-    Mutant("SigmoidOneWrongElement", "Sigmoid", SigmoidOneWrongElement, "one element of the gradient off by 0.1%"),
-    Mutant(
-        "LeakyReLUForwardAndBackwardBothWrong",
         "LeakyReLU",
         LeakyReLUForwardAndBackwardBothWrong,
         "forward bug with a matching backward (slope doubled in both)",
     ),
-    Mutant("SoftplusIgnoresBeta", "Softplus", SoftplusIgnoresBeta, "derivative ignores beta"),
-    Mutant("MSELossForgetsMean", "MSELoss", MSELossForgetsMean, "drops the 1/N of reduction='mean'"),
+    Mutant("Softplus", SoftplusIgnoresBeta, "derivative ignores beta"),
+    Mutant("MSELoss", MSELossForgetsMean, "drops the 1/N of reduction='mean'"),
+    Mutant("CrossEntropyLoss", CrossEntropyForgetsUpstream, "ignores the grad_output scalar"),
+    Mutant("Conv2d", Conv2dWrongWhenStrided, "input gradient wrong only when stride > 1"),
+    Mutant("Conv2d", Conv2dWrongWhenDilated, "weight gradient wrong only when dilation > 1"),
+    Mutant("Conv1d", Conv1dWrongSignWeight, "weight gradient with the wrong sign"),
     Mutant(
-        "CrossEntropyForgetsUpstream", "CrossEntropyLoss", CrossEntropyForgetsUpstream, "ignores the grad_output scalar"
-    ),
-    Mutant("Conv2dWrongWhenStrided", "Conv2d", Conv2dWrongWhenStrided, "input gradient wrong only when stride > 1"),
-    Mutant("Conv2dWrongWhenDilated", "Conv2d", Conv2dWrongWhenDilated, "weight gradient wrong only when dilation > 1"),
-    Mutant("Conv1dWrongSignWeight", "Conv1d", Conv1dWrongSignWeight, "weight gradient with the wrong sign"),
-    Mutant(
-        "MaxPool2dGradientToFirstElement",
         "MaxPool2d",
         MaxPool2dGradientToFirstElement,
         "gradient sent to the wrong element",
     ),
     Mutant(
-        "BatchNorm1dWrongEvalBackward",
         "BatchNorm1d",
         BatchNorm1dWrongEvalBackward,
         "eval-mode backward through batch statistics",
     ),
     Mutant(
-        "BatchNorm2dBiasedRunningVariance",
         "BatchNorm2d",
         BatchNorm2dBiasedRunningVariance,
         "running variance updated with the biased batch variance",
     ),
-    Mutant("DropoutForgetsRescale", "Dropout", DropoutForgetsRescale, "backward without the 1/(1-p) factor"),
-    Mutant("UpsampleAveragesBlocks", "Upsample", UpsampleAveragesBlocks, "backward averages blocks instead of summing"),
-    Mutant("SGDIgnoresDampening", "SGD", SGDIgnoresDampening, "momentum update ignores dampening"),
-    Mutant("AdamWithoutBiasCorrection", "Adam", AdamWithoutBiasCorrection, "no bias correction of the second moment"),
-    Mutant("RMSpropIgnoresMomentum", "RMSprop", RMSpropIgnoresMomentum, "momentum buffer ignored"),
+    Mutant("Dropout", DropoutForgetsRescale, "backward without the 1/(1-p) factor"),
+    Mutant("Upsample", UpsampleAveragesBlocks, "backward averages blocks instead of summing"),
+    Mutant("SGD", SGDIgnoresDampening, "momentum update ignores dampening"),
+    Mutant("Adam", AdamWithoutBiasCorrection, "no bias correction of the second moment"),
+    Mutant("RMSprop", RMSpropIgnoresMomentum, "momentum buffer ignored"),
 ]
 
 

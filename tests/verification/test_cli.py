@@ -28,12 +28,9 @@ def test_a_caught_mutant_counts_in_the_mutation_score(tmp_path):
 
 def test_a_failing_module_exits_one_and_prints_a_replay_command_that_fails_again(capsys, monkeypatch):
     from verification import specs
-    from verification.mutants import LinearWrongSignBias, mutant_spec
+    from verification.mutants import LinearWrongSignBias, Mutant, mutant_spec
 
-    class Planted:
-        name, target, cls, description = "Planted", "Linear", LinearWrongSignBias, "planted"
-
-    broken = mutant_spec(Planted, specs.spec_named("Linear"))
+    broken = mutant_spec(Mutant("Linear", LinearWrongSignBias, "planted"), specs.spec_named("Linear"))
     broken.name = "Linear"
     monkeypatch.setattr("verification.__main__.SPECS", [broken])
     assert main(["--only", "Linear", "--profile", "dev", "--no-mutants"]) == 1
