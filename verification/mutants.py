@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -18,6 +19,7 @@ import framework as fw
 from framework import optim
 
 from .spec import Spec
+from .specs import SPECS
 
 
 @dataclass(frozen=True)
@@ -297,6 +299,27 @@ MUTANTS: list[Mutant] = [
     Mutant("SGD", SGDIgnoresDampening, "momentum update ignores dampening"),
     Mutant("Adam", AdamWithoutBiasCorrection, "no bias correction of the second moment"),
     Mutant("RMSprop", RMSpropIgnoresMomentum, "momentum buffer ignored"),
+]
+
+
+def _slightly_off(base: type, label: str) -> type:
+    """A subclass of ``base`` whose input gradient is 0.1% too large: wrong everywhere, by little."""
+
+    def backward(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return super(cls, self).backward(*args, **kwargs) * 1.001
+
+    name = f"{label}GradientOffByOnePerMille"
+    cls = type(name, (base,), {"backward": backward, "__module__": __name__, "__doc__": _slightly_off.__doc__})
+    return cls
+
+
+# Every other verified module gets at least this one mutant, so each has evidence that the
+# verifier catches a wrong backward for it (the hand-written ones above cover the classic bugs).
+_COVERED = {m.target for m in MUTANTS}
+MUTANTS += [
+    Mutant(spec.name, _slightly_off(spec.module, spec.name), "input gradient 0.1% too large")
+    for spec in SPECS
+    if spec.name not in _COVERED
 ]
 
 

@@ -16,3 +16,9 @@ def test_mutant_is_caught(mutant):
 def test_mutants_are_not_registered_modules():
     registered = set(framework.modules())
     assert not any(m.cls in registered for m in MUTANTS)
+
+
+def test_every_verified_module_has_a_mutant_the_checker_must_catch():
+    from verification.specs import SPECS
+
+    assert {spec.name for spec in SPECS} <= {m.target for m in MUTANTS}
