@@ -194,6 +194,9 @@ CASES_LIST: list[BenchCase] = [
     images("BatchNorm2d", lambda shape: {"num_features": shape[1]}),
     images("Flatten", lambda shape: {}),
     BenchCase("BatchNorm1d", {s: Size({"num_features": shape[1]}, shape) for s, shape in ELEMENTWISE.items()}),
+    BenchCase("LayerNorm", {s: Size({"normalized_shape": shape[-1]}, shape) for s, shape in ELEMENTWISE.items()}),
+    BenchCase("RMSNorm", {s: Size({"normalized_shape": shape[-1]}, shape) for s, shape in ELEMENTWISE.items()}),
+    images("GroupNorm", lambda shape: {"num_groups": max(1, shape[1] // 4), "num_channels": shape[1]}),
     BenchCase(
         "Dropout",
         {s: Size({"p": 0.5}, shape) for s, shape in ELEMENTWISE.items()},

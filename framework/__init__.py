@@ -14,6 +14,7 @@ from .linear import Linear
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, SmoothL1Loss
 from .module import Loss, Module, iter_modules, modules
 from .norm import BatchNorm1d, BatchNorm2d
+from .normalization import GroupNorm, LayerNorm, RMSNorm
 from .pooling import AvgPool2d, MaxPool2d, Upsample
 from .shape import Flatten
 
@@ -33,8 +34,10 @@ __all__ = [
     "Dropout",
     "Elementwise",
     "Flatten",
+    "GroupNorm",
     "HuberLoss",
     "L1Loss",
+    "LayerNorm",
     "LeakyReLU",
     "Linear",
     "Loss",
@@ -43,6 +46,7 @@ __all__ = [
     "Module",
     "ModuleTypeError",
     "ModuleValueError",
+    "RMSNorm",
     "ReLU",
     "Sequential",
     "Sigmoid",

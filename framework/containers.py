@@ -24,8 +24,8 @@ class Sequential(Module):
                 )
         self._modules = list(modules)
 
-    def children(self) -> list[Module]:
-        return list(self._modules)
+    def named_children(self) -> list[tuple[str, Module]]:
+        return [(str(index), module) for index, module in enumerate(self._modules)]
 
     def forward(self, x: Tensor) -> Tensor:
         for module in self._modules:

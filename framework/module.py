@@ -3,6 +3,12 @@
 A module computes ``forward(*inputs)`` and, given dL/d(output), ``backward(*grad_outputs)``
 returns dL/d(input) and *adds* dL/d(parameter) into each parameter's gradient. Everything
 runs with torch's grad mode off: the gradients are the hand-written ones, never autograd's.
+
+Several outputs (``MultiheadAttention``'s ``(output, weights)``, ``LSTM``'s
+``(output, (h_n, c_n))``): ``backward`` takes one gradient per output, in order and shaped like
+that output (a pair for ``(h_n, c_n)``); ``None``, or leaving it out, means the output does not
+reach the loss (a zero gradient). Several inputs: ``backward`` returns one gradient per input,
+``None`` for an integer input (``Embedding``'s indices), which has no gradient.
 """
 
 from __future__ import annotations
@@ -97,21 +103,28 @@ class Module:
             return
         object.__setattr__(self, name, value)
 
-    def children(self) -> list[Module]:
-        """Direct sub-modules (containers override this)."""
+    def named_children(self) -> list[tuple[str, Module]]:
+        """Direct sub-modules with their torch attribute names (``"0"``, ``"out_proj"``, ...).
+
+        Composite modules override this; the names prefix the children's parameter names.
+        """
         return []
+
+    def children(self) -> list[Module]:
+        """Direct sub-modules."""
+        return [child for _, child in self.named_children()]
 
     def named_param(self, prefix: str = "") -> list[tuple[str, Tensor, Tensor]]:
         """``(name, parameter, gradient)`` triples, names as in torch's ``state_dict``."""
         own = [(prefix + n, p, self._gradients[n]) for n, p in self._parameters.items()]
-        for index, child in enumerate(self.children()):
-            own += child.named_param(f"{prefix}{index}.")
+        for name, child in self.named_children():
+            own += child.named_param(f"{prefix}{name}.")
         return own
 
     def named_buffers(self, prefix: str = "") -> list[tuple[str, Tensor]]:
         own = [(prefix + n, b) for n, b in self._buffers.items()]
-        for index, child in enumerate(self.children()):
-            own += child.named_buffers(f"{prefix}{index}.")
+        for name, child in self.named_children():
+            own += child.named_buffers(f"{prefix}{name}.")
         return own
 
     def param(self) -> list[tuple[Tensor, Tensor]]:

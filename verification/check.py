@@ -232,13 +232,22 @@ class _Harness:
         return self.module.forward(*inputs)
 
     def backward(self, grad_output: Tensor) -> list[Tensor]:
-        result = self.module.backward(grad_output)
-        if isinstance(result, Tensor):
-            return [result]
-        return list(result)
+        return _input_gradients(self.module.backward(grad_output), self.inputs)
 
     def phi(self, output: Tensor, grad_output: Tensor) -> float:
         return float((output.double() * grad_output.double()).sum())
+
+
+def _input_gradients(result: Any, inputs: Sequence[Tensor]) -> list[Tensor]:
+    """The gradients of the floating inputs, in order, from what ``backward`` returned.
+
+    ``backward`` returns one gradient per input (a tensor for a single input); an integer input
+    (indices) has none (``None``) and is left out, like the inputs that finite differences skip.
+    """
+    grads = [result] if result is None or isinstance(result, Tensor) else list(result)
+    if len(grads) == len(inputs):
+        grads = [g for g, x in zip(grads, inputs) if x.is_floating_point()]
+    return grads
 
 
 def _random_like(t: Tensor, generator: torch.Generator) -> Tensor:
@@ -280,8 +289,7 @@ def _collect(module: Any, inputs: Sequence[Tensor], target: Tensor | None, grad_
     """Output, input gradients and parameter gradients of a framework-style module."""
     _zero_grad(module)
     out = module.forward(*inputs, target) if target is not None else module.forward(*inputs)
-    grads = module.backward(grad_output)
-    grads = [grads] if isinstance(grads, Tensor) else list(grads)
+    grads = _input_gradients(module.backward(grad_output), inputs)
     result = {"output": out.detach().clone()}
     result.update({f"input[{i}].grad": g.detach().clone() for i, g in enumerate(grads) if g is not None})
     result.update({f"{n}.grad": g.detach().clone() for n, _, g in _named_params(module)})

@@ -3,8 +3,10 @@
 A domain says where a module is differentiable enough for finite differences to be
 meaningful: ``away_from(0.0, margin=1e-2)`` keeps ReLU's inputs a named margin from its
 kink, ``DISTINCT`` keeps MaxPool's window entries apart so the arg-max cannot flip under a
-perturbation. Values are drawn from a seeded ``torch.Generator``: a case is replayed from its
-seed, and hypothesis shrinks shapes and seeds rather than thousands of floats.
+perturbation. ``indices(n)`` draws integer indices in ``[0, n)`` (an ``int64`` tensor that is
+passed to the module as it is and never differentiated). Values are drawn from a seeded
+``torch.Generator``: a case is replayed from its seed, and hypothesis shrinks shapes and seeds
+rather than thousands of floats.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from torch import Tensor
 @dataclass(frozen=True)
 class Domain:
     """Uniform values in ``[low, high]``, optionally kept ``margin`` away from ``avoid`` points,
-    or (``distinct=True``) pairwise at least half a grid step apart."""
+    or (``distinct=True``) pairwise at least half a grid step apart, or (``integer=True``)
+    integers in ``[low, high)``."""
 
     name: str
     low: float = -3.0
@@ -26,9 +29,12 @@ class Domain:
     avoid: tuple[float, ...] = ()
     margin: float = 0.0
     distinct: bool = False
+    integer: bool = False
 
     def sample(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
-        """A float64 CPU tensor of ``shape`` drawn from this domain."""
+        """A float64 (``int64`` for an integer domain) CPU tensor of ``shape`` drawn from this domain."""
+        if self.integer:
+            return torch.randint(int(self.low), int(self.high), shape, generator=generator)
         n = 1
         for side in shape:
             n *= side
@@ -54,6 +60,11 @@ def away_from(
     """Values at least ``margin`` away from each kink in ``points``."""
     label = name or "away_from(" + ", ".join(f"{p:g}" for p in points) + f"; margin={margin:g})"
     return Domain(label, low, high, tuple(float(p) for p in points), margin)
+
+
+def indices(count: int) -> Domain:
+    """Integer indices in ``[0, count)`` (``Embedding``'s input): few values, so they repeat."""
+    return Domain(f"indices(<{count})", 0.0, float(count), integer=True)
 
 
 REAL = Domain("real", -3.0, 3.0)

@@ -223,6 +223,33 @@ class UpsampleAveragesBlocks(fw.Upsample):
         return grad
 
 
+# -- per-sample normalisation ----------------------------------------------------------------------------
+class LayerNormWithoutMeanTerm(fw.LayerNorm):
+    """Backward forgets that the mean depends on x: no - mean(g_hat) term."""
+
+    def _input_gradient(self, g_hat: Tensor, x_hat: Tensor, inv_std: Tensor, dims: tuple[int, ...]) -> Tensor:
+        return (g_hat - x_hat * (g_hat * x_hat).mean(dims, keepdim=True)) * inv_std
+
+
+class GroupNormStatisticsPerChannel(fw.GroupNorm):
+    """Backward takes the mean terms over each channel instead of over its group (right only
+    with one channel per group)."""
+
+    def _input_gradient(self, g_hat: Tensor, x_hat: Tensor, inv_std: Tensor) -> Tensor:
+        n, c = g_hat.shape[0], g_hat.shape[1]
+        per_channel = (n, c, -1) if g_hat.numel() else (n, c, 0)
+        g, x = g_hat.reshape(per_channel), x_hat.reshape(per_channel)
+        std = inv_std.repeat_interleave(c // self.num_groups, dim=1)
+        return fw.normalization.standardized_input_gradient(g, x, std, (-1,)).reshape(g_hat.shape)
+
+
+class RMSNormTreatsRmsAsConstant(fw.RMSNorm):
+    """Backward treats the root mean square as a constant: dL/dx = g_hat / rms."""
+
+    def _input_gradient(self, g_hat: Tensor, x_hat: Tensor, inv_rms: Tensor, dims: tuple[int, ...]) -> Tensor:
+        return g_hat * inv_rms
+
+
 # -- optimizers -----------------------------------------------------------------------------------------
 class SGDIgnoresDampening(optim.SGD):
     def _update(self, param: Tensor, grad: Tensor, state: dict) -> None:
@@ -294,6 +321,9 @@ MUTANTS: list[Mutant] = [
         BatchNorm2dBiasedRunningVariance,
         "running variance updated with the biased batch variance",
     ),
+    Mutant("LayerNorm", LayerNormWithoutMeanTerm, "input gradient without the mean term"),
+    Mutant("GroupNorm", GroupNormStatisticsPerChannel, "mean terms per channel instead of per group"),
+    Mutant("RMSNorm", RMSNormTreatsRmsAsConstant, "input gradient treats the RMS as a constant"),
     Mutant("Dropout", DropoutForgetsRescale, "backward without the 1/(1-p) factor"),
     Mutant("Upsample", UpsampleAveragesBlocks, "backward averages blocks instead of summing"),
     Mutant("SGD", SGDIgnoresDampening, "momentum update ignores dampening"),

@@ -181,7 +181,8 @@ class Case:
                 target = target.to(device=device, dtype=dtype)
             else:
                 target = target.to(device=device)
-        inputs = [x.to(device=device, dtype=dtype) for x in inputs64]
+        # Integer inputs (indices) are passed as they are: only floating inputs take the dtype.
+        inputs = [x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device) for x in inputs64]
         return Built(module, inputs, target, self.seed)
 
     def to_json(self) -> str:

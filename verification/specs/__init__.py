@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from ..spec import Spec
-from . import activations, containers, conv, dropout, linear, losses, norm, pooling, shape
+from . import activations, containers, conv, dropout, linear, losses, norm, normalization, pooling, shape
 
 SPECS: list[Spec] = [
     *linear.SPECS,
@@ -16,6 +16,7 @@ SPECS: list[Spec] = [
     *conv.SPECS,
     *pooling.SPECS,
     *norm.SPECS,
+    *normalization.SPECS,
     *dropout.SPECS,
     *shape.SPECS,
 ]

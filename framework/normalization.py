@@ -1,0 +1,292 @@
+"""Normalisation over each sample's own features: LayerNorm, GroupNorm, RMSNorm.
+
+Unlike BatchNorm (``norm.py``), the statistics are taken per sample, so training and evaluation
+compute the same function and there are no running statistics.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from . import _checks as check
+from .module import Module
+
+
+def _normalized_shape(owner: Module, value: int | Sequence[int]) -> tuple[int, ...]:
+    """An int or a sequence of ints (list, tuple, torch.Size), as torch accepts."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value,)
+    if not isinstance(value, (tuple, list, torch.Size)) or not value:
+        raise check.ModuleTypeError(
+            f"{type(owner).__name__}: expected normalized_shape to be an int or a non-empty sequence of ints, "
+            f"got {value!r}"
+        )
+    return tuple(check.positive_int(owner, side, "normalized_shape") for side in value)
+
+
+def _floating_dtype(owner: Module, dtype: torch.dtype | None) -> torch.dtype:
+    dtype = dtype or torch.get_default_dtype()
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise check.ModuleTypeError(f"{type(owner).__name__}: expected a floating-point dtype, got {dtype!r}")
+    return dtype
+
+
+def _check_trailing(owner: Module, x: Tensor, shape: tuple[int, ...]) -> None:
+    if x.dim() < len(shape) or tuple(x.shape[-len(shape) :]) != shape:
+        expected = ", ".join(["*", *map(str, shape)])
+        raise check.fail(
+            owner, f"expected input of shape ({expected}) (normalized_shape={list(shape)}), got {tuple(x.shape)}"
+        )
+
+
+def _sum_leading(t: Tensor, k: int) -> Tensor:
+    """Sum over every dimension but the last ``k`` (none to sum: ``sum(())`` would sum them all)."""
+    return t if t.dim() == k else t.sum(tuple(range(t.dim() - k)))
+
+
+def standardized_input_gradient(g_hat: Tensor, x_hat: Tensor, inv_std: Tensor, dims: tuple[int, ...]) -> Tensor:
+    r"""dL/dx of x_hat = (x - mean(x)) / sqrt(var(x) + eps) over ``dims``, given g_hat = dL/dx_hat.
+
+    dL/dx = inv_std (g_hat - mean(g_hat) - x_hat mean(g_hat x_hat)): the mean term comes from
+    mean(x)'s dependence on x, the last from var(x)'s.
+    """
+    mean_g = g_hat.mean(dims, keepdim=True)
+    mean_gx = (g_hat * x_hat).mean(dims, keepdim=True)
+    return (g_hat - mean_g - x_hat * mean_gx) * inv_std
+
+
+class LayerNorm(Module):
+    r"""Normalise each sample over its last ``len(normalized_shape)`` dimensions (n values).
+
+    mu = mean(x), var = mean((x - mu)^2) (biased), both over the normalised dimensions:
+        x_hat = (x - mu) / sqrt(var + eps);   y = weight * x_hat + bias
+        dL/dx = (g_hat - mean(g_hat) - x_hat mean(g_hat x_hat)) / sqrt(var + eps),   g_hat = weight * dL/dy
+        dL/dweight += sum(dL/dy x_hat);   dL/dbias += sum(dL/dy)   (sums over the leading dimensions)
+
+    Args:
+        normalized_shape: the trailing shape normalised over (an int for the last dimension).
+        eps: added to the variance for numerical stability.
+        elementwise_affine: learn ``weight`` (ones) and ``bias`` (zeros) of ``normalized_shape``.
+        bias: with ``elementwise_affine``, learn ``bias`` too.
+
+    Shape: input (*, *normalized_shape), output the same shape.
+    Attributes: ``weight``, ``bias`` of shape ``normalized_shape``.
+    """
+
+    def __init__(
+        self,
+        normalized_shape: int | Sequence[int],
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.normalized_shape = _normalized_shape(self, normalized_shape)
+        self.eps = check.number(self, eps, "eps", 0.0)
+        self.elementwise_affine = bool(elementwise_affine)
+        dtype = _floating_dtype(self, dtype)
+        shape = self.normalized_shape
+        affine = self.elementwise_affine
+        self.register_parameter("weight", torch.ones(shape, device=device, dtype=dtype) if affine else None)
+        use_bias = affine and bias
+        self.register_parameter("bias", torch.zeros(shape, device=device, dtype=dtype) if use_bias else None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self._check_input(x)
+        _check_trailing(self, x, self.normalized_shape)
+        dims = tuple(range(-len(self.normalized_shape), 0))
+        # Centred before squaring: var = mean(x^2) - mu^2 would cancel for a large mean.
+        centred = x - x.mean(dims, keepdim=True)
+        inv_std = torch.rsqrt(centred.square().mean(dims, keepdim=True) + self.eps)
+        x_hat = centred * inv_std
+        y = x_hat if self.weight is None else x_hat * self.weight
+        if self.bias is not None:
+            y = y + self.bias
+        self._save_for_backward(x_hat=x_hat, inv_std=inv_std, like=y)
+        return y
+
+    def _input_gradient(self, g_hat: Tensor, x_hat: Tensor, inv_std: Tensor, dims: tuple[int, ...]) -> Tensor:
+        return standardized_input_gradient(g_hat, x_hat, inv_std, dims)
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        saved = self._saved_tensors()
+        grad_output = self._check_grad_output(grad_output, saved["like"])
+        x_hat, inv_std = saved["x_hat"], saved["inv_std"]
+        k = len(self.normalized_shape)
+        if self.weight is not None:
+            self.grad("weight").add_(_sum_leading(grad_output * x_hat, k))
+        if self.bias is not None:
+            self.grad("bias").add_(_sum_leading(grad_output, k))
+        g_hat = grad_output if self.weight is None else grad_output * self.weight
+        return self._input_gradient(g_hat, x_hat, inv_std, tuple(range(-k, 0)))
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps:g}, elementwise_affine={self.elementwise_affine}"
+
+
+class GroupNorm(Module):
+    r"""Split the C channels into ``num_groups`` groups; normalise each sample's group (its channels
+    and all their positions) by its own mean and biased variance, then scale and shift per channel.
+
+        x_hat = (x - mu_group) / sqrt(var_group + eps);   y = weight_c * x_hat + bias_c
+        dL/dx = (g_hat - mean(g_hat) - x_hat mean(g_hat x_hat)) / sqrt(var_group + eps)
+                (means over the group),   g_hat = weight_c * dL/dy
+        dL/dweight_c += sum(dL/dy x_hat);   dL/dbias_c += sum(dL/dy)   (over the batch and positions)
+
+    Args:
+        num_groups: G, which must divide ``num_channels``.
+        num_channels: C, the size of dimension 1.
+        eps: added to the variance for numerical stability.
+        affine: learn per-channel ``weight`` (ones) and ``bias`` (zeros).
+        bias: with ``affine``, learn ``bias`` too (torch's keyword).
+
+    Shape: input (N, C, *), output the same shape.
+    Attributes: ``weight``, ``bias`` (C,).
+    """
+
+    def __init__(
+        self,
+        num_groups: int,
+        num_channels: int,
+        eps: float = 1e-5,
+        affine: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.num_groups = check.positive_int(self, num_groups, "num_groups")
+        self.num_channels = check.positive_int(self, num_channels, "num_channels")
+        if num_channels % num_groups:
+            raise check.fail(
+                self,
+                f"expected num_channels divisible by num_groups, got num_channels={num_channels}, "
+                f"num_groups={num_groups}",
+            )
+        self.eps = check.number(self, eps, "eps", 0.0)
+        self.affine = bool(affine)
+        dtype = _floating_dtype(self, dtype)
+        shape = (num_channels,)
+        self.register_parameter("weight", torch.ones(shape, device=device, dtype=dtype) if self.affine else None)
+        use_bias = self.affine and bias
+        self.register_parameter("bias", torch.zeros(shape, device=device, dtype=dtype) if use_bias else None)
+
+    def _grouped(self, x: Tensor) -> Tensor:
+        n, c = x.shape[0], x.shape[1]
+        return x.reshape(n, self.num_groups, (c // self.num_groups) * math.prod(x.shape[2:]))
+
+    def _per_channel(self, value: Tensor, rank: int) -> Tensor:
+        return value.reshape([1, self.num_channels] + [1] * (rank - 2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self._check_input(x)
+        if x.dim() < 2:
+            raise check.fail(self, f"expected input of shape (N, C, *) (at least 2-D), got {tuple(x.shape)}")
+        check.size(self, x, 1, self.num_channels, "num_channels")
+        if x.shape[0] * (self.num_channels // self.num_groups) * math.prod(x.shape[2:]) == 1:
+            # torch's rule (in training and evaluation): one sample of one channel per group is refused.
+            raise check.fail(
+                self,
+                f"expected more than 1 value per group (N * C / num_groups * positions > 1), got input shape "
+                f"{tuple(x.shape)} with num_groups={self.num_groups}",
+            )
+        grouped = self._grouped(x)
+        centred = grouped - grouped.mean(-1, keepdim=True)
+        inv_std = torch.rsqrt(centred.square().mean(-1, keepdim=True) + self.eps)
+        x_hat = (centred * inv_std).reshape(x.shape)
+        y = x_hat if self.weight is None else x_hat * self._per_channel(self.weight, x.dim())
+        if self.bias is not None:
+            y = y + self._per_channel(self.bias, x.dim())
+        self._save_for_backward(x_hat=x_hat, inv_std=inv_std, like=y)
+        return y
+
+    def _input_gradient(self, g_hat: Tensor, x_hat: Tensor, inv_std: Tensor) -> Tensor:
+        """dL/dx from g_hat, both of the input's shape; the statistics are per (sample, group)."""
+        return standardized_input_gradient(self._grouped(g_hat), self._grouped(x_hat), inv_std, (-1,)).reshape(
+            g_hat.shape
+        )
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        saved = self._saved_tensors()
+        grad_output = self._check_grad_output(grad_output, saved["like"])
+        x_hat, inv_std = saved["x_hat"], saved["inv_std"]
+        others = [0, *range(2, grad_output.dim())]
+        if self.weight is not None:
+            self.grad("weight").add_((grad_output * x_hat).sum(others))
+        if self.bias is not None:
+            self.grad("bias").add_(grad_output.sum(others))
+        g_hat = grad_output
+        if self.weight is not None:
+            g_hat = grad_output * self._per_channel(self.weight, grad_output.dim())
+        return self._input_gradient(g_hat, x_hat, inv_std)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps:g}, affine={self.affine}"
+
+
+class RMSNorm(Module):
+    r"""Root-mean-square normalisation over the last ``len(normalized_shape)`` dimensions (n values).
+
+        r = 1 / sqrt(mean(x^2) + eps);   x_hat = x r;   y = weight * x_hat
+        dL/dx = r (g_hat - x_hat mean(g_hat x_hat)),   g_hat = weight * dL/dy
+        dL/dweight += sum(dL/dy x_hat)   (over the leading dimensions)
+    No mean is subtracted, so there is no mean term.
+
+    Args:
+        normalized_shape: the trailing shape normalised over (an int for the last dimension).
+        eps: added to the mean square; ``None`` (the default) uses ``torch.finfo(input.dtype).eps``.
+        elementwise_affine: learn ``weight`` (ones) of ``normalized_shape``.
+
+    Shape: input (*, *normalized_shape), output the same shape.
+    Attributes: ``weight`` of shape ``normalized_shape``.
+    """
+
+    def __init__(
+        self,
+        normalized_shape: int | Sequence[int],
+        eps: float | None = None,
+        elementwise_affine: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.normalized_shape = _normalized_shape(self, normalized_shape)
+        self.eps = None if eps is None else check.number(self, eps, "eps", 0.0)
+        self.elementwise_affine = bool(elementwise_affine)
+        dtype = _floating_dtype(self, dtype)
+        weight = torch.ones(self.normalized_shape, device=device, dtype=dtype) if self.elementwise_affine else None
+        self.register_parameter("weight", weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self._check_input(x)
+        _check_trailing(self, x, self.normalized_shape)
+        dims = tuple(range(-len(self.normalized_shape), 0))
+        eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
+        inv_rms = torch.rsqrt(x.square().mean(dims, keepdim=True) + eps)
+        x_hat = x * inv_rms
+        y = x_hat if self.weight is None else x_hat * self.weight
+        self._save_for_backward(x_hat=x_hat, inv_rms=inv_rms, like=y)
+        return y
+
+    def _input_gradient(self, g_hat: Tensor, x_hat: Tensor, inv_rms: Tensor, dims: tuple[int, ...]) -> Tensor:
+        return (g_hat - x_hat * (g_hat * x_hat).mean(dims, keepdim=True)) * inv_rms
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        saved = self._saved_tensors()
+        grad_output = self._check_grad_output(grad_output, saved["like"])
+        x_hat, inv_rms = saved["x_hat"], saved["inv_rms"]
+        k = len(self.normalized_shape)
+        if self.weight is not None:
+            self.grad("weight").add_(_sum_leading(grad_output * x_hat, k))
+        g_hat = grad_output if self.weight is None else grad_output * self.weight
+        return self._input_gradient(g_hat, x_hat, inv_rms, tuple(range(-k, 0)))
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
