@@ -216,6 +216,8 @@ CASES_LIST: list[BenchCase] = [
     elementwise("Threshold", threshold=0.1, value=20.0),
     elementwise("Softplus", beta=1.0, threshold=20.0),
     elementwise("GELU"),
+    elementwise("Softmax", dim=1),
+    elementwise("LogSoftmax", dim=1),
     # -- losses -------------------------------------------------------------------------------------------
     elementwise("MSELoss", target="values"),
     elementwise("L1Loss", target="values"),

@@ -17,6 +17,7 @@ from .norm import BatchNorm1d, BatchNorm2d
 from .normalization import GroupNorm, LayerNorm, RMSNorm
 from .pooling import AvgPool2d, MaxPool2d, Upsample
 from .shape import Flatten
+from .softmax import LogSoftmax, Softmax
 
 __all__ = [
     "ELU",
@@ -40,6 +41,7 @@ __all__ = [
     "LayerNorm",
     "LeakyReLU",
     "Linear",
+    "LogSoftmax",
     "Loss",
     "MSELoss",
     "MaxPool2d",
@@ -51,6 +53,7 @@ __all__ = [
     "Sequential",
     "Sigmoid",
     "SmoothL1Loss",
+    "Softmax",
     "Softplus",
     "Tanh",
     "Tanhshrink",

@@ -21,7 +21,7 @@ from torch import Tensor
 class Domain:
     """Uniform values in ``[low, high]``, optionally kept ``margin`` away from ``avoid`` points,
     or (``distinct=True``) pairwise at least half a grid step apart, or (``integer=True``)
-    integers in ``[low, high)``."""
+    integers in ``[low, high)``; then the whole tensor shifted by one of ``offsets`` (drawn)."""
 
     name: str
     low: float = -3.0
@@ -30,6 +30,7 @@ class Domain:
     margin: float = 0.0
     distinct: bool = False
     integer: bool = False
+    offsets: tuple[float, ...] = ()
 
     def sample(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
         """A float64 (``int64`` for an integer domain) CPU tensor of ``shape`` drawn from this domain."""
@@ -38,6 +39,11 @@ class Domain:
         n = 1
         for side in shape:
             n *= side
+        if self.offsets:
+            offset = self.offsets[int(torch.randint(len(self.offsets), (), generator=generator))]
+            return offset + Domain(self.name, self.low, self.high, self.avoid, self.margin, self.distinct).sample(
+                shape, generator
+            )
         if self.distinct:
             step = (self.high - self.low) / max(n, 1)
             order = torch.randperm(n, generator=generator, dtype=torch.float64)
@@ -74,3 +80,6 @@ PROBABILITY = Domain("probability", 0.05, 0.95)
 UNIT = Domain("unit", 0.0, 1.0)
 AWAY_FROM_ZERO = away_from(0.0, name="away_from_zero")
 DISTINCT = Domain("distinct", -3.0, 3.0, distinct=True)
+# Logits spread over [-30, 30], the whole tensor shifted by 0 or +-1000 (drawn): exp(x) would
+# overflow (float32 and float64) or underflow to 0 without the shift by the maximum.
+LOGITS = Domain("logits(+-1000)", -30.0, 30.0, offsets=(0.0, 1000.0, -1000.0))

@@ -250,6 +250,21 @@ class RMSNormTreatsRmsAsConstant(fw.RMSNorm):
         return g_hat * inv_rms
 
 
+class SoftmaxDiagonalOnly(fw.Softmax):
+    """Backward keeps the Jacobian's diagonal y (1 - y) and drops the -y_i y_j terms."""
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        y = self._saved["y"]
+        return grad_output * y * (1 - y)
+
+
+class LogSoftmaxDiagonalOnly(fw.LogSoftmax):
+    """Backward keeps the Jacobian's diagonal 1 - softmax and drops the sum over the other outputs."""
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return grad_output * (1 - self._saved["y"].exp())
+
+
 # -- optimizers -----------------------------------------------------------------------------------------
 class SGDIgnoresDampening(optim.SGD):
     def _update(self, param: Tensor, grad: Tensor, state: dict) -> None:
@@ -324,6 +339,8 @@ MUTANTS: list[Mutant] = [
     Mutant("LayerNorm", LayerNormWithoutMeanTerm, "input gradient without the mean term"),
     Mutant("GroupNorm", GroupNormStatisticsPerChannel, "mean terms per channel instead of per group"),
     Mutant("RMSNorm", RMSNormTreatsRmsAsConstant, "input gradient treats the RMS as a constant"),
+    Mutant("Softmax", SoftmaxDiagonalOnly, "Jacobian's diagonal term only"),
+    Mutant("LogSoftmax", LogSoftmaxDiagonalOnly, "Jacobian's diagonal term only"),
     Mutant("Dropout", DropoutForgetsRescale, "backward without the 1/(1-p) factor"),
     Mutant("Upsample", UpsampleAveragesBlocks, "backward averages blocks instead of summing"),
     Mutant("SGD", SGDIgnoresDampening, "momentum update ignores dampening"),

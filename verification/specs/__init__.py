@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from ..spec import Spec
-from . import activations, containers, conv, dropout, linear, losses, norm, normalization, pooling, shape
+from . import activations, containers, conv, dropout, linear, losses, norm, normalization, pooling, shape, softmax
 
 SPECS: list[Spec] = [
     *linear.SPECS,
@@ -17,6 +17,7 @@ SPECS: list[Spec] = [
     *pooling.SPECS,
     *norm.SPECS,
     *normalization.SPECS,
+    *softmax.SPECS,
     *dropout.SPECS,
     *shape.SPECS,
 ]

@@ -1,0 +1,118 @@
+"""Softmax and LogSoftmax along one dimension, stable for logits of any size."""
+
+from __future__ import annotations
+
+import warnings
+
+from torch import Tensor
+
+from . import _checks as check
+from .module import Module
+
+
+def _dim(owner: Module, dim: int | None, x: Tensor) -> int:
+    """``dim`` checked against the input's rank; ``None`` picks torch's legacy implicit dimension
+    (0 for 0-, 1- and 3-D inputs, 1 otherwise) with torch's deprecation warning."""
+    if dim is None:
+        warnings.warn(
+            f"{type(owner).__name__}: implicit dimension choice for softmax has been deprecated. "
+            "Change the call to include dim=X as an argument.",
+            UserWarning,
+            stacklevel=4,
+        )
+        return 0 if x.dim() in (0, 1, 3) else 1
+    rank = max(x.dim(), 1)  # a 0-d tensor takes dim 0 or -1, as torch
+    if not -rank <= dim < rank:
+        raise check.fail(
+            owner, f"expected dim in [{-rank}, {rank - 1}] for an input of shape {tuple(x.shape)}, got {dim}"
+        )
+    return dim if x.dim() else 0
+
+
+def _optional_dim(owner: Module, dim: int | None) -> int | None:
+    if dim is None:
+        return None
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise check.ModuleTypeError(f"{type(owner).__name__}: expected dim to be an int or None, got {dim!r}")
+    return dim
+
+
+class Softmax(Module):
+    r"""y_i = exp(x_i) / sum_j exp(x_j) along ``dim``.
+
+    dL/dx = y * (g - sum(g * y)),   g = dL/dy, the sum along ``dim``: the full Jacobian
+    diag(y) - y y^T applied to g (the off-diagonal terms are the -y sum(g y) part).
+    The maximum along ``dim`` is subtracted first (softmax is shift-invariant), so exp never
+    overflows, whatever the size of the logits.
+
+    Args:
+        dim: the dimension that sums to one (``None``: torch's deprecated implicit choice).
+
+    Shape: input (*), output the same shape.
+    """
+
+    def __init__(self, dim: int | None = None) -> None:
+        super().__init__()
+        self.dim = _optional_dim(self, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self._check_input(x)
+        d = _dim(self, self.dim, x)
+        if x.dim() == 0:
+            y = x - x + 1  # exp(x) / exp(x); NaN and inf stay NaN, as torch
+        else:
+            e = (x - x.amax(d, keepdim=True)).exp_()
+            y = e.div_(e.sum(d, keepdim=True))
+        self._save_for_backward(y=y, dim=d)
+        return y
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        saved = self._saved_tensors()
+        y, d = saved["y"], saved["dim"]
+        grad_output = self._check_grad_output(grad_output, y)
+        if y.dim() == 0:
+            return grad_output * 0
+        return y * (grad_output - (grad_output * y).sum(d, keepdim=True))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Module):
+    r"""y_i = x_i - log(sum_j exp(x_j)) along ``dim``.
+
+    dL/dx = g - exp(y) * sum(g),   g = dL/dy, the sum along ``dim``.
+    Computed as (x - max) - log(sum(exp(x - max))): no overflow for large logits, and no
+    log(0) for very negative ones.
+
+    Args:
+        dim: the dimension normalised over (``None``: torch's deprecated implicit choice).
+
+    Shape: input (*), output the same shape.
+    """
+
+    def __init__(self, dim: int | None = None) -> None:
+        super().__init__()
+        self.dim = _optional_dim(self, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self._check_input(x)
+        d = _dim(self, self.dim, x)
+        if x.dim() == 0:
+            y = x - x
+        else:
+            shifted = x - x.amax(d, keepdim=True)
+            y = shifted - shifted.exp().sum(d, keepdim=True).log_()
+        self._save_for_backward(y=y, dim=d)
+        return y
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        saved = self._saved_tensors()
+        y, d = saved["y"], saved["dim"]
+        grad_output = self._check_grad_output(grad_output, y)
+        if y.dim() == 0:
+            return grad_output * 0
+        return grad_output - y.exp() * grad_output.sum(d, keepdim=True)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
