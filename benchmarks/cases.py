@@ -24,18 +24,20 @@ from typing import Any
 import torch
 
 import framework as fw
-from verification.domains import PROBABILITY, REAL, Domain
+from verification.domains import PROBABILITY, REAL, Domain, indices
 
 SIZES = ("seed", "medium", "large")
 
 
 @dataclass(frozen=True)
 class Size:
-    """Constructor arguments and forward input shape of one size of a case."""
+    """Constructor arguments and forward input shape of one size of a case (and, when it depends
+    on the size, the domain of the input's values: indices below the vocabulary size)."""
 
     kwargs: dict[str, Any]
     shape: tuple[int, ...]
     flops: float | None = None
+    domain: Domain | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,11 @@ def mlp_size(batch: int, widths: tuple[int, ...]) -> Size:
     return Size({"widths": widths}, (batch, widths[0]), flops)
 
 
+def embedding_size(vocabulary: int, width: int, batch: int, length: int) -> Size:
+    kwargs = {"num_embeddings": vocabulary, "embedding_dim": width}
+    return Size(kwargs, (batch, length), domain=indices(vocabulary))
+
+
 def _dropout_twin(module: Any) -> torch.nn.Module:
     return torch.nn.Dropout(p=module.p)
 
@@ -204,6 +211,15 @@ CASES_LIST: list[BenchCase] = [
         check="dropout",
         notes="timed in train mode against torch.nn.Dropout; equality checked in eval mode, train mode "
         "checked against Dropout's own definition (torch's random mask cannot be reproduced)",
+    ),
+    BenchCase(
+        "Embedding",
+        {
+            "seed": embedding_size(50, 25, 100, 10),
+            "medium": embedding_size(10000, 256, 64, 128),
+            "large": embedding_size(32000, 512, 128, 128),
+        },
+        notes="a token lookup: dL/dweight is dense on both sides (torch's sparse=False)",
     ),
     # -- activations ------------------------------------------------------------------------------------
     elementwise("ReLU"),

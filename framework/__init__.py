@@ -10,6 +10,7 @@ from .activations import ELU, GELU, SELU, Elementwise, LeakyReLU, ReLU, Sigmoid,
 from .containers import Sequential
 from .conv import Conv1d, Conv2d, ConvTranspose2d
 from .dropout import Dropout
+from .embedding import Embedding
 from .linear import Linear
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, SmoothL1Loss
 from .module import Loss, Module, iter_modules, modules
@@ -34,6 +35,7 @@ __all__ = [
     "CrossEntropyLoss",
     "Dropout",
     "Elementwise",
+    "Embedding",
     "Flatten",
     "GroupNorm",
     "HuberLoss",

@@ -35,7 +35,11 @@ class Domain:
     def sample(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
         """A float64 (``int64`` for an integer domain) CPU tensor of ``shape`` drawn from this domain."""
         if self.integer:
-            return torch.randint(int(self.low), int(self.high), shape, generator=generator)
+            # Uniform over [low, high) without the avoided values: draw from fewer, then step past them.
+            x = torch.randint(int(self.low), int(self.high) - len(self.avoid), shape, generator=generator)
+            for point in sorted(self.avoid):
+                x = x + (x >= point).long()
+            return x
         n = 1
         for side in shape:
             n *= side
@@ -68,9 +72,10 @@ def away_from(
     return Domain(label, low, high, tuple(float(p) for p in points), margin)
 
 
-def indices(count: int) -> Domain:
-    """Integer indices in ``[0, count)`` (``Embedding``'s input): few values, so they repeat."""
-    return Domain(f"indices(<{count})", 0.0, float(count), integer=True)
+def indices(count: int, avoid: int | None = None) -> Domain:
+    """Integer indices in ``[0, count)``, never ``avoid`` (``Embedding``'s input and padding row)."""
+    name = f"indices(<{count}" + ("" if avoid is None else f", not {avoid}") + ")"
+    return Domain(name, 0.0, float(count), () if avoid is None else (float(avoid),), integer=True)
 
 
 REAL = Domain("real", -3.0, 3.0)

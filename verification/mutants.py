@@ -265,6 +265,16 @@ class LogSoftmaxDiagonalOnly(fw.LogSoftmax):
         return grad_output * (1 - self._saved["y"].exp())
 
 
+class EmbeddingOverwritesRepeatedRows(fw.Embedding):
+    """weight.grad[index] = g (an assignment): a row that occurs several times keeps one
+    occurrence's gradient instead of their sum."""
+
+    def _scatter_rows(self, indices: Tensor, rows: Tensor) -> None:
+        scattered = torch.zeros_like(self.grad("weight"))
+        scattered[indices] = rows
+        self.grad("weight").add_(scattered)
+
+
 # -- optimizers -----------------------------------------------------------------------------------------
 class SGDIgnoresDampening(optim.SGD):
     def _update(self, param: Tensor, grad: Tensor, state: dict) -> None:
@@ -341,6 +351,7 @@ MUTANTS: list[Mutant] = [
     Mutant("RMSNorm", RMSNormTreatsRmsAsConstant, "input gradient treats the RMS as a constant"),
     Mutant("Softmax", SoftmaxDiagonalOnly, "Jacobian's diagonal term only"),
     Mutant("LogSoftmax", LogSoftmaxDiagonalOnly, "Jacobian's diagonal term only"),
+    Mutant("Embedding", EmbeddingOverwritesRepeatedRows, "repeated rows overwrite instead of accumulating"),
     Mutant("Dropout", DropoutForgetsRescale, "backward without the 1/(1-p) factor"),
     Mutant("Upsample", UpsampleAveragesBlocks, "backward averages blocks instead of summing"),
     Mutant("SGD", SGDIgnoresDampening, "momentum update ignores dampening"),

@@ -6,7 +6,20 @@
 from __future__ import annotations
 
 from ..spec import Spec
-from . import activations, containers, conv, dropout, linear, losses, norm, normalization, pooling, shape, softmax
+from . import (
+    activations,
+    containers,
+    conv,
+    dropout,
+    embedding,
+    linear,
+    losses,
+    norm,
+    normalization,
+    pooling,
+    shape,
+    softmax,
+)
 
 SPECS: list[Spec] = [
     *linear.SPECS,
@@ -19,6 +32,7 @@ SPECS: list[Spec] = [
     *normalization.SPECS,
     *softmax.SPECS,
     *dropout.SPECS,
+    *embedding.SPECS,
     *shape.SPECS,
 ]
 
