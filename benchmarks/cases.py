@@ -55,6 +55,11 @@ class BenchCase:
         check: ``"twin"`` compares outputs and gradients with the twin; ``"dropout"`` checks the
             framework's own train-mode semantics and equality with the twin in eval mode.
         backward_factor: backward FLOPs over forward FLOPs.
+        call: how both sides are called on the inputs and which output is differentiated, for
+            modules with several inputs or outputs (attention on (x, x, x), a recurrent network's
+            output sequence); by default ``module(*inputs)``.
+        gradient: dL/dx from what the framework's backward returns (by default that result;
+            the sum of the three for self-attention).
     """
 
     name: str
@@ -66,6 +71,8 @@ class BenchCase:
     check: str = "twin"
     backward_factor: float = 2.0
     notes: str = field(default="", compare=False)
+    call: Callable[..., Any] | None = None
+    gradient: Callable[[Any], Any] | None = None
 
     @property
     def is_loss(self) -> bool:
@@ -76,6 +83,14 @@ class BenchCase:
         if self.make is not None:
             return self.make(**kwargs)
         return getattr(fw, self.name)(**kwargs)
+
+    def run(self, module: Any, inputs: tuple[Any, ...]) -> Any:
+        """The differentiated output of ``module`` (framework or torch) on ``inputs``."""
+        return module(*inputs) if self.call is None else self.call(module, *inputs)
+
+    def input_gradient(self, result: Any) -> Any:
+        """dL/dx from the result of the framework's backward."""
+        return result if self.gradient is None else self.gradient(result)
 
     def flops(self, size: str, pass_: str) -> float | None:
         forward = self.sizes[size].flops
@@ -150,6 +165,20 @@ def embedding_size(vocabulary: int, width: int, batch: int, length: int) -> Size
     return Size(kwargs, (batch, length), domain=indices(vocabulary))
 
 
+def attention_size(batch: int, length: int, width: int, heads: int) -> Size:
+    """Self-attention, batch first: four width x width projections and two (L x L) products per head."""
+    flops = 4 * 2.0 * batch * length * width * width + 2 * 2.0 * batch * length * length * width
+    return Size({"embed_dim": width, "num_heads": heads, "batch_first": True}, (batch, length, width), flops)
+
+
+def _self_attention(module: Any, x: Any) -> Any:
+    return module(x, x, x, need_weights=False)[0]
+
+
+def _sum_of_input_gradients(grads: Any) -> Any:
+    return grads[0] + grads[1] + grads[2]
+
+
 def _dropout_twin(module: Any) -> torch.nn.Module:
     return torch.nn.Dropout(p=module.p)
 
@@ -193,6 +222,18 @@ CASES_LIST: list[BenchCase] = [
             "medium": conv_transpose2d_size(32, 16, 8, 8),
             "large": conv_transpose2d_size(32, 32, 16, 16),
         },
+    ),
+    BenchCase(
+        "MultiheadAttention",
+        {
+            "seed": attention_size(50, 8, 16, 2),
+            "medium": attention_size(32, 64, 128, 4),
+            "large": attention_size(32, 128, 256, 4),
+        },
+        call=_self_attention,
+        gradient=_sum_of_input_gradients,
+        notes="self-attention (query = key = value), need_weights=False: torch takes its fused "
+        "scaled_dot_product_attention path",
     ),
     # -- spatial, memory bound ------------------------------------------------------------------------
     images("MaxPool2d", lambda shape: {"kernel_size": 2}),

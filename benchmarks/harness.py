@@ -138,9 +138,9 @@ class Pair:
         self.module.zero_grad()
         self.twin.zero_grad()
         self.x_twin.grad = None
-        y = self.module(*self._fw_inputs())
-        gx = self.module.backward(self.grad_output)
-        y_twin = self.twin(*self._twin_inputs())
+        y = self.case.run(self.module, self._fw_inputs())
+        gx = self.case.input_gradient(self.module.backward(self.grad_output))
+        y_twin = self.case.run(self.twin, self._twin_inputs())
         y_twin.backward(self.grad_output)
         return y, gx, y_twin.detach(), self.x_twin.grad
 
@@ -185,31 +185,31 @@ class Pair:
     # -- the timed callables ---------------------------------------------------------------------
     def callable(self, impl: str, pass_: str) -> Callable[[], Any]:
         """The function timed for ``impl`` ("framework" or "torch") and ``pass_``."""
-        module, twin, g = self.module, self.twin, self.grad_output
+        module, twin, g, run = self.module, self.twin, self.grad_output, self.case.run
         fw_inputs, twin_inputs, x_twin = self._fw_inputs(), self._twin_inputs(), self.x_twin
         if impl == "framework" and pass_ == "forward":
 
             def fn() -> Any:
-                return module(*fw_inputs)
+                return run(module, fw_inputs)
 
         elif impl == "framework":
 
             def fn() -> Any:
                 module.zero_grad()
-                module(*fw_inputs)
+                run(module, fw_inputs)
                 return module.backward(g)
 
         elif pass_ == "forward":
 
             def fn() -> Any:
-                return twin(*twin_inputs)
+                return run(twin, twin_inputs)
 
         else:
 
             def fn() -> Any:
                 twin.zero_grad()
                 x_twin.grad = None
-                twin(*twin_inputs).backward(g)
+                run(twin, twin_inputs).backward(g)
 
         return synchronized(fn, self.device)
 
@@ -240,7 +240,7 @@ def build(
         target = values(UNIT if case.target == "unit" else REAL)(x, generator).to(device=device, dtype=dtype)
     x_twin = x.clone().requires_grad_(x.is_floating_point())
     with torch.no_grad():
-        y = twin(x) if target is None else twin(x, target)
+        y = case.run(twin, (x,) if target is None else (x, target))
     grad_output = REAL.sample(tuple(y.shape), generator).to(device=device, dtype=dtype)
     return Pair(case, size, device, dtype, module, twin, x, x_twin, target, grad_output)
 

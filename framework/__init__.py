@@ -7,6 +7,7 @@ with torch tensor operations only: no neural-network library and no automatic di
 from . import init, optim
 from ._checks import ModuleTypeError, ModuleValueError
 from .activations import ELU, GELU, SELU, Elementwise, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh, Tanhshrink, Threshold
+from .attention import MultiheadAttention
 from .containers import Sequential
 from .conv import Conv1d, Conv2d, ConvTranspose2d
 from .dropout import Dropout
@@ -50,6 +51,7 @@ __all__ = [
     "Module",
     "ModuleTypeError",
     "ModuleValueError",
+    "MultiheadAttention",
     "RMSNorm",
     "ReLU",
     "Sequential",

@@ -132,7 +132,12 @@ class Module:
         return [(p, g) for _, p, g in self.named_param()]
 
     def grad(self, name: str) -> Tensor:
-        """The gradient accumulated for parameter ``name`` (e.g. ``"weight"``)."""
+        """The gradient accumulated for parameter ``name`` (e.g. ``"weight"``, ``"out_proj.weight"``)."""
+        head, _, rest = name.partition(".")
+        if name not in self._gradients and rest:
+            for child_name, child in self.named_children():
+                if child_name == head:
+                    return child.grad(rest)
         if name not in self._gradients:
             raise check.fail(self, f"expected a parameter name in {sorted(self._gradients)}, got {name!r}")
         return self._gradients[name]
@@ -172,8 +177,8 @@ class Module:
     def backward(self, *grad_outputs: Tensor) -> Tensor | tuple[Tensor, ...]:
         raise NotImplementedError
 
-    def __call__(self, *inputs: Any) -> Any:
-        return self.forward(*inputs)
+    def __call__(self, *inputs: Any, **options: Any) -> Any:
+        return self.forward(*inputs, **options)
 
     # -- helpers for subclasses ----------------------------------------------------------------
     def _reference_tensor(self) -> Tensor | None:

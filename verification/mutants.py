@@ -17,9 +17,11 @@ from torch import Tensor
 
 import framework as fw
 from framework import optim
+from framework.attention import AttentionContext
 
 from .spec import Spec
 from .specs import SPECS
+from .specs.attention import AttentionCase
 
 
 @dataclass(frozen=True)
@@ -275,6 +277,16 @@ class EmbeddingOverwritesRepeatedRows(fw.Embedding):
         self.grad("weight").add_(scattered)
 
 
+class AttentionKeyGradientWithoutScale(AttentionCase):
+    """dL/dK = dL/dscores^T Q, without the 1/sqrt(d) of the scores (right only when d = 1)."""
+
+    def _attention_backward(
+        self, grad_heads: Tensor, context: AttentionContext, grad_weights: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        grad_query, grad_key, grad_value = super()._attention_backward(grad_heads, context, grad_weights)
+        return grad_query, grad_key / context.scale, grad_value
+
+
 # -- optimizers -----------------------------------------------------------------------------------------
 class SGDIgnoresDampening(optim.SGD):
     def _update(self, param: Tensor, grad: Tensor, state: dict) -> None:
@@ -352,6 +364,7 @@ MUTANTS: list[Mutant] = [
     Mutant("Softmax", SoftmaxDiagonalOnly, "Jacobian's diagonal term only"),
     Mutant("LogSoftmax", LogSoftmaxDiagonalOnly, "Jacobian's diagonal term only"),
     Mutant("Embedding", EmbeddingOverwritesRepeatedRows, "repeated rows overwrite instead of accumulating"),
+    Mutant("MultiheadAttention", AttentionKeyGradientWithoutScale, "key gradient without the 1/sqrt(d) scale"),
     Mutant("Dropout", DropoutForgetsRescale, "backward without the 1/(1-p) factor"),
     Mutant("Upsample", UpsampleAveragesBlocks, "backward averages blocks instead of summing"),
     Mutant("SGD", SGDIgnoresDampening, "momentum update ignores dampening"),

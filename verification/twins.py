@@ -17,18 +17,19 @@ import framework as fw
 
 def twin_of(module: Any, copy: bool = True) -> torch.nn.Module:
     """The ``torch.nn`` twin of ``module``, same dtype/device, parameters and buffers copied."""
-    from .specs import _BY_CLASS
+    from .specs import _BY_CLASS, TWINS
 
     if isinstance(module, fw.Sequential):
         twin = torch.nn.Sequential(*(twin_of(child, copy=False) for child in module))
     else:
         spec = next((_BY_CLASS[c] for c in type(module).__mro__ if c in _BY_CLASS), None)
-        if spec is None or spec.twin is None:
+        build = spec.twin if spec is not None else next((TWINS[c] for c in type(module).__mro__ if c in TWINS), None)
+        if build is None:
             raise KeyError(
                 f"no torch.nn twin is declared for {type(module).__name__}; declare one in its "
                 f"Spec (verification.specs.register_spec)"
             )
-        twin = spec.twin(module)
+        twin = build(module)
     twin.train(getattr(module, "training", True))
     if copy:
         copy_state(module, twin)

@@ -5,9 +5,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..spec import Spec
 from . import (
     activations,
+    attention,
     containers,
     conv,
     dropout,
@@ -33,10 +36,13 @@ SPECS: list[Spec] = [
     *softmax.SPECS,
     *dropout.SPECS,
     *embedding.SPECS,
+    *attention.SPECS,
     *shape.SPECS,
 ]
 
 _BY_CLASS: dict[type, Spec] = {spec.module: spec for spec in SPECS}
+# Twins of modules whose spec verifies an adapter (masks fixed, several outputs joined into one).
+TWINS: dict[type, Any] = {**attention.TWINS}
 _BY_NAME: dict[str, Spec] = {spec.name: spec for spec in SPECS}
 
 
