@@ -179,6 +179,30 @@ def _sum_of_input_gradients(grads: Any) -> Any:
     return grads[0] + grads[1] + grads[2]
 
 
+def recurrent_size(gates: int, batch: int, length: int, features: int, hidden: int) -> Size:
+    """One batch-first layer: per step, gates * hidden rows times (features + hidden) columns."""
+    flops = 2.0 * batch * length * gates * hidden * (features + hidden)
+    kwargs = {"input_size": features, "hidden_size": hidden, "batch_first": True}
+    return Size(kwargs, (batch, length, features), flops)
+
+
+def recurrent(name: str, gates: int) -> BenchCase:
+    return BenchCase(
+        name,
+        {
+            "seed": recurrent_size(gates, 50, 10, 2, 25),
+            "medium": recurrent_size(gates, 32, 64, 128, 128),
+            "large": recurrent_size(gates, 64, 128, 256, 256),
+        },
+        call=_output_sequence,
+        notes="the output sequence is differentiated (h_n gets no gradient); torch runs its fused kernels",
+    )
+
+
+def _output_sequence(module: Any, x: Any) -> Any:
+    return module(x)[0]
+
+
 def _dropout_twin(module: Any) -> torch.nn.Module:
     return torch.nn.Dropout(p=module.p)
 
@@ -235,6 +259,8 @@ CASES_LIST: list[BenchCase] = [
         notes="self-attention (query = key = value), need_weights=False: torch takes its fused "
         "scaled_dot_product_attention path",
     ),
+    recurrent("LSTM", 4),
+    recurrent("GRU", 3),
     # -- spatial, memory bound ------------------------------------------------------------------------
     images("MaxPool2d", lambda shape: {"kernel_size": 2}),
     images("AvgPool2d", lambda shape: {"kernel_size": 2}),

@@ -18,12 +18,15 @@ from .module import Loss, Module, iter_modules, modules
 from .norm import BatchNorm1d, BatchNorm2d
 from .normalization import GroupNorm, LayerNorm, RMSNorm
 from .pooling import AvgPool2d, MaxPool2d, Upsample
+from .recurrent import GRU, LSTM
 from .shape import Flatten
 from .softmax import LogSoftmax, Softmax
 
 __all__ = [
     "ELU",
     "GELU",
+    "GRU",
+    "LSTM",
     "SELU",
     "AvgPool2d",
     "BCELoss",

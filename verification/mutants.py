@@ -22,6 +22,7 @@ from framework.attention import AttentionContext
 from .spec import Spec
 from .specs import SPECS
 from .specs.attention import AttentionCase
+from .specs.recurrent import GRUCase, LSTMCase
 
 
 @dataclass(frozen=True)
@@ -287,6 +288,30 @@ class AttentionKeyGradientWithoutScale(AttentionCase):
         return grad_query, grad_key / context.scale, grad_value
 
 
+class LSTMGradientStopsAtOneStep(LSTMCase):
+    """Backpropagation through one time step only: dL/dh and dL/dc are not carried to step t - 1."""
+
+    def _step_backward(
+        self, step: dict[str, Tensor], dh: Tensor, dc: Tensor | None, w_hh: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        d_input, d_hidden, dh_prev, dc_prev = super()._step_backward(step, dh, dc, w_hh)
+        return d_input, d_hidden, torch.zeros_like(dh_prev), torch.zeros_like(dc_prev)
+
+
+class GRUResetGateOnTheWrongSide(GRUCase):
+    """dL/dh_{t-1} through the candidate n as (dn W_hn) * r, the formula of the GRU variant whose r
+    multiplies h before W_hn, instead of torch's (dn * r) W_hn."""
+
+    def _step_backward(
+        self, step: dict[str, Tensor], dh: Tensor, dc: Tensor | None, w_hh: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, None]:
+        d_input, d_hidden, _, _ = super()._step_backward(step, dh, dc, w_hh)
+        h = self.hidden_size
+        dr_dz, dn = d_input[..., : 2 * h], d_input[..., 2 * h :]
+        dh_prev = dh * step["z"] + dr_dz @ w_hh[: 2 * h] + (dn @ w_hh[2 * h :]) * step["r"]
+        return d_input, d_hidden, dh_prev, None
+
+
 # -- optimizers -----------------------------------------------------------------------------------------
 class SGDIgnoresDampening(optim.SGD):
     def _update(self, param: Tensor, grad: Tensor, state: dict) -> None:
@@ -365,6 +390,8 @@ MUTANTS: list[Mutant] = [
     Mutant("LogSoftmax", LogSoftmaxDiagonalOnly, "Jacobian's diagonal term only"),
     Mutant("Embedding", EmbeddingOverwritesRepeatedRows, "repeated rows overwrite instead of accumulating"),
     Mutant("MultiheadAttention", AttentionKeyGradientWithoutScale, "key gradient without the 1/sqrt(d) scale"),
+    Mutant("LSTM", LSTMGradientStopsAtOneStep, "gradient stops at one time step"),
+    Mutant("GRU", GRUResetGateOnTheWrongSide, "reset gate on the wrong side of W_hn in dL/dh_{t-1}"),
     Mutant("Dropout", DropoutForgetsRescale, "backward without the 1/(1-p) factor"),
     Mutant("Upsample", UpsampleAveragesBlocks, "backward averages blocks instead of summing"),
     Mutant("SGD", SGDIgnoresDampening, "momentum update ignores dampening"),

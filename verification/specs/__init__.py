@@ -20,6 +20,7 @@ from . import (
     norm,
     normalization,
     pooling,
+    recurrent,
     shape,
     softmax,
 )
@@ -37,12 +38,13 @@ SPECS: list[Spec] = [
     *dropout.SPECS,
     *embedding.SPECS,
     *attention.SPECS,
+    *recurrent.SPECS,
     *shape.SPECS,
 ]
 
 _BY_CLASS: dict[type, Spec] = {spec.module: spec for spec in SPECS}
 # Twins of modules whose spec verifies an adapter (masks fixed, several outputs joined into one).
-TWINS: dict[type, Any] = {**attention.TWINS}
+TWINS: dict[type, Any] = {**attention.TWINS, **recurrent.TWINS}
 _BY_NAME: dict[str, Spec] = {spec.name: spec for spec in SPECS}
 
 

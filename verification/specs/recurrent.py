@@ -1,0 +1,142 @@
+"""Specs of framework/recurrent.py.
+
+A case draws the layout (batched or not, batch_first), the sequence length and whether an
+initial state is given. The adapters take the initial state as separate inputs (h_0, and c_0
+for LSTM), so the verifier differentiates them like the sequence, and join the outputs
+(output, h_n, and c_n) into one tensor (:mod:`verification.outputs`); their twins do the same
+with ``torch.nn.LSTM`` and ``torch.nn.GRU``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from hypothesis import strategies as st
+from torch import Tensor
+
+import framework as fw
+
+from ..domains import REAL
+from ..outputs import join, split
+from ..spec import Input, Spec
+from ..strategies import booleans, sizes
+
+SHAPE_KEYS = ("batch", "length", "initial_state")
+
+
+@st.composite
+def _kwargs(draw: Any) -> dict[str, Any]:
+    layers, bidirectional = draw(sizes(1, 2)), draw(booleans())
+    return {
+        "input_size": draw(sizes(1, 2)),
+        "hidden_size": draw(sizes(1, 2)),
+        "num_layers": layers,
+        "bias": draw(booleans()),
+        "batch_first": draw(booleans()),
+        "bidirectional": bidirectional,
+        "batch": draw(st.none() | sizes(1, 2)),  # None: unbatched
+        # Two steps already carry gradients through time; the four layer-directions of a deep
+        # bidirectional network get at most two (each parameter element costs 4 forwards).
+        "length": draw(sizes(1, 2 if layers == 2 and bidirectional else 3)),
+        "initial_state": draw(booleans()),
+    }
+
+
+def _inputs(cell: bool):
+    def inputs(kw: dict[str, Any]) -> list[Input]:
+        n, length, width = kw["batch"], kw["length"], kw["input_size"]
+        if n is None:
+            x = (length, width)
+        else:
+            x = (n, length, width) if kw["batch_first"] else (length, n, width)
+        states = kw["num_layers"] * (2 if kw["bidirectional"] else 1)
+        state = (states, kw["hidden_size"]) if n is None else (states, n, kw["hidden_size"])
+        given = kw["initial_state"]
+        return [Input(x, REAL)] + [Input(state, REAL)] * ((2 if cell else 1) if given else 0)
+
+    return inputs
+
+
+class _JoinedRecurrent(fw.Module):
+    """A recurrent network with its initial state as separate inputs and its outputs joined."""
+
+    abstract = True
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.shape_options = {k: kwargs.pop(k) for k in SHAPE_KEYS}
+        super().__init__(**kwargs)
+
+    def forward(self, x: Tensor, *state: Tensor) -> Tensor:
+        hx = None if not state else (tuple(state) if self.has_cell else state[0])
+        output, hidden = super().forward(x, hx)
+        self._joined = [output, *(hidden if self.has_cell else (hidden,))]
+        return join(self._joined)
+
+    def backward(self, grad_output: Tensor) -> Any:
+        self._saved_tensors()
+        grad_output = fw._checks.floating(self, grad_output, "grad_output")
+        grads = split(grad_output, self._joined, type(self).__name__)
+        result = super().backward(grads[0], tuple(grads[1:]) if self.has_cell else grads[1])
+        if not self._saved_tensors()["given_hx"]:
+            return result
+        grad_x, grad_state = result
+        return (grad_x, *grad_state) if self.has_cell else (grad_x, grad_state)
+
+
+class LSTMCase(_JoinedRecurrent, fw.LSTM):
+    """LSTM with (h_0, c_0) as inputs 1 and 2 and (output, h_n, c_n) joined."""
+
+
+class GRUCase(_JoinedRecurrent, fw.GRU):
+    """GRU with h_0 as input 1 and (output, h_n) joined."""
+
+
+@contextlib.contextmanager
+def _native_kernels() -> Iterator[None]:
+    """torch's own recurrent kernels rather than oneDNN's, which builds a primitive for every new
+    shape (0.05 to 0.3 s each on this CPU build, against 1 ms for the computation): a run over
+    many tiny drawn shapes would spend nearly all its time there. Same function, same autograd."""
+    before = torch.backends.mkldnn.set_flags(False, None, None, None)
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.set_flags(before[0], None, None, None)
+
+
+def _torch_case(base: type) -> type:
+    class TorchCase(base):  # type: ignore[misc, valid-type]
+        def forward(self, x: Tensor, *state: Tensor) -> Tensor:  # type: ignore[override]
+            hx = None if not state else (tuple(state) if len(state) == 2 else state[0])
+            with _native_kernels():
+                output, hidden = super().forward(x, hx)
+            return join([output, *(hidden if isinstance(hidden, tuple) else (hidden,))])
+
+    TorchCase.__name__ = TorchCase.__qualname__ = f"Torch{base.__name__}Case"
+    return TorchCase
+
+
+TorchLSTMCase, TorchGRUCase = _torch_case(torch.nn.LSTM), _torch_case(torch.nn.GRU)
+
+
+def _arguments(m: Any) -> dict[str, Any]:
+    return {
+        "input_size": m.input_size,
+        "hidden_size": m.hidden_size,
+        "num_layers": m.num_layers,
+        "bias": m.bias,
+        "batch_first": m.batch_first,
+        "dropout": m.dropout,
+        "bidirectional": m.bidirectional,
+    }
+
+
+# The specs verify adapters; the modules themselves have these twins (twin_of on any instance).
+TWINS = {fw.LSTM: lambda m: torch.nn.LSTM(**_arguments(m)), fw.GRU: lambda m: torch.nn.GRU(**_arguments(m))}
+
+SPECS = [
+    Spec(LSTMCase, _kwargs(), _inputs(cell=True), lambda m: TorchLSTMCase(**_arguments(m)), name="LSTM"),
+    Spec(GRUCase, _kwargs(), _inputs(cell=False), lambda m: TorchGRUCase(**_arguments(m)), name="GRU"),
+]
