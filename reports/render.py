@@ -8,7 +8,7 @@ from typing import Any
 import jinja2
 
 from . import benchmarks_page, formatting, loaders, training_page, verification_page
-from .environment import environment
+from verification.environment import environment
 
 NAV = (("index", "Overview"), ("verification", "Verification"), ("benchmarks", "Benchmarks"), ("training", "Training"))
 TITLES = dict(NAV) | {"index": "Results overview", "verification": "Gradient verification"}
