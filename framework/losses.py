@@ -178,7 +178,8 @@ def _check_unit_interval(owner: Loss, value: Tensor, name: str) -> None:
 class BCEWithLogitsLoss(Loss):
     """Binary cross-entropy of logits x, i.e. of p = sigmoid(x), computed without overflow:
 
-    l = max(x, 0) - x t + log(1 + exp(-|x|));   L = reduce(l);
+    l = (1 - t) x + max(-x, 0) + log(1 + exp(-|x|));   L = reduce(l);
+    (torch's arrangement: no cancellation between x and x t when t is near 1 and x large.)
     dL/dx = s * (sigmoid(x) - t),  s = 1/N for 'mean', 1 for 'sum'.
 
     Args:
@@ -192,7 +193,7 @@ class BCEWithLogitsLoss(Loss):
         prediction, target = self._check_pair(prediction, target)
         self._save_for_backward(prediction=prediction, target=target)
         x = prediction
-        return self._reduce(x.clamp(min=0) - x * target + torch.log1p(torch.exp(-x.abs())))
+        return self._reduce((1 - target) * x + (-x).clamp(min=0) + torch.log1p(torch.exp(-x.abs())))
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         saved = self._saved_tensors()

@@ -8,6 +8,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
+from torch.utils import _pytree as pytree
 
 import framework
 from verification.specs import SPECS
@@ -32,6 +33,19 @@ def run(built, module=None):
     return module(*built.inputs, built.target) if built.target is not None else module(*built.inputs)
 
 
+def leaves(out):
+    """The output tensors of a forward (MultiheadAttention's (output, weights), LSTM's (output, (h_n, c_n)))."""
+    return [x for x in pytree.tree_leaves(out) if x is not None]
+
+
+def backward(module, out):
+    """backward with one random upstream gradient per output, structured like the outputs."""
+    if isinstance(out, torch.Tensor):
+        return module.backward(torch.randn_like(out))
+    upstream = pytree.tree_map(lambda x: None if x is None else torch.randn_like(x), out)
+    return module.backward(*upstream)
+
+
 # Dropout has no torch.nn twin with the same random stream: its semantics are tested in test_dropout.py.
 @pytest.mark.parametrize("spec", [s for s in SPECS if s.twin is not None], ids=str)
 @FEW
@@ -39,9 +53,10 @@ def run(built, module=None):
 def test_forward_equals_the_torch_twin_with_copied_parameters(spec, data):
     built = data.draw(spec.cases()).build(torch.float64)
     twin = twin_of(built.module)
-    ours, theirs = run(built), run(built, twin)
-    assert ours.shape == theirs.shape
-    torch.testing.assert_close(ours, theirs.detach(), rtol=1e-12, atol=1e-12)
+    ours, theirs = leaves(run(built)), leaves(run(built, twin))
+    assert [x.shape for x in ours] == [x.shape for x in theirs]
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=str)
@@ -51,7 +66,7 @@ def test_param_pairs_have_equal_shapes_and_zero_grad_resets_them(spec, data):
     built = data.draw(spec.cases()).build(torch.float64)
     module = built.module
     out = run(built)
-    module.backward() if built.target is not None else module.backward(torch.randn_like(out))
+    module.backward() if built.target is not None else backward(module, out)
     for param, grad in module.param():
         assert param.shape == grad.shape
     module.zero_grad()
@@ -71,7 +86,7 @@ def input_gradients(grad, inputs):
 def test_backward_returns_one_gradient_per_input_of_its_shape_none_for_indices(spec, data):
     built = data.draw(spec.cases()).build(torch.float64)
     out = run(built)
-    grad = built.module.backward() if built.target is not None else built.module.backward(torch.randn_like(out))
+    grad = built.module.backward() if built.target is not None else backward(built.module, out)
     for g, x in zip(input_gradients(grad, built.inputs), built.inputs):
         if x.is_floating_point():
             assert isinstance(g, torch.Tensor) and g.shape == x.shape
@@ -99,9 +114,9 @@ def test_backward_before_forward_names_the_module(spec):
 @pytest.mark.parametrize("spec", [s for s in SPECS if s.target is None], ids=str)
 def test_grad_output_of_the_wrong_shape_is_rejected(spec):
     built = example(spec).build(torch.float64)
-    out = run(built)
+    first = leaves(run(built))[0]
     with pytest.raises(ValueError, match="grad_output"):
-        built.module.backward(torch.zeros(out.numel() + 1, dtype=torch.float64))
+        built.module.backward(torch.zeros(first.numel() + 1, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("spec", [s for s in SPECS if s.module(**example(s).kwargs).param()], ids=str)
@@ -124,8 +139,8 @@ def test_outputs_carry_no_autograd_graph_even_for_inputs_that_require_grad(spec)
     inputs = [x.clone().requires_grad_(x.is_floating_point()) for x in built.inputs]
     module = built.module
     out = module(*inputs, built.target) if built.target is not None else module(*inputs)
-    assert out.grad_fn is None
-    grad = module.backward() if built.target is not None else module.backward(torch.randn_like(out))
+    assert all(x.grad_fn is None for x in leaves(out))
+    grad = module.backward() if built.target is not None else backward(module, out)
     assert all(g is None or g.grad_fn is None for g in input_gradients(grad, inputs))
 
 

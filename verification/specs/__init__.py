@@ -5,9 +5,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..spec import Spec
+from ..twins import register_twin
 from . import (
     activations,
     attention,
@@ -42,17 +41,25 @@ SPECS: list[Spec] = [
     *shape.SPECS,
 ]
 
-_BY_CLASS: dict[type, Spec] = {spec.module: spec for spec in SPECS}
-# Twins of modules whose spec verifies an adapter (masks fixed, several outputs joined into one).
-TWINS: dict[type, Any] = {**attention.TWINS, **recurrent.TWINS}
-_BY_NAME: dict[str, Spec] = {spec.name: spec for spec in SPECS}
+_BY_CLASS: dict[type, Spec] = {}
+_BY_NAME: dict[str, Spec] = {}
 
 
 def register_spec(spec: Spec) -> Spec:
-    """Add a spec for a user's own module class (its twin then works with twin_of)."""
+    """Add a spec (and its module's twin, for twin_of) to the registry."""
     _BY_CLASS[spec.module] = spec
     _BY_NAME[spec.name] = spec
+    if spec.twin is not None:
+        register_twin(spec.module, spec.twin)
     return spec
+
+
+for _spec in SPECS:
+    register_spec(_spec)
+# Modules whose spec verifies an adapter (masks and initial states fixed per case) have their
+# own twins too, for twin_of on any instance.
+for _cls, _build in (*attention.TWINS.items(), *recurrent.TWINS.items()):
+    register_twin(_cls, _build)
 
 
 def spec_for(cls: type) -> Spec:

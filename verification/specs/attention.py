@@ -2,9 +2,10 @@
 
 MultiheadAttention has three inputs, masks and two outputs. A case draws the masks as data
 (nested lists, so it replays from JSON) with the constructor arguments; :class:`AttentionCase`
-passes them to every forward and returns the output and the weights joined into one tensor
-(:mod:`verification.outputs`), and its twin does the same with ``torch.nn.MultiheadAttention``.
-Key 0 is never masked, so no query loses every key (torch and the framework give NaN there).
+passes them to every forward, and its twin does the same with ``torch.nn.MultiheadAttention``.
+The verifier checks both outputs, (output, weights), with one upstream gradient each (weights
+``None`` with ``need_weights=False``). Key 0 is never masked, so no query loses every key
+(torch and the framework give NaN there).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from torch import Tensor
 import framework as fw
 
 from ..domains import REAL
-from ..outputs import join, split
 from ..spec import Input, Spec
 from ..strategies import booleans, sizes
 
@@ -103,33 +103,25 @@ def _forward_options(options: dict[str, Any], like: Tensor) -> dict[str, Any]:
 
 
 class AttentionCase(fw.MultiheadAttention):
-    """MultiheadAttention with a case's masks and options, its outputs joined into one tensor."""
+    """MultiheadAttention with a case's masks and options (backward as the module's)."""
 
     def __init__(self, **kwargs: Any) -> None:
         constructor, self.options = _split_kwargs(kwargs)
         super().__init__(**constructor)
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
-        output, weights = super().forward(query, key, value, **_forward_options(self.options, query))
-        self._joined = (output, weights)
-        return join([output, weights])
-
-    def backward(self, grad_output: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        self._saved_tensors()
-        grad_output = fw._checks.floating(self, grad_output, "grad_output")
-        grads = split(grad_output, self._joined, type(self).__name__)
-        return super().backward(*grads)
+    def forward(self, query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor | None]:
+        return super().forward(query, key, value, **_forward_options(self.options, query))
 
 
 class TorchAttentionCase(torch.nn.MultiheadAttention):
-    """The twin: torch.nn.MultiheadAttention with the same masks and options, outputs joined."""
+    """The twin: torch.nn.MultiheadAttention with the same masks and options."""
 
     def __init__(self, options: dict[str, Any], **constructor: Any) -> None:
         super().__init__(**constructor)
         self.options = options
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:  # type: ignore[override]
-        return join(super().forward(query, key, value, **_forward_options(self.options, query)))
+    def forward(self, query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor | None]:  # type: ignore[override]
+        return super().forward(query, key, value, **_forward_options(self.options, query))
 
 
 def _twin(m: AttentionCase) -> torch.nn.Module:

@@ -2,8 +2,8 @@
 
 A case draws the layout (batched or not, batch_first), the sequence length and whether an
 initial state is given. The adapters take the initial state as separate inputs (h_0, and c_0
-for LSTM), so the verifier differentiates them like the sequence, and join the outputs
-(output, h_n, and c_n) into one tensor (:mod:`verification.outputs`); their twins do the same
+for LSTM), so the verifier differentiates them like the sequence; the outputs stay torch's,
+(output, h_n) or (output, (h_n, c_n)), each with its upstream gradient. The twins do the same
 with ``torch.nn.LSTM`` and ``torch.nn.GRU``.
 """
 
@@ -20,7 +20,6 @@ from torch import Tensor
 import framework as fw
 
 from ..domains import REAL
-from ..outputs import join, split
 from ..spec import Input, Spec
 from ..strategies import booleans, sizes
 
@@ -60,8 +59,8 @@ def _inputs(cell: bool):
     return inputs
 
 
-class _JoinedRecurrent(fw.Module):
-    """A recurrent network with its initial state as separate inputs and its outputs joined."""
+class _StateAsInputs(fw.Module):
+    """A recurrent network taking its initial state as separate tensor inputs."""
 
     abstract = True
 
@@ -69,29 +68,24 @@ class _JoinedRecurrent(fw.Module):
         self.shape_options = {k: kwargs.pop(k) for k in SHAPE_KEYS}
         super().__init__(**kwargs)
 
-    def forward(self, x: Tensor, *state: Tensor) -> Tensor:
+    def forward(self, x: Tensor, *state: Tensor) -> tuple[Tensor, Any]:
         hx = None if not state else (tuple(state) if self.has_cell else state[0])
-        output, hidden = super().forward(x, hx)
-        self._joined = [output, *(hidden if self.has_cell else (hidden,))]
-        return join(self._joined)
+        return super().forward(x, hx)
 
-    def backward(self, grad_output: Tensor) -> Any:
-        self._saved_tensors()
-        grad_output = fw._checks.floating(self, grad_output, "grad_output")
-        grads = split(grad_output, self._joined, type(self).__name__)
-        result = super().backward(grads[0], tuple(grads[1:]) if self.has_cell else grads[1])
+    def backward(self, grad_output: Tensor, grad_hidden: Any = None) -> Any:
+        result = super().backward(grad_output, grad_hidden)
         if not self._saved_tensors()["given_hx"]:
             return result
-        grad_x, grad_state = result
+        grad_x, grad_state = result  # one gradient per input: x, h_0 (and c_0)
         return (grad_x, *grad_state) if self.has_cell else (grad_x, grad_state)
 
 
-class LSTMCase(_JoinedRecurrent, fw.LSTM):
-    """LSTM with (h_0, c_0) as inputs 1 and 2 and (output, h_n, c_n) joined."""
+class LSTMCase(_StateAsInputs, fw.LSTM):
+    """LSTM with (h_0, c_0) as inputs 1 and 2."""
 
 
-class GRUCase(_JoinedRecurrent, fw.GRU):
-    """GRU with h_0 as input 1 and (output, h_n) joined."""
+class GRUCase(_StateAsInputs, fw.GRU):
+    """GRU with h_0 as input 1."""
 
 
 @contextlib.contextmanager
@@ -108,11 +102,10 @@ def _native_kernels() -> Iterator[None]:
 
 def _torch_case(base: type) -> type:
     class TorchCase(base):  # type: ignore[misc, valid-type]
-        def forward(self, x: Tensor, *state: Tensor) -> Tensor:  # type: ignore[override]
+        def forward(self, x: Tensor, *state: Tensor) -> tuple[Tensor, Any]:  # type: ignore[override]
             hx = None if not state else (tuple(state) if len(state) == 2 else state[0])
             with _native_kernels():
-                output, hidden = super().forward(x, hx)
-            return join([output, *(hidden if isinstance(hidden, tuple) else (hidden,))])
+                return super().forward(x, hx)
 
     TorchCase.__name__ = TorchCase.__qualname__ = f"Torch{base.__name__}Case"
     return TorchCase
