@@ -35,8 +35,7 @@ def _step(workload: Workload, size: str, dtype: torch.dtype, device: str) -> Ste
     key = (workload.name, size, dtype, device)
     if _LAST.get("key") != key:
         _LAST.clear()
-        step = workload.build(dtype=dtype, device=device, **workload.sizes[size])
-        step.check()
+        step = workload.checked(size, dtype, device)
         _LAST.update(key=key, step=step)
     return _LAST["step"]
 

@@ -171,6 +171,21 @@ def attention_size(batch: int, length: int, width: int, heads: int) -> Size:
     return Size({"embed_dim": width, "num_heads": heads, "batch_first": True}, (batch, length, width), flops)
 
 
+def transformer_size(batch: int, length: int, width: int, heads: int, hidden: int) -> Size:
+    """A pre-norm encoder block with a GELU MLP: attention's products plus the MLP's two."""
+    flops = attention_size(batch, length, width, heads).flops + 2 * 2.0 * batch * length * width * hidden
+    kwargs = {
+        "d_model": width,
+        "nhead": heads,
+        "dim_feedforward": hidden,
+        "dropout": 0.0,
+        "activation": "gelu",
+        "batch_first": True,
+        "norm_first": True,
+    }
+    return Size(kwargs, (batch, length, width), flops)
+
+
 def _self_attention(module: Any, x: Any) -> Any:
     return module(x, x, x, need_weights=False)[0]
 
@@ -258,6 +273,15 @@ CASES_LIST: list[BenchCase] = [
         gradient=_sum_of_input_gradients,
         notes="self-attention (query = key = value), need_weights=False: torch takes its fused "
         "scaled_dot_product_attention path",
+    ),
+    BenchCase(
+        "TransformerEncoderLayer",
+        {
+            "seed": transformer_size(8, 16, 32, 2, 64),
+            "medium": transformer_size(16, 64, 128, 4, 512),
+            "large": transformer_size(32, 128, 256, 4, 1024),
+        },
+        notes="pre-norm, GELU, dropout 0, batch first (torch.nn.TransformerEncoderLayer with the same weights)",
     ),
     recurrent("LSTM", 4),
     recurrent("GRU", 3),

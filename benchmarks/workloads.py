@@ -4,10 +4,17 @@
   MSE against one-hot targets, SGD with lr 0.5, batches of 50 and 100.
 * ``SmallCNN``: Conv2d(3x3, padding 1), ReLU, MaxPool2d(2), Flatten, Linear, CrossEntropyLoss,
   SGD with lr 0.01 and momentum 0.9.
+* ``TransformerBlock``: one pre-norm encoder block (LayerNorm, MultiheadAttention, residual,
+  LayerNorm, MLP with GELU, residual) against ``torch.nn.TransformerEncoderLayer(norm_first=True,
+  activation='gelu', dropout=0, batch_first=True)``, MSE against a random target, SGD with lr
+  0.01 and momentum 0.9; batch 32, sequence 128, width 256, 4 heads, MLP 1024 at the large size.
+* ``LSTMSequence``: an LSTM over the sequence and a Linear on its last output, CrossEntropyLoss,
+  SGD with lr 0.1 and momentum 0.9, against ``torch.nn.LSTM`` and ``torch.nn.Linear``.
 
 The framework side uses ``framework.optim.SGD``; the torch side the twin network,
 ``torch.nn`` losses and ``torch.optim.SGD``. Before timing, both take two steps from the same
-parameters on the same batch (the second exercises the momentum buffer) and must agree.
+parameters on the same batch (the second exercises the momentum buffer) and must agree; the
+two newer workloads first agree in float64 too, whatever dtype is timed.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import torch
 from torch import Tensor
 
 import framework as fw
-from verification.twins import twin_of
+from verification.twins import copy_state, twin_of
 
 from .cases import mlp, registered_names
 from .harness import BenchmarkMismatchError, _randomize_parameters, assert_close, synchronized
@@ -35,12 +42,23 @@ class Workload:
         sizes: size name to the builder's keyword arguments.
         needs: framework classes the workload is made of (it runs once all are registered).
         build: ``build(dtype=, device=, **size_kwargs)`` returns a :class:`Step`.
+        float64_check: before timing, both sides also take their steps in float64 and agree
+            to float64's tolerance (on top of the check in the timed dtype).
     """
 
     name: str
     sizes: dict[str, dict[str, Any]]
     needs: tuple[str, ...]
     build: Callable[..., Step]
+    float64_check: bool = False
+
+    def checked(self, size: str, dtype: torch.dtype, device: str | torch.device) -> Step:
+        """The step at ``size``, after the agreement checks (float64 first when declared)."""
+        if self.float64_check and dtype != torch.float64:
+            self.build(dtype=torch.float64, device=device, **self.sizes[size]).check()
+        step = self.build(dtype=dtype, device=device, **self.sizes[size])
+        step.check()
+        return step
 
     def shapes(self, size: str) -> str:
         return f"{self.name}(" + ", ".join(f"{k}={v}" for k, v in self.sizes[size].items()) + ")"
@@ -105,12 +123,16 @@ def _assemble(
     dtype: torch.dtype,
     device: torch.device,
     generator: torch.Generator,
+    twin: torch.nn.Module | None = None,
     **sgd: float,
 ) -> Step:
     _randomize_parameters(model, generator)
     model.to(device=device, dtype=dtype)
     model.train()
-    twin = twin_of(model)
+    if twin is None:
+        twin = twin_of(model)
+    else:
+        copy_state(model, twin)
     twin.train()
     return Step(
         name,
@@ -179,6 +201,113 @@ def small_cnn(
     )
 
 
+def transformer_block(
+    batch: int,
+    length: int,
+    width: int,
+    heads: int,
+    hidden: int,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> Step:
+    """A pre-norm encoder block regressing a random target of the input's shape."""
+    device = torch.device(device)
+    generator = torch.Generator().manual_seed(seed)
+    model = fw.TransformerEncoderLayer(
+        width, heads, hidden, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+    )
+    x = torch.randn(batch, length, width, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
+    target = torch.randn(batch, length, width, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
+    return _assemble(
+        model,
+        fw.MSELoss(),
+        torch.nn.MSELoss(),
+        x,
+        target,
+        "TransformerBlock",
+        dtype,
+        device,
+        generator,
+        lr=0.01,
+        momentum=0.9,
+    )
+
+
+class SequenceClassifier(fw.Module):
+    """An LSTM over the sequence (batch first) and a Linear on its last output: class logits.
+
+    backward: the Linear's input gradient goes to the last time step of the LSTM's output
+    gradient (zeros elsewhere), then back through time.
+    """
+
+    def __init__(self, features: int, hidden: int, classes: int, num_layers: int = 1) -> None:
+        super().__init__()
+        self.lstm = fw.LSTM(features, hidden, num_layers, batch_first=True)
+        self.head = fw.Linear(hidden, classes)
+
+    def named_children(self) -> list[tuple[str, fw.Module]]:
+        return [("lstm", self.lstm), ("head", self.head)]
+
+    def forward(self, x: Tensor) -> Tensor:
+        output, _ = self.lstm(x)
+        self._save_for_backward(like=output)
+        return self.head(output[:, -1])
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        like = self._saved_tensors()["like"]
+        grad_sequence = torch.zeros_like(like)
+        grad_sequence[:, -1] = self.head.backward(grad_output)
+        return self.lstm.backward(grad_sequence)
+
+
+class TorchSequenceClassifier(torch.nn.Module):
+    """The twin of :class:`SequenceClassifier`, from ``torch.nn.LSTM`` and ``torch.nn.Linear``."""
+
+    def __init__(self, features: int, hidden: int, classes: int, num_layers: int = 1) -> None:
+        super().__init__()
+        self.lstm = torch.nn.LSTM(features, hidden, num_layers, batch_first=True)
+        self.head = torch.nn.Linear(hidden, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        output, _ = self.lstm(x)
+        return self.head(output[:, -1])
+
+
+def lstm_sequence(
+    batch: int,
+    length: int,
+    features: int,
+    hidden: int,
+    classes: int,
+    num_layers: int = 1,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> Step:
+    """Classify random sequences into random classes (a training step's cost, not a task)."""
+    device = torch.device(device)
+    generator = torch.Generator().manual_seed(seed)
+    model = SequenceClassifier(features, hidden, classes, num_layers)
+    twin = TorchSequenceClassifier(features, hidden, classes, num_layers)
+    x = torch.randn(batch, length, features, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
+    target = torch.randint(0, classes, (batch,), generator=generator).to(device)
+    return _assemble(
+        model,
+        fw.CrossEntropyLoss(),
+        torch.nn.CrossEntropyLoss(),
+        x,
+        target,
+        "LSTMSequence",
+        dtype,
+        device,
+        generator,
+        twin=twin,
+        lr=0.1,
+        momentum=0.9,
+    )
+
+
 WORKLOADS: list[Workload] = [
     Workload("SeedMLP-b50", {"seed": {"batch": 50}}, ("Linear", "ReLU", "MSELoss", "Sequential"), seed_mlp),
     Workload("SeedMLP-b100", {"seed": {"batch": 100}}, ("Linear", "ReLU", "MSELoss", "Sequential"), seed_mlp),
@@ -191,6 +320,28 @@ WORKLOADS: list[Workload] = [
         },
         ("Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear", "CrossEntropyLoss", "Sequential"),
         small_cnn,
+    ),
+    Workload(
+        "TransformerBlock",
+        {
+            "seed": {"batch": 8, "length": 16, "width": 32, "heads": 2, "hidden": 64},
+            "medium": {"batch": 16, "length": 64, "width": 128, "heads": 4, "hidden": 512},
+            "large": {"batch": 32, "length": 128, "width": 256, "heads": 4, "hidden": 1024},
+        },
+        ("TransformerEncoderLayer", "MSELoss"),
+        transformer_block,
+        float64_check=True,
+    ),
+    Workload(
+        "LSTMSequence",
+        {
+            "seed": {"batch": 32, "length": 16, "features": 8, "hidden": 32, "classes": 4},
+            "medium": {"batch": 64, "length": 64, "features": 32, "hidden": 128, "classes": 10},
+            "large": {"batch": 64, "length": 128, "features": 64, "hidden": 256, "classes": 10},
+        },
+        ("LSTM", "Linear", "CrossEntropyLoss"),
+        lstm_sequence,
+        float64_check=True,
     ),
 ]
 

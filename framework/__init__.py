@@ -21,6 +21,7 @@ from .pooling import AvgPool2d, MaxPool2d, Upsample
 from .recurrent import GRU, LSTM
 from .shape import Flatten
 from .softmax import LogSoftmax, Softmax
+from .transformer import TransformerEncoderLayer
 
 __all__ = [
     "ELU",
@@ -65,6 +66,7 @@ __all__ = [
     "Tanh",
     "Tanhshrink",
     "Threshold",
+    "TransformerEncoderLayer",
     "Upsample",
     "init",
     "iter_modules",

@@ -28,6 +28,8 @@ _REGISTRY: list[type[Module]] = []
 def _without_grad_mode(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not torch.is_grad_enabled():  # already off (a child called by its parent): no second context
+            return method(*args, **kwargs)
         with torch.no_grad():
             return method(*args, **kwargs)
 
@@ -182,6 +184,8 @@ class Module:
 
     # -- helpers for subclasses ----------------------------------------------------------------
     def _reference_tensor(self) -> Tensor | None:
+        if self._parameters:  # the first of named_param(), without listing every child's
+            return next(iter(self._parameters.values()))
         for _, p, _ in self.named_param():
             return p
         return None

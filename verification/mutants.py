@@ -313,6 +313,20 @@ class GRUResetGateOnTheWrongSide(GRUCase):
         return d_input, d_hidden, dh_prev, None
 
 
+class TransformerEncoderLayerDropsResidualGradient(fw.TransformerEncoderLayer):
+    """Backward forgets the identity path of the residual around self-attention: src gets only the
+    gradient through the attention branch."""
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        self._saved_tensors()
+        if self.norm_first:
+            grad_x = grad_output + self.norm2.backward(self._feedforward_block_backward(grad_output))
+            return self.norm1.backward(self._attention_block_backward(grad_x))
+        grad_sum = self.norm2.backward(grad_output)
+        grad_src = self.norm1.backward(grad_sum + self._feedforward_block_backward(grad_sum))
+        return self._attention_block_backward(grad_src)
+
+
 # -- optimizers -----------------------------------------------------------------------------------------
 class SGDIgnoresDampening(optim.SGD):
     def _update(self, param: Tensor, grad: Tensor, state: dict) -> None:
@@ -393,6 +407,11 @@ MUTANTS: list[Mutant] = [
     Mutant("MultiheadAttention", AttentionKeyGradientWithoutScale, "key gradient without the 1/sqrt(d) scale"),
     Mutant("LSTM", LSTMGradientStopsAtOneStep, "gradient stops at one time step"),
     Mutant("GRU", GRUResetGateOnTheWrongSide, "reset gate on the wrong side of W_hn in dL/dh_{t-1}"),
+    Mutant(
+        "TransformerEncoderLayer",
+        TransformerEncoderLayerDropsResidualGradient,
+        "residual connection's identity path dropped from the gradient",
+    ),
     Mutant("Dropout", DropoutForgetsRescale, "backward without the 1/(1-p) factor"),
     Mutant("Upsample", UpsampleAveragesBlocks, "backward averages blocks instead of summing"),
     Mutant("SGD", SGDIgnoresDampening, "momentum update ignores dampening"),

@@ -22,6 +22,7 @@ from . import (
     recurrent,
     shape,
     softmax,
+    transformer,
 )
 
 SPECS: list[Spec] = [
@@ -38,6 +39,7 @@ SPECS: list[Spec] = [
     *embedding.SPECS,
     *attention.SPECS,
     *recurrent.SPECS,
+    *transformer.SPECS,
     *shape.SPECS,
 ]
 
