@@ -43,9 +43,34 @@ def _check_trailing(owner: Module, x: Tensor, shape: tuple[int, ...]) -> None:
         )
 
 
-def _sum_leading(t: Tensor, k: int) -> Tensor:
-    """Sum over every dimension but the last ``k`` (none to sum: ``sum(())`` would sum them all)."""
-    return t if t.dim() == k else t.sum(tuple(range(t.dim() - k)))
+def _standardize_rows(rows: Tensor, eps: float, centre: bool = True) -> tuple[Tensor, Tensor]:
+    """(x_hat, 1 / sqrt(var + eps)) of each row of a (rows, n) tensor; without ``centre``, the
+    root mean square instead of the standard deviation (RMSNorm).
+
+    Centred before squaring (mean(x^2) - mean^2 would cancel for a large mean); the sum of
+    squares as a vector norm, one pass without a squared temporary.
+    """
+    centred = rows - rows.mean(-1, keepdim=True) if centre else rows
+    inv = torch.linalg.vector_norm(centred, 2, -1, keepdim=True).square_().div_(rows.shape[-1]).add_(eps).rsqrt_()
+    return (centred.mul_(inv) if centre else centred * inv), inv
+
+
+def _row_means(g: Tensor, gx: Tensor, weight: Tensor | None) -> tuple[Tensor, Tensor]:
+    """mean(g_hat) and mean(g_hat x_hat) of each row, g_hat = weight * g and gx = g x_hat: with a
+    weight, products with it (no g_hat * x_hat temporary)."""
+    n = g.shape[-1]
+    if weight is None:
+        return g.mean(-1, keepdim=True), gx.mean(-1, keepdim=True)
+    w = weight.reshape(n)
+    return (g @ w).div_(n).unsqueeze(-1), (gx @ w).div_(n).unsqueeze(-1)
+
+
+def _affine(x_hat: Tensor, weight: Tensor | None, bias: Tensor | None, n: int) -> Tensor:
+    """weight * x_hat + bias on (rows, n), one pass when both are there."""
+    if weight is not None and bias is not None:
+        return torch.addcmul(bias.reshape(n), x_hat, weight.reshape(n))
+    y = x_hat if weight is None else x_hat * weight.reshape(n)
+    return y if bias is None else y + bias.reshape(n)
 
 
 def standardized_input_gradient(g_hat: Tensor, x_hat: Tensor, inv_std: Tensor, dims: tuple[int, ...]) -> Tensor:
@@ -100,31 +125,30 @@ class LayerNorm(Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self._check_input(x)
         _check_trailing(self, x, self.normalized_shape)
-        dims = tuple(range(-len(self.normalized_shape), 0))
-        # Centred before squaring: var = mean(x^2) - mu^2 would cancel for a large mean.
-        centred = x - x.mean(dims, keepdim=True)
-        inv_std = torch.rsqrt(centred.square().mean(dims, keepdim=True) + self.eps)
-        x_hat = centred * inv_std
-        y = x_hat if self.weight is None else x_hat * self.weight
-        if self.bias is not None:
-            y = y + self.bias
+        n = math.prod(self.normalized_shape)
+        # Each sample's normalised values as one row of a (rows, n) view.
+        x_hat, inv_std = _standardize_rows(x.reshape(-1, n), self.eps)
+        y = _affine(x_hat, self.weight, self.bias, n).reshape(x.shape)
         self._save_for_backward(x_hat=x_hat, inv_std=inv_std, like=y)
         return y
 
-    def _input_gradient(self, g_hat: Tensor, x_hat: Tensor, inv_std: Tensor, dims: tuple[int, ...]) -> Tensor:
-        return standardized_input_gradient(g_hat, x_hat, inv_std, dims)
+    def _input_gradient(self, g_hat: Tensor, x_hat: Tensor, inv_std: Tensor, mean_g: Tensor, mean_gx: Tensor) -> Tensor:
+        """dL/dx from g_hat and the row means of g_hat and g_hat x_hat (all per row)."""
+        return (g_hat - mean_g).addcmul_(x_hat, mean_gx, value=-1).mul_(inv_std)
 
     def backward(self, grad_output: Tensor) -> Tensor:
         saved = self._saved_tensors()
         grad_output = self._check_grad_output(grad_output, saved["like"])
         x_hat, inv_std = saved["x_hat"], saved["inv_std"]
-        k = len(self.normalized_shape)
+        g = grad_output.reshape(x_hat.shape)
+        gx = g * x_hat
         if self.weight is not None:
-            self.grad("weight").add_(_sum_leading(grad_output * x_hat, k))
+            self.grad("weight").add_(gx.sum(0).reshape(self.normalized_shape))
         if self.bias is not None:
-            self.grad("bias").add_(_sum_leading(grad_output, k))
-        g_hat = grad_output if self.weight is None else grad_output * self.weight
-        return self._input_gradient(g_hat, x_hat, inv_std, tuple(range(-k, 0)))
+            self.grad("bias").add_(g.sum(0).reshape(self.normalized_shape))
+        mean_g, mean_gx = _row_means(g, gx, self.weight)
+        g_hat = g if self.weight is None else g * self.weight.reshape(-1)
+        return self._input_gradient(g_hat, x_hat, inv_std, mean_g, mean_gx).reshape(grad_output.shape)
 
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, eps={self.eps:g}, elementwise_affine={self.elementwise_affine}"
@@ -198,9 +222,9 @@ class GroupNorm(Module):
                 f"{tuple(x.shape)} with num_groups={self.num_groups}",
             )
         grouped = self._grouped(x)
-        centred = grouped - grouped.mean(-1, keepdim=True)
-        inv_std = torch.rsqrt(centred.square().mean(-1, keepdim=True) + self.eps)
-        x_hat = (centred * inv_std).reshape(x.shape)
+        x_hat, inv_std = _standardize_rows(grouped.reshape(-1, grouped.shape[-1]), self.eps)
+        inv_std = inv_std.reshape(grouped.shape[0], self.num_groups, 1)
+        x_hat = x_hat.reshape(x.shape)
         y = x_hat if self.weight is None else x_hat * self._per_channel(self.weight, x.dim())
         if self.bias is not None:
             y = y + self._per_channel(self.bias, x.dim())
@@ -267,26 +291,28 @@ class RMSNorm(Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self._check_input(x)
         _check_trailing(self, x, self.normalized_shape)
-        dims = tuple(range(-len(self.normalized_shape), 0))
+        n = math.prod(self.normalized_shape)
         eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
-        inv_rms = torch.rsqrt(x.square().mean(dims, keepdim=True) + eps)
-        x_hat = x * inv_rms
-        y = x_hat if self.weight is None else x_hat * self.weight
+        x_hat, inv_rms = _standardize_rows(x.reshape(-1, n), eps, centre=False)
+        y = _affine(x_hat, self.weight, None, n).reshape(x.shape)
         self._save_for_backward(x_hat=x_hat, inv_rms=inv_rms, like=y)
         return y
 
-    def _input_gradient(self, g_hat: Tensor, x_hat: Tensor, inv_rms: Tensor, dims: tuple[int, ...]) -> Tensor:
-        return (g_hat - x_hat * (g_hat * x_hat).mean(dims, keepdim=True)) * inv_rms
+    def _input_gradient(self, g_hat: Tensor, x_hat: Tensor, inv_rms: Tensor, mean_gx: Tensor) -> Tensor:
+        """dL/dx from g_hat and the row means of g_hat x_hat (all per row)."""
+        return torch.addcmul(g_hat, x_hat, mean_gx, value=-1).mul_(inv_rms)
 
     def backward(self, grad_output: Tensor) -> Tensor:
         saved = self._saved_tensors()
         grad_output = self._check_grad_output(grad_output, saved["like"])
         x_hat, inv_rms = saved["x_hat"], saved["inv_rms"]
-        k = len(self.normalized_shape)
+        g = grad_output.reshape(x_hat.shape)
+        gx = g * x_hat
         if self.weight is not None:
-            self.grad("weight").add_(_sum_leading(grad_output * x_hat, k))
-        g_hat = grad_output if self.weight is None else grad_output * self.weight
-        return self._input_gradient(g_hat, x_hat, inv_rms, tuple(range(-k, 0)))
+            self.grad("weight").add_(gx.sum(0).reshape(self.normalized_shape))
+        _, mean_gx = _row_means(g, gx, self.weight)
+        g_hat = g if self.weight is None else g * self.weight.reshape(-1)
+        return self._input_gradient(g_hat, x_hat, inv_rms, mean_gx).reshape(grad_output.shape)
 
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"

@@ -231,8 +231,8 @@ class UpsampleAveragesBlocks(fw.Upsample):
 class LayerNormWithoutMeanTerm(fw.LayerNorm):
     """Backward forgets that the mean depends on x: no - mean(g_hat) term."""
 
-    def _input_gradient(self, g_hat: Tensor, x_hat: Tensor, inv_std: Tensor, dims: tuple[int, ...]) -> Tensor:
-        return (g_hat - x_hat * (g_hat * x_hat).mean(dims, keepdim=True)) * inv_std
+    def _input_gradient(self, g_hat: Tensor, x_hat: Tensor, inv_std: Tensor, mean_g: Tensor, mean_gx: Tensor) -> Tensor:
+        return torch.addcmul(g_hat, x_hat, mean_gx, value=-1).mul_(inv_std)
 
 
 class GroupNormStatisticsPerChannel(fw.GroupNorm):
@@ -250,7 +250,7 @@ class GroupNormStatisticsPerChannel(fw.GroupNorm):
 class RMSNormTreatsRmsAsConstant(fw.RMSNorm):
     """Backward treats the root mean square as a constant: dL/dx = g_hat / rms."""
 
-    def _input_gradient(self, g_hat: Tensor, x_hat: Tensor, inv_rms: Tensor, dims: tuple[int, ...]) -> Tensor:
+    def _input_gradient(self, g_hat: Tensor, x_hat: Tensor, inv_rms: Tensor, mean_gx: Tensor) -> Tensor:
         return g_hat * inv_rms
 
 
