@@ -28,7 +28,10 @@ SHAPE_KEYS = ("batch", "length", "initial_state")
 
 @st.composite
 def _kwargs(draw: Any) -> dict[str, Any]:
-    layers, bidirectional = draw(sizes(1, 2)), draw(booleans())
+    # Two layers or two directions, not both: every layer-direction adds four parameter tensors
+    # to the finite differences. Deep bidirectional networks (3 layers) are compared with torch
+    # element by element in tests/framework/test_recurrent.py.
+    layers, bidirectional = draw(st.sampled_from([(1, False), (1, True), (2, False)]))
     return {
         "input_size": draw(sizes(1, 2)),
         "hidden_size": draw(sizes(1, 2)),
@@ -37,9 +40,7 @@ def _kwargs(draw: Any) -> dict[str, Any]:
         "batch_first": draw(booleans()),
         "bidirectional": bidirectional,
         "batch": draw(st.none() | sizes(1, 2)),  # None: unbatched
-        # Two steps already carry gradients through time; the four layer-directions of a deep
-        # bidirectional network get at most two (each parameter element costs 4 forwards).
-        "length": draw(sizes(1, 2 if layers == 2 and bidirectional else 3)),
+        "length": draw(sizes(1, 3)),
         "initial_state": draw(booleans()),
     }
 
