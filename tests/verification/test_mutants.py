@@ -3,14 +3,15 @@
 import pytest
 
 import framework
-from verification.mutants import run_mutant
-from verification.mutants import MUTANTS
+from verification.mutants import MUTANTS, run_mutant
 
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.name)
 def test_mutant_is_caught(mutant):
     outcome = run_mutant(mutant, profile="ci", seed=0, device="cpu")
     assert not outcome.ok, f"{mutant.name} ({mutant.description}) survived {outcome.cases} cases"
+    # Caught by a check, not by the checker crashing on it.
+    assert outcome.failure["check"] != "exception", outcome.failure["message"]
 
 
 def test_mutants_are_not_registered_modules():
