@@ -60,8 +60,12 @@ def test_a_torch_module_target_keeps_its_parameters_and_has_no_grad_left_behind(
 def test_the_linearity_check_allows_rounding_noise_in_a_gradient_that_vanishes_between_two_batchnorms():
     # BatchNorm1d -> Linear -> Linear -> BatchNorm1d on a batch of two: the middle bias gradient is
     # zero in exact arithmetic, pure rounding noise (a former false alarm of the linearity check).
-    layers = [["BatchNorm1d", {"num_features": 3}], ["Linear", {"in_features": 3, "out_features": 4, "bias": True}],
-              ["Linear", {"in_features": 4, "out_features": 2, "bias": True}], ["BatchNorm1d", {"num_features": 2}]]  # fmt: skip
+    layers = [
+        ["BatchNorm1d", {"num_features": 3}],
+        ["Linear", {"in_features": 3, "out_features": 4, "bias": True}],
+        ["Linear", {"in_features": 4, "out_features": 2, "bias": True}],
+        ["BatchNorm1d", {"num_features": 2}],
+    ]
     for seed in range(20):
         torch.manual_seed(seed)
         stack = Stack(3, layers).to(dtype=torch.float64)
