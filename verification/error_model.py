@@ -23,13 +23,13 @@ Low precision (:func:`low_precision_bounds`)
     *same* (upcast) inputs and parameters, so input quantisation is not counted against it.
     Per tensor, its largest and its mean absolute error are bounded by
 
-    ``factor * max(e, u_acc sqrt(n) s) + ROUNDING_FLOOR * u * |truth|``
+    ``factor * max(e, ACCUMULATION_FLOOR u_acc sqrt(n) s) + ROUNDING_FLOOR * u * |truth|``
 
     (max and mean taken alike). With a reference, ``e`` is the reference's own error in the same
     precision, the largest over three rounding realisations (the case, and the case with inputs
     moved by one unit in the last place: a small tensor's single realisation can be exact by
     luck), and ``factor = LOW_PRECISION_FACTOR``: the rule of FlashAttention's test suite. The
-    floor ``u_acc sqrt(n) s`` is what an accumulation of ``n`` terms in float32 (``u_acc``, or
+    floor (``u_acc sqrt(n) s`` up to a constant) is what an accumulation of ``n`` terms in float32 (``u_acc``, or
     float64's for float64) typically errs at the case's gradient scale ``s`` (probabilistic
     rounding error analysis, Higham and Mary 2019), so a reference that accumulates in double
     (as torch's CPU kernels often do) does not set an unreachable bar, and a gradient that
@@ -58,8 +58,11 @@ from torch import Tensor
 # A target may err by this many times what the plain torch reference errs in the same
 # precision (FlashAttention: 2), plus this many unit round-offs of the dtype at the result's
 # magnitude (FlashAttention's Hopper tests: a rounding floor of the same kind).
-LOW_PRECISION_FACTOR = 4.0
+LOW_PRECISION_FACTOR = 2.0
 ROUNDING_FLOOR = 2.0
+# The reference's error is floored at this many times the typical error of a float32 (float64
+# for float64) accumulation of n terms at the case's gradient scale, u_acc sqrt(n) s.
+ACCUMULATION_FLOOR = 4.0
 # Without a reference, the modelled error (see low_precision_bounds) gets this factor.
 MODEL_FACTOR = 4.0
 
@@ -166,7 +169,7 @@ def low_precision_bounds(
     """
     truth = truth.detach().double().cpu().abs()
     u = unit_roundoff(dtype)
-    accumulation = accumulation_roundoff(dtype) * math.sqrt(n_terms) * scale
+    accumulation = ACCUMULATION_FLOOR * accumulation_roundoff(dtype) * math.sqrt(n_terms) * scale
     measured, factor = (spread, MODEL_FACTOR) if reference_error is None else (reference_error, LOW_PRECISION_FACTOR)
     measured = measured.detach().double().cpu()
     bounds = {}
