@@ -7,8 +7,9 @@ from typing import Any
 
 import jinja2
 
-from . import benchmarks_page, formatting, loaders, training_page, verification_page
 from verification.environment import environment
+
+from . import benchmarks_page, formatting, loaders, training_page, verification_page
 
 NAV = (("index", "Overview"), ("verification", "Verification"), ("benchmarks", "Benchmarks"), ("training", "Training"))
 TITLES = dict(NAV) | {"index": "Results overview", "verification": "Gradient verification"}
