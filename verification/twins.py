@@ -27,25 +27,18 @@ def register_twin(cls: type, build: TwinBuilder) -> None:
     _TWINS[cls] = build
 
 
-def _registered() -> dict[type, TwinBuilder]:
-    """The twin registry, with every spec's twin in it (importing the specs registers them, also
-    when only twin_of was imported, as by ``python -m benchmarks``)."""
-    from . import specs  # noqa: F401
-
-    return _TWINS
-
-
 def has_twin(cls: type) -> bool:
-    return issubclass(cls, fw.Sequential) or any(c in _registered() for c in cls.__mro__)
+    return issubclass(cls, fw.Sequential) or any(c in _TWINS for c in cls.__mro__)
 
 
 def twin_of(module: Any, copy: bool = True) -> torch.nn.Module:
     """The ``torch.nn`` twin of ``module``, same dtype/device, parameters and buffers copied."""
+    from . import specs  # noqa: F401  (the framework's specs register their twins on import)
+
     if isinstance(module, fw.Sequential):
         twin = torch.nn.Sequential(*(twin_of(child, copy=False) for child in module))
     else:
-        twins = _registered()
-        build = next((twins[c] for c in type(module).__mro__ if c in twins), None)
+        build = next((_TWINS[c] for c in type(module).__mro__ if c in _TWINS), None)
         if build is None:
             raise KeyError(
                 f"no torch.nn twin is declared for {type(module).__name__}; declare one in its Spec "
