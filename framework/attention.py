@@ -24,6 +24,7 @@ class AttentionContext:
     probabilities: Tensor  # softmax(scores), before dropout
     keep: Tensor | None  # dropout's 0 or 1/(1-p) factors, None without dropout
     scale: float
+    output: Tensor
 
 
 def causal_mask(target_length: int, source_length: int, device: torch.device | str | None = None) -> Tensor:
@@ -71,9 +72,12 @@ def scaled_dot_product_attention(
         attn_mask = causal_mask(query.shape[-2], key.shape[-2], query.device)
     if attn_mask is not None:
         scores = scores + additive_mask(attn_mask, scores.dtype, allowed=True)
-    # Softmax over the keys, shifted by the row maximum (no overflow for large scores).
-    probabilities = (scores - scores.amax(-1, keepdim=True)).exp_()
-    probabilities = probabilities.div_(probabilities.sum(-1, keepdim=True))
+    # Softmax over the keys, shifted by the row maximum (no overflow for large scores). The
+    # output is normalised after the product with V, (e V) / sum(e), as fused kernels do: one
+    # rounding fewer than rounding each weight first.
+    e = (scores - scores.amax(-1, keepdim=True)).exp_()
+    total = e.sum(-1, keepdim=True)
+    probabilities = e / total
     keep = None
     weights = probabilities
     if dropout_p > 0.0:
@@ -83,8 +87,9 @@ def scaled_dot_product_attention(
         else:
             keep = (draws >= dropout_p).to(device=probabilities.device, dtype=probabilities.dtype) / (1.0 - dropout_p)
         weights = probabilities * keep
-    output = weights @ value
-    return output, weights, AttentionContext(query, key, value, probabilities, keep, scale)
+        e = e * keep
+    output = (e @ value).div_(total)
+    return output, weights, AttentionContext(query, key, value, probabilities, keep, scale, output)
 
 
 def scaled_dot_product_attention_backward(
@@ -94,19 +99,22 @@ def scaled_dot_product_attention_backward(
     optionally, dL/d(weights) for the returned weights P'.
 
         dL/dV = P'^T g;   dL/dP' = g V^T (+ dL/d(weights));   dL/dP = dL/dP' * keep
-        dL/dscores = P * (dL/dP - sum_S(dL/dP * P))                      (softmax's Jacobian)
+        dL/dscores = P * (dL/dP - D),   D = sum_S(dL/dP * P)            (softmax's Jacobian)
         dL/dQ = scale dL/dscores K;   dL/dK = scale dL/dscores^T Q     (both carry the scale)
+    D is computed as sum(g * out) (+ sum(P' * dL/d(weights))), equal since out = P' V: a sum over
+    the value width instead of the keys, as fused kernels do.
     """
     weights = context.probabilities if context.keep is None else context.probabilities * context.keep
     grad_value = weights.transpose(-2, -1) @ grad_output
     grad_weights_total = grad_output @ context.value.transpose(-2, -1)
+    row = (grad_output * context.output).sum(-1, keepdim=True)
     if grad_weights is not None:
         grad_weights_total = grad_weights_total + grad_weights
+        row = row + (weights * grad_weights).sum(-1, keepdim=True)
     if context.keep is not None:
         grad_weights_total = grad_weights_total * context.keep
-    p = context.probabilities
-    # Where p is 0 (masked keys) the product is 0, also where the row sum is -inf * 0.
-    grad_scores = p * (grad_weights_total - (grad_weights_total * p).sum(-1, keepdim=True))
+    # Where P is 0 (masked keys) the product is 0.
+    grad_scores = context.probabilities * (grad_weights_total - row)
     grad_query = (grad_scores @ context.key) * context.scale
     grad_key = (grad_scores.transpose(-2, -1) @ context.query) * context.scale
     return grad_query, grad_key, grad_value
@@ -219,8 +227,11 @@ class MultiheadAttention(Module):
 
     def _project(self, x: Tensor, which: int) -> Tensor:
         weight, bias, _ = self._projection(which)
-        y = x @ weight.T
-        return y if bias is None else y + bias
+        if bias is None:
+            return x @ weight.T
+        # x W^T + b in one addmm (one rounding, as torch's linear), on a 2-D view of x.
+        flat = torch.addmm(bias, x.reshape(-1, x.shape[-1]), weight.T)
+        return flat.reshape(*x.shape[:-1], weight.shape[0])
 
     def _project_backward(self, x: Tensor, grad: Tensor, which: int) -> Tensor:
         """Add the projection's parameter gradients; return dL/dx. x and grad are (N, T, width)."""
