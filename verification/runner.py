@@ -145,7 +145,8 @@ def run_spec(
     shrink: bool = True,
     max_examples: int | None = None,
 ) -> SpecResult:
-    """Check ``spec`` over the profile's number of drawn cases; stop at the first failure."""
+    """Check ``spec`` over the profile's number of drawn cases (its ``case_share`` of them); stop at
+    the first failure."""
     options = PROFILES[profile]
     result = SpecResult(spec.name)
     last_failure: dict[str, Any] = {}
@@ -154,7 +155,7 @@ def run_spec(
     phases = [Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if shrink else [])
 
     @settings(
-        max_examples=max_examples or options["max_examples"],
+        max_examples=max_examples or max(1, round(options["max_examples"] * spec.case_share)),
         deadline=None,
         database=None,
         phases=phases,

@@ -87,6 +87,10 @@ class Spec:
         kinks: points where the derivative jumps, documented and tested exactly elsewhere.
         semantics: an extra property of the forward (e.g. Dropout's), given a built case;
             raises ``AssertionError`` when it does not hold.
+        case_share: the share of the profile's cases drawn for this spec, below 1 for specs
+            whose every case is a small network (attention, recurrence, a transformer block):
+            each of their many parameter tensors is a separate finite difference over many
+            operations, so a case costs several times another module's.
         name: defaults to the class name.
     """
 
@@ -102,6 +106,7 @@ class Spec:
     kinks: str = ""
     semantics: Callable[[Built], None] | None = None
     name: str = ""
+    case_share: float = 1.0
     _cases: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:

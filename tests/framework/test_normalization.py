@@ -48,9 +48,9 @@ def test_layer_norm_matches_torch(normalized_shape, shape, kwargs, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-@pytest.mark.parametrize("shape", [(4, 6), (2, 6, 5), (3, 6, 2, 3), (1, 6, 2, 2, 2)], ids=str)
-@pytest.mark.parametrize("groups", [1, 2, 3, 6])
-@pytest.mark.parametrize("kwargs", [{}, {"affine": False}, {"bias": False}, {"eps": 0.1}], ids=str)
+@pytest.mark.parametrize("shape", [(4, 6), (2, 6, 5), (1, 6, 2, 2, 2)], ids=str)
+@pytest.mark.parametrize("groups", [1, 3, 6])
+@pytest.mark.parametrize("kwargs", [{}, {"affine": False}, {"bias": False, "eps": 0.1}], ids=str)
 def test_group_norm_matches_torch(groups, shape, kwargs, dtype):
     torch.manual_seed(1)
     ours, theirs = pair(fw.GroupNorm(groups, 6, **kwargs), torch.nn.GroupNorm(groups, 6, **kwargs), dtype)
