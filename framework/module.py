@@ -6,9 +6,10 @@ runs with torch's grad mode off: the gradients are the hand-written ones, never 
 
 Several outputs (``MultiheadAttention``'s ``(output, weights)``, ``LSTM``'s
 ``(output, (h_n, c_n))``): ``backward`` takes one gradient per output, in order and shaped like
-that output (a pair for ``(h_n, c_n)``); ``None``, or leaving it out, means the output does not
-reach the loss (a zero gradient). Several inputs: ``backward`` returns one gradient per input,
-``None`` for an integer input (``Embedding``'s indices), which has no gradient.
+that output (a pair for ``(h_n, c_n)``); for the outputs after the first, ``None`` or leaving it
+out means the output does not reach the loss (a zero gradient). Several inputs: ``backward``
+returns one gradient per input, ``None`` for an integer input (``Embedding``'s indices), which
+has no gradient.
 """
 
 from __future__ import annotations
