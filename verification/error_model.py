@@ -23,9 +23,12 @@ Low precision (:func:`low_precision_bounds`)
     *same* (upcast) inputs and parameters, so input quantisation is not counted against it.
     Per tensor, its largest and its mean absolute error are bounded by
 
-    ``factor * max(e, ACCUMULATION_FLOOR u_acc sqrt(n) s) + ROUNDING_FLOOR * u * |truth|``
+    ``factor * max(e, ACCUMULATION_FLOOR u_acc sqrt(n) s, c) + ROUNDING_FLOOR * u * |truth|``
 
-    (max and mean taken alike). With a reference, ``e`` is the reference's own error in the same
+    (max and mean taken alike), where ``c`` is the float64 truth's spread when the inputs move by
+    one unit in the last place of the dtype, scaled to the accumulator's round-off ``u_acc``
+    (the conditioning: what float32 arithmetic cannot avoid, e.g. BatchNorm over two samples
+    that nearly coincide). With a reference, ``e`` is the reference's own error in the same
     precision, the largest over three rounding realisations (the case, and the case with inputs
     moved by one unit in the last place: a small tensor's single realisation can be exact by
     luck), and ``factor = LOW_PRECISION_FACTOR``: the rule of FlashAttention's test suite. The
@@ -168,12 +171,18 @@ def low_precision_bounds(
     gradient scale) is added.
     """
     truth = truth.detach().double().cpu().abs()
-    u = unit_roundoff(dtype)
-    accumulation = ACCUMULATION_FLOOR * accumulation_roundoff(dtype) * math.sqrt(n_terms) * scale
-    measured, factor = (spread, MODEL_FACTOR) if reference_error is None else (reference_error, LOW_PRECISION_FACTOR)
-    measured = measured.detach().double().cpu()
+    u, u_acc = unit_roundoff(dtype), accumulation_roundoff(dtype)
+    accumulation = ACCUMULATION_FLOOR * u_acc * math.sqrt(n_terms) * scale
+    spread = spread.detach().double().cpu()
     bounds = {}
     for name, reduce in (("max", torch.amax), ("mean", torch.mean)):
         rounding = ROUNDING_FLOOR * u * float(reduce(truth))
-        bounds[name] = factor * max(float(reduce(measured)), accumulation) + rounding
+        if reference_error is None:
+            bounds[name] = MODEL_FACTOR * max(float(reduce(spread)), accumulation) + rounding
+        else:
+            # The conditioning at the accumulator's precision: a reference that is exact by luck,
+            # or accumulates in double, does not set a bar below what float32 arithmetic allows.
+            conditioning = float(reduce(spread)) * u_acc / u
+            measured = float(reduce(reference_error.detach().double().cpu()))
+            bounds[name] = LOW_PRECISION_FACTOR * max(measured, accumulation, conditioning) + rounding
     return bounds
