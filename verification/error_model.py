@@ -122,13 +122,18 @@ def jitter_spread(
     unjittered evaluation when already known.
     """
     base = collect(0.0, None) if base is None else base
-    spread = {name: torch.zeros_like(value) for name, value in base.items()}
-    for _ in range(draws):
-        moved = collect(size, generator)
-        for name in spread:
-            if name in moved and moved[name].shape == base[name].shape:
-                spread[name] = torch.maximum(spread[name], (moved[name] - base[name]).abs())
-    return spread
+    return spread(base, [collect(size, generator) for _ in range(draws)])
+
+
+def spread(base: dict[str, Tensor], moved: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """Elementwise largest ``|moved - base|`` over the evaluations ``moved``, per name (CPU, float64)."""
+    result = {name: torch.zeros_like(value, dtype=torch.float64).cpu() for name, value in base.items()}
+    for evaluation in moved:
+        for name in result:
+            if name in evaluation and evaluation[name].shape == base[name].shape:
+                difference = (evaluation[name].double().cpu() - base[name].double().cpu()).abs()
+                result[name] = torch.maximum(result[name], difference)
+    return result
 
 
 def rounding_noise(
