@@ -159,8 +159,8 @@ class Module:
     def backward(self, *grad_outputs: Tensor) -> Tensor | tuple[Tensor, ...]:
         raise NotImplementedError
 
-    def __call__(self, *inputs: Any) -> Any:
-        return self.forward(*inputs)
+    def __call__(self, *inputs: Any, **kwargs: Any) -> Any:
+        return self.forward(*inputs, **kwargs)
 
     # -- helpers for subclasses ----------------------------------------------------------------
     def _reference_tensor(self) -> Tensor | None:
