@@ -1,4 +1,9 @@
-"""Losses: ``forward(prediction, target)`` gives a 0-d tensor, ``backward()`` dL/d(prediction)."""
+"""Losses: ``forward(prediction, target)`` gives the loss, ``backward(grad_output)`` dL/d(prediction).
+
+Each formula's ``reduce`` is the mean, the sum, or nothing (``reduction='none'``), and dL/dp
+is written for the default upstream gradient 1; the framework multiplies it by
+``grad_output``, a scalar for a reduced loss or a tensor of the loss's shape for ``'none'``.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from .module import Loss
 
 
 class MSELoss(Loss):
-    """L = reduce((p - t)^2);   dL/dp = 2 (p - t) * s,  s = 1/N for 'mean', 1 for 'sum'."""
+    """L = reduce((p - t)^2);   dL/dp = 2 (p - t) * s,  s = 1/N for 'mean', 1 otherwise."""
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         prediction, target = self._check_pair(prediction, target)
@@ -28,15 +33,16 @@ class MSELoss(Loss):
 
 
 class L1Loss(Loss):
-    """L = reduce(|p - t|);   dL/dp = sign(p - t) * s,  s = 1/N for 'mean', 1 for 'sum'.
+    """L = reduce(|p - t|);   dL/dp = sign(p - t) * s,  s = 1/N for 'mean', 1 otherwise.
 
     At p == t the gradient is 0 (torch's sign(0) = 0).
 
     Args:
-        reduction: ``'mean'`` or ``'sum'``. Default: ``'mean'``.
+        reduction: ``'mean'``, ``'sum'`` or ``'none'``. Default: ``'mean'``.
 
     Shape:
-        - Prediction: (*), any shape.  - Target: the prediction's shape.  - Output: a 0-d tensor.
+        - Prediction: (*), any shape.  - Target: the prediction's shape.
+        - Output: a 0-d tensor, or the prediction's shape with ``reduction='none'``.
     """
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
@@ -55,16 +61,17 @@ class HuberLoss(Loss):
     """Quadratic near zero, linear beyond ``delta``; d = p - t:
 
     l = d^2 / 2 if |d| < delta else delta (|d| - delta / 2);   L = reduce(l);
-    dL/dp = s * clamp(d, -delta, delta),  s = 1/N for 'mean', 1 for 'sum'.
+    dL/dp = s * clamp(d, -delta, delta),  s = 1/N for 'mean', 1 otherwise.
 
     The gradient is continuous at |d| == delta (both branches give +-delta), as in torch.
 
     Args:
-        reduction: ``'mean'`` or ``'sum'``. Default: ``'mean'``.
+        reduction: ``'mean'``, ``'sum'`` or ``'none'``. Default: ``'mean'``.
         delta: where the quadratic turns linear, > 0. Default: 1.0.
 
     Shape:
-        - Prediction: (*), any shape.  - Target: the prediction's shape.  - Output: a 0-d tensor.
+        - Prediction: (*), any shape.  - Target: the prediction's shape.
+        - Output: a 0-d tensor, or the prediction's shape with ``reduction='none'``.
     """
 
     def __init__(self, reduction: str = "mean", delta: float = 1.0) -> None:
@@ -94,16 +101,17 @@ class SmoothL1Loss(Loss):
     """Huber's loss divided by ``beta``; d = p - t:
 
     l = d^2 / (2 beta) if |d| < beta else |d| - beta / 2;   L = reduce(l);
-    dL/dp = s * clamp(d / beta, -1, 1),  s = 1/N for 'mean', 1 for 'sum'.
+    dL/dp = s * clamp(d / beta, -1, 1),  s = 1/N for 'mean', 1 otherwise.
 
     ``beta = 0`` is L1: l = |d|, dL/dp = s * sign(d) (0 at d == 0), as torch.
 
     Args:
-        reduction: ``'mean'`` or ``'sum'``. Default: ``'mean'``.
+        reduction: ``'mean'``, ``'sum'`` or ``'none'``. Default: ``'mean'``.
         beta: where the quadratic turns linear, >= 0. Default: 1.0.
 
     Shape:
-        - Prediction: (*), any shape.  - Target: the prediction's shape.  - Output: a 0-d tensor.
+        - Prediction: (*), any shape.  - Target: the prediction's shape.
+        - Output: a 0-d tensor, or the prediction's shape with ``reduction='none'``.
     """
 
     def __init__(self, reduction: str = "mean", beta: float = 1.0) -> None:
@@ -142,14 +150,15 @@ class BCELoss(Loss):
     """Binary cross-entropy of probabilities p in [0, 1] against targets t in [0, 1]:
 
     l = -(t log p + (1 - t) log(1 - p)), each log clamped at -100;   L = reduce(l);
-    dL/dp = s * (p - t) / max(p (1 - p), 1e-12),  s = 1/N for 'mean', 1 for 'sum'
+    dL/dp = s * (p - t) / max(p (1 - p), 1e-12),  s = 1/N for 'mean', 1 otherwise
     (the 1e-12 rounded to float32, as torch).
 
     Args:
-        reduction: ``'mean'`` or ``'sum'``. Default: ``'mean'``.
+        reduction: ``'mean'``, ``'sum'`` or ``'none'``. Default: ``'mean'``.
 
     Shape:
-        - Prediction: (*), probabilities.  - Target: the prediction's shape.  - Output: a 0-d tensor.
+        - Prediction: (*), probabilities.  - Target: the prediction's shape.
+        - Output: a 0-d tensor, or the prediction's shape with ``reduction='none'``.
     """
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
@@ -179,13 +188,14 @@ class BCEWithLogitsLoss(Loss):
     """Binary cross-entropy of logits x, i.e. of p = sigmoid(x), computed without overflow:
 
     l = max(x, 0) - x t + log(1 + exp(-|x|));   L = reduce(l);
-    dL/dx = s * (sigmoid(x) - t),  s = 1/N for 'mean', 1 for 'sum'.
+    dL/dx = s * (sigmoid(x) - t),  s = 1/N for 'mean', 1 otherwise.
 
     Args:
-        reduction: ``'mean'`` or ``'sum'``. Default: ``'mean'``.
+        reduction: ``'mean'``, ``'sum'`` or ``'none'``. Default: ``'mean'``.
 
     Shape:
-        - Prediction: (*), logits.  - Target: the prediction's shape.  - Output: a 0-d tensor.
+        - Prediction: (*), logits.  - Target: the prediction's shape.
+        - Output: a 0-d tensor, or the prediction's shape with ``reduction='none'``.
     """
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
@@ -212,7 +222,7 @@ class CrossEntropyLoss(Loss):
     must be a class in [0, C).
 
     Args:
-        reduction: ``'mean'`` or ``'sum'``. Default: ``'mean'``.
+        reduction: ``'mean'``, ``'sum'`` or ``'none'``. Default: ``'mean'``.
 
     Shape:
         - Prediction: (N, C) or (N, C, d1, ...), logits.
@@ -234,8 +244,11 @@ class CrossEntropyLoss(Loss):
         saved = self._saved_tensors()
         log_probs, index = saved["log_probs"], saved["index"]
         scale = self._reduction_scale(index.numel())
+        upstream = self._upstream(grad_output, log_probs, index.squeeze(1).shape)
+        if isinstance(upstream, Tensor) and upstream.dim():
+            upstream = upstream.unsqueeze(1)  # one loss per position: the same factor for every class
         grad = torch.exp(log_probs).scatter_add_(1, index, torch.full_like(index, -1, dtype=log_probs.dtype))
-        return self._upstream(grad_output, log_probs) * scale * grad
+        return upstream * scale * grad
 
     def _check_logits_and_indices(self, prediction: Any, target: Any) -> tuple[Tensor, Tensor]:
         prediction = check.floating(self, prediction, "prediction")

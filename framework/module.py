@@ -201,10 +201,14 @@ class Module:
 
 
 class Loss(Module):
-    """A criterion: ``forward(prediction, target)`` returns a 0-d tensor.
+    """A criterion: ``forward(prediction, target)`` returns the loss.
 
-    ``backward(grad_output=None)`` returns dL/d(prediction), scaled by ``grad_output`` (a
-    scalar, 1 by default) so a loss can sit inside a larger expression.
+    ``reduction`` chooses the loss: ``'mean'`` (the default) or ``'sum'`` of the elementwise
+    losses, a 0-d tensor; or ``'none'``, the elementwise losses themselves (shape as torch's).
+    ``backward(grad_output)`` returns dL/d(prediction) for an upstream gradient of the loss's
+    shape: for a reduced loss a scalar, 1 by default, so a loss can sit inside a larger
+    expression; for ``'none'`` a tensor of the unreduced shape, which must be given (as torch's
+    ``backward()`` of a non-scalar needs a gradient: ``backward()`` alone raises).
     """
 
     abstract = True
@@ -222,13 +226,30 @@ class Loss(Module):
         return prediction, target
 
     def _reduce(self, elementwise: Tensor) -> Tensor:
+        if self.reduction == "none":
+            return elementwise
         return elementwise.mean() if self.reduction == "mean" else elementwise.sum()
 
     def _reduction_scale(self, count: int) -> float:
-        return 1.0 / count if self.reduction == "mean" else 1.0
+        # An empty 'mean' is nan (as torch) and its gradient empty: any finite scale will do.
+        return 1.0 / max(count, 1) if self.reduction == "mean" else 1.0
 
-    def _upstream(self, grad_output: Any, like: Tensor) -> Tensor | float:
-        """The scalar that scales dL/d(prediction): 1 by default."""
+    def _upstream(self, grad_output: Any, like: Tensor, shape: tuple[int, ...] | None = None) -> Tensor | float:
+        """What scales dL/d(prediction): a scalar (1 by default) for a reduced loss; for
+        ``reduction='none'`` ``grad_output`` itself, of the unreduced loss's ``shape``
+        (``like``'s by default)."""
+        if self.reduction == "none":
+            if grad_output is None:
+                raise check.fail(
+                    self,
+                    "backward() needs grad_output with reduction='none': the loss is not a scalar, so pass "
+                    "dL/d(loss) of its shape (torch's backward() of a non-scalar needs one too)",
+                )
+            grad_output = check.floating(self, grad_output, "grad_output")
+            expected = tuple(like.shape) if shape is None else tuple(shape)
+            check.same_shape(self, grad_output, expected, "grad_output (the unreduced loss's shape)")
+            check.like(self, grad_output, like, "grad_output", "prediction")
+            return grad_output
         if grad_output is None:
             return 1.0
         if isinstance(grad_output, (int, float)) and not isinstance(grad_output, bool):

@@ -1,8 +1,8 @@
 r"""Gradient checks of one module on concrete inputs.
 
 The function under test is the scalar :math:`\phi(x, \theta) = \langle g, f(x, \theta)\rangle`
-with a random upstream gradient ``g`` (for a loss, ``g`` is a random scalar times the loss),
-so ``backward(g)`` must equal :math:`\nabla\phi`.
+with a random upstream gradient ``g`` (for a reduced loss a random scalar, with ``reduction='none'``
+a random tensor of the loss's shape), so ``backward(g)`` must equal :math:`\nabla\phi`.
 
 Checks
 ------
@@ -424,7 +424,8 @@ def check_gradients(
         inputs: forward inputs; floating ones are differentiated. Use float64 for a tight check.
         target: marks a loss: ``forward(*inputs, target)`` then ``backward(grad_output)``.
         grad_output: the upstream gradient (random Gaussian by default; a random scalar for a
-            loss). Never all ones, so a backward that forgets to multiply by it fails.
+            reduced loss, of the loss's shape for ``reduction='none'``). Never all ones, so a
+            backward that forgets to multiply by it fails.
         reference: a ``torch.nn`` twin (parameters are copied into it by name, or by order)
             or any differentiable torch callable; ``None`` skips the twin check.
         seed: seeds the random upstream gradients and probe directions.
@@ -443,14 +444,14 @@ def check_gradients(
     output = harness.forward()
     if not isinstance(output, Tensor):
         raise TypeError(f"{report.module}: forward returned {type(output).__name__}, expected a Tensor")
-    if harness.is_loss:
+    if harness.is_loss and output.dim() == 0:
         if grad_output is None:
             grad_output = torch.randn((), generator=generator, dtype=torch.float64).to(output)
         elif not isinstance(grad_output, Tensor):
             grad_output = torch.tensor(float(grad_output), dtype=output.dtype, device=output.device)
         else:
-            grad_output = grad_output.reshape(())  # a loss is 0-d: so is its upstream gradient
-    elif grad_output is None:
+            grad_output = grad_output.reshape(())  # a reduced loss is 0-d: so is its upstream gradient
+    elif grad_output is None:  # a module's output, or a loss with reduction='none': random, of its shape
         grad_output = _random_like(output, generator)
     grad_output_before = grad_output.clone()
     grads_in = harness.backward(grad_output)

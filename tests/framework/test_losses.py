@@ -118,7 +118,7 @@ LOSSES = {
 CASES = [
     pytest.param(name, reduction, shape, id=f"{name}-{reduction}-{shape}")
     for name, (_, _, _, _, shapes) in LOSSES.items()
-    for reduction in ("mean", "sum")
+    for reduction in ("mean", "sum", "none")
     for shape in shapes
 ]
 
@@ -141,12 +141,14 @@ def draw(name, shape, seed=0, dtype=F64):
 def test_loss_and_gradient_match_the_torch_twin_in_float64(name, reduction, shape):
     make, make_twin, *_ = LOSSES[name]
     prediction, target = draw(name, shape, seed=len(shape))
-    grad_output = torch.tensor(-1.7, dtype=F64)
     loss_module = make(reduction)
     loss = loss_module(prediction, target)
-    grad = loss_module.backward(grad_output)
-    loss_ref, grad_ref = torch_loss_and_gradient(make_twin(reduction), prediction, target, grad_output)
-    assert loss.shape == ()
+    # A scalar for a reduced loss; for 'none' a random upstream gradient of the loss's shape.
+    generator = torch.Generator().manual_seed(7)
+    grad_output = torch.tensor(-1.7, dtype=F64) if reduction != "none" else torch.randn(loss.shape, generator=generator)
+    grad = loss_module.backward(grad_output.to(F64))
+    loss_ref, grad_ref = torch_loss_and_gradient(make_twin(reduction), prediction, target, grad_output.to(F64))
+    assert loss.shape == loss_ref.shape == (() if reduction != "none" else target.shape)
     torch.testing.assert_close(loss, loss_ref, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(grad, grad_ref, rtol=1e-12, atol=1e-14)
 
@@ -297,7 +299,7 @@ def test_huber_and_smooth_l1_defaults_equal_torch_defaults():
 
 # -- bad input ----------------------------------------------------------------------------------------
 BAD_CONSTRUCTORS = [
-    *[pytest.param(cls, {"reduction": "none"}, id=f"{cls.__name__}-reduction-none") for cls in NEW_CLASSES],
+    *[pytest.param(cls, {"reduction": "average"}, id=f"{cls.__name__}-reduction-average") for cls in NEW_CLASSES],
     pytest.param(fw.HuberLoss, {"delta": 0.0}, id="Huber-delta-0"),
     pytest.param(fw.HuberLoss, {"delta": -1.0}, id="Huber-delta-negative"),
     pytest.param(fw.HuberLoss, {"delta": float("nan")}, id="Huber-delta-nan"),
@@ -353,6 +355,33 @@ def test_non_scalar_grad_output_raises_naming_the_class(name):
     module(*draw(name, LOSSES[name][4][0]))
     with pytest.raises(ValueError, match=type(module).__name__):
         module.backward(torch.ones(2, dtype=F64))
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_reduction_none_backward_without_grad_output_raises_naming_the_class(name):
+    module = LOSSES[name][0]("none")
+    module(*draw(name, LOSSES[name][4][0]))
+    with pytest.raises(ValueError, match=f"{type(module).__name__}: backward\\(\\) needs grad_output"):
+        module.backward()
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_reduction_none_grad_output_of_another_shape_raises_naming_the_class(name):
+    module = LOSSES[name][0]("none")
+    loss = module(*draw(name, LOSSES[name][4][0]))
+    with pytest.raises(ValueError, match=f"{type(module).__name__}: expected grad_output"):
+        module.backward(torch.ones(loss.numel() + 1, dtype=F64))
+    with pytest.raises(ValueError, match=f"{type(module).__name__}: expected grad_output"):
+        module.backward(torch.tensor(1.0, dtype=F64))
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_reduction_none_summed_is_reduction_sum(name):
+    prediction, target = draw(name, LOSSES[name][4][-1], seed=17)
+    none, total = LOSSES[name][0]("none"), LOSSES[name][0]("sum")
+    loss = none(prediction, target)
+    torch.testing.assert_close(loss.sum(), total(prediction, target), rtol=1e-13, atol=0)
+    torch.testing.assert_close(none.backward(torch.ones_like(loss)), total.backward(), rtol=1e-13, atol=0)
 
 
 @pytest.mark.parametrize("name", LOSSES)

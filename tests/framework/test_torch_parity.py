@@ -17,18 +17,14 @@ INFOS = {info.module_cls.__name__: info for info in torch_samples.load()}
 
 # Samples torch accepts that the framework still refuses (each with the reason).
 NOT_YET: dict[str, str] = {
-    "BCELoss": "weight, reduction='none'",
-    "BCEWithLogitsLoss": "weight, pos_weight, reduction='none'",
+    "BCELoss": "weight",
+    "BCEWithLogitsLoss": "weight, pos_weight",
     "BatchNorm1d": "an empty batch in training mode",
     "BatchNorm2d": "an empty batch in training mode",
     "Conv1d": "input without a batch dimension",
     "Conv2d": "input without a batch dimension",
     "ConvTranspose2d": "input without a batch dimension",
-    "CrossEntropyLoss": "weight, ignore_index, label_smoothing, probabilities, reduction='none', no batch dimension",
-    "HuberLoss": "reduction='none'",
-    "L1Loss": "reduction='none'",
-    "MSELoss": "reduction='none'",
-    "SmoothL1Loss": "reduction='none'",
+    "CrossEntropyLoss": "weight, ignore_index, label_smoothing, probabilities, no batch dimension",
 }
 
 
