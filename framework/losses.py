@@ -212,67 +212,179 @@ class BCEWithLogitsLoss(Loss):
 
 
 class CrossEntropyLoss(Loss):
-    """Cross-entropy of logits x of shape (N, C, d1, ...) against class indices c of shape (N, d1, ...):
+    r"""Cross-entropy of logits x against class indices or class probabilities, as torch.
 
-    l = log(sum_j exp(x_j)) - x_c  over the class dimension (1);   L = reduce(l);
-    dL/dx = s * (softmax(x) - onehot(c)),  s = 1 / (number of target elements) for 'mean', 1 for 'sum'.
+    Over the class dimension (1; 0 for a prediction (C,) without a batch dimension), with
+    P = log_softmax(x) and S = softmax(x), each position's loss and gradient are
 
-    The log-sum-exp subtracts the per-position maximum first, so logits of +-1000 stay finite.
-    torch's ``weight``, ``ignore_index`` and ``label_smoothing`` are not supported: every index
-    must be a class in [0, C).
+        l = -sum_c B_c P_c;   dl/dx = (sum_c B_c) S - B,
+
+    where B, the position's weighted target distribution (w = ``weight``, ones by default;
+    e = ``label_smoothing``; C classes), is
+
+        class index y:        B = m ((1 - e) w_y onehot(y) + (e / C) w),   m = [y != ignore_index];
+        probabilities t:      B = w ((1 - e) t + e / C).
+
+    ``reduction='mean'`` divides the sum by D: the sum of m w_y over the positions for class
+    indices (torch's weighted mean: nan when every position is ignored), the number of positions
+    for probabilities. The log-sum-exp subtracts the per-position maximum first, so logits of
+    +-1000 stay finite.
 
     Args:
-        reduction: ``'mean'``, ``'sum'`` or ``'none'``. Default: ``'mean'``.
+        reduction: ``'mean'``, ``'sum'`` or ``'none'``. Default: ``'mean'``. The framework's
+            losses take it first; the other arguments are keywords, named as torch's.
+        weight: a floating tensor of C class weights (torch's ``weight``), or ``None``.
+        ignore_index: positions whose class index equals it add nothing to the loss, its
+            gradient or D; class indices only (with probabilities it must be negative, as torch).
+            Default: -100.
+        label_smoothing: e in [0, 1]. Default: 0.0.
 
     Shape:
-        - Prediction: (N, C) or (N, C, d1, ...), logits.
-        - Target: (N) or (N, d1, ...), integer class indices in [0, C).
-        - Output: a 0-d tensor.
+        - Prediction: (C), (N, C) or (N, C, d1, ...), logits.
+        - Target: class indices of dtype torch.int64 (or torch.uint8) of shape (), (N) or
+          (N, d1, ...), each in [0, C) or ``ignore_index``; or class probabilities of the
+          prediction's shape and dtype.
+        - Output: a 0-d tensor, or () / (N) / (N, d1, ...) with ``reduction='none'``.
     """
 
     target_is_index = True
 
+    def __init__(
+        self,
+        reduction: str = "mean",
+        *,
+        weight: Tensor | None = None,
+        ignore_index: int = -100,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__(reduction)
+        if weight is not None:
+            weight = check.floating(self, weight, "weight")
+            check.ndim(self, weight, (1,), "weight")
+        self.register_buffer("weight", weight)
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+            raise check.ModuleTypeError(f"CrossEntropyLoss: expected ignore_index to be an int, got {ignore_index!r}")
+        self.ignore_index = ignore_index
+        self.label_smoothing = check.number(self, label_smoothing, "label_smoothing", 0.0, 1.0)
+
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
-        prediction, target = self._check_logits_and_indices(prediction, target)
-        shifted = prediction - prediction.amax(dim=1, keepdim=True)
+        prediction, target, probabilities = self._check_logits_and_target(prediction, target)
+        unbatched = prediction.dim() == 1
+        x = prediction.unsqueeze(0) if unbatched else prediction
+        t = target.unsqueeze(0) if unbatched else target
+        classes, e = x.shape[1], self.label_smoothing
+        shifted = x - x.amax(dim=1, keepdim=True)
         log_probs = shifted - torch.logsumexp(shifted, dim=1, keepdim=True)
-        index = target.unsqueeze(1)
-        self._save_for_backward(log_probs=log_probs, index=index)
-        return self._reduce(-log_probs.gather(1, index).squeeze(1))
+        weight = None if self.weight is None else self.weight.reshape(1, classes, *[1] * (x.dim() - 2))
+        if probabilities:
+            dist = t if e == 0 else t * (1 - e) + e / classes
+            dist = dist if weight is None else dist * weight
+            elementwise = -(dist * log_probs).sum(1)
+            # The number of positions: 0 / 0 = nan for an empty batch, as torch.
+            denominator = torch.tensor(float(elementwise.numel()), dtype=x.dtype, device=x.device)
+            saved = {"dist": dist}
+        else:
+            kept = t != self.ignore_index
+            index = t.masked_fill(~kept, 0).unsqueeze(1)  # ignored positions read class 0, weighted 0
+            mask = kept.to(x.dtype)
+            picked_weight = mask if self.weight is None else self.weight[index.squeeze(1)] * mask
+            elementwise = -log_probs.gather(1, index).squeeze(1) * picked_weight
+            if e > 0:
+                smooth = -(log_probs.sum(1) if weight is None else (log_probs * weight).sum(1)) * mask
+                elementwise = (1 - e) * elementwise + (e / classes) * smooth
+            denominator = picked_weight.sum()
+            saved = {"index": index, "mask": mask, "picked_weight": picked_weight}
+        # D = 0 (an empty batch, every position ignored): a nan 'mean', as torch, but a zero
+        # gradient rather than 0 / 0.
+        self._save_for_backward(
+            log_probs=log_probs, unbatched=unbatched, denominator=denominator.masked_fill(denominator == 0, 1), **saved
+        )
+        if self.reduction == "none":
+            return elementwise.squeeze(0) if unbatched else elementwise
+        total = elementwise.sum()
+        return total / denominator if self.reduction == "mean" else total
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         saved = self._saved_tensors()
-        log_probs, index = saved["log_probs"], saved["index"]
-        scale = self._reduction_scale(index.numel())
-        upstream = self._upstream(grad_output, log_probs, index.squeeze(1).shape)
-        if isinstance(upstream, Tensor) and upstream.dim():
-            upstream = upstream.unsqueeze(1)  # one loss per position: the same factor for every class
-        grad = torch.exp(log_probs).scatter_add_(1, index, torch.full_like(index, -1, dtype=log_probs.dtype))
-        return upstream * scale * grad
+        log_probs, unbatched = saved["log_probs"], saved["unbatched"]
+        positions = (log_probs.shape[0], *log_probs.shape[2:])
+        upstream = self._upstream(grad_output, log_probs, positions[1:] if unbatched else positions)
+        # The factor of each position's gradient: dL/dl, over D for 'mean'.
+        if self.reduction == "none":
+            coefficient = upstream.unsqueeze(0) if unbatched else upstream
+        else:
+            coefficient = upstream / saved["denominator"] if self.reduction == "mean" else torch.as_tensor(upstream)
+        classes, e = log_probs.shape[1], self.label_smoothing
+        if "dist" in saved:
+            dist, factor = saved["dist"], coefficient.unsqueeze(1) if coefficient.dim() else coefficient
+            grad = torch.exp(log_probs).mul_(dist.sum(1, keepdim=True) * factor).sub_(dist * factor)
+            return grad.squeeze(0) if unbatched else grad
+        mask, picked_weight, index = saved["mask"], saved["picked_weight"], saved["index"]
+        # sum_c B_c = m ((1 - e) w_y + e W / C), W = sum(weight) (C without one).
+        total_weight = classes if self.weight is None else self.weight.sum()
+        share = (1 - e) * picked_weight + (e / classes) * total_weight * mask
+        grad = torch.exp(log_probs).mul_((share * coefficient).unsqueeze(1))
+        grad.scatter_add_(1, index, (-(1 - e) * picked_weight * coefficient).unsqueeze(1))
+        if e > 0:
+            spread = (mask * coefficient * (e / classes)).unsqueeze(1)
+            if self.weight is not None:
+                spread = spread * self.weight.reshape(1, classes, *[1] * (log_probs.dim() - 2))
+            grad.sub_(spread)
+        return grad.squeeze(0) if unbatched else grad
 
-    def _check_logits_and_indices(self, prediction: Any, target: Any) -> tuple[Tensor, Tensor]:
+    def _check_logits_and_target(self, prediction: Any, target: Any) -> tuple[Tensor, Tensor, bool]:
+        """The checked prediction and target, and whether the target holds class probabilities."""
         prediction = check.floating(self, prediction, "prediction")
-        if prediction.dim() < 2:
-            raise check.fail(
-                self,
-                f"expected prediction of shape (N, C) or (N, C, d1, ...), got a {prediction.dim()}-D tensor "
-                f"of shape {tuple(prediction.shape)}",
-            )
+        if prediction.dim() < 1:
+            raise check.fail(self, "expected prediction of shape (C), (N, C) or (N, C, d1, ...), got a 0-d tensor")
         target = check.tensor(self, target, "target")
-        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-            raise check.ModuleTypeError(
-                f"{type(self).__name__}: expected target to be integer class indices (torch.int64), got {target.dtype}"
-            )
-        expected = (prediction.shape[0], *prediction.shape[2:])
-        check.same_shape(self, target, expected, "target (the prediction's shape without the class dimension)")
         if target.device != prediction.device:
             raise check.ModuleTypeError(
-                f"{type(self).__name__}: expected target on device {prediction.device} (the prediction's), "
+                f"CrossEntropyLoss: expected target on device {prediction.device} (the prediction's), "
                 f"got {target.device}"
             )
-        classes = prediction.shape[1]
-        outside = (target < 0) | (target >= classes)
-        if bool(outside.any()):
-            worst = int(target[outside].flatten()[0].item())
-            raise check.fail(self, f"expected every target class index in [0, {classes}), got {worst}")
-        return prediction, target.long()
+        classes = prediction.shape[0 if prediction.dim() == 1 else 1]
+        if self.weight is not None:
+            check.like(self, self.weight, prediction, "weight", "prediction")
+            check.same_shape(self, self.weight, (classes,), "weight (one per class)")
+        if tuple(target.shape) == tuple(prediction.shape):
+            if not target.is_floating_point():
+                raise check.ModuleTypeError(
+                    f"CrossEntropyLoss: expected class probabilities (a target of the prediction's shape) to be "
+                    f"floating-point, got {target.dtype}"
+                )
+            check.like(self, target, prediction, "target", "prediction")
+            if self.ignore_index >= 0:
+                raise check.fail(
+                    self,
+                    f"ignore_index={self.ignore_index} is not supported with class probabilities (as torch): "
+                    "use a negative ignore_index",
+                )
+            return prediction, target, True
+        if target.dtype not in (torch.int64, torch.uint8):
+            raise check.ModuleTypeError(
+                f"CrossEntropyLoss: expected target to be class indices of dtype torch.int64 (or torch.uint8, "
+                f"as torch), or class probabilities of the prediction's shape, got {target.dtype} of shape "
+                f"{tuple(target.shape)}"
+            )
+        expected = () if prediction.dim() == 1 else (prediction.shape[0], *prediction.shape[2:])
+        check.same_shape(self, target, expected, "target (the prediction's shape without the class dimension)")
+        target = target.long()
+        if target.device.type == "cpu":  # a value check would wait for the device elsewhere
+            outside = ((target < 0) | (target >= classes)) & (target != self.ignore_index)
+            if bool(outside.any()):
+                worst = int(target[outside].flatten()[0].item())
+                raise check.fail(
+                    self,
+                    f"expected every target class index in [0, {classes}) or ignore_index={self.ignore_index}, "
+                    f"got {worst}",
+                )
+        return prediction, target, False
+
+    def extra_repr(self) -> str:
+        extra = "" if self.weight is None else ", weight=..."
+        if self.ignore_index != -100:
+            extra += f", ignore_index={self.ignore_index}"
+        if self.label_smoothing:
+            extra += f", label_smoothing={self.label_smoothing}"
+        return super().extra_repr() + extra

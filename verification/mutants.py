@@ -134,7 +134,11 @@ class MSELossForgetsMean(fw.MSELoss):
 
 
 class CrossEntropyForgetsUpstream(fw.CrossEntropyLoss):
+    """Backward with an upstream gradient of ones, whatever grad_output is."""
+
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
+        if self.reduction == "none":
+            return super().backward(torch.ones_like(grad_output))
         return super().backward(None)
 
 

@@ -24,7 +24,6 @@ NOT_YET: dict[str, str] = {
     "Conv1d": "input without a batch dimension",
     "Conv2d": "input without a batch dimension",
     "ConvTranspose2d": "input without a batch dimension",
-    "CrossEntropyLoss": "weight, ignore_index, label_smoothing, probabilities, no batch dimension",
 }
 
 
