@@ -146,35 +146,70 @@ _LOG_FLOOR = -100.0
 _BCE_EPSILON = torch.tensor(1e-12, dtype=torch.float32).item()
 
 
-class BCELoss(Loss):
-    """Binary cross-entropy of probabilities p in [0, 1] against targets t in [0, 1]:
+def _weight(owner: Loss, weight: Any, name: str) -> Tensor | None:
+    """A floating tensor (``None`` passes): a rescaling weight, checked against the prediction in forward."""
+    return None if weight is None else check.floating(owner, weight, name)
 
-    l = -(t log p + (1 - t) log(1 - p)), each log clamped at -100;   L = reduce(l);
-    dL/dp = s * (p - t) / max(p (1 - p), 1e-12),  s = 1/N for 'mean', 1 otherwise
+
+def _broadcast_weight(owner: Loss, weight: Tensor | None, prediction: Tensor, name: str) -> Tensor | None:
+    """``weight`` must broadcast to the prediction's shape without enlarging it, as torch requires."""
+    if weight is None:
+        return None
+    check.like(owner, weight, prediction, name, "prediction")
+    try:
+        shape = torch.broadcast_shapes(weight.shape, prediction.shape)
+    except RuntimeError:
+        shape = None
+    if shape != prediction.shape:
+        raise check.fail(
+            owner,
+            f"expected {name} broadcastable to the prediction's shape {tuple(prediction.shape)}, "
+            f"got shape {tuple(weight.shape)}",
+        )
+    return weight
+
+
+class BCELoss(Loss):
+    """Binary cross-entropy of probabilities p in [0, 1] against targets t in [0, 1], weighted by w:
+
+    l = -w (t log p + (1 - t) log(1 - p)), each log clamped at -100;   L = reduce(l);
+    dL/dp = s * w (p - t) / max(p (1 - p), 1e-12),  s = 1/N for 'mean', 1 otherwise
     (the 1e-12 rounded to float32, as torch).
 
     Args:
         reduction: ``'mean'``, ``'sum'`` or ``'none'``. Default: ``'mean'``.
+        weight: a floating tensor broadcastable to the prediction's shape (torch's ``weight``),
+            or ``None`` (w = 1). A keyword: the framework's losses take ``reduction`` first.
 
     Shape:
         - Prediction: (*), probabilities.  - Target: the prediction's shape.
         - Output: a 0-d tensor, or the prediction's shape with ``reduction='none'``.
     """
 
+    def __init__(self, reduction: str = "mean", *, weight: Tensor | None = None) -> None:
+        super().__init__(reduction)
+        self.register_buffer("weight", _weight(self, weight, "weight"))
+
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         prediction, target = self._check_pair(prediction, target)
+        weight = _broadcast_weight(self, self.weight, prediction, "weight")
         _check_unit_interval(self, prediction, "prediction")
         _check_unit_interval(self, target, "target")
-        self._save_for_backward(prediction=prediction, target=target)
+        self._save_for_backward(prediction=prediction, target=target, weight=weight)
         log_p = torch.log(prediction).clamp(min=_LOG_FLOOR)
         log_q = torch.log1p(-prediction).clamp(min=_LOG_FLOOR)
-        return self._reduce(-(target * log_p + (1 - target) * log_q))
+        loss = -(target * log_p + (1 - target) * log_q)
+        return self._reduce(loss if weight is None else loss * weight)
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         saved = self._saved_tensors()
-        p, t = saved["prediction"], saved["target"]
+        p, t, weight = saved["prediction"], saved["target"], saved["weight"]
         scale = self._reduction_scale(p.numel())
-        return self._upstream(grad_output, p) * scale * (p - t) / ((1 - p) * p).clamp(min=_BCE_EPSILON)
+        grad = self._upstream(grad_output, p) * scale * (p - t) / ((1 - p) * p).clamp(min=_BCE_EPSILON)
+        return grad if weight is None else grad * weight
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ("" if self.weight is None else ", weight=...")
 
 
 def _check_unit_interval(owner: Loss, value: Tensor, name: str) -> None:
@@ -185,30 +220,58 @@ def _check_unit_interval(owner: Loss, value: Tensor, name: str) -> None:
 
 
 class BCEWithLogitsLoss(Loss):
-    """Binary cross-entropy of logits x, i.e. of p = sigmoid(x), computed without overflow:
+    """Binary cross-entropy of logits x, i.e. of p = sigmoid(x), computed without overflow, with a
+    weight w and a weight pw of the positive term (torch's ``pos_weight``):
 
-    l = max(x, 0) - x t + log(1 + exp(-|x|));   L = reduce(l);
-    dL/dx = s * (sigmoid(x) - t),  s = 1/N for 'mean', 1 otherwise.
+    l = w ((1 - t) x + (1 + (pw - 1) t) log(1 + exp(-x))),  log(1 + exp(-x)) = max(-x, 0) + log(1 + exp(-|x|));
+    L = reduce(l);   dL/dx = s * w ((1 + (pw - 1) t) sigmoid(x) - pw t),  s = 1/N for 'mean', 1 otherwise.
+    Without weights (w = pw = 1): l = max(x, 0) - x t + log(1 + exp(-|x|)), dL/dx = s (sigmoid(x) - t).
 
     Args:
         reduction: ``'mean'``, ``'sum'`` or ``'none'``. Default: ``'mean'``.
+        weight: a floating tensor broadcastable to the prediction's shape, or ``None`` (w = 1).
+        pos_weight: a floating tensor broadcastable to the prediction's shape (one per class:
+            the last dimension), or ``None`` (pw = 1). Keywords, as ``weight``.
 
     Shape:
         - Prediction: (*), logits.  - Target: the prediction's shape.
         - Output: a 0-d tensor, or the prediction's shape with ``reduction='none'``.
     """
 
+    def __init__(
+        self, reduction: str = "mean", *, weight: Tensor | None = None, pos_weight: Tensor | None = None
+    ) -> None:
+        super().__init__(reduction)
+        self.register_buffer("weight", _weight(self, weight, "weight"))
+        self.register_buffer("pos_weight", _weight(self, pos_weight, "pos_weight"))
+
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         prediction, target = self._check_pair(prediction, target)
-        self._save_for_backward(prediction=prediction, target=target)
+        weight = _broadcast_weight(self, self.weight, prediction, "weight")
+        pos_weight = _broadcast_weight(self, self.pos_weight, prediction, "pos_weight")
+        self._save_for_backward(prediction=prediction, target=target, weight=weight, pos_weight=pos_weight)
         x = prediction
-        return self._reduce(x.clamp(min=0) - x * target + torch.log1p(torch.exp(-x.abs())))
+        soft = torch.log1p(torch.exp(-x.abs()))
+        if pos_weight is None:
+            loss = x.clamp(min=0) - x * target + soft
+        else:
+            loss = (1 - target) * x + (1 + (pos_weight - 1) * target) * ((-x).clamp(min=0) + soft)
+        return self._reduce(loss if weight is None else loss * weight)
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         saved = self._saved_tensors()
-        x, t = saved["prediction"], saved["target"]
+        x, t, weight, pos_weight = saved["prediction"], saved["target"], saved["weight"], saved["pos_weight"]
         scale = self._reduction_scale(x.numel())
-        return self._upstream(grad_output, x) * scale * (torch.sigmoid(x) - t)
+        if pos_weight is None:
+            local = torch.sigmoid(x) - t
+        else:
+            local = (1 + (pos_weight - 1) * t) * torch.sigmoid(x) - pos_weight * t
+        grad = self._upstream(grad_output, x) * scale * local
+        return grad if weight is None else grad * weight
+
+    def extra_repr(self) -> str:
+        extra = "" if self.weight is None else ", weight=..."
+        return super().extra_repr() + extra + ("" if self.pos_weight is None else ", pos_weight=...")
 
 
 class CrossEntropyLoss(Loss):

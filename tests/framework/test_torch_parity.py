@@ -17,8 +17,6 @@ INFOS = {info.module_cls.__name__: info for info in torch_samples.load()}
 
 # Samples torch accepts that the framework still refuses (each with the reason).
 NOT_YET: dict[str, str] = {
-    "BCELoss": "weight",
-    "BCEWithLogitsLoss": "weight, pos_weight",
     "BatchNorm1d": "an empty batch in training mode",
     "BatchNorm2d": "an empty batch in training mode",
     "Conv1d": "input without a batch dimension",

@@ -24,6 +24,35 @@ def _switch_points(widths):
     return sorted({0.0, *widths, *(-w for w in widths)})
 
 
+def _copy(tensor):
+    return None if tensor is None else tensor.clone()
+
+
+# BCELoss and BCEWithLogitsLoss: weights (and pos_weight) of no tensor, one number (a 0-d tensor)
+# or one per entry of the last dimension, broadcast over the others, as torch.
+BCE_WEIGHTS = floats(0.25, 4.0)
+
+
+@st.composite
+def _bce_kwargs(draw, names):
+    last = draw(sizes(1, 4))
+    kw = {"reduction": draw(reductions())}
+    for name in names:
+        kw[name] = draw(st.none() | BCE_WEIGHTS | st.lists(BCE_WEIGHTS, min_size=last, max_size=last))
+    return kw
+
+
+def _bce_inputs(domain):
+    def inputs(kw):
+        lasts = {len(v) for v in kw.values() if isinstance(v, list)}
+        if not lasts:
+            return [Input(shapes(0, 3), domain)]
+        last = lasts.pop()
+        return [Input(shapes(0, 2).map(lambda s: (*s, last)), domain)]
+
+    return inputs
+
+
 # CrossEntropyLoss: positive class weights (torch accepts any sign, but weights that nearly cancel
 # make a 'mean' denominator near 0), ignore_index off every class or on one of them.
 CLASS_WEIGHTS = floats(0.25, 2.0)
@@ -111,17 +140,21 @@ SPECS = [
     ),
     Spec(
         fw.BCELoss,
-        {"reduction": reductions()},
-        lambda kw: [Input(shapes(1, 3), PROBABILITY)],
-        lambda m: torch.nn.BCELoss(reduction=m.reduction),
+        _bce_kwargs(("weight",)),
+        _bce_inputs(PROBABILITY),
+        lambda m: torch.nn.BCELoss(weight=_copy(m.weight), reduction=m.reduction),
         target=values(UNIT),
+        tensors=("weight",),
     ),
     Spec(
         fw.BCEWithLogitsLoss,
-        {"reduction": reductions()},
-        lambda kw: [Input(shapes(1, 3), WIDE)],
-        lambda m: torch.nn.BCEWithLogitsLoss(reduction=m.reduction),
+        _bce_kwargs(("weight", "pos_weight")),
+        _bce_inputs(WIDE),
+        lambda m: torch.nn.BCEWithLogitsLoss(
+            weight=_copy(m.weight), reduction=m.reduction, pos_weight=_copy(m.pos_weight)
+        ),
         target=values(UNIT),
+        tensors=("weight", "pos_weight"),
     ),
     Spec(
         fw.CrossEntropyLoss,
