@@ -8,6 +8,7 @@ runs with torch's grad mode off: the gradients are the hand-written ones, never 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
@@ -26,6 +27,30 @@ def _without_grad_mode(method: Callable[..., Any]) -> Callable[..., Any]:
             return method(*args, **kwargs)
 
     wrapper._grad_mode_off = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def optional_batch(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Lets ``forward(x, ...)`` and ``backward(grad_output)`` take one sample without its batch
+    dimension, as torch's layers do: an input of rank ``self.unbatched_ndim`` runs as a batch of
+    one, and the output (in backward, the input gradient) comes back without that dimension.
+    An input of any rank but those two is refused, naming both."""
+    is_forward = method.__name__ == "forward"
+
+    @functools.wraps(method)
+    def wrapper(self: Module, x: Any, *args: Any, **kwargs: Any) -> Any:
+        if is_forward:
+            rank = self.unbatched_ndim
+            if isinstance(x, Tensor) and x.dim() not in (rank, rank + 1):
+                check.ndim(self, x, (rank, rank + 1), "input")
+            unbatched = isinstance(x, Tensor) and x.dim() == rank
+            object.__setattr__(self, "_unbatched", unbatched)
+        else:
+            unbatched = self.__dict__.get("_unbatched", False)
+        if unbatched and isinstance(x, Tensor):
+            return method(self, x.unsqueeze(0), *args, **kwargs).squeeze(0)
+        return method(self, x, *args, **kwargs)
+
     return wrapper
 
 
@@ -239,14 +264,16 @@ class Loss(Module):
         ``reduction='none'`` ``grad_output`` itself, of the unreduced loss's ``shape``
         (``like``'s by default)."""
         if self.reduction == "none":
-            if grad_output is None:
-                raise check.fail(
-                    self,
-                    "backward() needs grad_output with reduction='none': the loss is not a scalar, so pass "
-                    "dL/d(loss) of its shape (torch's backward() of a non-scalar needs one too)",
-                )
-            grad_output = check.floating(self, grad_output, "grad_output")
             expected = tuple(like.shape) if shape is None else tuple(shape)
+            if grad_output is None:
+                if math.prod(expected) != 1:
+                    raise check.fail(
+                        self,
+                        f"backward() needs grad_output with reduction='none': the loss has shape {expected}, "
+                        "so pass dL/d(loss) of that shape (torch's backward() of a non-scalar needs one too)",
+                    )
+                return torch.ones(expected, dtype=like.dtype, device=like.device)  # one element: as torch
+            grad_output = check.floating(self, grad_output, "grad_output")
             check.same_shape(self, grad_output, expected, "grad_output (the unreduced loss's shape)")
             check.like(self, grad_output, like, "grad_output", "prediction")
             return grad_output

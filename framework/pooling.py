@@ -48,6 +48,12 @@ class _Pool2d(Module):
     def _prepare(self, x: Any, fill: float) -> tuple[Tensor, Tensor, tuple[int, int], sliding.Pads]:
         """The 4-D input, its padded canvas, the output size and the pads (ceil mode pads the end further)."""
         x = self._check_input(x, (3, 4))
+        if 0 in x.shape[-3:]:
+            raise check.fail(
+                self,
+                f"expected non-zero channel and spatial sizes (only a batch may be empty, as torch), "
+                f"got input shape {tuple(x.shape)}",
+            )
         x4 = x.unsqueeze(0) if x.dim() == 3 else x
         h, w = x4.shape[2:]
         out = tuple(
@@ -160,7 +166,8 @@ class MaxPool2d(_Pool2d):
         )
         flat = kernel_offset[saved["best"]] + origin
         canvas = g.new_zeros(n * c, hp * wp)
-        canvas.scatter_add_(1, flat.reshape(n * c, -1), g.reshape(n * c, -1))
+        positions = out[0] * out[1]  # explicit, not -1: n * c may be 0
+        canvas.scatter_add_(1, flat.reshape(n * c, positions), g.reshape(n * c, positions))
         grad = sliding.crop(canvas.reshape(n, c, hp, wp), saved["pads"], saved["size"])
         return grad.squeeze(0) if saved["unbatched"] else grad
 

@@ -15,14 +15,9 @@ from verification import torch_samples
 
 INFOS = {info.module_cls.__name__: info for info in torch_samples.load()}
 
-# Samples torch accepts that the framework still refuses (each with the reason).
-NOT_YET: dict[str, str] = {
-    "BatchNorm1d": "an empty batch in training mode",
-    "BatchNorm2d": "an empty batch in training mode",
-    "Conv1d": "input without a batch dimension",
-    "Conv2d": "input without a batch dimension",
-    "ConvTranspose2d": "input without a batch dimension",
-}
+# Modules with samples that torch accepts and the framework still refuses, each with the reason
+# (none today: every sample of every shared module is accepted and matches).
+NOT_YET: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
