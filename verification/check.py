@@ -23,6 +23,10 @@ Checks
     Two backward calls add their parameter gradients; ``zero_grad()`` resets them to zero;
     forward and backward leave the inputs, the target and ``grad_output`` untouched, and a
     second backward gives the same input gradient (saved tensors were not modified).
+    A module whose ``inplace`` attribute is ``True`` (torch's in-place activations) overwrites
+    its input by contract: every forward of every check is handed a fresh copy of the inputs
+    instead, so its backward is checked on what it saved before overwriting; that it does
+    overwrite and return its input is a forward property, left to the spec's ``semantics``.
 
 Tolerance model (float64)
 -------------------------
@@ -197,6 +201,23 @@ def _zero_grad(module: Any) -> None:
             g.zero_()
 
 
+def _in_place(module: Any) -> bool:
+    """Whether ``module`` overwrites its input (torch's ``inplace=True``), in itself or a child."""
+    stack = [module]
+    while stack:
+        m = stack.pop()
+        if getattr(m, "inplace", False) is True:
+            return True
+        if hasattr(m, "children"):
+            stack.extend(m.children())
+    return False
+
+
+def _fresh(module: Any, inputs: Sequence[Tensor]) -> list[Tensor]:
+    """The inputs, copied for a module that overwrites them, so that every forward sees the same values."""
+    return [x.clone() for x in inputs] if _in_place(module) else list(inputs)
+
+
 def _generators(module: Any) -> list[torch.Generator]:
     """Random number generators a module (or its children) draws from, e.g. Dropout's."""
     found, stack = [], [module]
@@ -226,7 +247,7 @@ class _Harness:
     def forward(self, inputs: Sequence[Tensor] | None = None) -> Tensor:
         for gen, state in self.generators:
             gen.set_state(state)  # the same dropout mask on every evaluation
-        inputs = self.inputs if inputs is None else inputs
+        inputs = _fresh(self.module, self.inputs if inputs is None else inputs)
         if self.is_loss:
             return self.module.forward(*inputs, self.target)
         return self.module.forward(*inputs)
@@ -279,6 +300,7 @@ class Tolerances:
 def _collect(module: Any, inputs: Sequence[Tensor], target: Tensor | None, grad_output: Tensor) -> dict[str, Tensor]:
     """Output, input gradients and parameter gradients of a framework-style module."""
     _zero_grad(module)
+    inputs = _fresh(module, inputs)
     out = module.forward(*inputs, target) if target is not None else module.forward(*inputs)
     grads = module.backward(grad_output)
     grads = [grads] if isinstance(grads, Tensor) else list(grads)

@@ -91,7 +91,7 @@ class LinearOverwritesGradient(fw.Linear):
 # -- activations ----------------------------------------------------------------------------------------
 class ReLUForgetsUpstream(fw.ReLU):
     def backward(self, grad_output: Tensor) -> Tensor:
-        return (self._saved["x"] > 0).to(grad_output.dtype)
+        return (self._saved["y"] > 0).to(grad_output.dtype)  # y > 0 iff x > 0, and y survives inplace=True
 
 
 class TanhWrongDerivative(fw.Tanh):

@@ -22,6 +22,7 @@ from .check import (
     GradientReport,
     _collect,
     _collect_torch,
+    _fresh,
     _jitter,
     _jittered_copy,
     check_gradients,
@@ -50,7 +51,8 @@ def _float32_run(case: Case, dtype: torch.dtype, device: str) -> dict[str, Any]:
     module = built.module
     twin = twin_of(module) if case.spec.twin is not None else None
     generator = torch.Generator().manual_seed(case.seed + 1)
-    out = module(*built.inputs, built.target) if built.target is not None else module(*built.inputs)
+    inputs = _fresh(module, built.inputs)  # an in-place module overwrites what it is given
+    out = module(*inputs, built.target) if built.target is not None else module(*inputs)
     g = torch.randn(out.shape, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
     ours = _collect(module, built.inputs, built.target, g)
     theirs = _collect_torch(copy.deepcopy(twin), built.inputs, built.target, g) if twin is not None else {}

@@ -29,7 +29,8 @@ def _minimal(name):
 
 def run(built, module=None):
     module = module or built.module
-    return module(*built.inputs, built.target) if built.target is not None else module(*built.inputs)
+    inputs = [x.clone() for x in built.inputs]  # an in-place module overwrites what it is given
+    return module(*inputs, built.target) if built.target is not None else module(*inputs)
 
 
 def backward(module, out, is_loss):
