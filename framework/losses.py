@@ -378,21 +378,23 @@ class CrossEntropyLoss(Loss):
         else:
             coefficient = upstream / saved["denominator"] if self.reduction == "mean" else torch.as_tensor(upstream)
         classes, e = log_probs.shape[1], self.label_smoothing
-        if "dist" in saved:
-            dist, factor = saved["dist"], coefficient.unsqueeze(1) if coefficient.dim() else coefficient
-            grad = torch.exp(log_probs).mul_(dist.sum(1, keepdim=True) * factor).sub_(dist * factor)
+        dist = saved.get("dist")
+        if dist is None and e == 0:
+            # Class indices without smoothing: B = m w_y onehot(y), sum_c B_c = m w_y, by one scatter.
+            picked_weight, index = saved["picked_weight"], saved["index"]
+            grad = torch.exp(log_probs).mul_((picked_weight * coefficient).unsqueeze(1))
+            grad.scatter_add_(1, index, (-picked_weight * coefficient).unsqueeze(1))
             return grad.squeeze(0) if unbatched else grad
-        mask, picked_weight, index = saved["mask"], saved["picked_weight"], saved["index"]
-        # sum_c B_c = m ((1 - e) w_y + e W / C), W = sum(weight) (C without one).
-        total_weight = classes if self.weight is None else self.weight.sum()
-        share = (1 - e) * picked_weight + (e / classes) * total_weight * mask
-        grad = torch.exp(log_probs).mul_((share * coefficient).unsqueeze(1))
-        grad.scatter_add_(1, index, (-(1 - e) * picked_weight * coefficient).unsqueeze(1))
-        if e > 0:
-            spread = (mask * coefficient * (e / classes)).unsqueeze(1)
-            if self.weight is not None:
-                spread = spread * self.weight.reshape(1, classes, *[1] * (log_probs.dim() - 2))
-            grad.sub_(spread)
+        if dist is None:  # class indices with smoothing: B = m ((1 - e) w_y onehot(y) + (e / C) w), dense
+            mask, picked_weight, index = saved["mask"], saved["picked_weight"], saved["index"]
+            spread = (mask * (e / classes)).unsqueeze(1)
+            shape = (*spread.shape[:1], classes, *spread.shape[2:])
+            weight = 1.0 if self.weight is None else self.weight.reshape(1, classes, *[1] * (log_probs.dim() - 2))
+            dist = (spread * weight).expand(shape).contiguous()
+            dist.scatter_add_(1, index, ((1 - e) * picked_weight).unsqueeze(1))
+        # sum_c B_c from B itself, so that a single class (B = sum_c B_c) gives exactly 0.
+        factor = coefficient.unsqueeze(1) if coefficient.dim() else coefficient
+        grad = torch.exp(log_probs).mul_(dist.sum(1, keepdim=True) * factor).sub_(dist * factor)
         return grad.squeeze(0) if unbatched else grad
 
     def _check_logits_and_target(self, prediction: Any, target: Any) -> tuple[Tensor, Tensor, bool]:
