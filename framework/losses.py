@@ -225,7 +225,8 @@ class BCEWithLogitsLoss(Loss):
 
     l = w ((1 - t) x + (1 + (pw - 1) t) log(1 + exp(-x))),  log(1 + exp(-x)) = max(-x, 0) + log(1 + exp(-|x|));
     L = reduce(l);   dL/dx = s * w ((1 + (pw - 1) t) sigmoid(x) - pw t),  s = 1/N for 'mean', 1 otherwise.
-    Without weights (w = pw = 1): l = max(x, 0) - x t + log(1 + exp(-|x|)), dL/dx = s (sigmoid(x) - t).
+    Without weights (w = pw = 1): l = (1 - t) x + max(-x, 0) + log(1 + exp(-|x|)), dL/dx = s (sigmoid(x) - t).
+    (torch's arrangement: no cancellation between x and x t when t is near 1 and x large.)
 
     Args:
         reduction: ``'mean'``, ``'sum'`` or ``'none'``. Default: ``'mean'``.
@@ -251,11 +252,11 @@ class BCEWithLogitsLoss(Loss):
         pos_weight = _broadcast_weight(self, self.pos_weight, prediction, "pos_weight")
         self._save_for_backward(prediction=prediction, target=target, weight=weight, pos_weight=pos_weight)
         x = prediction
-        soft = torch.log1p(torch.exp(-x.abs()))
+        soft = (-x).clamp(min=0) + torch.log1p(torch.exp(-x.abs()))  # log(1 + exp(-x))
         if pos_weight is None:
-            loss = x.clamp(min=0) - x * target + soft
+            loss = (1 - target) * x + soft
         else:
-            loss = (1 - target) * x + (1 + (pos_weight - 1) * target) * ((-x).clamp(min=0) + soft)
+            loss = (1 - target) * x + (1 + (pos_weight - 1) * target) * soft
         return self._reduce(loss if weight is None else loss * weight)
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:

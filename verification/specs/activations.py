@@ -1,10 +1,10 @@
 """Specs of framework/activations.py.
 
 ReLU, LeakyReLU, ELU, SELU and Threshold draw torch's ``inplace`` too. Their twin is always
-torch's out-of-place module (the verifier's torch leaves cannot be overwritten, and the
-out-of-place function is the one whose gradient is checked); the verifier hands an in-place
-module a fresh copy of its inputs for every forward (see verification/check.py), and
-``_in_place_semantics`` checks the in-place contract itself.
+torch's out-of-place module (the out-of-place function is the one whose gradient is checked);
+every evaluation the verifier runs gets its own copy of the inputs (``Call.fresh`` in
+verification/targets.py), its ``side_effects`` check lets an ``inplace=True`` module modify its
+input, and ``_in_place_semantics`` checks the in-place contract itself.
 """
 
 import copy
