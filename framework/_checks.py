@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-REDUCTIONS = ("mean", "sum")
+REDUCTIONS = ("mean", "sum", "none")
 
 
 class ModuleValueError(ValueError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -22,9 +23,20 @@ def _step(x: Tensor) -> Tensor:
 
 
 class Elementwise(Module):
-    """Base of elementwise activations: subclasses give ``_forward`` and ``_derivative``."""
+    """Base of elementwise activations: subclasses give ``_forward`` and ``_derivative``.
+
+    Those with torch's ``inplace`` argument (ReLU, LeakyReLU, ELU, SELU, Threshold) write the
+    output into the input tensor and return it when ``inplace=True``; f'(x) is then computed in
+    forward, while x is still intact, and kept for backward in place of x.
+    """
 
     abstract = True
+    inplace: bool = False
+
+    def _set_inplace(self, inplace: Any) -> None:
+        if not isinstance(inplace, bool):
+            raise check.ModuleTypeError(f"{type(self).__name__}: expected inplace to be a bool, got {inplace!r}")
+        self.inplace = inplace
 
     def _forward(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -36,17 +48,36 @@ class Elementwise(Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self._check_input(x)
         y = self._forward(x)
-        self._save_for_backward(x=x, y=y)
+        if self.inplace:
+            # x is about to be overwritten: keep f'(x), computed while x is intact.
+            derivative = self._derivative(x, y)
+            y = x.copy_(y)
+            self._save_for_backward(x=None, y=y, derivative=derivative)
+            return y
+        self._save_for_backward(x=x, y=y, derivative=None)
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
         saved = self._saved_tensors()
         grad_output = self._check_grad_output(grad_output, saved["y"])
+        if saved["derivative"] is not None:
+            return grad_output * saved["derivative"]
         return grad_output * self._derivative(saved["x"], saved["y"])
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
 
 
 class ReLU(Elementwise):
-    """y = max(x, 0);   f'(x) = 1 if x > 0 else 0 (0 at the kink x = 0, as torch)."""
+    """y = max(x, 0);   f'(x) = 1 if x > 0 else 0 (0 at the kink x = 0, as torch).
+
+    Args:
+        inplace: write the output into the input and return it, as torch. Default: False.
+    """
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self._set_inplace(inplace)
 
     def _forward(self, x: Tensor) -> Tensor:
         return x.clamp(min=0)
@@ -90,14 +121,18 @@ class LeakyReLU(Elementwise):
 
     Args:
         negative_slope: the slope for x <= 0 (any finite number). Default: 0.01.
+        inplace: write the output into the input and return it, as torch. Default: False.
+            (torch's in-place backward refuses a negative slope; here f'(x) is kept before x is
+            overwritten, so any slope works.)
 
     Shape:
         - Input: (*), any shape.  - Output: (*), the input's shape.
     """
 
-    def __init__(self, negative_slope: float = 0.01) -> None:
+    def __init__(self, negative_slope: float = 0.01, inplace: bool = False) -> None:
         super().__init__()
         self.negative_slope = _finite(self, negative_slope, "negative_slope")
+        self._set_inplace(inplace)
 
     def _forward(self, x: Tensor) -> Tensor:
         # Exactly x for x > 0 and slope * x otherwise: one of the two terms is always 0.
@@ -108,7 +143,7 @@ class LeakyReLU(Elementwise):
         return (1 - step).mul_(self.negative_slope).add_(step)
 
     def extra_repr(self) -> str:
-        return f"negative_slope={self.negative_slope}"
+        return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
 
 
 def _elu(x: Tensor, alpha: float) -> Tensor:
@@ -128,14 +163,16 @@ class ELU(Elementwise):
 
     Args:
         alpha: the scale of the negative branch (any finite number). Default: 1.0.
+        inplace: write the output into the input and return it, as torch. Default: False.
 
     Shape:
         - Input: (*), any shape.  - Output: (*), the input's shape.
     """
 
-    def __init__(self, alpha: float = 1.0) -> None:
+    def __init__(self, alpha: float = 1.0, inplace: bool = False) -> None:
         super().__init__()
         self.alpha = _finite(self, alpha, "alpha")
+        self._set_inplace(inplace)
 
     def _forward(self, x: Tensor) -> Tensor:
         return _elu(x, self.alpha)
@@ -144,7 +181,7 @@ class ELU(Elementwise):
         return _elu_derivative(x, self.alpha)
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}"
+        return f"alpha={self.alpha}" + (", inplace=True" if self.inplace else "")
 
 
 class SELU(Elementwise):
@@ -153,12 +190,19 @@ class SELU(Elementwise):
     With torch's constants alpha = 1.6732632423543772848170429916717 and
     scale = 1.0507009873554804934193349852946. At x = 0 the derivative is scale * alpha, as torch.
 
+    Args:
+        inplace: write the output into the input and return it, as torch. Default: False.
+
     Shape:
         - Input: (*), any shape.  - Output: (*), the input's shape.
     """
 
     alpha = 1.6732632423543772848170429916717
     scale = 1.0507009873554804934193349852946
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self._set_inplace(inplace)
 
     def _forward(self, x: Tensor) -> Tensor:
         return self.scale * _elu(x, self.alpha)
@@ -191,15 +235,17 @@ class Threshold(Elementwise):
     Args:
         threshold: the value to threshold at (finite).
         value: the value replacing inputs x <= threshold (finite).
+        inplace: write the output into the input and return it, as torch. Default: False.
 
     Shape:
         - Input: (*), any shape.  - Output: (*), the input's shape.
     """
 
-    def __init__(self, threshold: float, value: float) -> None:
+    def __init__(self, threshold: float, value: float, inplace: bool = False) -> None:
         super().__init__()
         self.threshold = _finite(self, threshold, "threshold")
         self.value = _finite(self, value, "value")
+        self._set_inplace(inplace)
 
     def _forward(self, x: Tensor) -> Tensor:
         # s = 1 exactly where x > threshold (x - threshold > 0 iff x > threshold in IEEE
@@ -211,7 +257,7 @@ class Threshold(Elementwise):
         return _step(x - self.threshold)
 
     def extra_repr(self) -> str:
-        return f"threshold={self.threshold}, value={self.value}"
+        return f"threshold={self.threshold}, value={self.value}" + (", inplace=True" if self.inplace else "")
 
 
 class Softplus(Elementwise):

@@ -49,8 +49,8 @@ class Linear(Module):
         self.register_parameter("weight", weight)
         self.register_parameter("bias", b)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self._check_input(x)
+    def forward(self, input: Tensor) -> Tensor:  # torch's name: torch's samples pass it by keyword
+        x = self._check_input(input)
         if x.dim() == 0:
             raise check.fail(self, "expected input with at least 1 dimension, got a 0-d tensor")
         check.size(self, x, -1, self.in_features, "in_features")

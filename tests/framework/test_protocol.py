@@ -30,20 +30,23 @@ def _minimal(name):
 
 def run(built, module=None):
     module = module or built.module
-    return module(*built.inputs, built.target) if built.target is not None else module(*built.inputs)
+    inputs = [x.clone() for x in built.inputs]  # an in-place module overwrites what it is given
+    return module(*inputs, built.target) if built.target is not None else module(*inputs)
+
+
+def backward(module, out, is_loss):
+    """A reduced loss's default upstream gradient (1); otherwise one random upstream gradient per
+    output, shaped and structured like the outputs (a module's output, a loss with
+    reduction='none', MultiheadAttention's (output, weights), LSTM's (output, (h_n, c_n)))."""
+    if isinstance(out, torch.Tensor):
+        return module.backward() if is_loss and out.dim() == 0 else module.backward(torch.randn_like(out))
+    upstream = pytree.tree_map(lambda x: None if x is None else torch.randn_like(x), out)
+    return module.backward(*upstream)
 
 
 def leaves(out):
     """The output tensors of a forward (MultiheadAttention's (output, weights), LSTM's (output, (h_n, c_n)))."""
     return [x for x in pytree.tree_leaves(out) if x is not None]
-
-
-def backward(module, out):
-    """backward with one random upstream gradient per output, structured like the outputs."""
-    if isinstance(out, torch.Tensor):
-        return module.backward(torch.randn_like(out))
-    upstream = pytree.tree_map(lambda x: None if x is None else torch.randn_like(x), out)
-    return module.backward(*upstream)
 
 
 # Dropout has no torch.nn twin with the same random stream: its semantics are tested in test_dropout.py.
@@ -66,7 +69,7 @@ def test_param_pairs_have_equal_shapes_and_zero_grad_resets_them(spec, data):
     built = data.draw(spec.cases()).build(torch.float64)
     module = built.module
     out = run(built)
-    module.backward() if built.target is not None else backward(module, out)
+    backward(module, out, built.target is not None)
     for param, grad in module.param():
         assert param.shape == grad.shape
     module.zero_grad()
@@ -86,7 +89,7 @@ def input_gradients(grad, inputs):
 def test_backward_returns_one_gradient_per_input_of_its_shape_none_for_indices(spec, data):
     built = data.draw(spec.cases()).build(torch.float64)
     out = run(built)
-    grad = built.module.backward() if built.target is not None else backward(built.module, out)
+    grad = backward(built.module, out, built.target is not None)
     for g, x in zip(input_gradients(grad, built.inputs), built.inputs):
         if x.is_floating_point():
             assert isinstance(g, torch.Tensor) and g.shape == x.shape
@@ -119,7 +122,7 @@ def test_grad_output_of_the_wrong_shape_is_rejected(spec):
         built.module.backward(torch.zeros(first.numel() + 1, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("spec", [s for s in SPECS if s.module(**example(s).kwargs).param()], ids=str)
+@pytest.mark.parametrize("spec", [s for s in SPECS if s.module(**example(s).constructor_kwargs()).param()], ids=str)
 def test_input_dtype_differing_from_the_parameters_is_rejected(spec):
     built = example(spec).build(torch.float64)
     with pytest.raises(TypeError, match="dtype"):
@@ -140,7 +143,7 @@ def test_outputs_carry_no_autograd_graph_even_for_inputs_that_require_grad(spec)
     module = built.module
     out = module(*inputs, built.target) if built.target is not None else module(*inputs)
     assert all(x.grad_fn is None for x in leaves(out))
-    grad = module.backward() if built.target is not None else backward(module, out)
+    grad = backward(module, out, built.target is not None)
     assert all(g is None or g.grad_fn is None for g in input_gradients(grad, inputs))
 
 
