@@ -52,8 +52,11 @@ class _RNNBase(Module):
         self.input_size = check.positive_int(self, input_size, "input_size")
         self.hidden_size = check.positive_int(self, hidden_size, "hidden_size")
         self.num_layers = check.positive_int(self, num_layers, "num_layers")
-        self.bias = bool(bias)
-        self.batch_first = bool(batch_first)
+        for flag, value in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
+            if not isinstance(value, bool):
+                raise check.ModuleTypeError(f"{name}: expected {flag} to be a bool, got {type(value).__name__}")
+        self.bias = bias
+        self.batch_first = batch_first
         self.dropout = check.number(self, dropout, "dropout", 0.0, 1.0)
         if self.dropout > 0 and num_layers == 1:
             warnings.warn(
@@ -62,9 +65,13 @@ class _RNNBase(Module):
                 stacklevel=2,
             )
         self.bidirectional = bool(bidirectional)
-        if proj_size != 0:
-            raise check.fail(self, f"proj_size is not supported (expected 0), got {proj_size!r}")
-        self.proj_size = 0
+        self.proj_size = check.non_negative_int(self, proj_size, "proj_size")
+        if proj_size and not self.has_cell:
+            raise check.fail(self, f"proj_size is only supported for LSTM, got proj_size={proj_size}")
+        if proj_size >= hidden_size:
+            raise check.fail(self, f"expected proj_size < hidden_size ({hidden_size}), got {proj_size}")
+        # The size of h (the output and the recurrent input): the projection's when there is one.
+        self.state_size = proj_size or hidden_size
         self.num_directions = 2 if bidirectional else 1
         if generator is None:
             generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
@@ -75,12 +82,14 @@ class _RNNBase(Module):
         bound = 1.0 / math.sqrt(hidden_size)
         rows = self.gates * hidden_size
         for layer in range(num_layers):
-            width = input_size if layer == 0 else hidden_size * self.num_directions
+            width = input_size if layer == 0 else self.state_size * self.num_directions
             for direction in range(self.num_directions):
                 suffix = self._suffix(layer, direction)
-                shapes = {"weight_ih": (rows, width), "weight_hh": (rows, hidden_size)}
+                shapes = {"weight_ih": (rows, width), "weight_hh": (rows, self.state_size)}
                 if bias:
                     shapes.update({"bias_ih": (rows,), "bias_hh": (rows,)})
+                if proj_size:
+                    shapes["weight_hr"] = (proj_size, hidden_size)
                 for kind, shape in shapes.items():
                     value = torch.empty(shape, device=device, dtype=dtype)
                     self.register_parameter(kind + suffix, initializers.uniform_(value, -bound, bound, generator))
@@ -88,6 +97,9 @@ class _RNNBase(Module):
     @staticmethod
     def _suffix(layer: int, direction: int) -> str:
         return f"_l{layer}" + ("_reverse" if direction else "")
+
+    def _projection(self, layer: int, direction: int) -> Tensor | None:
+        return getattr(self, "weight_hr" + self._suffix(layer, direction)) if self.proj_size else None
 
     def _weights(self, layer: int, direction: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         s = self._suffix(layer, direction)
@@ -108,20 +120,22 @@ class _RNNBase(Module):
         return state
 
     def _initial_state(self, hx: Any, x: Tensor, batched: bool) -> tuple[Tensor, Tensor | None]:
-        """(h0, c0) as (layers * directions, N, H); zeros where hx is None."""
+        """(h0, c0) as (layers * directions, N, H) (h0's last size proj_size with a projection);
+        zeros where hx is None."""
         n = x.shape[1]
-        shape = (self.num_layers * self.num_directions, n, self.hidden_size)
+        shape = (self.num_layers * self.num_directions, n, self.state_size)
+        cell_shape = (*shape[:2], self.hidden_size)
         given = shape if batched else (shape[0], shape[2])
+        given_cell = cell_shape if batched else (cell_shape[0], cell_shape[2])
         if hx is None:
-            zeros = x.new_zeros(shape)
-            return zeros, (x.new_zeros(shape) if self.has_cell else None)
+            return x.new_zeros(shape), (x.new_zeros(cell_shape) if self.has_cell else None)
         if self.has_cell:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise check.ModuleTypeError(
                     f"{type(self).__name__}: expected hx to be a pair (h_0, c_0) of tensors, got {type(hx).__name__}"
                 )
             h0 = self._check_state(hx[0], "h_0", given, x)
-            c0 = self._check_state(hx[1], "c_0", given, x)
+            c0 = self._check_state(hx[1], "c_0", given_cell, x)
         else:
             h0, c0 = self._check_state(hx, "hx", given, x), None
         if not batched:
@@ -188,12 +202,17 @@ class _RNNBase(Module):
         if b_ih is not None:
             projected = projected + self._input_bias(b_ih, b_hh)
         w_hh_t = w_hh.T
+        w_hr = self._projection(layer, direction)
+        w_hr_t = None if w_hr is None else w_hr.T
         steps = range(x.shape[0] - 1, -1, -1) if direction else range(x.shape[0])
         outputs: list[Tensor] = [x.new_empty(0)] * x.shape[0]
         step_caches = []
         for t in steps:
             h_prev, c_prev = h, c
             h, c, step_cache = self._cell(projected[t], h_prev, c_prev, w_hh_t, b_hh)
+            if w_hr_t is not None:  # LSTM's projection: h = W_hr (o * tanh(c))
+                step_cache["h_full"] = h
+                h = h @ w_hr_t
             step_caches.append(step_cache)
             outputs[t] = h
         cache = {"x": x, "steps": step_caches, "layer": layer, "direction": direction}
@@ -221,7 +240,7 @@ class _RNNBase(Module):
             grad_c_n = None if grad_c_n is None else grad_c_n.unsqueeze(1)
         elif self.batch_first:
             grad_output = grad_output.transpose(0, 1)
-        d, h = self.num_directions, self.hidden_size
+        d, h = self.num_directions, self.state_size
         caches, masks = saved["caches"], saved["masks"]
         grad_h0, grad_c0 = [None] * len(caches), [None] * len(caches)
         grad_layer_output = grad_output
@@ -278,21 +297,32 @@ class _RNNBase(Module):
         dh = grad_out.new_zeros(grad_out.shape[1:]) if grad_h is None else grad_h
         dc = None
         if self.has_cell:
-            dc = grad_out.new_zeros(grad_out.shape[1:]) if grad_c is None else grad_c
+            dc = grad_out.new_zeros((*grad_out.shape[1:-1], self.hidden_size)) if grad_c is None else grad_c
+        w_hr = self._projection(layer, direction)
         grad_ih: list[Tensor] = [grad_out.new_empty(0)] * length
         grad_hh: list[Tensor] = [grad_out.new_empty(0)] * length
         previous: list[Tensor] = [grad_out.new_empty(0)] * length
+        grad_projected: list[Tensor] = [grad_out.new_empty(0)] * length
         # Reverse processing order: step i handled time order[i], after step i + 1 sent its dh back.
         for i in range(length - 1, -1, -1):
             t = order[i]
             dh = dh + grad_out[t]
+            if w_hr is not None:  # h = W_hr h_full: dL/dW_hr += dh^T h_full, dL/dh_full = dh W_hr
+                grad_projected[t] = dh
+                dh = dh @ w_hr
             grad_ih[t], grad_hh[t], dh, dc = self._step_backward(steps[i], dh, dc, w_hh)
             previous[t] = steps[i]["h_prev"]
         g_ih = torch.stack(grad_ih).reshape(-1, w_ih.shape[0])
         g_hh = torch.stack(grad_hh).reshape(-1, w_hh.shape[0])
         s = self._suffix(layer, direction)
         self.grad("weight_ih" + s).add_(g_ih.T @ x.reshape(-1, x.shape[-1]))
-        self.grad("weight_hh" + s).add_(g_hh.T @ torch.stack(previous).reshape(-1, self.hidden_size))
+        self.grad("weight_hh" + s).add_(g_hh.T @ torch.stack(previous).reshape(-1, self.state_size))
+        if w_hr is not None:
+            full = torch.stack([steps[i]["h_full"] for i in range(length)])  # processing order
+            projected = torch.stack([grad_projected[t] for t in order])
+            self.grad("weight_hr" + s).add_(
+                projected.reshape(-1, self.proj_size).T @ full.reshape(-1, self.hidden_size)
+            )
         if b_ih is not None:
             self.grad("bias_ih" + s).add_(g_ih.sum(0))
             self.grad("bias_hh" + s).add_(g_hh.sum(0))
@@ -308,6 +338,8 @@ class _RNNBase(Module):
 
     def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size:
+            text += f", proj_size={self.proj_size}"
         if self.num_layers != 1:
             text += f", num_layers={self.num_layers}"
         if not self.bias:
@@ -341,7 +373,8 @@ class LSTM(_RNNBase):
         dropout: dropout on every layer's output but the last, in training mode (``generator``).
         bidirectional: a second direction over the reversed sequence (``*_reverse`` parameters);
             outputs concatenated, forward direction first.
-        proj_size: must be 0 (projections are not supported).
+        proj_size: LSTM only, below hidden_size: h_t = W_hr (o * tanh(c_t)) of that size (``weight_hr_l{k}``,
+            (proj_size, H)); 0 for none.
 
     Shape: input (L, N, H_in) ((N, L, H_in) with batch_first, (L, H_in) unbatched); h_0, c_0
     (D * num_layers, N, H) ((D * num_layers, H) unbatched); output (L, N, D * H); h_n, c_n like h_0.
@@ -361,7 +394,7 @@ class LSTM(_RNNBase):
         pre = torch.addmm(projected, h, w_hh_t)
         # One sigmoid over all four gates (g's is discarded): fewer calls in the time loop.
         i, f, _, o = pre.sigmoid().chunk(4, -1)
-        size = h.shape[-1]
+        size = c.shape[-1]  # the hidden size (h's is proj_size with a projection)
         g = pre[..., 2 * size : 3 * size].tanh()
         c_new = torch.addcmul(f * c, i, g)
         tanh_c = c_new.tanh()

@@ -14,6 +14,12 @@ from .module import Module
 from .normalization import LayerNorm
 
 
+def _torch_function(value: object) -> str:
+    """The name of one of torch's functions (torch.relu, its neural-network relu and gelu), else ''."""
+    module = getattr(value, "__module__", None) or ""
+    return getattr(value, "__name__", "") if callable(value) and module.startswith("torch") else ""
+
+
 class TransformerEncoderLayer(Module):
     r"""Self-attention and a two-layer MLP, each with a residual connection and a LayerNorm.
 
@@ -29,7 +35,8 @@ class TransformerEncoderLayer(Module):
         nhead: attention heads (must divide d_model).
         dim_feedforward: width of the MLP's hidden layer.
         dropout: dropout after attention, inside and after the MLP, and on the attention weights.
-        activation: ``"relu"`` or ``"gelu"``, or a framework ``ReLU`` / ``GELU`` instance.
+        activation: ``"relu"`` or ``"gelu"``, torch's relu or gelu function, or a framework ``ReLU`` /
+            ``GELU`` instance (any other callable would need its own backward).
         layer_norm_eps: the LayerNorms' eps.
         batch_first: input (N, L, d_model) instead of (L, N, d_model).
         norm_first: pre-norm instead of post-norm.
@@ -71,6 +78,8 @@ class TransformerEncoderLayer(Module):
             self.activation = ReLU() if name == "relu" else GELU()
         elif isinstance(activation, (ReLU, GELU)):
             self.activation = activation
+        elif _torch_function(activation) in ("relu", "gelu"):  # torch's own relu or gelu function
+            self.activation = ReLU() if _torch_function(activation) == "relu" else GELU()
         else:
             raise check.ModuleTypeError(
                 f"TransformerEncoderLayer: expected activation 'relu', 'gelu', or a framework ReLU or GELU, "

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils import _pytree as pytree
 
 import framework as fw
 
@@ -172,21 +173,32 @@ def _compare(
     ours: Any, theirs: torch.nn.Module, leaves: list[Any], their_out: Any, our_out: Any, is_loss: bool
 ) -> tuple[str, str]:
     problems = []
-    if isinstance(their_out, tuple):  # (values, indices) of MaxPool2d(return_indices=True)
-        if not isinstance(our_out, tuple) or len(our_out) != len(their_out):
+    if isinstance(their_out, tuple):  # MaxPool2d's (values, indices), LSTM's (output, (h_n, c_n)), ...
+        theirs_flat, ours_flat = pytree.tree_leaves(their_out), pytree.tree_leaves(our_out)
+        if not isinstance(our_out, tuple) or [t is None for t in theirs_flat] != [o is None for o in ours_flat]:
             return "mismatched", f"output: {type(our_out).__name__}, torch's a tuple of {len(their_out)}"
-        problems += [_close(f"output[{i}]", o, t.detach()) for i, (o, t) in enumerate(zip(our_out[1:], their_out[1:]))]
-        their_out, our_out = their_out[0], our_out[0]
+        problems += [
+            _close(f"output[{i}]", o, t.detach())
+            for i, (o, t) in enumerate(zip(ours_flat, theirs_flat))
+            if i > 0 and t is not None
+        ]
+        their_out, our_out = theirs_flat[0], ours_flat[0]
     problems.append(_close("output", our_out, their_out.detach()))
     generator = torch.Generator().manual_seed(1)
     grad_output = torch.randn(their_out.shape, generator=generator, dtype=torch.float64)
-    differentiable = [leaf for leaf in leaves if isinstance(leaf, Tensor) and leaf.requires_grad]
+    # Tensors inside structured inputs count one by one (LSTM's hx = (h_0, c_0)); the framework's
+    # backward mirrors the structure, with None for integer inputs (Embedding's indices).
+    flat = pytree.tree_leaves(leaves)
+    wanted = [isinstance(leaf, Tensor) and leaf.requires_grad for leaf in flat]
+    differentiable = [leaf for leaf, w in zip(flat, wanted) if w]
     if is_loss:
         differentiable = differentiable[:1]  # the framework's losses differentiate the prediction only
     params = [p for _, p in theirs.named_parameters()]
     their_grads = torch.autograd.grad(their_out, differentiable + params, grad_output, allow_unused=True)
     our_grads = ours.backward(grad_output.clone())
-    our_grads = [our_grads] if isinstance(our_grads, Tensor) else list(our_grads)
+    our_grads = [our_grads] if isinstance(our_grads, Tensor) else pytree.tree_leaves(our_grads)
+    if len(our_grads) == len(flat):  # one per input: keep the differentiated ones'
+        our_grads = [g for g, w in zip(our_grads, wanted) if w]
     for i, (mine, other) in enumerate(zip(our_grads, their_grads)):
         other = torch.zeros_like(differentiable[i]) if other is None else other
         problems.append(_close(f"input[{i}].grad", mine, other))

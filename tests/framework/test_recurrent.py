@@ -21,9 +21,10 @@ def pair(ours_cls, theirs_cls, input_size=3, hidden_size=4, **kwargs):
 
 def states(ours, n):
     count = ours.num_layers * ours.num_directions
-    shape = (count, ours.hidden_size) if n is None else (count, n, ours.hidden_size)
+    shape = (count, ours.state_size) if n is None else (count, n, ours.state_size)
+    cell = (*shape[:-1], ours.hidden_size)
     h0 = torch.randn(shape, dtype=F64)
-    return (h0, torch.randn(shape, dtype=F64)) if ours.has_cell else h0
+    return (h0, torch.randn(cell, dtype=F64)) if ours.has_cell else h0
 
 
 def assert_matches_torch(ours, theirs, x, hx=None, hidden_gradient=True):
@@ -66,6 +67,7 @@ CONSTRUCTORS = [
     {"num_layers": 3, "bidirectional": True, "batch_first": True},
     {"num_layers": 2, "bias": False},
 ]
+PROJECTED = [{"proj_size": 2}, {"proj_size": 3, "num_layers": 2, "bidirectional": True, "batch_first": True}]
 
 
 @pytest.mark.parametrize("initial_state", [False, True], ids=["zero state", "h0 given"])
@@ -76,6 +78,21 @@ def test_matches_torch_through_time(ours_cls, theirs_cls, kwargs, initial_state)
     ours, theirs = pair(ours_cls, theirs_cls, **kwargs)
     x = torch.randn((2, 5, 3) if kwargs.get("batch_first") else (5, 2, 3), dtype=F64)
     assert_matches_torch(ours, theirs, x, states(ours, 2) if initial_state else None)
+
+
+@pytest.mark.parametrize("initial_state", [False, True], ids=["zero state", "h0 given"])
+@pytest.mark.parametrize("kwargs", PROJECTED, ids=str)
+def test_lstm_with_a_projection_matches_torch(kwargs, initial_state):
+    torch.manual_seed(4)
+    ours, theirs = pair(fw.LSTM, torch.nn.LSTM, **kwargs)
+    x = torch.randn((2, 5, 3) if kwargs.get("batch_first") else (5, 2, 3), dtype=F64)
+    assert_matches_torch(ours, theirs, x, states(ours, 2) if initial_state else None)
+    assert repr(ours) == repr(theirs)
+
+
+def test_the_projection_is_lstm_only():
+    with pytest.raises(ValueError, match="GRU: proj_size is only supported for LSTM"):
+        fw.GRU(3, 4, proj_size=2)
 
 
 @pytest.mark.parametrize("initial_state", [False, True], ids=["zero state", "h0 given"])
@@ -163,7 +180,13 @@ def test_dropout_between_layers_uses_one_mask_in_forward_and_backward(ours_cls, 
         ({"hidden_size": 0}, ValueError, "expected hidden_size >= 1"),
         ({"num_layers": 0}, ValueError, "expected num_layers >= 1"),
         ({"dropout": 1.5}, ValueError, "expected dropout in"),
-        ({"proj_size": 2}, ValueError, "proj_size is not supported"),
+        (
+            {"proj_size": 4},
+            ValueError,
+            r"(expected proj_size < hidden_size \(4\)|proj_size is only supported for LSTM)",
+        ),
+        ({"bias": 1}, TypeError, "expected bias to be a bool"),
+        ({"batch_first": "yes"}, TypeError, "expected batch_first to be a bool"),
         ({"dtype": torch.int32}, TypeError, "expected a floating-point dtype"),
     ],
     ids=str,

@@ -78,6 +78,12 @@ def test_dropout_paths_match_finite_differences_with_the_masks_fixed(norm_first)
     assert_gradients_close(ours, torch.randn(3, 2, 4, dtype=F64))  # the generators are re-seeded per forward
 
 
+def test_torchs_relu_and_gelu_functions_are_taken_as_activations():
+    gelu = torch.nn.functional.gelu  # torch's own function, as torch's samples pass it
+    assert isinstance(fw.TransformerEncoderLayer(4, 2, activation=gelu).activation, fw.GELU)
+    assert isinstance(fw.TransformerEncoderLayer(4, 2, activation=torch.relu).activation, fw.ReLU)
+
+
 def test_parameter_names_and_shapes_are_torchs():
     ours = fw.TransformerEncoderLayer(8, 2, 16)
     theirs = torch.nn.TransformerEncoderLayer(8, 2, 16)
@@ -90,7 +96,8 @@ def test_parameter_names_and_shapes_are_torchs():
     ("kwargs", "error", "match"),
     [
         ({"activation": "tanh"}, ValueError, "expected activation to be one of"),
-        ({"activation": torch.relu}, TypeError, "expected activation 'relu', 'gelu', or a framework ReLU or GELU"),
+        ({"activation": lambda x: x}, TypeError, "expected activation 'relu', 'gelu', or a framework ReLU or GELU"),
+        ({"activation": torch.tanh}, TypeError, "expected activation 'relu', 'gelu', or a framework ReLU or GELU"),
         ({"nhead": 3}, ValueError, "MultiheadAttention: expected embed_dim divisible by num_heads"),
         ({"dropout": 2.0}, ValueError, "expected dropout in"),
     ],

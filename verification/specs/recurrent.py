@@ -27,6 +27,14 @@ SHAPE_KEYS = ("batch", "length", "initial_state")
 
 
 @st.composite
+def _lstm_kwargs(draw: Any) -> dict[str, Any]:
+    kwargs = draw(_kwargs())
+    # A projection h = W_hr (o * tanh(c)) needs proj_size < hidden_size.
+    kwargs["proj_size"] = draw(st.sampled_from([0, 1])) if kwargs["hidden_size"] == 2 else 0
+    return kwargs
+
+
+@st.composite
 def _kwargs(draw: Any) -> dict[str, Any]:
     # Two layers or two directions, not both: every layer-direction adds four parameter tensors
     # to the finite differences. Deep bidirectional networks (3 layers) are compared with torch
@@ -53,9 +61,11 @@ def _inputs(cell: bool):
         else:
             x = (n, length, width) if kw["batch_first"] else (length, n, width)
         states = kw["num_layers"] * (2 if kw["bidirectional"] else 1)
-        state = (states, kw["hidden_size"]) if n is None else (states, n, kw["hidden_size"])
-        given = kw["initial_state"]
-        return [Input(x, REAL)] + [Input(state, REAL)] * ((2 if cell else 1) if given else 0)
+        sizes_ = [kw.get("proj_size") or kw["hidden_size"], kw["hidden_size"]]  # h_0's, c_0's
+        shapes = [(states, size) if n is None else (states, n, size) for size in sizes_]
+        if not kw["initial_state"]:
+            return [Input(x, REAL)]
+        return [Input(x, REAL), *(Input(shape, REAL) for shape in shapes[: 2 if cell else 1])]
 
     return inputs
 
@@ -124,6 +134,7 @@ def _arguments(m: Any) -> dict[str, Any]:
         "batch_first": m.batch_first,
         "dropout": m.dropout,
         "bidirectional": m.bidirectional,
+        **({"proj_size": m.proj_size} if m.proj_size else {}),
     }
 
 
@@ -135,7 +146,12 @@ SHARE = 0.4
 
 SPECS = [
     Spec(
-        LSTMCase, _kwargs(), _inputs(cell=True), lambda m: TorchLSTMCase(**_arguments(m)), name="LSTM", case_share=SHARE
+        LSTMCase,
+        _lstm_kwargs(),
+        _inputs(cell=True),
+        lambda m: TorchLSTMCase(**_arguments(m)),
+        name="LSTM",
+        case_share=SHARE,
     ),
     Spec(
         GRUCase, _kwargs(), _inputs(cell=False), lambda m: TorchGRUCase(**_arguments(m)), name="GRU", case_share=SHARE
