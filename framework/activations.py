@@ -30,7 +30,7 @@ class Elementwise(Module):
         raise NotImplementedError
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
-        """f'(x), given x and y = f(x)."""
+        """f'(x), given x and y = f(x): a new tensor, which backward overwrites with the gradient."""
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
@@ -42,7 +42,7 @@ class Elementwise(Module):
     def backward(self, grad_output: Tensor) -> Tensor:
         saved = self._saved_tensors()
         grad_output = self._check_grad_output(grad_output, saved["y"])
-        return grad_output * self._derivative(saved["x"], saved["y"])
+        return self._derivative(saved["x"], saved["y"]).mul_(grad_output)
 
 
 class ReLU(Elementwise):
@@ -52,7 +52,7 @@ class ReLU(Elementwise):
         return x.clamp(min=0)
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
-        return _step(x)
+        return torch.sign(y)  # y = max(x, 0): the step of x in one pass
 
 
 class Tanh(Elementwise):
