@@ -108,17 +108,19 @@ def window_sum(canvas: Tensor, out: Pair, kernel: Pair, stride: Pair, dilation: 
 
 def window_max(canvas: Tensor, out: Pair, kernel: Pair, stride: Pair, dilation: Pair) -> tuple[Tensor, Tensor]:
     """Maximum of every window and its kernel offset i * kw + j, as torch's kernel picks it: the first
-    maximum in row-major order (a later entry wins only when strictly greater), or the last NaN."""
+    maximum in row-major order (a later entry wins only when strictly greater), or the last NaN.
+
+    A NaN entry always takes the index (so the last NaN keeps it), and once the maximum is NaN no
+    number beats it: one pass per kernel offset, with no host-side test for NaN.
+    """
     best = window_offset(canvas, 0, 0, out, stride, dilation).clone()
     where = torch.zeros(best.shape, dtype=torch.long, device=best.device)
-    offsets = [(i, j) for i in range(kernel[0]) for j in range(kernel[1])]
-    for i, j in offsets[1:]:
-        entry = window_offset(canvas, i, j, out, stride, dilation)
-        where.masked_fill_(entry > best, i * kernel[1] + j)
-        torch.maximum(best, entry, out=best)  # propagates NaN, as torch
-    if best.isnan().any():
-        for i, j in offsets:
-            where.masked_fill_(window_offset(canvas, i, j, out, stride, dilation).isnan(), i * kernel[1] + j)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            if i or j:
+                entry = window_offset(canvas, i, j, out, stride, dilation)
+                where.masked_fill_(torch.gt(entry, best).logical_or_(entry.isnan()), i * kernel[1] + j)
+                torch.maximum(best, entry, out=best)  # propagates NaN, as torch
     return best, where
 
 
