@@ -215,6 +215,16 @@ class Module:
             check.like(self, x, reference, name, "parameters")
         return x
 
+    def _workspace(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """A tensor of ``shape`` (``like``'s dtype and device) that this module reuses from call to
+        call for an internal temporary, never for anything it returns: a large fresh CPU allocation
+        costs a page fault per 4 KiB on first touch, often more than the computation that fills it."""
+        spaces = self.__dict__.setdefault("_workspaces", {})
+        space = spaces.get(name)
+        if space is None or space.shape != shape or space.dtype != like.dtype or space.device != like.device:
+            space = spaces[name] = like.new_empty(shape)
+        return space
+
     def _save_for_backward(self, **tensors: Any) -> None:
         object.__setattr__(self, "_saved", tensors)
 
