@@ -151,6 +151,9 @@ class BCELoss(Loss):
     dL/dp = s * (p - t) / max(p (1 - p), 1e-12),  s = 1/N for 'mean', 1 for 'sum'
     (the 1e-12 rounded to float32, as torch).
 
+    A prediction or target outside [0, 1] (or NaN) is a ``ValueError`` naming it on CPU tensors;
+    on a GPU a device-side assertion, which never stalls the stream (see ``framework._checks``).
+
     Args:
         reduction: ``'mean'`` or ``'sum'``. Default: ``'mean'``.
 
@@ -214,7 +217,8 @@ class CrossEntropyLoss(Loss):
 
     The log-sum-exp subtracts the per-position maximum first, so logits of +-1000 stay finite.
     torch's ``weight``, ``ignore_index`` and ``label_smoothing`` are not supported: every index
-    must be a class in [0, C).
+    must be a class in [0, C). An index outside is a ``ValueError`` naming it on CPU tensors; on a
+    GPU a device-side assertion, which never stalls the stream (see ``framework._checks``).
 
     Args:
         reduction: ``'mean'`` or ``'sum'``. Default: ``'mean'``.
