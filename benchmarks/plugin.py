@@ -70,7 +70,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
-    from reports.environment import environment
+    from verification.environment import environment
 
     bench = settings(config)
     if bench.peak is not None:

@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_experiment(config, progress=bar, on_run=on_run)
     print(table(result))
     if args.json is not None:
-        from reports.environment import environment
+        from verification.environment import environment
 
         env = environment(config.device)
         env["threads"] = config.threads  # the count the runs used (run_experiment restores the caller's)

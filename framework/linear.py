@@ -85,13 +85,14 @@ class Linear(Module):
 
     def _weight_t(self) -> Tensor:
         # W^T as a view, made once per weight tensor (a view costs as much as a small product;
-        # in-place updates of the weight show through it, a new weight tensor makes a new view).
+        # in-place updates of the weight show through it). Anything but a view of the current
+        # weight (a new weight tensor, a copy made by deepcopy or a dtype cast) makes a new one.
         weight = self.weight
-        cached = self.__dict__.get("_weight_t_cache")
-        if cached is None or cached[0] is not weight:
-            cached = (weight, weight.t())
-            object.__setattr__(self, "_weight_t_cache", cached)
-        return cached[1]
+        view = self.__dict__.get("_weight_t_cache")
+        if view is None or view._base is not weight:
+            view = weight.t()
+            object.__setattr__(self, "_weight_t_cache", view)
+        return view
 
     def _ones(self, n: int, like: Tensor) -> Tensor:
         ones = self.__dict__.get("_ones_cache")

@@ -185,7 +185,8 @@ def _check_unit_interval(owner: Loss, value: Tensor, name: str) -> None:
 class BCEWithLogitsLoss(Loss):
     """Binary cross-entropy of logits x, i.e. of p = sigmoid(x), computed without overflow:
 
-    l = max(x, 0) - x t + log(1 + exp(-|x|));   L = reduce(l);
+    l = (1 - t) x + max(-x, 0) + log(1 + exp(-|x|));   L = reduce(l);
+    (torch's arrangement: no cancellation between x and x t when t is near 1 and x large.)
     dL/dx = s * (sigmoid(x) - t),  s = 1/N for 'mean', 1 for 'sum'.
 
     Args:
@@ -199,8 +200,9 @@ class BCEWithLogitsLoss(Loss):
         prediction, target = self._check_pair(prediction, target)
         self._save_for_backward(prediction=prediction, target=target)
         x = prediction
-        # log(1 + exp(x)) - x t, the softplus as logaddexp(x, 0) (= max(x, 0) + log1p(exp(-|x|))).
-        return self._reduce(torch.addcmul(torch.logaddexp(x, x.new_zeros(())), x, target, value=-1))
+        # torch's arrangement (1 - t) x + softplus(-x), the softplus as logaddexp(-x, 0)
+        # (= max(-x, 0) + log1p(exp(-|x|))) in one operation.
+        return self._reduce(torch.addcmul(torch.logaddexp(-x, x.new_zeros(())), torch.rsub(target, 1), x))
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         saved = self._saved_tensors()

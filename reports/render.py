@@ -7,8 +7,9 @@ from typing import Any
 
 import jinja2
 
+from verification.environment import environment
+
 from . import benchmarks_page, formatting, loaders, training_page, verification_page
-from .environment import environment
 
 NAV = (("index", "Overview"), ("verification", "Verification"), ("benchmarks", "Benchmarks"), ("training", "Training"))
 TITLES = dict(NAV) | {"index": "Results overview", "verification": "Gradient verification"}

@@ -5,7 +5,7 @@ and ``param()`` against finite differences and, given a reference, ``torch.autog
 ``python -m verification`` runs every registered module's spec over hypothesis-drawn cases.
 """
 
-from .check import CheckResult, GradientReport, Tolerances, assert_gradients_close, check_gradients
+from .check import CheckResult, GradientReport, Options, assert_gradients_close, check_gradients
 from .domains import Domain, away_from
 from .spec import Case, Input, Spec
 
@@ -15,8 +15,8 @@ __all__ = [
     "Domain",
     "GradientReport",
     "Input",
+    "Options",
     "Spec",
-    "Tolerances",
     "assert_gradients_close",
     "away_from",
     "check_gradients",

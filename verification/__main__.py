@@ -18,8 +18,8 @@ import torch
 import framework as fw
 
 from .composition import STACK_SPEC
-from .mutants import MUTANTS, mutant_spec
-from .optimizers import OPTIMIZER_SPECS, check_optimizer, run_optimizer_spec, with_class
+from .mutants import MUTANTS, mutant_spec, run_mutant
+from .optimizers import OPTIMIZER_SPECS, check_optimizer, run_optimizer_spec
 from .runner import ALL_CHECKS, PROFILES, SpecResult, check_case, run_spec
 from .spec import Case
 from .specs import SPECS, all_specs
@@ -30,6 +30,9 @@ SHORT = {
     "twin": "twin",
     "linearity": "linear",
     "accumulation": "accum",
+    "side_effects": "effects",
+    "determinism": "determ.",
+    "layouts": "layouts",
     "float32": "float32",
     "semantics": "semantic",
     "torch_optim": "optim",
@@ -98,17 +101,24 @@ def _targets(only: list[str] | None) -> tuple[list[Any], list[Any], list[Any]]:
     )
 
 
-def _run_mutant(mutant: Any, profile: str, seed: int, device: str) -> SpecResult:
-    """Run the target's checks on the mutant; it is caught when some check fails."""
-    specs = {s.name: s for s in SPECS}
-    optimizers = {o.name: o for o in OPTIMIZER_SPECS}
-    if mutant.target in optimizers:
-        return run_optimizer_spec(with_class(optimizers[mutant.target], mutant.cls, mutant.name), profile, seed)
-    return run_spec(mutant_spec(mutant, specs[mutant.target]), profile, seed, device, shrink=False)
-
-
 def _replay(names: list[str] | None, text: str, device: str) -> int:
-    data = json.loads(text)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        print(f"error: --replay: not valid JSON ({error})", file=sys.stderr)
+        return 2
+    if not isinstance(data, dict):
+        print(f"error: --replay: expected a JSON object as printed by a failure, got {text[:60]!r}", file=sys.stderr)
+        return 2
+    try:
+        return _replay_case(names, data, text, device)
+    except (KeyError, TypeError, ValueError) as error:  # ModuleValueError/ModuleTypeError are among these
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"error: --replay: cannot build the case: {message}", file=sys.stderr)
+        return 2
+
+
+def _replay_case(names: list[str] | None, data: dict[str, Any], text: str, device: str) -> int:
     name = data.get("module") or (names[0] if names else None)
     optimizers = {o.name: o for o in OPTIMIZER_SPECS}
     mutants = {m.name: m for m in MUTANTS}
@@ -119,6 +129,8 @@ def _replay(names: list[str] | None, text: str, device: str) -> int:
         return 0 if result.ok else 1
     specs = {**all_specs(), STACK_SPEC.name: STACK_SPEC}
     specs.update({m.name: mutant_spec(m, specs[m.target]) for m in mutants.values() if m.target in specs})
+    if name not in specs:
+        raise KeyError(f"no module, optimizer or mutant named {name!r}; see --list")
     case = Case.from_json(text, specs)
     report = check_case(case, device=device)
     print(report)
@@ -157,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     if mutants:
         print(f"\nmutation run: {len(mutants)} deliberately wrong modules and optimizers, each must fail")
         for index, mutant in enumerate(mutants, 1):
-            outcome = _run_mutant(mutant, args.profile, args.seed, args.device)
+            outcome = run_mutant(mutant, args.profile, args.seed, args.device)
             caught = not outcome.ok
             check = outcome.failure["check"] if outcome.failure else None
             mutation_rows.append(
@@ -196,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - start
     print(f"\n{'ALL GRADIENTS VERIFIED' if ok else 'VERIFICATION FAILED'} in {elapsed:.0f}s")
     if args.json:
-        from reports.environment import environment
+        from .environment import environment
 
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {

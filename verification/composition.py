@@ -16,6 +16,7 @@ import framework as fw
 from .domains import REAL
 from .spec import Input, Spec
 from .strategies import batched, sizes
+from .twins import twin_of
 
 
 def _default_constructible(cls: type) -> bool:
@@ -61,8 +62,6 @@ class Stack(fw.Sequential):
 
 
 def _twin(module: Stack) -> Any:
-    from .twins import twin_of
-
     return twin_of(module, copy=False)
 
 

@@ -18,6 +18,7 @@ from torch import Tensor
 import framework as fw
 from framework import optim
 
+from .runner import SpecResult, run_spec
 from .spec import Spec
 from .specs import SPECS
 
@@ -326,3 +327,14 @@ MUTANTS += [
 def mutant_spec(mutant: Mutant, spec: Spec) -> Spec:
     """The target's spec with the mutant class in place of the module."""
     return dataclasses.replace(spec, module=mutant.cls, name=mutant.name, _cases=None)
+
+
+def run_mutant(mutant: Mutant, profile: str, seed: int, device: str) -> SpecResult:
+    """Run the target's checks on the mutant; it is caught when some check fails (a crash is not a catch)."""
+    from .optimizers import OPTIMIZER_SPECS, run_optimizer_spec, with_class
+
+    optimizers = {o.name: o for o in OPTIMIZER_SPECS}
+    if mutant.target in optimizers:
+        return run_optimizer_spec(with_class(optimizers[mutant.target], mutant.cls, mutant.name), profile, seed)
+    specs = {s.name: s for s in SPECS}
+    return run_spec(mutant_spec(mutant, specs[mutant.target]), profile, seed, device, shrink=False)

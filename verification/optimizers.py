@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from framework import optim
 
-from .check import CheckResult, unit_roundoff
+from .error_model import unit_roundoff
+from .report import CheckResult
 from .runner import PROFILES, CheckSummary, SpecResult
 from .strategies import floats, shapes
 

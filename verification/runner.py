@@ -7,7 +7,6 @@ hyper-parameters) which is reported with a command that replays it.
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,21 +15,13 @@ import torch
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 
-from .check import (
-    CHECKS,
-    CheckResult,
-    GradientReport,
-    _collect,
-    _collect_torch,
-    _jitter,
-    _jittered_copy,
-    check_gradients,
-    unit_roundoff,
-)
+from .check import CHECKS, check_gradients
+from .report import CheckResult, GradientReport
 from .spec import Case, Spec
 from .twins import twin_of
 
-ALL_CHECKS = (*CHECKS, "float32")
+# The float64 checks, then the float32 run of the same case (the library's low_precision check).
+ALL_CHECKS = (*(c for c in CHECKS if c not in ("low_precision", "second_order")), "float32")
 
 PROFILES: dict[str, dict[str, Any]] = {
     "dev": {"max_examples": 8, "probes": 4},
@@ -39,63 +30,26 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-def _float32_run(case: Case, dtype: torch.dtype, device: str) -> dict[str, Any]:
-    """Framework and twin results on one case in ``dtype``, and the jitter spread of the reference.
+def check_float32(case: Case, device: str) -> CheckResult:
+    """The float32 forward and backward against the float64 truth on the same case.
 
-    The spread comes from two more evaluations of the reference (the twin, or the module when
-    it has none) with inputs, parameters and ``grad_output`` moved by 8 units in the last place
-    of ``dtype``: the rounding noise of quantities that cancel, which a zero result hides.
+    The library's ``low_precision`` check on the case built in float32: the module's float32
+    outputs and gradients against its float64 copy (same upcast parameters and inputs), under
+    the bar set by the torch twin's own float32 error (or the modelled one without a twin).
     """
-    built = case.build(dtype=dtype, device=device)
-    module = built.module
-    twin = twin_of(module) if case.spec.twin is not None else None
-    generator = torch.Generator().manual_seed(case.seed + 1)
-    out = module(*built.inputs, built.target) if built.target is not None else module(*built.inputs)
-    g = torch.randn(out.shape, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
-    ours = _collect(module, built.inputs, built.target, g)
-    theirs = _collect_torch(copy.deepcopy(twin), built.inputs, built.target, g) if twin is not None else {}
-    base, collect = (twin, _collect_torch) if twin is not None else (module, _collect)
-    reference = theirs or ours
-    size = 8 * unit_roundoff(dtype)
-    spread = {name: torch.zeros_like(value, dtype=torch.float64) for name, value in reference.items()}
-    for _ in range(2):
-        jittered = collect(
-            _jittered_copy(base, generator, size),
-            [_jitter(x, generator, size) for x in built.inputs],
-            built.target,
-            _jitter(g, generator, size),
-        )
-        for name in spread:
-            spread[name] = torch.maximum(spread[name], (jittered[name].double() - reference[name].double()).abs())
-    sizes = [out.numel(), *[x.numel() for x in built.inputs], *[p.numel() for _, p, _ in module.named_param()]]
-    return {"ours": ours, "twin": theirs, "spread": spread, "n": max(sizes)}
-
-
-def check_float32(case: Case, device: str, safety: float = 4.0) -> CheckResult:
-    """The float32 forward and backward against the float64 ones on the same case.
-
-    Tolerance of element j: ``safety * (e_j + max(e) + u32 * n * (|ref_j| + max(mean|ref|, s)))``
-    where ``e`` is the float32 error of the reference implementation on the same data: the
-    larger of torch's own float32-vs-float64 difference and its float32 jitter spread (the
-    precision float32 can deliver for this function, cancellations included), and the last
-    term the rounding bound of an accumulation of ``n`` terms (``n`` the largest tensor's size),
-    floored normwise at ``s``, the largest mean magnitude of the case's outputs and gradients.
-    """
-    result = CheckResult("float32")
-    run64 = _float32_run(case, torch.float64, device)
-    run32 = _float32_run(case, torch.float32, device)
-    u = unit_roundoff(torch.float32)
-    # Normwise floor, as in the float64 checks: rounding is relative to the gradients flowing through.
-    scale = max(float(t.double().abs().mean()) for t in run64["ours"].values() if t.numel())
-    for name, ref in run64["ours"].items():
-        ref = ref.double().cpu()
-        tolerance = u * run64["n"] * (ref.abs() + max(float(ref.abs().mean()), scale))
-        error = run32["spread"].get(name, torch.zeros(())).double().cpu()
-        if name in run32["twin"] and name in run64["twin"]:
-            difference = (run32["twin"][name].double().cpu() - run64["twin"][name].double().cpu()).abs()
-            error = torch.maximum(error, difference)
-        tolerance = tolerance + error + error.max()
-        result.merge(name, run32["ours"][name], ref, safety * tolerance, ("float32", "float64"))
+    built = case.build(dtype=torch.float32, device=device)
+    reference = twin_of(built.module) if case.spec.twin is not None else None
+    report = check_gradients(
+        built.module,
+        *built.inputs,
+        target=built.target,
+        reference=reference,
+        seed=case.seed,
+        name=case.spec.name,
+        checks=["low_precision"],
+    )
+    result = report["low_precision"]
+    result.name = "float32"
     return result
 
 
@@ -111,6 +65,7 @@ def check_case(case: Case, device: str = "cpu", probes: int = 8) -> GradientRepo
         seed=case.seed,
         name=case.spec.name,
         probes=probes,
+        checks=[c for c in CHECKS if c not in ("low_precision", "second_order")],
     )
     if reference is None:
         report["twin"].skipped = "no torch.nn twin for this module"

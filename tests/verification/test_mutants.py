@@ -3,13 +3,12 @@
 import pytest
 
 import framework
-from verification.__main__ import _run_mutant
-from verification.mutants import MUTANTS
+from verification.mutants import MUTANTS, run_mutant
 
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.name)
 def test_mutant_is_caught(mutant):
-    outcome = _run_mutant(mutant, profile="ci", seed=0, device="cpu")
+    outcome = run_mutant(mutant, profile="ci", seed=0, device="cpu")
     assert not outcome.ok, f"{mutant.name} ({mutant.description}) survived {outcome.cases} cases"
 
 

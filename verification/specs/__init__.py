@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from ..spec import Spec
+from ..twins import register_twin
 from . import activations, containers, conv, dropout, linear, losses, norm, pooling, shape
 
 SPECS: list[Spec] = [
@@ -20,15 +21,21 @@ SPECS: list[Spec] = [
     *shape.SPECS,
 ]
 
-_BY_CLASS: dict[type, Spec] = {spec.module: spec for spec in SPECS}
-_BY_NAME: dict[str, Spec] = {spec.name: spec for spec in SPECS}
+_BY_CLASS: dict[type, Spec] = {}
+_BY_NAME: dict[str, Spec] = {}
 
 
 def register_spec(spec: Spec) -> Spec:
-    """Add a spec for a user's own module class (its twin then works with twin_of)."""
+    """Add a spec (and its module's twin, for twin_of) to the registry."""
     _BY_CLASS[spec.module] = spec
     _BY_NAME[spec.name] = spec
+    if spec.twin is not None:
+        register_twin(spec.module, spec.twin)
     return spec
+
+
+for _spec in SPECS:
+    register_spec(_spec)
 
 
 def spec_for(cls: type) -> Spec:

@@ -6,6 +6,7 @@ import framework as fw
 
 from ..spec import Input, Spec
 from ..strategies import batched, sizes
+from ..twins import twin_of
 
 
 def _mlp(width: int, depth: int) -> fw.Sequential:
@@ -24,9 +25,7 @@ class _MLP(fw.Sequential):
 
 
 def _twin(m):
-    from ..twins import twin_of  # containers are twinned child by child
-
-    return twin_of(m, copy=False)
+    return twin_of(m, copy=False)  # containers are twinned child by child
 
 
 SPECS = [

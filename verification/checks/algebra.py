@@ -1,0 +1,97 @@
+"""``linearity`` and ``accumulation``: algebraic properties every correct backward has.
+
+``linearity``: ``backward(a g1 + b g2) == a backward(g1) + b backward(g2)`` after one forward,
+so a backward that ignores or squares its upstream gradient fails even when ``g`` happens to be
+benign. ``accumulation`` (the framework protocol, where backward *adds* into the parameter
+gradients): two backward calls add up, and ``zero_grad()`` resets them. Both in float64 on the
+float64 copy; tolerance: the rounding bound at the combined gradients' scale (a normwise floor
+that grows with ``|a| + |b|``) plus the measured rounding noise of each backward call.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..context import Context, random_like
+from ..error_model import estimated, rounding_tolerance, unit_roundoff
+from ..report import CheckResult
+from ..targets import Gradients, ProtocolTarget
+
+A, B = 0.75, -1.5
+
+
+def _names(ctx: Context) -> list[str]:
+    assert ctx.target64 is not None
+    return ctx.call64.names() + [name for name, _ in ctx.target64.parameters()]
+
+
+def _no_float64(result: CheckResult, ctx: Context) -> CheckResult:
+    result.skipped = f"{ctx.why_no_float64}"
+    return result
+
+
+def check_linearity(ctx: Context) -> CheckResult:
+    result = CheckResult("linearity")
+    if ctx.target64 is None:
+        return _no_float64(result, ctx)
+    target = ctx.target64.copy()
+    pass_ = target.start(ctx.call64)
+    g1 = ctx.grads64
+    g2 = [None if g is None else random_like(g, ctx.generator) for g in g1]
+    g12 = [None if x is None or y is None else A * x + B * y for x, y in zip(g1, g2)]
+    first, second, combined = (pass_.backward(g).all() for g in (g1, g2, g12))
+    u = unit_roundoff(torch.float64)
+    floor = (1 + abs(A) + abs(B)) * ctx.scale
+    for name, x1, x2, x12 in zip(_names(ctx), first, second, combined):
+        if x1 is None or x2 is None or x12 is None:
+            continue  # a missing gradient is the finite-difference check's to report
+        expected = A * x1.double() + B * x2.double()
+        magnitude = (abs(A) * x1.double().abs() + abs(B) * x2.double().abs()).cpu()
+        # Three backward calls, each with its own rounding error (measured for g1).
+        noise = (1 + abs(A) + abs(B)) * estimated(ctx.noise, f"{name}.grad", expected.cpu())
+        tolerance = rounding_tolerance(magnitude, ctx.n_terms, u, ctx.options.safety, floor)
+        result.merge(
+            name,
+            x12,
+            expected,
+            tolerance + ctx.options.safety * noise,
+            ("backward(a g1 + b g2)", "a backward(g1) + b backward(g2)"),
+        )
+    return result
+
+
+def check_accumulation(ctx: Context) -> CheckResult:
+    result = CheckResult("accumulation")
+    if not ctx.target.accumulates:
+        result.skipped = "torch.autograd accumulates the parameter gradients, not the target's code"
+        return result
+    if ctx.target64 is None:
+        return _no_float64(result, ctx)
+    target = ctx.target64.copy()
+    assert isinstance(target, ProtocolTarget)
+    params = target.parameters()
+    if not params:
+        result.skipped = "no parameters"
+        return result
+    pass_ = target.start(ctx.call64)
+    g1 = ctx.grads64
+    g2 = [None if g is None else random_like(g, ctx.generator) for g in g1]
+    p1 = pass_.backward(g1).params
+    total: Gradients = pass_.backward(g2, accumulate=True)  # without zero_grad: must add
+    p2 = pass_.backward(g2).params
+    u = unit_roundoff(torch.float64)
+    for (name, _), both, x1, x2 in zip(params, total.params, p1, p2):
+        assert both is not None and x1 is not None and x2 is not None
+        expected = x1.double() + x2.double()
+        noise = 2 * estimated(ctx.noise, f"{name}.grad", expected.cpu())
+        tolerance = rounding_tolerance(
+            (x1.double().abs() + x2.double().abs()).cpu(), ctx.n_terms, u, ctx.options.safety, 2 * ctx.scale
+        )
+        result.merge(
+            name, both, expected, tolerance + ctx.options.safety * noise, ("two backward calls", "sum of each")
+        )
+    target.zero_grad()
+    for name, _, g in target.named():
+        if bool(g.ne(0).any()):
+            result.fail(f"zero_grad() left non-zero values in the gradient of {name}")
+    return result

@@ -1,0 +1,238 @@
+r"""``finite_differences``: the backward pass against central differences of the target's own forward.
+
+The function checked is the scalar :math:`\phi(x, \theta) = \sum_k \langle g_k, y_k(x, \theta)\rangle`
+with random upstream gradients ``g``, so the gradients backward returns must equal
+:math:`\nabla\phi`. Always in float64, on a float64 copy of the target and upcast inputs,
+whatever the caller's precision: the ground truth.
+
+Small tensors get one derivative per element; large ones random-direction probes
+:math:`\langle u, \mathrm{backward}(g)\rangle` against the directional derivative along a
+Gaussian ``u`` (a single wrong element ``j`` shifts every probe by :math:`u_j e_j`). When a
+probe fails on a tensor of moderate size, the elementwise comparison runs too, to name the
+wrong element.
+
+Each derivative is extrapolated from central differences :math:`D(s)` at ``s = h, h/2, h/4``
+(``h = eps * max(1, |x|)``): two Richardson levels, :math:`R_1 = (4D(h/2) - D(h))/3`,
+:math:`R_2 = (4D(h/4) - D(h/2))/3` (truncation :math:`O(h^4)`) and
+:math:`R = (16R_2 - R_1)/15` (:math:`O(h^6)`). Its error is bounded by
+
+* truncation: :math:`|R - R_2|`, which over-estimates the error left in ``R``;
+* rounding: each evaluation of :math:`\phi` errs by :math:`\delta = u\sqrt{n}\,(\sum|g||y| + |\phi|)`
+  (``n`` the largest tensor's size; the probabilistic rounding error bound of Higham and Mary,
+  2019, rather than the worst case ``n u``), amplified by at most :math:`7\delta/h` in ``R``;
+* stepping: ``x + s`` is rounded, a relative error of at most :math:`8u|x|/h` in ``R``;
+
+each times ``safety``, plus the analytic gradient's own rounding bound (floored normwise).
+With ``eps = 1e-4`` these are orders of magnitude below one part in a million of the
+gradient's scale.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from ..context import Context, Options
+from ..error_model import rounding_tolerance, unit_roundoff
+from ..report import CheckResult
+from ..targets import Call, Gradients, Target
+
+LOCATE_LIMIT = 1024  # tensors up to this size are searched element by element when a probe fails
+
+
+def check_finite_differences(ctx: Context) -> CheckResult:
+    result = CheckResult("finite_differences")
+    if ctx.target64 is None:
+        if ctx.reference is not None:
+            result.skipped = (
+                f"{ctx.why_no_float64}; its gradients are judged against the reference's float64 "
+                f"autograd gradients instead (low_precision)"
+            )
+        else:
+            result.inconclusive = (
+                f"{ctx.why_no_float64}, and no reference was given: nothing can serve as the float64 ground "
+                f"truth. Pass reference= (the same function in plain torch ops)"
+            )
+        return result
+    target = ctx.target64.copy()  # its parameters are shifted in place, and forward may update buffers
+    gradients = target.start(ctx.call64).backward(ctx.grads64)
+    compare(result, target, ctx.call64, ctx.grads64, gradients, ctx.options, ctx.generator)
+    return result
+
+
+def phi(target: Target, call: Call, grads: Sequence[Tensor | None]) -> float:
+    """:math:`\\sum_k \\langle g_k, y_k\\rangle` in float64."""
+    outputs = target.forward(call)
+    total = 0.0
+    for y, g in zip(outputs.leaves, grads):
+        if y is not None and g is not None:
+            total += float((y.detach().double() * g.double()).sum())
+    return total
+
+
+def _spread(target: Target, call: Call, grads: Sequence[Tensor | None]) -> float:
+    outputs = target.forward(call)
+    return sum(
+        float((y.detach().double().abs() * g.double().abs()).sum())
+        for y, g in zip(outputs.leaves, grads)
+        if y is not None and g is not None
+    )
+
+
+def richardson(f: Callable[[float], float], h: float) -> tuple[float, float]:
+    """(R, |R - R_2|): the twice-extrapolated central difference of ``f`` at 0 and its truncation estimate."""
+    d = [(f(s) - f(-s)) / (2 * s) for s in (h, h / 2, h / 4)]
+    r1 = (4 * d[1] - d[0]) / 3
+    r2 = (4 * d[2] - d[1]) / 3
+    r = (16 * r2 - r1) / 15
+    return r, abs(r - r2)
+
+
+class _Shifter:
+    """Evaluates phi with one tensor (an input or a parameter) shifted."""
+
+    def __init__(
+        self, target: Target, call: Call, grads: Sequence[Tensor | None], position: int | None, tensor: Tensor
+    ):
+        self.target, self.call, self.grads, self.position, self.tensor = target, call, grads, position, tensor
+
+    def __call__(self, delta: Tensor, index: int = -1) -> float:
+        if self.position is not None:  # an input: a shifted copy in the call
+            shifted = self.tensor.detach().clone()
+            if index >= 0:
+                shifted.view(-1)[index] += delta
+            else:
+                shifted += delta
+            return phi(self.target, self.call.replace({self.position: shifted}), self.grads)
+        original = self.tensor.detach().clone()
+        try:
+            with torch.no_grad():
+                if index >= 0:
+                    self.tensor.view(-1)[index] += delta
+                else:
+                    self.tensor += delta
+            return phi(self.target, self.call, self.grads)
+        finally:
+            with torch.no_grad():
+                self.tensor.copy_(original)
+
+
+def compare(
+    result: CheckResult,
+    target: Target,
+    call: Call,
+    grads: Sequence[Tensor | None],
+    gradients: Gradients,
+    options: Options,
+    generator: torch.Generator,
+) -> None:
+    """Merge into ``result`` the comparison of ``gradients`` with finite differences of ``target``."""
+    u = unit_roundoff(torch.float64)
+    sizes = [x.numel() for x in call.tensors()] + [p.numel() for _, p in target.parameters()]
+    outputs = target.forward(call)
+    n_terms = max([*sizes, *(y.numel() for y in outputs.leaves if y is not None)])
+    # Probabilistic rounding error analysis (Higham & Mary, 2019): an accumulation of n terms errs
+    # by about sqrt(n) u sum|terms|, not the worst case n u sum|terms|; the safety factor is the
+    # lambda of their bound.
+    delta = u * math.sqrt(n_terms) * (_spread(target, call, grads) + abs(phi(target, call, grads)))
+    values = [*(g for g in grads if g is not None), *(g for g in gradients.all() if g is not None)]
+    scale = max((float(t.double().abs().mean()) for t in values if t.numel()), default=0.0)
+
+    items = [(f"input[{i}]", i, x) for i, x in zip(call.diff, call.tensors())]
+    items += [(name, None, p) for name, p in target.parameters()]
+    for (name, position, tensor), analytic in zip(items, gradients.all()):
+        if analytic is None:
+            what = "input" if position is not None else "parameter"
+            hint = (
+                "; if the output does not depend on it, pass it with requires_grad=False"
+                if position is not None
+                else ""
+            )
+            result.fail(f"backward returned no gradient (None) for the {what} {name}, which requires grad{hint}")
+            continue
+        if tuple(analytic.shape) != tuple(tensor.shape):
+            result.fail(f"the gradient of {name} has shape {tuple(analytic.shape)}, expected {tuple(tensor.shape)}")
+            continue
+        shift = _Shifter(target, call, grads, position, tensor)
+        a = analytic.detach().double().cpu()
+        own = rounding_tolerance(a, n_terms, u, options.safety, scale)
+        if tensor.numel() <= options.full_jacobian_limit:
+            _elementwise(result, name, shift, tensor, a, own, delta, u, options)
+        else:
+            failed = _probes(result, name, shift, tensor, a, delta, u, n_terms, options, generator)
+            if failed and tensor.numel() <= LOCATE_LIMIT:
+                _elementwise(result, name, shift, tensor, a, own, delta, u, options)
+
+
+def _elementwise(
+    result: CheckResult,
+    name: str,
+    shift: _Shifter,
+    tensor: Tensor,
+    analytic: Tensor,
+    own: Tensor,
+    delta: float,
+    u: float,
+    options: Options,
+) -> None:
+    flat = tensor.detach().double().cpu().reshape(-1)
+    numeric = torch.empty(tensor.numel(), dtype=torch.float64)
+    bound = torch.empty_like(numeric)
+    for j in range(tensor.numel()):
+        h = options.eps * max(1.0, abs(float(flat[j])))
+
+        def f(step: float, j: int = j) -> float:
+            return shift(torch.tensor(step, dtype=tensor.dtype, device=tensor.device), j)
+
+        numeric[j], truncation = richardson(f, h)
+        stepping = 8 * u * abs(float(flat[j])) / h * abs(float(numeric[j]))
+        bound[j] = options.safety * (7 * delta / h + truncation + stepping)
+    numeric = numeric.reshape(tensor.shape)
+    before = result.ok
+    result.merge(name, analytic, numeric, bound.reshape(tensor.shape) + own, ("backward", "finite difference"))
+    if before and not result.ok and float(analytic.abs().max()) == 0.0:
+        result.detail = f"the gradient of {name} is zero everywhere (never written?); " + result.detail
+
+
+def _probes(
+    result: CheckResult,
+    name: str,
+    shift: _Shifter,
+    tensor: Tensor,
+    analytic: Tensor,
+    delta: float,
+    u: float,
+    n_terms: int,
+    options: Options,
+    generator: torch.Generator,
+) -> bool:
+    """Random-direction probes; True when one failed."""
+    x = tensor.detach().double().cpu().reshape(-1)
+    h = options.eps * max(1.0, float(x.abs().max()))
+    a = analytic.reshape(-1)
+    failed = False
+    for k in range(options.probes):
+        direction = torch.randn(tensor.shape, generator=generator, dtype=torch.float64)
+        step_direction = direction.to(device=tensor.device, dtype=tensor.dtype)
+
+        def f(step: float, d: Tensor = step_direction) -> float:
+            return shift(step * d)
+
+        numeric, truncation = richardson(f, h)
+        d = direction.reshape(-1)
+        projected = float((d * a).sum())
+        rounding = u * n_terms * float((d.abs() * a.abs()).sum())
+        stepping = 8 * u * float((x.abs() * (d * a).abs()).sum()) / h
+        tolerance = options.safety * (7 * delta / h + truncation + rounding + stepping)
+        failed = failed or not abs(projected - numeric) <= tolerance
+        result.merge(
+            f"{name} probe {k}",
+            torch.tensor([projected], dtype=torch.float64),
+            torch.tensor([numeric], dtype=torch.float64),
+            torch.tensor([tolerance], dtype=torch.float64),
+            ("<u, backward>", "directional finite difference"),
+        )
+    return failed

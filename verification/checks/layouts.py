@@ -1,0 +1,84 @@
+"""``layouts``: the same results from non-contiguous inputs and upstream gradients.
+
+Each case runs again with every differentiated input and every upstream gradient given as a
+*transposed* view (the storage of a tensor with its last two dimensions swapped; 1-D tensors:
+a strided view) and as a *strided* view (every other element of a larger buffer), with the
+same values. Both runs must agree with the contiguous one up to rounding (a kernel may take
+another summation order for another layout): ``safety * (u (|c| + mean|c|) + u_acc n mean|c|)``
+in the caller's precision. A kernel that reads ``grad_output`` as if it were contiguous (the
+bug of flash-attention#355 and mmcv#737) gives values from the wrong positions and fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from ..context import Context, named
+from ..error_model import accumulation_roundoff, estimated, unit_roundoff
+from ..report import CheckResult
+
+
+def transposed(x: Tensor) -> Tensor:
+    """The values of ``x`` in a column-major (last two dimensions swapped) storage."""
+    if x.dim() < 2:
+        return strided(x)
+    return x.detach().transpose(-1, -2).contiguous().transpose(-1, -2)
+
+
+def strided(x: Tensor) -> Tensor:
+    """The values of ``x`` at every other element of a buffer twice as long in the last dimension."""
+    if x.dim() == 0:
+        return x.detach().clone()
+    buffer = torch.zeros((*x.shape[:-1], 2 * x.shape[-1]), dtype=x.dtype, device=x.device)
+    view = buffer[..., ::2]
+    view.copy_(x.detach())
+    return view
+
+
+LAYOUTS: dict[str, Callable[[Tensor], Tensor]] = {"transposed": transposed, "strided": strided}
+
+
+def _relayout(values: Sequence[Tensor | None], layout: Callable[[Tensor], Tensor]) -> list[Tensor | None]:
+    return [None if v is None else layout(v) for v in values]
+
+
+def check_layouts(ctx: Context) -> CheckResult:
+    result = CheckResult("layouts")
+    movable = [x for x in [*ctx.call.tensors(), *(g for g in ctx.grads if g is not None)] if x.numel() > 1]
+    if not movable:
+        result.skipped = "no input or upstream gradient has more than one element"
+        return result
+    target = ctx.pristine.copy()
+    pass_ = target.start(ctx.call)
+    contiguous = named(pass_.outputs, pass_.backward(ctx.grads), ctx.call, target)
+    u = unit_roundoff(ctx.dtype)
+    u_acc = accumulation_roundoff(ctx.dtype)
+    safety = ctx.options.safety
+    for label, layout in LAYOUTS.items():
+        call = ctx.call.with_tensors([layout(x) for x in ctx.call.tensors()])
+        grads = _relayout(ctx.grads, layout)
+        other = ctx.pristine.copy()
+        try:
+            other_pass = other.start(call)
+            seen = named(other_pass.outputs, other_pass.backward(grads), call, other)
+        except Exception as error:
+            result.fail(
+                f"with {label} inputs and upstream gradients, the target raised {type(error).__name__}: {error}"
+            )
+            continue
+        for name, c in contiguous.items():
+            value = seen.get(name)
+            if value is None:
+                result.fail(f"with {label} inputs, {name} is missing")
+                continue
+            c = c.cpu()
+            floor = max(float(c.abs().mean()) if c.numel() else 0.0, ctx.scale)
+            # Another summation order is another rounding: the rounding bound at the case's
+            # scale, plus the measured float64 rounding noise scaled to this precision.
+            noise = estimated(ctx.noise, name, c) * (u / unit_roundoff(torch.float64))
+            tolerance = safety * (u * (c.abs() + floor) + u_acc * ctx.n_terms * floor + 2 * noise)
+            result.merge(f"{name} ({label})", value, c, tolerance, (f"{label} layout", "contiguous"))
+    return result

@@ -1,0 +1,125 @@
+"""``low_precision``: a float32, float16 or bfloat16 forward and backward against the float64 truth.
+
+The truth is the target's own float64 copy on the upcast inputs and parameters (checked by
+``finite_differences``), or the reference's float64 autograd result when the target does not
+run in float64. With a reference, the reference also runs in the caller's precision on the
+same inputs, and its error sets the bar (FlashAttention's rule, see
+:mod:`verification.error_model`); without one, a modelled error (the truth's spread under
+moves of one unit in the last place of the inputs). Outputs, input gradients and parameter
+gradients are all compared, by their largest and their mean absolute error.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..context import Context, collect, named
+from ..error_model import low_precision_bounds, unit_roundoff
+from ..report import CheckResult
+from ..targets import Call
+
+LABELS = ("target", "float64 truth")
+DRAWS = 3  # rounding realisations of the reference's error
+
+
+def check_low_precision(ctx: Context) -> CheckResult:
+    result = CheckResult("low_precision")
+    if ctx.dtype == torch.float64:
+        result.skipped = "the inputs are float64: the float64 checks cover them"
+        return result
+    truth = ctx.truth
+    if not truth:
+        result.inconclusive = (
+            f"{ctx.why_no_float64}, and no reference was given: there is no float64 truth to compare with"
+        )
+        return result
+    ours = named(ctx.outputs, ctx.gradients, ctx.call, ctx.target)
+    for name, g in zip(ctx.call.names(), ctx.gradients.inputs):
+        if g is None:
+            result.fail(f"backward returned no gradient (None) for {name}, which requires grad")
+    for (name, _), g in zip(ctx.target.parameters(), ctx.gradients.params):
+        if g is None:
+            result.fail(f"backward returned no gradient (None) for the parameter {name}")
+    draws = _draws(ctx, truth)
+    if draws is None:
+        result.inconclusive = "the float64 model of the rounding error could not be evaluated"
+        return result
+    spread = _spread(truth, draws)
+    errors = None
+    if ctx.reference_low is not None:
+        try:
+            errors = _reference_errors(ctx, truth, draws)
+            result.detail = "bar: the reference's own error in the same precision"
+        except Exception as error:  # a reference that does not run in this precision: the model alone
+            result.detail = f"the reference does not run in {ctx.dtype} ({type(error).__name__}); bar: the model"
+    for name, value in ours.items():
+        expected = truth.get(name)
+        if expected is None:
+            continue  # a missing gradient is reported above
+        measured = None if errors is None else _shaped(errors.get(name), expected)
+        bounds = low_precision_bounds(
+            expected, measured, _shaped(spread.get(name), expected), ctx.dtype, ctx.scale, ctx.n_terms
+        )
+        result.merge_norms(name, value, expected, bounds, LABELS)
+    return result
+
+
+Draw = tuple[Call, list[Tensor | None], dict[str, Tensor]]
+
+
+def _draws(ctx: Context, truth: dict[str, Tensor]) -> list[Draw] | None:
+    """Rounding realisations: the case itself, and ``DRAWS - 1`` copies with inputs and upstream
+    gradients moved by about one unit in the last place of the dtype (still exactly representable
+    in it), each with its float64 truth."""
+    base = ctx.target64 if ctx.target64 is not None else ctx.reference64
+    if base is None:
+        return None
+    rename = ctx.rename if base is ctx.reference64 else (lambda d: d)
+    generator = torch.Generator().manual_seed(ctx.options.seed + 2718)
+    u = unit_roundoff(ctx.dtype)
+    draws: list[Draw] = [(ctx.call, ctx.grads, truth)]
+    try:
+        for _ in range(DRAWS - 1):
+            call = ctx.call.with_tensors([_ulp_moved(x, generator, u) for x in ctx.call.tensors()])
+            grads = [None if g is None else _ulp_moved(g, generator, u) for g in ctx.grads]
+            grads64 = [None if g is None else g.double() for g in grads]
+            draws.append((call, grads, rename(collect(base, call.cast(torch.float64), grads64))))
+    except Exception:
+        return None
+    return draws
+
+
+def _spread(truth: dict[str, Tensor], draws: list[Draw]) -> dict[str, Tensor]:
+    """How far the float64 truth moves when the inputs move by one unit in the last place."""
+    spread = {name: torch.zeros_like(value).cpu() for name, value in truth.items()}
+    for _, _, moved in draws[1:]:
+        for name in spread:
+            if name in moved and moved[name].shape == truth[name].shape:
+                spread[name] = torch.maximum(spread[name], (moved[name].cpu() - truth[name].cpu()).abs())
+    return spread
+
+
+def _reference_errors(ctx: Context, truth: dict[str, Tensor], draws: list[Draw]) -> dict[str, Tensor]:
+    """The reference's error in the caller's precision, elementwise, the largest over the draws:
+    a small tensor's single realisation can be exact by luck; the largest of several is a stable
+    measure of what the reference errs."""
+    assert ctx.reference_low is not None
+    errors: dict[str, Tensor] = {}
+    for call, grads, expected in draws:
+        theirs = ctx.rename(collect(ctx.reference_low, call, grads))
+        for name in truth:
+            if name in theirs and name in expected:
+                error = (theirs[name].cpu() - expected[name].cpu()).abs()
+                errors[name] = error if name not in errors else torch.maximum(errors[name], error)
+    return errors
+
+
+def _ulp_moved(x: Tensor, generator: torch.Generator, u: float) -> Tensor:
+    """``x`` with each element moved by about one unit in the last place of its dtype, randomly up or down."""
+    sign = torch.randint(0, 2, x.shape, generator=generator).to(device=x.device, dtype=torch.float64) * 2 - 1
+    return (x.double() * (1 + 2 * u * sign)).to(x.dtype)
+
+
+def _shaped(value: Tensor | None, like: Tensor) -> Tensor:
+    return value.cpu() if value is not None and value.shape == like.shape else torch.zeros_like(like).cpu()

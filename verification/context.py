@@ -1,0 +1,295 @@
+"""The case context: everything the checks of one ``check_gradients`` call share.
+
+It holds the target (a private copy), its arguments, the upstream gradients, the main
+forward/backward in the caller's precision, and, computed once when a check first asks, the
+float64 copy of the target (the ground truth), the reference in float64 and in the caller's
+precision with the target's parameters copied in, and the measured rounding noise.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import error_model
+from .report import GradientReport
+from .targets import AutogradTarget, Call, Gradients, Outputs, Target, TargetError, as_target
+
+
+@dataclass
+class Options:
+    """The options of :func:`check_gradients` besides the target, inputs, reference and order.
+
+    Attributes:
+        target: a loss's target, passed after the inputs and never differentiated.
+        seed: seeds the random upstream gradients, probe directions and jitter.
+        name: the name shown in the report (default: the target's class or function name).
+        eps: relative finite-difference step (``h = eps * max(1, |x_j|)``).
+        safety: the factor on every rounding and truncation estimate.
+        full_jacobian_limit: tensors up to this size get one central difference per element;
+            larger ones get ``probes`` random-direction probes (as many evaluations as 8
+            elements; a probe failure on a tensor of up to 1024 elements then names the element).
+        probes: random directions per large tensor.
+        nondet_tol: the largest difference two backward passes on the same inputs may show
+            (0: bitwise equal). A kernel that accumulates with atomic adds declares its own.
+        checks: run only these checks (default: every one that applies).
+    """
+
+    target: Any = None
+    seed: int = 0
+    name: str | None = None
+    eps: float = 1e-4
+    safety: float = 4.0
+    full_jacobian_limit: int = 8
+    probes: int = 8
+    nondet_tol: float = 0.0
+    checks: Sequence[str] | None = None
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict[str, Any]) -> Options:
+        known = {f.name for f in fields(cls)}
+        unknown = set(kwargs) - known
+        if unknown:
+            raise TypeError(f"unknown options {sorted(unknown)}; known: {sorted(known)}")
+        options = cls(**kwargs)
+        if options.nondet_tol < 0 or options.eps <= 0 or options.safety <= 0 or options.probes < 1:
+            raise ValueError("nondet_tol must be >= 0, eps and safety > 0, probes >= 1")
+        return options
+
+
+def collect(target: Target, call: Call, grads: Sequence[Tensor | None]) -> dict[str, Tensor]:
+    """Outputs, input gradients and parameter gradients of one forward + backward on a copy of
+    ``target`` (so its state, e.g. running statistics, stays as it was), named, float64."""
+    target = target.copy()
+    pass_ = target.start(call)
+    return named(pass_.outputs, pass_.backward(grads), call, target)
+
+
+def named(outputs: Outputs, gradients: Gradients, call: Call, target: Target) -> dict[str, Tensor]:
+    result = {}
+    for name, value in zip(outputs.names(), outputs.leaves):
+        if value is not None and value.is_floating_point():
+            result[name] = value.detach().double()
+    for name, g in zip(call.names(), gradients.inputs):
+        if g is not None:
+            result[f"{name}.grad"] = g.detach().double()
+    for (name, _), g in zip(target.parameters(), gradients.params):
+        if g is not None:
+            result[f"{name}.grad"] = g.detach().double()
+    return result
+
+
+def random_like(t: Tensor, generator: torch.Generator) -> Tensor:
+    return torch.randn(t.shape, generator=generator, dtype=torch.float64).to(device=t.device, dtype=t.dtype)
+
+
+class Context:
+    """One target, one call, one draw of upstream gradients: shared by every check."""
+
+    def __init__(
+        self,
+        target: Any,
+        inputs: Sequence[Any],
+        reference: Any,
+        grad_output: Any,
+        order: int,
+        options: Options,
+    ) -> None:
+        self.options = options
+        self.order = order
+        # The caller's object is never touched: a pristine copy is the source of every other
+        # copy (float64, reference parameters), and the checks run on copies of it.
+        self.pristine = as_target(target, options.name).copy()
+        self.target = self.pristine.copy()
+        self.name = self.target.name
+        self.call = Call.of(inputs, options.target)
+        if not self.call.diff:
+            raise ValueError(f"{self.name}: no floating-point tensor among the inputs, nothing to differentiate")
+        dtypes = {a.dtype for a in self.call.tensors()}
+        if len(dtypes) > 1:
+            raise ValueError(
+                f"{self.name}: the differentiated inputs mix dtypes {sorted(str(d) for d in dtypes)}; "
+                f"give them one floating-point dtype"
+            )
+        self.dtype = dtypes.pop()
+        self.device = self.call.tensors()[0].device
+        self.generator = torch.Generator().manual_seed(options.seed)
+        self.reference = None if reference is None else _as_reference(reference, self.name)
+        self.report = GradientReport(self.name, kind=self.target.kind, dtype=str(self.dtype).replace("torch.", ""))
+        self.report.device = str(self.device)
+
+        self.main = self.target.start(self.call)
+        self.outputs = self.main.outputs
+        self.grads = self._upstream(grad_output)
+        self.gradients = self.main.backward(self.grads)
+        self.report.notes += self.gradients.notes
+
+    # -- upstream gradients ---------------------------------------------------------------------------
+    def _upstream(self, grad_output: Any) -> list[Tensor | None]:
+        leaves = self.outputs.leaves
+        floating = self.outputs.floating()
+        if not floating:
+            raise TargetError(f"{self.name}: forward returned no floating-point tensor to differentiate")
+        if grad_output is None:
+            return [random_like(x, self.generator) if i in floating else None for i, x in enumerate(leaves)]
+        given = list(grad_output) if isinstance(grad_output, tuple | list) else [grad_output]
+        if len(given) != len(floating):
+            raise ValueError(
+                f"{self.name}: {len(given)} grad_output(s) given, but forward returned {len(floating)} "
+                f"floating-point output(s)"
+            )
+        grads: list[Tensor | None] = [None] * len(leaves)
+        for i, g in zip(floating, given):
+            out = leaves[i]
+            assert out is not None
+            if isinstance(g, int | float):
+                g = torch.full_like(out, float(g))
+            if not isinstance(g, Tensor):
+                raise TypeError(f"{self.name}: grad_output must be a Tensor or a number, got {type(g).__name__}")
+            if g.numel() == out.numel() == 1:
+                g = g.reshape(out.shape)
+            if tuple(g.shape) != tuple(out.shape):
+                raise ValueError(
+                    f"{self.name}: grad_output has shape {tuple(g.shape)}, but the output it belongs to has shape "
+                    f"{tuple(out.shape)}"
+                )
+            grads[i] = g.detach().to(device=out.device, dtype=out.dtype)
+        return grads
+
+    # -- the float64 truth ----------------------------------------------------------------------------
+    @functools.cached_property
+    def target64(self) -> Target | None:
+        """The target copied into float64, or None (see :attr:`why_no_float64`)."""
+        if self.dtype == torch.float64:
+            return self.pristine.copy()
+        try:
+            copy64 = self.pristine.copy(torch.float64)
+            bad = [n for n, p in copy64.parameters() if p.dtype != torch.float64]
+            if bad:
+                raise TargetError(f"parameters {bad} stay in another dtype after the conversion")
+            outputs = copy64.forward(self.call64)
+            low = [x.dtype for x in outputs.leaves if x is not None and x.is_floating_point()]
+            if any(d != torch.float64 for d in low):
+                raise TargetError(f"on float64 inputs it returns {sorted({str(d) for d in low})}")
+        except Exception as error:
+            self.why_no_float64 = f"the target does not run in float64 ({type(error).__name__}: {error})"
+            return None
+        return copy64
+
+    why_no_float64 = ""
+
+    @functools.cached_property
+    def call64(self) -> Call:
+        return self.call.cast(torch.float64)
+
+    @functools.cached_property
+    def grads64(self) -> list[Tensor | None]:
+        return [None if g is None else g.double() for g in self.grads]
+
+    @functools.cached_property
+    def reference64(self) -> Target | None:
+        return self._reference_in(torch.float64, self.target64)
+
+    @functools.cached_property
+    def reference_low(self) -> Target | None:
+        """The reference in the caller's precision, with the caller's parameter values."""
+        return self._reference_in(self.dtype, self.pristine)
+
+    def _reference_in(self, dtype: torch.dtype, source: Target | None) -> Target | None:
+        if self.reference is None:
+            return None
+        reference = self.reference.copy(dtype)
+        if isinstance(reference, AutogradTarget) and isinstance(reference.fn, torch.nn.Module):
+            from .twins import copy_parameters
+
+            params = (source or self.pristine).parameters()
+            if params:
+                self.reference_names = copy_parameters(params, reference.fn, self.name, buffers=_buffers(source))
+        return reference
+
+    reference_names: dict[str, str] = {}  # noqa: RUF012  (set per instance by _reference_in)
+
+    @functools.cached_property
+    def truth(self) -> dict[str, Tensor]:
+        """Float64 outputs and gradients: the target's own when it runs in float64, else the reference's."""
+        if self.target64 is not None:
+            return collect(self.target64, self.call64, self.grads64)
+        if self.reference64 is not None:
+            return self.rename(collect(self.reference64, self.call64, self.grads64))
+        return {}
+
+    def rename(self, theirs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """A reference's results under the target's parameter names."""
+        back = {f"{t}.grad": f"{o}.grad" for o, t in self.reference_names.items()}
+        return {back.get(k, k): v for k, v in theirs.items()}
+
+    @functools.cached_property
+    def n_terms(self) -> int:
+        sizes = [x.numel() for x in self.outputs.leaves if x is not None]
+        sizes += [x.numel() for x in self.call.tensors()] + [p.numel() for _, p in self.target.parameters()]
+        return max(sizes)
+
+    @functools.cached_property
+    def scale(self) -> float:
+        """The largest mean magnitude among upstream gradients, outputs and gradients: a normwise floor."""
+        values = [*(g for g in self.grads if g is not None), *self.truth.values()]
+        return max((float(t.detach().double().abs().mean()) for t in values if t.numel()), default=0.0)
+
+    @functools.cached_property
+    def noise(self) -> dict[str, Tensor]:
+        """Measured float64 rounding noise of the reference (or of the target without one)."""
+        base = self.reference64 if self.reference64 is not None else self.target64
+        if base is None:
+            return {}
+        rename = self.rename if base is self.reference64 else (lambda d: d)
+        generator = torch.Generator().manual_seed(self.options.seed + 1234)
+
+        def run64(size: float, gen: torch.Generator | None) -> dict[str, Tensor]:
+            return rename(self.jittered_collect(base, self.call64, self.grads64, size, gen))
+
+        def run32() -> dict[str, Tensor]:
+            low = base.copy(torch.float32)
+            grads = [None if g is None else g.float() for g in self.grads64]
+            return rename(collect(low, self.call64.cast(torch.float32), grads))
+
+        try:
+            return error_model.rounding_noise(run64, run32, generator)
+        except Exception:  # a reference that cannot be copied or jittered: the rounding bound alone
+            return {}
+
+    def jittered_collect(
+        self, base: Target, call: Call, grads: Sequence[Tensor | None], size: float, gen: torch.Generator | None
+    ) -> dict[str, Tensor]:
+        """:func:`collect` on a copy of ``base`` with inputs, parameters and grads moved by relative ``size``."""
+        if not size or gen is None:
+            return collect(base, call, grads)
+        moved = base.copy()
+        with torch.no_grad():
+            for _, p in moved.parameters():
+                p.copy_(error_model.jitter(p, gen, size))
+        jittered_call = call.with_tensors([error_model.jitter(x, gen, size) for x in call.tensors()])
+        return collect(moved, jittered_call, [error_model.jitter(g, gen, size) for g in grads])
+
+    def rounding(self, expected: Tensor, u: float | None = None) -> Tensor:
+        u = error_model.unit_roundoff(torch.float64) if u is None else u
+        return error_model.rounding_tolerance(expected, self.n_terms, u, self.options.safety, self.scale)
+
+
+def _buffers(source: Target | None) -> list[tuple[str, Tensor]]:
+    module = getattr(source, "module", None)
+    if module is not None and callable(getattr(module, "named_buffers", None)):
+        return list(module.named_buffers())
+    return []
+
+
+def _as_reference(reference: Any, name: str) -> AutogradTarget:
+    if isinstance(reference, type) and issubclass(reference, torch.autograd.Function):
+        return AutogradTarget(reference, f"reference of {name}")
+    if not callable(reference):
+        raise TargetError(f"{name}: reference must be a callable or a torch.nn.Module, got {type(reference).__name__}")
+    return AutogradTarget(reference, f"reference of {name}").copy()

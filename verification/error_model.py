@@ -1,0 +1,164 @@
+r"""The error model: how far apart two computations of the same gradient may honestly be.
+
+Every tolerance in the verifier is built from the pieces below; none is a constant chosen
+because it happens to pass.
+
+Rounding bound
+    An accumulation of ``n`` terms in a precision with unit round-off ``u`` is off by at most
+    :math:`u\,n\,\sum|terms|`. Elementwise we use ``safety * u * n * (|ref_j| + max(mean|ref|, s))``:
+    the second term is a *normwise floor* at ``s``, the largest mean magnitude among the case's
+    upstream gradients, outputs and gradients. A backward pass's rounding errors are relative to
+    the gradients flowing through it, so a gradient that vanishes in exact arithmetic (a bias
+    between two BatchNorms) carries noise at that scale, not zero.
+
+Rounding noise of a float64 reference (:func:`rounding_noise`)
+    A bound ignores conditioning (cancellation). So the float64 noise of the reference is also
+    *measured*, two ways, the larger kept elementwise: precision scaling (the float32-vs-float64
+    discrepancy of the same computation times ``u64 / u32``), and jitter (the spread of two
+    evaluations with every input, parameter and upstream gradient moved by a few units in the
+    last place, which catches quantities that are zero in exact arithmetic).
+
+Low precision (:func:`low_precision_bounds`)
+    A float32, float16 or bfloat16 result is judged against the float64 truth computed from the
+    *same* (upcast) inputs and parameters, so input quantisation is not counted against it.
+    With a reference, the rule of FlashAttention's test suite: the target's largest and mean
+    absolute errors may be at most ``LOW_PRECISION_FACTOR`` times those of the reference run in
+    the same precision, plus a rounding floor of ``ROUNDING_FLOOR`` units of the dtype's
+    round-off at the result's magnitude (the error of merely storing the exact result in that
+    dtype; FlashAttention's Hopper tests add the same kind of floor). Without a reference, the
+    reference's error is replaced by a model: the float64 spread of the result under random
+    perturbations of every input, parameter and upstream gradient by one unit round-off of the
+    dtype. A backward-stable kernel, which accumulates in float32 or better and rounds its
+    result once, errs by about that much; a kernel that accumulates a reduction of length ``n``
+    in bfloat16 errs by about ``sqrt(n / 2)`` times more.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+# A target may err by this many times what the plain torch reference errs in the same
+# precision (FlashAttention: 2); the reference's error is floored (see low_precision_bounds).
+LOW_PRECISION_FACTOR = 4.0
+ROUNDING_FLOOR = 2.0  # unit round-offs at the result's magnitude, or at the case's gradient scale
+SPREAD_FLOOR = 2.0  # times the result's spread under one-round-off perturbations
+# Without a reference, the modelled error of a sound kernel gets this factor.
+MODEL_FACTOR = 4.0
+
+LOW_PRECISION = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def unit_roundoff(dtype: torch.dtype) -> float:
+    return torch.finfo(dtype).eps / 2
+
+
+def accumulation_roundoff(dtype: torch.dtype) -> float:
+    """The round-off of the accumulator a sound kernel uses for ``dtype``: float32 for half types."""
+    return unit_roundoff(torch.float32) if dtype in (torch.float16, torch.bfloat16) else unit_roundoff(dtype)
+
+
+def rounding_tolerance(reference: Tensor, n_terms: int, u: float, safety: float, scale: float) -> Tensor:
+    """``safety * u * n * (|ref_j| + max(mean|ref|, scale))``, elementwise, float64 on the CPU."""
+    reference = reference.detach().double().cpu().abs()
+    mean = float(reference.mean()) if reference.numel() else 0.0
+    return safety * u * n_terms * (reference + max(mean, scale))
+
+
+def estimated(estimate: dict[str, Tensor], name: str, like: Tensor) -> Tensor:
+    """The measured noise of one tensor, floored at its mean (noise is not exact elementwise)."""
+    value = estimate.get(name)
+    if value is None or value.shape != like.shape:
+        return torch.zeros((), dtype=torch.float64)
+    value = value.double().cpu()
+    return value + value.mean()
+
+
+def jitter(x: Any, generator: torch.Generator, size: float) -> Any:
+    """``x`` with each element moved by a random relative ``size`` (random signs); non-tensors as they are."""
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        return x
+    sign = torch.randint(0, 2, x.shape, generator=generator).to(device=x.device, dtype=x.dtype) * 2 - 1
+    return x.detach() * (1 + size * sign)
+
+
+Collector = Callable[[float, torch.Generator | None], dict[str, Tensor]]
+
+
+def jitter_spread(
+    collect: Collector,
+    size: float,
+    generator: torch.Generator,
+    draws: int = 2,
+    base: dict[str, Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """Elementwise spread of ``draws`` evaluations jittered by relative ``size`` around the unjittered one.
+
+    ``collect(size, generator)`` evaluates with every input, parameter and upstream gradient
+    jittered (``size = 0``: unjittered) and returns named float64 tensors; ``base`` is the
+    unjittered evaluation when already known.
+    """
+    base = collect(0.0, None) if base is None else base
+    spread = {name: torch.zeros_like(value) for name, value in base.items()}
+    for _ in range(draws):
+        moved = collect(size, generator)
+        for name in spread:
+            if name in moved and moved[name].shape == base[name].shape:
+                spread[name] = torch.maximum(spread[name], (moved[name] - base[name]).abs())
+    return spread
+
+
+def rounding_noise(
+    collect64: Collector, collect32: Callable[[], dict[str, Tensor]] | None, generator: torch.Generator
+) -> dict[str, Tensor]:
+    """Estimated float64 rounding error of each named quantity: max(precision scaling, jitter)."""
+    base = collect64(0.0, None)
+    jitter64 = jitter_spread(collect64, 8 * unit_roundoff(torch.float64), generator, base=base)
+    if collect32 is None:
+        return jitter64
+    try:
+        low = collect32()
+    except Exception:  # a computation that cannot run in float32: jitter alone
+        return jitter64
+    scale = unit_roundoff(torch.float64) / unit_roundoff(torch.float32)
+    estimate = {}
+    for name, value in jitter64.items():
+        if name in low and low[name].shape == base[name].shape:
+            estimate[name] = torch.maximum(value, (low[name] - base[name]).abs() * scale)
+        else:
+            estimate[name] = value
+    return estimate
+
+
+def low_precision_bounds(
+    truth: Tensor,
+    reference_error: Tensor | None,
+    spread: Tensor,
+    dtype: torch.dtype,
+    scale: float = 0.0,
+    n_terms: int = 1,
+) -> dict[str, float]:
+    """Bounds on the max and mean absolute error of a low-precision result (see the module docstring).
+
+    ``reference_error``: ``|reference - truth|`` elementwise, or None without a reference.
+    ``spread``: the float64 truth's spread under perturbations of one unit round-off of the dtype.
+    """
+    truth = truth.detach().double().cpu().abs()
+    u = unit_roundoff(dtype)
+    accumulation = accumulation_roundoff(dtype) * math.sqrt(n_terms) * scale
+    bounds = {}
+    for name, reduce in (("max", torch.amax), ("mean", torch.mean)):
+        floor = max(
+            ROUNDING_FLOOR * u * max(float(reduce(truth)), scale),
+            SPREAD_FLOOR * float(reduce(spread)),
+            accumulation,
+        )
+        if reference_error is None:
+            bounds[name] = MODEL_FACTOR * max(float(reduce(spread)), floor)
+        else:
+            bounds[name] = LOW_PRECISION_FACTOR * max(float(reduce(reference_error)), floor)
+    return bounds

@@ -1,0 +1,211 @@
+"""What a gradient check returns: one :class:`CheckResult` per check, gathered in a :class:`GradientReport`.
+
+A check ends in one of four states: passed, FAILED (a wrong gradient, with the worst element
+named), inconclusive (it could not be carried out: the report is then *not* ``ok``, never a
+silent pass) or not applicable (``skipped``: nothing to check, e.g. no reference given).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+_TINY = torch.finfo(torch.float64).tiny
+
+
+@dataclass
+class CheckResult:
+    """The verdict of one check: the worst element over every tensor it compared."""
+
+    name: str
+    ok: bool = True
+    worst_error: float = 0.0
+    worst_ratio: float = 0.0
+    detail: str = ""
+    skipped: str = ""
+    inconclusive: str = ""
+    compared: int = 0
+
+    @property
+    def status(self) -> str:
+        if not self.ok:
+            return "failed"
+        if self.inconclusive:
+            return "inconclusive"
+        if self.skipped:
+            return "not applicable"
+        return "passed"
+
+    def merge(
+        self, tensor_name: str, analytic: Tensor, expected: Tensor, tolerance: Tensor, what: tuple[str, str]
+    ) -> None:
+        """Compare ``analytic`` to ``expected`` elementwise under ``tolerance``; keep the worst."""
+        expected = expected.detach().double().cpu()
+        analytic = analytic.detach().double().cpu().reshape(expected.shape)
+        tolerance = tolerance.detach().double().cpu().expand(expected.shape)
+        if expected.numel() == 0:
+            return
+        self.compared += 1
+        finite = torch.isfinite(analytic)
+        if not bool(finite.all()) and bool(torch.isfinite(expected).all()):
+            index = int((~finite).reshape(-1).nonzero()[0])
+            self._record(tensor_name, expected.shape, index, analytic, expected, tolerance, math.inf, math.inf, what)
+            return
+        error = (analytic - expected).abs()
+        error = torch.where(analytic == expected, torch.zeros_like(error), error)  # inf == inf, nan stays nan
+        scale = expected.abs().mean().item() if bool(torch.isfinite(expected).all()) else 0.0
+        # Relative to the element, floored at the tensor's mean magnitude and at the tolerance
+        # (an error below what the precision can resolve is not reported as a large one).
+        floor = torch.clamp(tolerance, min=max(scale, _TINY))
+        relative = error / torch.maximum(expected.abs(), floor)
+        ratio = torch.nan_to_num(error / torch.clamp(tolerance, min=_TINY), nan=math.inf)
+        index = int(ratio.reshape(-1).argmax())
+        worst_ratio = float(ratio.reshape(-1)[index])
+        self.worst_error = max(self.worst_error, float(torch.nan_to_num(relative, nan=math.inf).max()))
+        if worst_ratio > self.worst_ratio or (worst_ratio > 1 and self.ok):
+            self._record(
+                tensor_name, expected.shape, index, analytic, expected, tolerance, worst_ratio, self.worst_error, what
+            )
+
+    def merge_norms(
+        self, tensor_name: str, analytic: Tensor, expected: Tensor, bounds: dict[str, float], what: tuple[str, str]
+    ) -> None:
+        """Normwise comparison: ``max|a - e| <= bounds['max']`` and ``mean|a - e| <= bounds['mean']``.
+
+        The element shown is the one with the largest difference.
+        """
+        expected = expected.detach().double().cpu()
+        analytic = analytic.detach().double().cpu().reshape(expected.shape)
+        if expected.numel() == 0:
+            return
+        self.compared += 1
+        error = torch.nan_to_num((analytic - expected).abs(), nan=math.inf)
+        largest, average = float(error.max()), float(error.mean())
+        ratio = max(largest / max(bounds["max"], _TINY), average / max(bounds["mean"], _TINY))
+        scale = max(float(expected.abs().max()), _TINY)
+        self.worst_error = max(self.worst_error, largest / scale)
+        if ratio > self.worst_ratio or (ratio > 1 and self.ok):
+            index = int(error.reshape(-1).argmax())
+            where = _where(expected.shape, index)
+            a, e = float(analytic.reshape(-1)[index]), float(expected.reshape(-1)[index])
+            kind = "max" if largest / max(bounds["max"], _TINY) >= average / max(bounds["mean"], _TINY) else "mean"
+            self.worst_ratio = max(self.worst_ratio, ratio)
+            self.detail = (
+                f"{tensor_name}{where}: {what[0]} {a:.9g} vs {what[1]} {e:.17g}; "
+                f"max |difference| {largest:.3g} (bound {bounds['max']:.3g}), "
+                f"mean |difference| {average:.3g} (bound {bounds['mean']:.3g}); the {kind} exceeds most"
+            )
+            if ratio > 1:
+                self.ok = False
+
+    def _record(
+        self,
+        tensor_name: str,
+        shape: torch.Size,
+        index: int,
+        analytic: Tensor,
+        expected: Tensor,
+        tolerance: Tensor,
+        ratio: float,
+        error: float,
+        what: tuple[str, str],
+    ) -> None:
+        self.worst_ratio = max(self.worst_ratio, ratio)
+        a = float(analytic.reshape(-1)[index])
+        e = float(expected.reshape(-1)[index])
+        t = float(tolerance.reshape(-1)[index])
+        self.detail = (
+            f"{tensor_name}{_where(shape, index)}: {what[0]} {a:.17g} vs {what[1]} {e:.17g}, "
+            f"|difference| {abs(a - e):.3g}, relative error {error:.3g}, tolerance {t:.3g}"
+        )
+        if ratio > 1:
+            self.ok = False
+
+    def fail(self, detail: str) -> None:
+        if self.ok:  # keep the first failure's explanation
+            self.detail = detail
+        self.ok = False
+        self.worst_ratio = math.inf
+
+    def __str__(self) -> str:
+        if not self.ok:
+            text = (
+                f"{self.name}: FAILED (worst relative error {self.worst_error:.3g}, "
+                f"error/tolerance {self.worst_ratio:.3g})"
+            )
+            return text + (f"\n    worst: {self.detail}" if self.detail else "")
+        if self.inconclusive:
+            return f"{self.name}: INCONCLUSIVE ({self.inconclusive})"
+        if self.skipped:
+            return f"{self.name}: not applicable ({self.skipped})"
+        text = f"{self.name}: ok (worst relative error {self.worst_error:.3g}, error/tolerance {self.worst_ratio:.3g})"
+        return text + (f"\n    worst: {self.detail}" if self.detail else "")
+
+
+def _where(shape: torch.Size | tuple[int, ...], index: int) -> list[int]:
+    """The multi-index of flat ``index`` in a row-major tensor of ``shape``."""
+    where = []
+    for size in reversed(tuple(shape)):
+        index, i = divmod(index, max(size, 1))
+        where.append(i)
+    return where[::-1]
+
+
+@dataclass
+class GradientReport:
+    """Per-check results for one target on one set of inputs. ``str()`` explains failures.
+
+    ``ok`` is true only when every check passed or did not apply: a failed *or inconclusive*
+    check makes it false.
+    """
+
+    module: str
+    checks: list[CheckResult] = field(default_factory=list)
+    case: str = ""
+    kind: str = ""
+    dtype: str = ""
+    device: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok and not c.inconclusive for c in self.checks)
+
+    @property
+    def verdict(self) -> str:
+        if any(not c.ok for c in self.checks):
+            return "failed"
+        if any(c.inconclusive for c in self.checks):
+            return "inconclusive"
+        return "passed"
+
+    def __getitem__(self, name: str) -> CheckResult:
+        for check in self.checks:
+            if check.name == name:
+                return check
+        raise KeyError(f"no check named {name!r} in this report; it has {[c.name for c in self.checks]}")
+
+    def __contains__(self, name: object) -> bool:
+        return any(c.name == name for c in self.checks)
+
+    def failures(self) -> list[CheckResult]:
+        return [c for c in self.checks if not c.ok]
+
+    def inconclusive(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.ok and c.inconclusive]
+
+    def __str__(self) -> str:
+        headline = {
+            "passed": "all gradient checks passed",
+            "failed": "GRADIENT CHECK FAILED",
+            "inconclusive": "INCONCLUSIVE (some checks could not be carried out; not a pass)",
+        }[self.verdict]
+        about = ", ".join(x for x in (self.kind, self.dtype, self.device) if x)
+        head = f"{self.module}{f' ({about})' if about else ''}: {headline}"
+        if self.case:
+            head += f"\n  case: {self.case}"
+        head += "".join(f"\n  note: {n}" for n in self.notes)
+        return head + "".join(f"\n  {c}" for c in self.checks)

@@ -1,0 +1,545 @@
+"""One interface over every kind of target the verifier accepts.
+
+* :class:`ProtocolTarget`: an object with ``forward``, ``backward`` and ``param()`` (the
+  framework's modules, other EE-559 frameworks' modules). ``backward(*grad_outputs)`` returns
+  the input gradients and *adds* the parameter gradients into the tensors ``param()`` pairs
+  with each parameter. A loss whose ``backward()`` takes no argument is supported: its result
+  is multiplied by the upstream gradient the verifier draws.
+* :class:`AutogradTarget`: a ``torch.autograd.Function`` subclass (called through ``.apply``),
+  or any callable on tensors (a function using custom Functions inside, a ``torch.library``
+  custom op, a ``torch.nn.Module`` whose forward contains custom backward code, whose
+  parameters are then checked too). Its gradients come from ``torch.autograd``, which runs
+  the user's backward code.
+
+Arguments are passed as a user passes them. Floating-point tensors are differentiated (those
+that require grad, or all of them when none does); every other argument (None, flags, sizes,
+integer index tensors) is passed through unchanged. Each evaluation receives fresh copies of
+the tensors, so a target that modifies its inputs cannot corrupt the next evaluation, and
+runs with its random state pinned (the global generators, and the ``generator`` attribute of
+framework modules such as Dropout), so finite differences see one fixed function.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils import _pytree as pytree
+
+RNG_SEED = 20240229
+
+
+class TargetError(TypeError):
+    """The target or the call is not something the verifier can check (names both)."""
+
+
+@dataclass
+class Call:
+    """The positional arguments of one call and which of them are differentiated.
+
+    ``args`` holds the user's arguments, then the loss target when one was given with
+    ``target=`` (``n_inputs`` counts the user's arguments only). ``diff`` lists the
+    positions of the differentiated floating-point tensors.
+    """
+
+    args: list[Any]
+    diff: list[int]
+    n_inputs: int
+
+    @classmethod
+    def of(cls, inputs: Sequence[Any], loss_target: Any = None) -> Call:
+        floating = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.is_floating_point()]
+        wanted = [i for i in floating if inputs[i].requires_grad]
+        args = list(inputs) + ([loss_target] if loss_target is not None else [])
+        return cls(args, wanted or floating, len(inputs))
+
+    @property
+    def has_loss_target(self) -> bool:
+        return len(self.args) > self.n_inputs
+
+    def tensors(self) -> list[Tensor]:
+        return [self.args[i] for i in self.diff]
+
+    def replace(self, values: dict[int, Any]) -> Call:
+        """The same call with some arguments replaced (by position)."""
+        return Call([values.get(i, a) for i, a in enumerate(self.args)], self.diff, self.n_inputs)
+
+    def with_tensors(self, tensors: Sequence[Tensor]) -> Call:
+        """The same call with the differentiated tensors replaced, in ``diff`` order."""
+        return self.replace(dict(zip(self.diff, tensors)))
+
+    def cast(self, dtype: torch.dtype) -> Call:
+        """Floating-point tensors cast to ``dtype`` (values upcast exactly when ``dtype`` is wider)."""
+        return self.replace(
+            {
+                i: a.detach().to(dtype)
+                for i, a in enumerate(self.args)
+                if isinstance(a, Tensor) and a.is_floating_point()
+            }
+        )
+
+    def fresh(self) -> list[Any]:
+        """Detached copies of every tensor argument, strides kept: what one evaluation receives."""
+        return [_copy(a) if isinstance(a, Tensor) else a for a in self.args]
+
+    def names(self) -> list[str]:
+        return [f"input[{i}]" for i in self.diff]
+
+
+def _copy(x: Tensor) -> Tensor:
+    """A copy of ``x`` with the same strides (so a non-contiguous view stays non-contiguous)."""
+    x = x.detach()
+    if x.is_contiguous():
+        return x.clone()
+    try:
+        copy = torch.empty_strided(x.size(), x.stride(), dtype=x.dtype, device=x.device)
+        copy.copy_(x)
+    except RuntimeError:  # overlapping memory (expanded views): a plain copy
+        return x.clone()
+    return copy
+
+
+@dataclass
+class Outputs:
+    """A forward result flattened: ``leaves`` are the tensors (None for non-tensor leaves)."""
+
+    leaves: list[Tensor | None]
+    spec: Any
+
+    @classmethod
+    def of(cls, result: Any, owner: str) -> Outputs:
+        leaves, spec = pytree.tree_flatten(result)
+        if not leaves or not any(isinstance(x, Tensor) for x in leaves):
+            raise TargetError(
+                f"{owner}: forward returned {type(result).__name__}, expected a Tensor or a tuple of Tensors"
+            )
+        for x in leaves:
+            if x is not None and not isinstance(x, Tensor | int | float | bool | str):
+                raise TargetError(f"{owner}: forward returned a {type(x).__name__} among its outputs, expected Tensors")
+        return cls([x if isinstance(x, Tensor) else None for x in leaves], spec)
+
+    def floating(self) -> list[int]:
+        """Positions of the floating-point outputs: each gets an upstream gradient."""
+        return [i for i, x in enumerate(self.leaves) if x is not None and x.is_floating_point()]
+
+    def names(self) -> list[str]:
+        return ["output"] if len(self.leaves) == 1 else [f"output[{i}]" for i in range(len(self.leaves))]
+
+    def structured(self, per_leaf: Sequence[Tensor | None]) -> Any:
+        return pytree.tree_unflatten(list(per_leaf), self.spec)
+
+
+@dataclass
+class Gradients:
+    """What one backward produced: per differentiated input, per parameter (None: no gradient)."""
+
+    inputs: list[Tensor | None]
+    params: list[Tensor | None]
+    notes: list[str] = field(default_factory=list)
+
+    def all(self) -> list[Tensor | None]:
+        return self.inputs + self.params
+
+
+class Target:
+    """The common interface. Subclasses define how to run forward and backward."""
+
+    kind = "target"
+    name = "target"
+    supports_second_order = False
+    accumulates = False  # parameter gradients add up over backward calls (the framework protocol)
+
+    def parameters(self) -> list[tuple[str, Tensor]]:
+        raise NotImplementedError
+
+    def copy(self, dtype: torch.dtype | None = None) -> Target:
+        raise NotImplementedError
+
+    def forward(self, call: Call) -> Outputs:
+        """Forward only, without recording anything for backward."""
+        raise NotImplementedError
+
+    def start(self, call: Call) -> Pass:
+        """Forward, keeping what backward needs; the returned pass may run backward several times."""
+        raise NotImplementedError
+
+    def dtype(self) -> torch.dtype | None:
+        return next((p.dtype for _, p in self.parameters()), None)
+
+
+class Pass:
+    """One forward, ready for one or more backward calls."""
+
+    def __init__(self, target: Target, call: Call, outputs: Outputs, args: list[Any]) -> None:
+        self.target, self.call, self.outputs = target, call, outputs
+        self.args = args  # what forward received: the side-effect check inspects them afterwards
+
+    def backward(self, grads: Sequence[Tensor | None], accumulate: bool = False) -> Gradients:
+        raise NotImplementedError
+
+
+@contextlib.contextmanager
+def pinned_rng(device: torch.device | None) -> Iterator[None]:
+    """Run with the default generators (CPU, and ``device``'s if CUDA) at a fixed state; restore them after."""
+    generators = [torch.default_generator]
+    if device is not None and device.type == "cuda":
+        generators.append(torch.cuda.default_generators[device.index or 0])
+    saved = [g.get_state() for g in generators]
+    try:
+        for g in generators:
+            g.manual_seed(RNG_SEED)
+        yield
+    finally:
+        for g, state in zip(generators, saved):
+            g.set_state(state)
+
+
+def _device_of(call: Call) -> torch.device | None:
+    return next((a.device for a in call.args if isinstance(a, Tensor)), None)
+
+
+# -- the framework / EE-559 protocol -----------------------------------------------------------------
+def _generators(module: Any) -> list[torch.Generator]:
+    """Random number generators a module (or its children) draws from, e.g. Dropout's."""
+    found, stack = [], [module]
+    while stack:
+        m = stack.pop()
+        gen = getattr(m, "__dict__", {}).get("generator")
+        if isinstance(gen, torch.Generator):
+            found.append(gen)
+        if hasattr(m, "children") and callable(m.children):
+            stack.extend(m.children())
+    return found
+
+
+def _cast_tree(obj: Any, dtype: torch.dtype, memo: dict[int, Any], depth: int = 0) -> Any:
+    """``obj`` with every floating-point tensor it holds cast to ``dtype``, shared tensors kept shared."""
+    if id(obj) in memo:
+        return memo[id(obj)]
+    if isinstance(obj, Tensor):
+        result = obj.to(dtype) if obj.is_floating_point() else obj
+    elif isinstance(obj, list):
+        memo[id(obj)] = obj
+        obj[:] = [_cast_tree(x, dtype, memo, depth + 1) for x in obj]
+        result = obj
+    elif isinstance(obj, tuple):
+        result = (
+            type(obj)(*(_cast_tree(x, dtype, memo, depth + 1) for x in obj))
+            if hasattr(obj, "_fields")
+            else tuple(_cast_tree(x, dtype, memo, depth + 1) for x in obj)
+        )
+    elif isinstance(obj, dict):
+        memo[id(obj)] = obj
+        for k in list(obj):
+            obj[k] = _cast_tree(obj[k], dtype, memo, depth + 1)
+        result = obj
+    elif depth < 8 and hasattr(obj, "__dict__") and not isinstance(obj, type) and not inspect.isroutine(obj):
+        memo[id(obj)] = obj
+        for k, v in list(vars(obj).items()):
+            cast = _cast_tree(v, dtype, memo, depth + 1)
+            if cast is not v:
+                object.__setattr__(obj, k, cast)
+        result = obj
+    else:
+        result = obj
+    memo[id(obj)] = result
+    return result
+
+
+class ProtocolTarget(Target):
+    """``forward(*inputs)`` / ``backward(*grad_outputs)`` / ``param()``."""
+
+    kind = "framework protocol"
+    accumulates = True
+
+    def __init__(self, module: Any, name: str | None = None) -> None:
+        self.module = module
+        self.name = name or type(module).__name__
+        self.takes_upstream = _backward_takes_upstream(module)
+        self._check_param()
+
+    def _check_param(self) -> None:
+        try:
+            pairs = list(self.module.param())
+        except Exception as error:
+            raise TargetError(f"{self.name}.param() raised {type(error).__name__}: {error}") from error
+        for i, pair in enumerate(pairs):
+            ok = isinstance(pair, Sequence) and len(pair) == 2 and all(isinstance(t, Tensor) for t in pair)
+            if not ok:
+                raise TargetError(
+                    f"{self.name}.param()[{i}]: expected a (parameter, gradient) pair of tensors, got {pair!r:.80}"
+                )
+            if pair[0].shape != pair[1].shape:
+                raise TargetError(
+                    f"{self.name}.param()[{i}]: the gradient has shape {tuple(pair[1].shape)}, "
+                    f"the parameter {tuple(pair[0].shape)}"
+                )
+
+    def named(self) -> list[tuple[str, Tensor, Tensor]]:
+        if hasattr(self.module, "named_param"):
+            return [(n, p, g) for n, p, g in self.module.named_param()]
+        return [(f"param[{i}]", p, g) for i, (p, g) in enumerate(self.module.param())]
+
+    def parameters(self) -> list[tuple[str, Tensor]]:
+        return [(n, p) for n, p, _ in self.named()]
+
+    def copy(self, dtype: torch.dtype | None = None) -> ProtocolTarget:
+        try:
+            module = copy.deepcopy(self.module)
+        except Exception as error:
+            raise TargetError(
+                f"{self.name}: the verifier works on a copy of the target, and copy.deepcopy failed: {error}"
+            ) from error
+        if dtype is not None:
+            if callable(getattr(module, "to", None)):
+                try:
+                    module.to(dtype=dtype)
+                except TypeError:
+                    module.to(dtype)
+            else:
+                _cast_tree(module, dtype, {})
+        clone = ProtocolTarget.__new__(ProtocolTarget)
+        clone.module, clone.name, clone.takes_upstream = module, self.name, self.takes_upstream
+        return clone
+
+    def zero_grad(self) -> None:
+        if callable(getattr(self.module, "zero_grad", None)):
+            self.module.zero_grad()
+        else:
+            for _, g in self.module.param():
+                g.zero_()
+
+    def _run_forward(self, call: Call, args: list[Any]) -> Outputs:
+        for gen in _generators(self.module):
+            gen.manual_seed(RNG_SEED)  # the same dropout mask on every evaluation
+        with pinned_rng(_device_of(call)):
+            result = self.module.forward(*args)
+        return Outputs.of(result, f"{self.name}.forward")
+
+    def forward(self, call: Call) -> Outputs:
+        with torch.no_grad():
+            return self._run_forward(call, call.fresh())
+
+    def start(self, call: Call) -> ProtocolPass:
+        args = call.fresh()
+        with torch.no_grad():
+            return ProtocolPass(self, call, self._run_forward(call, args), args)
+
+
+def _backward_takes_upstream(module: Any) -> bool:
+    """False for the EE-559 loss protocol, ``backward()`` with no argument."""
+    try:
+        signature = inspect.signature(module.backward)
+    except (TypeError, ValueError):
+        return True
+    kinds = [p.kind for p in signature.parameters.values()]
+    return any(
+        k
+        in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            inspect.Parameter.VAR_POSITIONAL,
+        )
+        for k in kinds
+    )
+
+
+class ProtocolPass(Pass):
+    target: ProtocolTarget
+
+    def backward(self, grads: Sequence[Tensor | None], accumulate: bool = False) -> Gradients:
+        target, module = self.target, self.target.module
+        if not accumulate:
+            target.zero_grad()
+        notes = []
+        with torch.no_grad():
+            if target.takes_upstream:
+                structured = self.outputs.structured(grads)
+                args = structured if isinstance(structured, tuple | list) else (structured,)
+                result = module.backward(*args)
+            else:
+                floating = self.outputs.floating()
+                out = self.outputs.leaves[floating[0]] if len(floating) == 1 else None
+                if out is None or out.numel() != 1:
+                    raise TargetError(
+                        f"{target.name}.backward() takes no upstream gradient, so {target.name} must be a loss "
+                        f"returning one number; its forward returned "
+                        f"{[tuple(x.shape) for x in self.outputs.leaves if x is not None]}"
+                    )
+                upstream = grads[floating[0]]
+                result = module.backward()
+                result = _scale(result, upstream)
+                notes.append(
+                    f"{target.name}.backward() takes no upstream gradient (the EE-559 loss protocol): its result "
+                    f"was multiplied by the upstream gradient the verifier drew"
+                )
+        inputs = _match_gradients(target.name, result, self.call)
+        params = [g.detach().clone() for _, _, g in target.named()]
+        return Gradients(inputs, params, notes)
+
+
+def _scale(result: Any, upstream: Tensor) -> Any:
+    if isinstance(result, Tensor):
+        return result * upstream.reshape(()).to(result.dtype)
+    if isinstance(result, tuple | list):
+        return type(result)(_scale(r, upstream) if r is not None else None for r in result)
+    return result
+
+
+def _match_gradients(name: str, result: Any, call: Call) -> list[Tensor | None]:
+    """The gradients ``backward`` returned, one per differentiated input (None where missing)."""
+    if isinstance(result, Tensor) or result is None:
+        returned: list[Any] = [result]
+    elif isinstance(result, tuple | list):
+        returned = list(result)
+    else:
+        raise TargetError(f"{name}.backward returned {type(result).__name__}, expected a Tensor or a tuple of Tensors")
+    inputs = call.args[: call.n_inputs]
+    floating = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.is_floating_point()]
+    if len(returned) == len(inputs):
+        by_position = dict(enumerate(returned))
+    elif len(returned) == len(floating):
+        by_position = dict(zip(floating, returned))
+    elif len(returned) == len(call.diff):
+        by_position = dict(zip(call.diff, returned))
+    else:
+        hint = " (for a loss, pass the target as target=...)" if len(returned) < len(floating) else ""
+        raise TargetError(
+            f"{name}.backward returned {len(returned)} gradient(s), expected one per input ({len(inputs)}) "
+            f"or one per floating-point input ({len(floating)}){hint}"
+        )
+    grads = []
+    for i in call.diff:
+        g = by_position.get(i)
+        if g is not None and not isinstance(g, Tensor):
+            raise TargetError(
+                f"{name}.backward returned a {type(g).__name__} as the gradient of input[{i}], expected a Tensor"
+            )
+        if g is not None and tuple(g.shape) != tuple(call.args[i].shape):
+            raise ValueError(
+                f"{name}.backward returned a gradient of shape {tuple(g.shape)} for input[{i}], "
+                f"whose shape is {tuple(call.args[i].shape)}"
+            )
+        grads.append(None if g is None else g.detach().clone())
+    return grads
+
+
+# -- torch.autograd: Functions and callables ----------------------------------------------------------
+class AutogradTarget(Target):
+    """A ``torch.autograd.Function`` subclass, a callable, or a ``torch.nn.Module``."""
+
+    supports_second_order = True
+
+    def __init__(self, fn: Any, name: str | None = None, create_graph: bool = False) -> None:
+        self.fn = fn
+        if isinstance(fn, type) and issubclass(fn, torch.autograd.Function):
+            self.kind, self._call = "torch.autograd.Function", fn.apply
+        elif isinstance(fn, torch.nn.Module):
+            self.kind, self._call = "torch.nn.Module", fn
+        else:
+            self.kind, self._call = "callable", fn
+        self.name = name or _name_of(fn)
+        self.create_graph = create_graph
+
+    def parameters(self) -> list[tuple[str, Tensor]]:
+        if isinstance(self.fn, torch.nn.Module):
+            return [(n, p) for n, p in self.fn.named_parameters() if p.requires_grad]
+        return []
+
+    def copy(self, dtype: torch.dtype | None = None) -> AutogradTarget:
+        fn = self.fn
+        if isinstance(fn, torch.nn.Module):
+            try:
+                fn = copy.deepcopy(fn)
+            except Exception as error:
+                raise TargetError(f"{self.name}: copy.deepcopy of the module failed: {error}") from error
+            if dtype is not None:
+                fn.to(dtype=dtype)
+        return AutogradTarget(fn, self.name, self.create_graph)
+
+    def _run(self, args: list[Any], device: torch.device | None) -> Outputs:
+        with pinned_rng(device):
+            result = self._call(*args)
+        return Outputs.of(result, self.name)
+
+    def forward(self, call: Call) -> Outputs:
+        with torch.no_grad():
+            return self._run(call.fresh(), _device_of(call))
+
+    def start(self, call: Call) -> AutogradPass:
+        args = call.fresh()
+        for i in call.diff:
+            args[i].requires_grad_(True)
+        with torch.enable_grad():
+            outputs = self._run(args, _device_of(call))
+        return AutogradPass(self, call, outputs, args)
+
+
+class AutogradPass(Pass):
+    target: AutogradTarget
+
+    def __init__(self, target: AutogradTarget, call: Call, outputs: Outputs, args: list[Any]) -> None:
+        super().__init__(target, call, outputs, args)
+        self.leaves = [args[i] for i in call.diff]
+
+    def backward(self, grads: Sequence[Tensor | None], accumulate: bool = False) -> Gradients:
+        params = [p for _, p in self.target.parameters()]
+        pairs = [
+            (out, g)
+            for out, g in zip(self.outputs.leaves, grads)
+            if out is not None and g is not None and out.requires_grad
+        ]
+        wrt = self.leaves + params
+        if not pairs or not wrt:
+            found: Sequence[Tensor | None] = [None] * len(wrt)
+        else:
+            with torch.enable_grad():
+                found = torch.autograd.grad(
+                    [o for o, _ in pairs],
+                    wrt,
+                    [g for _, g in pairs],
+                    retain_graph=True,
+                    allow_unused=True,
+                    create_graph=self.target.create_graph,
+                )
+        found = [None if g is None else (g if self.target.create_graph else g.detach().clone()) for g in found]
+        return Gradients(list(found[: len(self.leaves)]), list(found[len(self.leaves) :]))
+
+
+def _name_of(fn: Any) -> str:
+    if isinstance(fn, torch.nn.Module) or not hasattr(fn, "__name__"):
+        name = type(fn).__name__
+    else:
+        name = fn.__qualname__ if hasattr(fn, "__qualname__") else fn.__name__
+    owner = getattr(fn, "__self__", None)  # MyFunction.apply
+    if isinstance(owner, type):
+        name = f"{owner.__name__}.apply"
+    return name
+
+
+def as_target(target: Any, name: str | None = None) -> Target:
+    """The adapter for ``target``, or a :class:`TargetError` saying what was expected."""
+    if isinstance(target, Target):
+        return target
+    if isinstance(target, type):
+        if issubclass(target, torch.autograd.Function):
+            return AutogradTarget(target, name)
+        raise TargetError(
+            f"{target.__name__} is a class: pass an instance (a module), a torch.autograd.Function subclass, "
+            f"or a callable"
+        )
+    is_protocol = all(callable(getattr(target, m, None)) for m in ("forward", "backward", "param"))
+    if is_protocol and not isinstance(target, torch.nn.Module):
+        return ProtocolTarget(target, name)
+    if callable(target):
+        return AutogradTarget(target, name)
+    raise TargetError(
+        f"{type(target).__name__} object is not a target: expected an object with forward/backward/param(), "
+        f"a torch.autograd.Function subclass, or a callable on tensors"
+    )
