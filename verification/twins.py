@@ -33,6 +33,8 @@ def has_twin(cls: type) -> bool:
 
 def twin_of(module: Any, copy: bool = True) -> torch.nn.Module:
     """The ``torch.nn`` twin of ``module``, same dtype/device, parameters and buffers copied."""
+    from . import specs  # noqa: F401  (the framework's specs register their twins on import)
+
     if isinstance(module, fw.Sequential):
         twin = torch.nn.Sequential(*(twin_of(child, copy=False) for child in module))
     else:

@@ -75,35 +75,6 @@ def test_forward_and_backward_match_the_torch_twin_in_float32(make, make_twin):
     torch.testing.assert_close(dx, dx_ref, rtol=16 * eps, atol=16 * eps)
 
 
-# Points where a branch is chosen: the framework must pick torch's branch, value and derivative.
-KINKS = [
-    pytest.param(lambda: fw.ReLU(), lambda: torch.nn.ReLU(), [0.0, -0.0], id="ReLU-at-0"),
-    pytest.param(lambda: fw.LeakyReLU(0.2), lambda: torch.nn.LeakyReLU(0.2), [0.0, -0.0], id="LeakyReLU-at-0"),
-    pytest.param(lambda: fw.ELU(0.5), lambda: torch.nn.ELU(0.5), [0.0, -0.0], id="ELU-at-0"),
-    pytest.param(lambda: fw.SELU(), lambda: torch.nn.SELU(), [0.0, -0.0], id="SELU-at-0"),
-    pytest.param(
-        lambda: fw.Threshold(0.5, 2.0), lambda: torch.nn.Threshold(0.5, 2.0), [0.5], id="Threshold-at-threshold"
-    ),
-    pytest.param(
-        lambda: fw.Softplus(2.0, 1.0),
-        lambda: torch.nn.Softplus(2.0, 1.0),
-        [0.5, math.nextafter(0.5, 1.0), math.nextafter(0.5, 0.0)],
-        id="Softplus-at-threshold-over-beta",
-    ),
-    pytest.param(lambda: fw.Softplus(), lambda: torch.nn.Softplus(), [20.0, 20.5, 19.5], id="Softplus-default-switch"),
-]
-
-
-@pytest.mark.parametrize(("make", "make_twin", "points"), KINKS)
-def test_values_and_derivatives_at_kinks_follow_torch(make, make_twin, points):
-    x = torch.tensor(points, dtype=torch.float64)
-    grad_output = torch.ones_like(x)
-    y, dx = ours_forward_backward(make(), x, grad_output)
-    y_ref, dx_ref = torch_forward_backward(make_twin(), x, grad_output)
-    torch.testing.assert_close(y, y_ref, rtol=1e-14, atol=0.0)
-    torch.testing.assert_close(dx, dx_ref, rtol=1e-14, atol=0.0)
-
-
 def test_leaky_relu_derivative_at_zero_is_the_negative_slope():
     module = fw.LeakyReLU(0.2)
     module(torch.zeros(3, dtype=torch.float64))

@@ -57,3 +57,23 @@ def test_cuda_without_a_gpu_is_a_clear_error(capsys):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_every_module_verifies_on_cuda():
     assert main(["--device", "cuda", "--profile", "dev", "--no-mutants"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("replay", "message"),
+    [
+        ("{bad json", "--replay: not valid JSON"),
+        ("[1, 2]", "--replay: expected a JSON object"),
+        (
+            '{"kwargs": {"in_features": -3, "out_features": 2, "bias": true}, "mode": "train", '
+            '"module": "Linear", "seed": 0, "shapes": [[2, 3]]}',
+            "--replay: cannot build the case: Linear",
+        ),
+        ('{"module": "NoSuchModule", "kwargs": {}, "shapes": [], "seed": 0, "mode": "train"}', "no module"),
+    ],
+    ids=["bad JSON", "not an object", "unbuildable case", "unknown module"],
+)
+def test_a_bad_replay_is_one_line_naming_the_problem_with_exit_status_2(replay, message, capsys):
+    assert main(["--only", "Linear", "--replay", replay]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -10,6 +10,8 @@ from verification.mutants import MUTANTS, run_mutant
 def test_mutant_is_caught(mutant):
     outcome = run_mutant(mutant, profile="ci", seed=0, device="cpu")
     assert not outcome.ok, f"{mutant.name} ({mutant.description}) survived {outcome.cases} cases"
+    # Caught by a check, not by the checker crashing on it.
+    assert outcome.failure["check"] != "exception", outcome.failure["message"]
 
 
 def test_mutants_are_not_registered_modules():

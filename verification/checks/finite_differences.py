@@ -164,7 +164,11 @@ def compare(
         else:
             failed = _probes(result, name, shift, tensor, a, delta, u, n_terms, options, generator)
             if failed and tensor.numel() <= LOCATE_LIMIT:
-                _elementwise(result, name, shift, tensor, a, own, delta, u, options)
+                located = CheckResult(result.name)
+                _elementwise(located, name, shift, tensor, a, own, delta, u, options)
+                if not located.ok:  # name the wrong element rather than the probe
+                    result.detail = located.detail
+                    result.worst_error = max(result.worst_error, located.worst_error)
 
 
 def _elementwise(

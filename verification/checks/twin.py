@@ -43,7 +43,6 @@ def check_twin(ctx: Context) -> CheckResult:
     reference = reference.copy()
     try:
         theirs_pass = reference.start(ctx.call64)
-        theirs = ctx.rename(named(theirs_pass.outputs, theirs_pass.backward(ctx.grads64), ctx.call64, reference))
     except Exception as error:
         result.inconclusive = f"the reference raised {type(error).__name__}: {error}"
         return result
@@ -52,6 +51,11 @@ def check_twin(ctx: Context) -> CheckResult:
     if shapes != their_shapes:
         show = lambda s: s[0] if len(s) == 1 else s  # noqa: E731
         result.fail(f"output shape {show(shapes)} differs from the reference's {show(their_shapes)}")
+        return result
+    try:
+        theirs = ctx.rename(named(theirs_pass.outputs, theirs_pass.backward(ctx.grads64), ctx.call64, reference))
+    except Exception as error:
+        result.inconclusive = f"the reference's backward raised {type(error).__name__}: {error}"
         return result
     for name, value in ours.items():
         expected = theirs.get(name)

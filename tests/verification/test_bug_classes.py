@@ -1,0 +1,401 @@
+"""The verifier on deliberately wrong backward passes, one per bug class: each is caught by the
+check that should catch it. Correct targets pass, in every dtype, over drawn shapes and seeds."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import framework as fw
+from verification import check_gradients
+
+Function = torch.autograd.Function
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+
+
+def randn(*shape, seed=0, dtype=torch.float64):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype)
+
+
+# -- correct targets: like real kernels, they compute in float32 (float64 for float64) and round once --
+def accumulator(dtype):
+    return torch.promote_types(dtype, torch.float32)
+
+
+class TanhLinear(Function):
+    """y = tanh(x @ w + b)."""
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        acc = accumulator(x.dtype)
+        y = torch.tanh(x.to(acc) @ w.to(acc) + b.to(acc))
+        ctx.save_for_backward(x, w, y)
+        return y.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w, y = ctx.saved_tensors
+        acc = y.dtype
+        gz = g.to(acc) * (1 - y * y)
+        return (gz @ w.to(acc).T).to(x.dtype), (x.to(acc).T @ gz).to(x.dtype), gz.sum(0).to(x.dtype)
+
+
+class Softmax(Function):
+    """Softmax over the last dimension."""
+
+    @staticmethod
+    def forward(ctx, x):
+        z = x.to(accumulator(x.dtype))
+        e = torch.exp(z - z.amax(-1, keepdim=True))
+        y = e / e.sum(-1, keepdim=True)
+        ctx.save_for_backward(y)
+        return y.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        g32 = g.to(y.dtype)
+        return (y * (g32 - (g32 * y).sum(-1, keepdim=True))).to(g.dtype)
+
+
+class LayerNorm(Function):
+    """Normalisation over the last dimension, without affine parameters."""
+
+    @staticmethod
+    def forward(ctx, x):
+        z = x.to(accumulator(x.dtype))
+        centred = z - z.mean(-1, keepdim=True)
+        rstd = torch.rsqrt((centred * centred).mean(-1, keepdim=True) + 1e-5)
+        xhat = centred * rstd
+        ctx.save_for_backward(xhat, rstd)
+        return xhat.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        xhat, rstd = ctx.saved_tensors
+        g32 = g.to(xhat.dtype)
+        grad = rstd * (g32 - g32.mean(-1, keepdim=True) - xhat * (g32 * xhat).mean(-1, keepdim=True))
+        return grad.to(g.dtype)
+
+
+def layer_norm(x):
+    return torch.nn.functional.layer_norm(x, x.shape[-1:], eps=1e-5)
+
+
+CORRECT = {
+    "tanh-linear": (TanhLinear, lambda x, w, b: torch.tanh(x @ w + b), 3),
+    "softmax": (Softmax, lambda x: torch.softmax(x, -1), 1),
+    "layer-norm": (LayerNorm, layer_norm, 1),
+}
+
+
+def arguments(name, batch, width, seed, dtype):
+    if name == "tanh-linear":
+        return [randn(batch, width, seed=seed, dtype=dtype), randn(width, 3, seed=seed + 1, dtype=dtype) / width**0.5,
+                randn(3, seed=seed + 2, dtype=dtype)]  # fmt: skip
+    return [randn(batch, width, seed=seed, dtype=dtype)]
+
+
+@pytest.mark.parametrize("with_reference", [True, False], ids=["reference", "no reference"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", sorted(CORRECT))
+@settings(max_examples=3, deadline=None)
+@given(batch=st.integers(1, 6), width=st.integers(2, 12), seed=st.integers(0, 2**16))
+def test_correct_targets_pass_in_every_dtype(name, dtype, with_reference, batch, width, seed):
+    target, reference, _ = CORRECT[name]
+    args = arguments(name, batch, width, seed, dtype)
+    report = check_gradients(target, *args, reference=reference if with_reference else None, seed=seed)
+    assert report.ok, str(report)
+
+
+@pytest.mark.parametrize("name", ["softmax", "tanh-linear"])
+def test_correct_targets_pass_the_second_order_check(name):
+    target, reference, _ = CORRECT[name]
+    assert check_gradients(target, *arguments(name, 3, 4, 0, torch.float64), reference=reference, order=2).ok
+
+
+def test_a_backward_from_saved_intermediates_is_right_at_first_order_and_caught_at_second():
+    # LayerNorm saves rstd, an intermediate of forward: a constant to autograd, so the second
+    # derivative through it is missing (what gradgradcheck reports for such Functions).
+    report = check_gradients(LayerNorm, *arguments("layer-norm", 3, 4, 0, torch.float64), order=2)
+    assert report["finite_differences"].ok
+    assert not report["second_order"].ok
+
+
+# -- one deliberately wrong target per bug class ----------------------------------------------------------
+class TransposedWeight(TanhLinear):
+    """Input gradient through w instead of w^T (square w, so the shapes still fit)."""
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w, y = ctx.saved_tensors
+        gz = g * (1 - y * y)
+        return gz @ w, x.T @ gz, gz.sum(0)
+
+
+class LayerNormWithoutMeanTerm(LayerNorm):
+    @staticmethod
+    def backward(ctx, g):
+        xhat, rstd = ctx.saved_tensors
+        return (rstd * (g - xhat * (g * xhat).mean(-1, keepdim=True))).to(g.dtype)
+
+
+class MeanSquareWithoutOneOverN(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return (x * x).mean()
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 2 * g * x
+
+
+class ReadsUpstreamAsContiguous(Function):
+    """exp whose backward reads grad_output's storage as if it were contiguous (a raw-pointer kernel)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = x.exp()
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        strides, step = [], 1
+        for size in reversed(g.shape):
+            strides.insert(0, step)
+            step *= size
+        return torch.as_strided(g, g.shape, strides, g.storage_offset()) * y
+
+
+class DetachedBackward(Function):
+    """sin whose backward uses a detached copy of x: right at first order, no second derivative in x."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.sin()
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * x.detach().cos()
+
+
+class ForgetsBiasGradient(TanhLinear):
+    @staticmethod
+    def backward(ctx, g):
+        gx, gw, _ = TanhLinear.backward(ctx, g)
+        return gx, gw, None
+
+
+_ORDER = torch.Generator().manual_seed(7)  # never re-seeded: a new order on every call
+
+
+class AccumulatesInRandomOrder(Function):
+    """x @ w whose weight gradient sums the batch in a random order, as atomic adds do."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return x @ w
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        gw = torch.zeros_like(w)
+        for i in torch.randperm(x.shape[0], generator=_ORDER).tolist():
+            gw = gw + torch.outer(x[i], g[i])
+        return g @ w.T, gw
+
+
+class Matmul(Function):
+    """x @ w, every reduction accumulated in float32 (or float64) and rounded once."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        acc = accumulator(x.dtype)
+        return (x.to(acc) @ w.to(acc)).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        acc = accumulator(x.dtype)
+        return (g.to(acc) @ w.to(acc).T).to(x.dtype), (x.to(acc).T @ g.to(acc)).to(x.dtype)
+
+
+class AccumulatesInBfloat16(Matmul):
+    """The same weight gradient accumulated in the inputs' dtype, one batch row at a time."""
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        gw = torch.zeros_like(w)
+        for i in range(x.shape[0]):
+            gw = gw + torch.outer(x[i], g[i])  # rounded to the dtype after every addition
+        return (g.to(accumulator(x.dtype)) @ w.to(accumulator(x.dtype)).T).to(x.dtype), gw
+
+
+class WrongOnlyInLowPrecision(Softmax):
+    @staticmethod
+    def backward(ctx, g):
+        grad = Softmax.backward(ctx, g)
+        return grad if grad.dtype == torch.float64 else grad * 1.02
+
+
+class ForwardAndBackwardBothWrong(Function):
+    """exp(2x) in forward with its exact derivative: self-consistent, so only the reference can tell."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = (2 * x).exp()
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return 2 * g * y
+
+
+class SquaresUpstream(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return 3 * x
+
+    @staticmethod
+    def backward(ctx, g):
+        return 3 * g * g.abs()
+
+
+class ModifiesUpstream(Function):
+    @staticmethod
+    def forward(ctx, x):
+        return 3 * x
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.mul_(3)
+
+
+def square_weight_args():
+    return randn(5, 4), randn(4, 4, seed=1) / 2, randn(4, seed=2)
+
+
+def test_a_transposed_term_is_caught_by_finite_differences():
+    report = check_gradients(TransposedWeight, *square_weight_args())
+    assert not report["finite_differences"].ok
+
+
+def test_layer_norm_without_the_mean_term_is_caught_by_finite_differences():
+    assert not check_gradients(LayerNormWithoutMeanTerm, randn(3, 6))["finite_differences"].ok
+
+
+def test_a_missing_scale_is_caught_by_finite_differences():
+    assert not check_gradients(MeanSquareWithoutOneOverN, randn(4, 3))["finite_differences"].ok
+
+
+def test_reading_grad_output_as_contiguous_is_caught_by_layouts_alone():
+    report = check_gradients(ReadsUpstreamAsContiguous, randn(4, 3))
+    assert not report["layouts"].ok
+    assert report["finite_differences"].ok
+
+
+def test_a_detached_backward_is_caught_by_the_second_order_check_alone():
+    report = check_gradients(DetachedBackward, randn(5), order=2)
+    assert not report["second_order"].ok
+    assert report["finite_differences"].ok
+
+
+def test_a_forgotten_input_gradient_fails_and_is_named():
+    report = check_gradients(ForgetsBiasGradient, *square_weight_args())
+    assert not report["finite_differences"].ok
+    assert "input[2]" in report["finite_differences"].detail
+
+
+def test_a_nondeterministic_backward_fails_the_determinism_check_with_the_size_of_the_difference():
+    args = randn(64, 3), randn(3, 2, seed=1)
+    report = check_gradients(AccumulatesInRandomOrder, *args)
+    assert not report["determinism"].ok
+    assert "largest difference" in report["determinism"].detail
+    assert check_gradients(AccumulatesInRandomOrder, *args, nondet_tol=1e-12).ok
+
+
+def test_a_long_reduction_accumulated_in_bfloat16_fails_and_one_accumulated_in_float32_passes():
+    x, w = randn(512, 8, dtype=torch.bfloat16), randn(8, 4, seed=1, dtype=torch.bfloat16)
+    reference = lambda a, b: a @ b  # noqa: E731
+    wrong = check_gradients(AccumulatesInBfloat16, x, w, reference=reference)
+    assert not wrong["low_precision"].ok
+    assert wrong["finite_differences"].ok  # right in float64: the error is the accumulation's
+    assert check_gradients(Matmul, x, w, reference=reference).ok
+    assert check_gradients(Matmul, x, w).ok  # and by the model without a reference
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_a_bug_only_in_low_precision_is_caught_by_the_low_precision_check(dtype):
+    report = check_gradients(WrongOnlyInLowPrecision, randn(4, 8, dtype=dtype), reference=lambda x: x.softmax(-1))
+    assert not report["low_precision"].ok
+    assert report["finite_differences"].ok
+
+
+def test_a_forward_bug_with_a_matching_backward_is_caught_by_the_reference():
+    report = check_gradients(ForwardAndBackwardBothWrong, randn(4), reference=torch.exp)
+    assert not report["twin"].ok
+    assert report["finite_differences"].ok
+
+
+def test_a_backward_nonlinear_in_its_upstream_gradient_is_caught_by_linearity():
+    assert not check_gradients(SquaresUpstream, randn(6))["linearity"].ok
+
+
+def test_a_backward_that_modifies_grad_output_is_caught_by_side_effects():
+    assert not check_gradients(ModifiesUpstream, randn(6))["side_effects"].ok
+
+
+def test_a_float32_linear_with_an_input_gradient_five_percent_too_large_fails():
+    class Off(fw.Linear):
+        def backward(self, grad_output):
+            return super().backward(grad_output) * 1.05
+
+    report = check_gradients(Off(20, 10), torch.randn(6, 20))
+    assert not report["finite_differences"].ok
+
+
+def test_a_float32_conv2d_with_a_weight_gradient_one_percent_off_fails():
+    class Off(fw.Conv2d):
+        def backward(self, grad_output):
+            before = self.grad("weight").clone()
+            grad = super().backward(grad_output)
+            self.grad("weight").copy_(before + 1.01 * (self.grad("weight") - before))
+            return grad
+
+    module = Off(2, 3, 3)
+    report = check_gradients(module, torch.randn(2, 2, 6, 6), reference=torch.nn.Conv2d(2, 3, 3))
+    assert not report["finite_differences"].ok and not report["twin"].ok
+
+
+def test_a_target_that_does_not_run_in_float64_without_a_reference_is_inconclusive_not_passed():
+    def half_only(x):
+        if x.dtype == torch.float64:
+            raise TypeError("this kernel has no float64 path")
+        return x * 2
+
+    report = check_gradients(half_only, randn(4, dtype=torch.float32))
+    assert not report.ok and report.verdict == "inconclusive"
+    assert "does not run in float64" in str(report)
+
+
+def test_a_target_that_does_not_run_in_float64_is_judged_against_the_reference():
+    def float32_only(x):
+        if x.dtype == torch.float64:
+            raise TypeError("this kernel has no float64 path")
+        return x.exp()
+
+    assert check_gradients(float32_only, randn(4, 3, dtype=torch.float32), reference=torch.exp).ok
+    wrong = check_gradients(lambda x: float32_only(x) * 1.001, randn(4, 3, dtype=torch.float32), reference=torch.exp)
+    assert not wrong["low_precision"].ok

@@ -1,0 +1,248 @@
+"""check_gradients accepts every kind of target a user has, and says clearly what it cannot take."""
+
+import pytest
+import torch
+
+import framework as fw
+from verification import assert_gradients_close, check_gradients
+
+
+def x64(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+class Exp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = x.exp()
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * y
+
+
+class ScaledMatmul(torch.autograd.Function):
+    """y = alpha * x @ w, with a non-tensor argument passed through."""
+
+    @staticmethod
+    def forward(ctx, x, w, alpha):
+        ctx.save_for_backward(x, w)
+        ctx.alpha = alpha
+        return alpha * x @ w
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        return ctx.alpha * g @ w.T, ctx.alpha * x.T @ g, None
+
+
+class CustomLinear(torch.nn.Module):
+    """A torch.nn.Module whose forward runs a custom Function: its parameters are checked too."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(x64(3, 4, seed=5))
+
+    def forward(self, x):
+        return ScaledMatmul.apply(x, self.weight.T, 1.0)
+
+
+class EE559MSE:
+    """A loss in the EE-559 protocol: backward() takes no argument."""
+
+    def forward(self, prediction, target):
+        self.difference = prediction - target
+        return (self.difference**2).mean()
+
+    def backward(self):
+        return 2 * self.difference / self.difference.numel()
+
+    def param(self):
+        return []
+
+
+@pytest.mark.parametrize(
+    "target",
+    [Exp, Exp.apply, torch.exp, lambda x: Exp.apply(x) * 2 - 1],
+    ids=["Function subclass", "Function.apply", "torch op", "lambda"],
+)
+def test_a_correct_target_of_every_kind_passes(target):
+    report = check_gradients(target, x64(4, 3))
+    assert report.ok, str(report)
+
+
+def test_the_report_says_what_kind_of_target_it_checked():
+    assert check_gradients(Exp, x64(3)).kind == "torch.autograd.Function"
+    assert check_gradients(torch.sin, x64(3)).kind == "callable"
+    assert check_gradients(CustomLinear(), x64(2, 4)).kind == "torch.nn.Module"
+    assert check_gradients(fw.Tanh(), x64(3)).kind == "framework protocol"
+
+
+def test_non_tensor_arguments_are_passed_through_and_not_differentiated():
+    report = check_gradients(ScaledMatmul, x64(2, 3), x64(3, 4, seed=1), 0.5)
+    assert report.ok, str(report)
+    assert "input[2]" not in str(report)
+
+
+class GradientForWOnly(torch.autograd.Function):
+    """x @ w whose backward returns no gradient for x."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x)
+        return x @ w
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return None, x.T @ g
+
+
+def test_only_the_inputs_that_require_grad_are_differentiated():
+    x, w = x64(2, 3), x64(3, 4, seed=1)
+    assert check_gradients(GradientForWOnly, x, w.requires_grad_()).ok
+    assert not x.requires_grad
+
+
+def test_a_missing_gradient_for_an_input_that_requires_grad_fails_and_names_it():
+    report = check_gradients(GradientForWOnly, x64(2, 3), x64(3, 4, seed=1))
+    assert not report["finite_differences"].ok
+    assert "no gradient (None) for the input input[0]" in report["finite_differences"].detail
+
+
+def test_integer_index_tensors_are_passed_through():
+    index = torch.tensor([2, 0, 2, 1])
+    report = check_gradients(lambda table, i: table[i] * 3, x64(3, 5), index)
+    assert report.ok, str(report)
+
+
+def test_a_module_with_custom_backward_code_has_its_parameters_checked():
+    class WrongWeightGradient(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, w):
+            ctx.save_for_backward(x, w)
+            return x @ w
+
+        @staticmethod
+        def backward(ctx, g):
+            x, w = ctx.saved_tensors
+            return g @ w.T, 1.01 * (x.T @ g)
+
+    class Layer(CustomLinear):
+        def forward(self, x):
+            return WrongWeightGradient.apply(x, self.weight.T)
+
+    report = check_gradients(Layer(), x64(2, 4))
+    assert not report["finite_differences"].ok
+    assert "weight" in report["finite_differences"].detail
+
+
+def test_a_torch_library_custom_op_is_a_target():
+    @torch.library.custom_op("gradcheck_harness_tests::cube", mutates_args=())
+    def cube(x: torch.Tensor) -> torch.Tensor:
+        return x**3
+
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 3 * g * x * x
+
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    cube.register_autograd(backward, setup_context=setup_context)
+    assert check_gradients(cube, x64(5), reference=lambda x: x**3).ok
+
+
+def test_an_ee559_loss_whose_backward_takes_no_argument_is_checked_and_the_report_says_so():
+    report = check_gradients(EE559MSE(), x64(4, 3), target=x64(4, 3, seed=1))
+    assert report.ok, str(report)
+    assert any("takes no upstream gradient" in note for note in report.notes)
+
+
+@pytest.mark.parametrize(
+    ("bug", "factor"),
+    [("missing 1/N", lambda n: n), ("factor 2", lambda n: 2.0), ("sign", lambda n: -1.0)],
+)
+def test_classic_ee559_loss_bugs_are_caught(bug, factor):
+    class Wrong(EE559MSE):
+        def backward(self):
+            return factor(self.difference.numel()) * super().backward()
+
+    report = check_gradients(Wrong(), x64(4, 3), target=x64(4, 3, seed=1), reference=torch.nn.MSELoss())
+    assert not report["finite_differences"].ok and not report["twin"].ok
+
+
+def test_a_loss_with_the_framework_protocol_takes_the_upstream_gradient():
+    assert check_gradients(fw.MSELoss(), x64(3, 2), target=x64(3, 2, seed=2), reference=torch.nn.MSELoss()).ok
+
+
+@pytest.mark.parametrize(
+    ("target", "args", "error", "message"),
+    [
+        (int, (x64(3),), TypeError, "int is a class"),
+        (object(), (x64(3),), TypeError, "is not a target"),
+        (torch.sin, (3, "a"), ValueError, "no floating-point tensor"),
+        (lambda a, b: a + b, (x64(3), x64(3).float()), ValueError, "mix dtypes"),
+        (lambda x: x.sum().item(), (x64(3),), TypeError, "expected a Tensor"),
+    ],
+    ids=["a class", "an object", "no tensor", "mixed dtypes", "a number out"],
+)
+def test_what_is_not_a_valid_target_or_call_is_a_clear_error(target, args, error, message):
+    with pytest.raises(error, match=message):
+        check_gradients(target, *args)
+
+
+def test_a_backward_returning_fewer_gradients_than_inputs_is_a_clear_error():
+    class TwoInputs:
+        def forward(self, a, b):
+            return a * b
+
+        def backward(self, g):
+            return g
+
+        def param(self):
+            return []
+
+    with pytest.raises(TypeError, match=r"TwoInputs.backward returned 1 gradient\(s\), expected one per input"):
+        check_gradients(TwoInputs(), x64(3), x64(3, seed=1))
+
+
+def test_a_gradient_of_the_wrong_shape_is_a_clear_error():
+    class WrongShape:
+        def forward(self, x):
+            return x * 2
+
+        def backward(self, g):
+            return g.sum(0)
+
+        def param(self):
+            return []
+
+    with pytest.raises(ValueError, match=r"gradient of shape \(3,\) for input\[0\], whose shape is \(2, 3\)"):
+        check_gradients(WrongShape(), x64(2, 3))
+
+
+def test_a_grad_output_of_the_wrong_shape_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"grad_output has shape \(4,\), but the output .* has shape \(3,\)"):
+        check_gradients(torch.sin, x64(3), grad_output=x64(4))
+
+
+def test_order_two_on_hand_written_backward_code_without_a_graph_is_a_clear_error():
+    with pytest.raises(TypeError, match=r"order=2 needs a backward that torch\.autograd can differentiate"):
+        check_gradients(fw.Tanh(), x64(3), order=2)
+
+
+def test_unknown_checks_and_orders_are_rejected():
+    with pytest.raises(ValueError, match="unknown checks"):
+        check_gradients(torch.sin, x64(3), checks=["no_such_check"])
+    with pytest.raises(ValueError, match="order must be 1 or 2"):
+        check_gradients(torch.sin, x64(3), order=3)
+
+
+def test_assert_gradients_close_takes_the_same_arguments():
+    assert_gradients_close(ScaledMatmul, x64(2, 3), x64(3, 4, seed=1), 2.0, order=2)
+    with pytest.raises(AssertionError, match="finite_differences: FAILED"):
+        assert_gradients_close(lambda x: x.detach() * 2 + x, x64(3))
