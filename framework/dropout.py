@@ -82,7 +82,9 @@ class Dropout(Module):
         else:
             # m in the input's dtype, 0 or 1; y = 0 + (1/(1-p)) x m in one pass: exactly x * s with
             # s = 1/(1-p) rounded to the dtype, torch's scaled mask.
-            mask = torch.empty_like(x).bernoulli_(1.0 - self.p, generator=self._generator_on(x.device))
+            # Drawn in row-major order whatever x's strides: one seed, one mask, for every layout.
+            mask = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+            mask.bernoulli_(1.0 - self.p, generator=self._generator_on(x.device))
             out = x if self.inplace else None
             y = torch.addcmul(self._zero(x), x, mask, value=1.0 / (1.0 - self.p), out=out)
         self._save_for_backward(mask=mask, like=y)
