@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-REDUCTIONS = ("mean", "sum")
+REDUCTIONS = ("mean", "sum", "none")
 
 
 class ModuleValueError(ValueError):
@@ -145,22 +145,42 @@ def pair(owner: Any, value: Any, name: str) -> tuple[int, int]:
     raise ModuleTypeError(f"{_owner(owner)}: expected {name} to be an int or a pair of ints, got {value!r}")
 
 
-def within(owner: Any, value: Tensor, low: float, high: float, what: str, name: str, high_open: bool = False) -> None:
-    """Every element of ``value`` in [low, high] (or [low, high) with ``high_open``); NaN is outside.
+def within(
+    owner: Any,
+    value: Tensor,
+    low: float,
+    high: float,
+    what: str,
+    name: str,
+    high_open: bool = False,
+    allowed: tuple[float, str] | None = None,
+) -> None:
+    """Every element of ``value`` in [low, high] (or [low, high) with ``high_open``), or equal to the
+    ``allowed`` value (with its description, e.g. ``(-100, "ignore_index=-100")``); NaN is outside.
 
     CPU tensors: a :class:`ModuleValueError` naming the first offending element. Other devices:
     a non-blocking device-side assertion with the same message, without the element.
     """
     if value.numel() == 0:
         return
-    smallest, largest = torch.aminmax(value)
-    inside = (smallest >= low) & ((largest < high) if high_open else (largest <= high))
-    interval = f"[{low:g}, {high:g}{')' if high_open else ']'}"
+    interval = f"[{low:g}, {high:g}{')' if high_open else ']'}" + (f" or {allowed[1]}" if allowed else "")
+    if allowed is None:
+        smallest, largest = torch.aminmax(value)  # two numbers to test instead of every element
+        ok = (smallest >= low) & ((largest < high) if high_open else (largest <= high))
+    else:
+        elementwise = _inside(value, low, high, high_open).logical_or_(value == allowed[0])
+        ok = elementwise.all()
     if value.device.type != "cpu":
-        torch._assert_async(inside, f"{_owner(owner)}: expected every {what} in {interval} ({name})")
+        torch._assert_async(ok, f"{_owner(owner)}: expected every {what} in {interval} ({name})")
         return
-    if not bool(inside):
-        elementwise = (value >= low) & ((value < high) if high_open else (value <= high))
-        worst = value[~elementwise].flatten()[0].item()
+    if not bool(ok):
+        inside = _inside(value, low, high, high_open)
+        if allowed is not None:
+            inside.logical_or_(value == allowed[0])
+        worst = value[~inside].flatten()[0].item()
         shown = f"{worst:g}" if isinstance(worst, float) else str(worst)
         raise fail(owner, f"expected every {what} in {interval}, got {shown}")
+
+
+def _inside(value: Tensor, low: float, high: float, high_open: bool) -> Tensor:
+    return (value >= low) & ((value < high) if high_open else (value <= high))

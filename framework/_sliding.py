@@ -187,7 +187,7 @@ def weight_grad_columns(grad: Tensor, cols: Tensor, kernel: Pair) -> Tensor:
     c_group = cols.shape[2] // (kernel[0] * kernel[1])
     # One (C_out/g, Ho Wo) x (Ho Wo, C_in/g kh kw) product per sample and group, the columns read
     # transposed in place (no copy of the large column tensor), then summed over the samples.
-    g = grad.reshape(n, groups, c_out // groups, -1)
+    g = grad.reshape(n, groups, c_out // groups, grad.shape[2:].numel())  # explicit: n may be 0
     return torch.matmul(g, cols.transpose(-1, -2)).sum(0).reshape(c_out, c_group, *kernel)
 
 

@@ -11,7 +11,7 @@ large CPU tensor, a formula of several operations runs block by block in the cac
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -52,12 +52,22 @@ class Elementwise(Module):
             gain nothing from blocks.
         saves_derivative: forward computes f'(x) along with y (``_forward_and_derivative``, when the
             two share most of their work) and keeps it, so backward is one product.
+
+    Those with torch's ``inplace`` argument (ReLU, LeakyReLU, ELU, SELU, Threshold) write the
+    output into the input tensor and return it when ``inplace=True``; f'(x) is then computed in
+    forward, while x is still intact, and kept for backward in place of x.
     """
 
     abstract = True
     blocked_forward: ClassVar[bool] = True
     blocked_backward: ClassVar[bool] = True
     saves_derivative: ClassVar[bool] = False
+    inplace: bool = False
+
+    def _set_inplace(self, inplace: Any) -> None:
+        if not isinstance(inplace, bool):
+            raise check.ModuleTypeError(f"{type(self).__name__}: expected inplace to be a bool, got {inplace!r}")
+        self.inplace = inplace
 
     def _forward(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -73,23 +83,28 @@ class Elementwise(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self._check_input(x)
-        if self.saves_derivative:
+        if self.saves_derivative or self.inplace:
+            # f'(x) along with y: they share work, or x is about to be overwritten (inplace).
             y, derivative = torch.empty_like(x), torch.empty_like(x)
             _blocks.map_into(self._forward_and_derivative, derivative, x, y)
-            self._save_for_backward(x=x, y=y, derivative=derivative)
+            if self.inplace:
+                y = x.copy_(y)
+                self._save_for_backward(x=None, y=y, derivative=derivative)
+            else:
+                self._save_for_backward(x=x, y=y, derivative=derivative)
             return y
         if self.blocked_forward and _blocks.blocked(x):
             y = _blocks.map_into(lambda xb, yb: yb.copy_(self._forward(xb)), torch.empty_like(x), x)
         else:
             y = self._forward(x)
-        self._save_for_backward(x=x, y=y)
+        self._save_for_backward(x=x, y=y, derivative=None)
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
         saved = self._saved_tensors()
         x, y = saved["x"], saved["y"]
         grad_output = self._check_grad_output(grad_output, y)
-        if "derivative" in saved:
+        if saved["derivative"] is not None:
             return torch.mul(saved["derivative"], grad_output)
         if self.blocked_backward and _blocks.blocked(x, y, grad_output):
             return _blocks.map_into(
@@ -104,12 +119,23 @@ class Elementwise(Module):
             return derivative.mul_(grad_output)
         return torch.mul(derivative, grad_output)
 
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
+
 
 class ReLU(Elementwise):
-    """y = max(x, 0);   f'(x) = 1 if x > 0 else 0 (0 at the kink x = 0, as torch)."""
+    """y = max(x, 0);   f'(x) = 1 if x > 0 else 0 (0 at the kink x = 0, as torch).
+
+    Args:
+        inplace: write the output into the input and return it, as torch. Default: False.
+    """
 
     blocked_forward = False
     blocked_backward = False
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self._set_inplace(inplace)
 
     def _forward(self, x: Tensor) -> Tensor:
         return x.clamp(min=0)
@@ -157,14 +183,18 @@ class LeakyReLU(Elementwise):
 
     Args:
         negative_slope: the slope for x <= 0 (any finite number). Default: 0.01.
+        inplace: write the output into the input and return it, as torch. Default: False.
+            (torch's in-place backward refuses a negative slope; here f'(x) is kept before x is
+            overwritten, so any slope works.)
 
     Shape:
         - Input: (*), any shape.  - Output: (*), the input's shape.
     """
 
-    def __init__(self, negative_slope: float = 0.01) -> None:
+    def __init__(self, negative_slope: float = 0.01, inplace: bool = False) -> None:
         super().__init__()
         self.negative_slope = _finite(self, negative_slope, "negative_slope")
+        self._set_inplace(inplace)
 
     def _forward(self, x: Tensor) -> Tensor:
         # With s <= 1, x >= s x exactly where x >= 0: y = max(x, s x), exact in both branches
@@ -183,7 +213,7 @@ class LeakyReLU(Elementwise):
         return torch.rsub(step, 1).mul_(slope).add_(step)
 
     def extra_repr(self) -> str:
-        return f"negative_slope={self.negative_slope}"
+        return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
 
 
 def _elu(x: Tensor, negative: float, positive: float = 1.0) -> Tensor:
@@ -213,14 +243,16 @@ class ELU(Elementwise):
 
     Args:
         alpha: the scale of the negative branch (any finite number). Default: 1.0.
+        inplace: write the output into the input and return it, as torch. Default: False.
 
     Shape:
         - Input: (*), any shape.  - Output: (*), the input's shape.
     """
 
-    def __init__(self, alpha: float = 1.0) -> None:
+    def __init__(self, alpha: float = 1.0, inplace: bool = False) -> None:
         super().__init__()
         self.alpha = _finite(self, alpha, "alpha")
+        self._set_inplace(inplace)
 
     def _forward(self, x: Tensor) -> Tensor:
         return _elu(x, self.alpha)
@@ -229,7 +261,7 @@ class ELU(Elementwise):
         return _elu_derivative(x, self.alpha)
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}"
+        return f"alpha={self.alpha}" + (", inplace=True" if self.inplace else "")
 
 
 class SELU(Elementwise):
@@ -238,12 +270,19 @@ class SELU(Elementwise):
     With torch's constants alpha = 1.6732632423543772848170429916717 and
     scale = 1.0507009873554804934193349852946. At x = 0 the derivative is scale * alpha, as torch.
 
+    Args:
+        inplace: write the output into the input and return it, as torch. Default: False.
+
     Shape:
         - Input: (*), any shape.  - Output: (*), the input's shape.
     """
 
     alpha = 1.6732632423543772848170429916717
     scale = 1.0507009873554804934193349852946
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self._set_inplace(inplace)
 
     def _forward(self, x: Tensor) -> Tensor:
         return _elu(x, self.alpha * self.scale, self.scale)
@@ -276,15 +315,17 @@ class Threshold(Elementwise):
     Args:
         threshold: the value to threshold at (finite).
         value: the value replacing inputs x <= threshold (finite).
+        inplace: write the output into the input and return it, as torch. Default: False.
 
     Shape:
         - Input: (*), any shape.  - Output: (*), the input's shape.
     """
 
-    def __init__(self, threshold: float, value: float) -> None:
+    def __init__(self, threshold: float, value: float, inplace: bool = False) -> None:
         super().__init__()
         self.threshold = _finite(self, threshold, "threshold")
         self.value = _finite(self, value, "value")
+        self._set_inplace(inplace)
 
     saves_derivative = True
 
@@ -304,7 +345,7 @@ class Threshold(Elementwise):
         torch.add(kept, torch.rsub(step, 1), alpha=self.value, out=y)
 
     def extra_repr(self) -> str:
-        return f"threshold={self.threshold}, value={self.value}"
+        return f"threshold={self.threshold}, value={self.value}" + (", inplace=True" if self.inplace else "")
 
 
 class Softplus(Elementwise):

@@ -17,7 +17,7 @@ from torch import Tensor
 from . import _checks as check
 from . import _sliding as sliding
 from . import init as initializers
-from .module import Module
+from .module import Module, optional_batch
 
 
 def _ntuple(owner: Any, value: Any, n: int, name: str, minimum: int) -> tuple[int, ...]:
@@ -103,6 +103,11 @@ class _ConvNd(Module):
         self.register_parameter("weight", weight)
         self.register_parameter("bias", b)
 
+    @property
+    def unbatched_ndim(self) -> int:
+        """The rank of one sample without its batch dimension, (C, L) or (C, H, W), as torch takes it."""
+        return self.spatial + 1
+
     # -- everything below works in 2-D; a 1-D layer is a 2-D one of height 1 --------------------
     def _as2d(self, values: tuple[int, ...], fill: int) -> sliding.Pair:
         return (fill, values[0]) if self.spatial == 1 else (values[0], values[1])
@@ -163,6 +168,7 @@ class _Conv(_ConvNd):
 
     abstract = True
 
+    @optional_batch
     def forward(self, x: Tensor) -> Tensor:
         x = self._check(x, self.in_channels)
         x2 = x.unsqueeze(2) if self.spatial == 1 else x
@@ -218,6 +224,7 @@ class _Conv(_ConvNd):
                     f"(input shape {tuple(x.shape)}), got padding={self.padding}",
                 )
 
+    @optional_batch
     def backward(self, grad_output: Tensor) -> Tensor:
         saved = self._saved_tensors()
         grad_output = self._check_grad_output(grad_output, saved["like"])
@@ -259,8 +266,8 @@ class Conv1d(_Conv):
         (_Conv.__doc__ or "")
         + _CONV_ARGS
         + """
-    Shape: input (N, C_in, L), output (N, C_out, L_out), L_out = floor((L + 2 padding - dilation (kernel_size - 1) - 1)
-    / stride) + 1.
+    Shape: input (N, C_in, L) or (C_in, L), output (N, C_out, L_out) or (C_out, L_out),
+    L_out = floor((L + 2 padding - dilation (kernel_size - 1) - 1) / stride) + 1.
     Attributes: ``weight`` (C_out, C_in / groups, kernel_size), ``bias`` (C_out,).
 """
     )
@@ -295,7 +302,8 @@ class Conv2d(_Conv):
         (_Conv.__doc__ or "")
         + _CONV_ARGS
         + """
-    Shape: input (N, C_in, H, W), output (N, C_out, H_out, W_out), H_out = floor((H + 2 padding[0] - dilation[0]
+    Shape: input (N, C_in, H, W) or (C_in, H, W), output (N, C_out, H_out, W_out) or (C_out, H_out, W_out),
+    H_out = floor((H + 2 padding[0] - dilation[0]
     (kernel_size[0] - 1) - 1) / stride[0]) + 1, and likewise W_out.
     Attributes: ``weight`` (C_out, C_in / groups, kh, kw), ``bias`` (C_out,).
 """
@@ -342,7 +350,7 @@ class ConvTranspose2d(_ConvNd):
         groups, bias, init, nonlinearity, generator: as :class:`Conv2d`.
         padding_mode: ``'zeros'`` only, as torch.
 
-    Shape: input (N, C_in, H, W), output (N, C_out, H_out, W_out),
+    Shape: input (N, C_in, H, W) or (C_in, H, W), output (N, C_out, H_out, W_out) or (C_out, H_out, W_out),
     H_out = (H - 1) stride[0] - 2 padding[0] + dilation[0] (kh - 1) + output_padding[0] + 1, and likewise W_out.
     ``forward(x, output_size)`` may instead give the wanted (H_out, W_out) (choosing output_padding).
     Attributes: ``weight`` (C_in, C_out / groups, kh, kw) as torch, ``bias`` (C_out,).
@@ -403,6 +411,7 @@ class ConvTranspose2d(_ConvNd):
             result.append(wanted[i] - smallest)
         return (result[0], result[1])
 
+    @optional_batch
     def forward(self, x: Tensor, output_size: Any = None) -> Tensor:
         x = self._check(x, self.in_channels)
         output_padding = self._output_padding(x, output_size)
@@ -425,6 +434,7 @@ class ConvTranspose2d(_ConvNd):
         self._save_for_backward(x=x, pads=pads, like=y)
         return y
 
+    @optional_batch
     def backward(self, grad_output: Tensor) -> Tensor:
         saved = self._saved_tensors()
         grad_output = self._check_grad_output(grad_output, saved["like"])

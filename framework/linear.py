@@ -49,8 +49,8 @@ class Linear(Module):
         self.register_parameter("weight", weight)
         self.register_parameter("bias", b)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self._check_input(x)
+    def forward(self, input: Tensor) -> Tensor:  # torch's name: torch's samples pass it by keyword
+        x = self._check_input(input)
         shape = x.shape
         x2 = x if len(shape) == 2 and shape[1] == self.in_features else self._as_matrix(x)
         # One fused product-and-add (the bias broadcast into the product's output), as torch's own.

@@ -14,6 +14,7 @@ only falls back to the detailed error messages when something is wrong.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
@@ -43,6 +44,30 @@ def _without_grad_mode(method: Callable[..., Any]) -> Callable[..., Any]:
             _set_grad_enabled(True)
 
     wrapper._grad_mode_off = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def optional_batch(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Lets ``forward(x, ...)`` and ``backward(grad_output)`` take one sample without its batch
+    dimension, as torch's layers do: an input of rank ``self.unbatched_ndim`` runs as a batch of
+    one, and the output (in backward, the input gradient) comes back without that dimension.
+    An input of any rank but those two is refused, naming both."""
+    is_forward = method.__name__ == "forward"
+
+    @functools.wraps(method)
+    def wrapper(self: Module, x: Any, *args: Any, **kwargs: Any) -> Any:
+        if is_forward:
+            rank = self.unbatched_ndim
+            if isinstance(x, Tensor) and x.dim() not in (rank, rank + 1):
+                check.ndim(self, x, (rank, rank + 1), "input")
+            unbatched = isinstance(x, Tensor) and x.dim() == rank
+            object.__setattr__(self, "_unbatched", unbatched)
+        else:
+            unbatched = self.__dict__.get("_unbatched", False)
+        if unbatched and isinstance(x, Tensor):
+            return method(self, x.unsqueeze(0), *args, **kwargs).squeeze(0)
+        return method(self, x, *args, **kwargs)
+
     return wrapper
 
 
@@ -183,8 +208,8 @@ class Module:
     def backward(self, *grad_outputs: Tensor) -> Tensor | tuple[Tensor, ...]:
         raise NotImplementedError
 
-    def __call__(self, *inputs: Any) -> Any:
-        return self.forward(*inputs)
+    def __call__(self, *inputs: Any, **kwargs: Any) -> Any:
+        return self.forward(*inputs, **kwargs)
 
     def _forward_unwrapped(self, *inputs: Tensor) -> Tensor:
         return self.forward(*inputs)
@@ -255,10 +280,14 @@ class Module:
 
 
 class Loss(Module):
-    """A criterion: ``forward(prediction, target)`` returns a 0-d tensor.
+    """A criterion: ``forward(prediction, target)`` returns the loss.
 
-    ``backward(grad_output=None)`` returns dL/d(prediction), scaled by ``grad_output`` (a
-    scalar, 1 by default) so a loss can sit inside a larger expression.
+    ``reduction`` chooses the loss: ``'mean'`` (the default) or ``'sum'`` of the elementwise
+    losses, a 0-d tensor; or ``'none'``, the elementwise losses themselves (shape as torch's).
+    ``backward(grad_output)`` returns dL/d(prediction) for an upstream gradient of the loss's
+    shape: for a reduced loss a scalar, 1 by default, so a loss can sit inside a larger
+    expression; for ``'none'`` a tensor of the unreduced shape, which must be given (as torch's
+    ``backward()`` of a non-scalar needs a gradient: ``backward()`` alone raises).
     """
 
     abstract = True
@@ -285,13 +314,32 @@ class Loss(Module):
         return prediction, target
 
     def _reduce(self, elementwise: Tensor) -> Tensor:
+        if self.reduction == "none":
+            return elementwise
         return elementwise.mean() if self.reduction == "mean" else elementwise.sum()
 
     def _reduction_scale(self, count: int) -> float:
-        return 1.0 / count if self.reduction == "mean" else 1.0
+        # An empty 'mean' is nan (as torch) and its gradient empty: any finite scale will do.
+        return 1.0 / max(count, 1) if self.reduction == "mean" else 1.0
 
-    def _upstream(self, grad_output: Any, like: Tensor) -> Tensor | float:
-        """The scalar that scales dL/d(prediction): 1 by default."""
+    def _upstream(self, grad_output: Any, like: Tensor, shape: tuple[int, ...] | None = None) -> Tensor | float:
+        """What scales dL/d(prediction): a scalar (1 by default) for a reduced loss; for
+        ``reduction='none'`` ``grad_output`` itself, of the unreduced loss's ``shape``
+        (``like``'s by default)."""
+        if self.reduction == "none":
+            expected = tuple(like.shape) if shape is None else tuple(shape)
+            if grad_output is None:
+                if math.prod(expected) != 1:
+                    raise check.fail(
+                        self,
+                        f"backward() needs grad_output with reduction='none': the loss has shape {expected}, "
+                        "so pass dL/d(loss) of that shape (torch's backward() of a non-scalar needs one too)",
+                    )
+                return torch.ones(expected, dtype=like.dtype, device=like.device)  # one element: as torch
+            grad_output = check.floating(self, grad_output, "grad_output")
+            check.same_shape(self, grad_output, expected, "grad_output (the unreduced loss's shape)")
+            check.like(self, grad_output, like, "grad_output", "prediction")
+            return grad_output
         if grad_output is None:
             return 1.0
         if isinstance(grad_output, (int, float)) and not isinstance(grad_output, bool):

@@ -92,7 +92,7 @@ class LinearOverwritesGradient(fw.Linear):
 # -- activations ----------------------------------------------------------------------------------------
 class ReLUForgetsUpstream(fw.ReLU):
     def backward(self, grad_output: Tensor) -> Tensor:
-        return (self._saved["x"] > 0).to(grad_output.dtype)
+        return (self._saved["y"] > 0).to(grad_output.dtype)  # y > 0 iff x > 0, and y survives inplace=True
 
 
 class TanhWrongDerivative(fw.Tanh):
@@ -135,7 +135,11 @@ class MSELossForgetsMean(fw.MSELoss):
 
 
 class CrossEntropyForgetsUpstream(fw.CrossEntropyLoss):
+    """Backward with an upstream gradient of ones, whatever grad_output is."""
+
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
+        if self.reduction == "none":
+            return super().backward(torch.ones_like(grad_output))
         return super().backward(None)
 
 

@@ -19,7 +19,9 @@ from torch import Tensor
 from .domains import REAL, Domain
 from .strategies import as_strategy
 
-TargetMaker = Callable[[Tensor, torch.Generator], Tensor]
+# (prediction, generator, the case's constructor arguments) -> target; the arguments let a
+# target follow them (CrossEntropyLoss's ignore_index). Makers that ignore them may omit them.
+TargetMaker = Callable[..., Tensor]
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class Input:
 def values(domain: Domain) -> TargetMaker:
     """A target of the prediction's shape with values from ``domain``."""
 
-    def make(prediction: Tensor, generator: torch.Generator) -> Tensor:
+    def make(prediction: Tensor, generator: torch.Generator, kwargs: dict[str, Any] | None = None) -> Tensor:
         return domain.sample(tuple(prediction.shape), generator)
 
     make.description = f"values({domain})"  # type: ignore[attr-defined]
@@ -44,7 +46,7 @@ def values(domain: Domain) -> TargetMaker:
 def offset(domain: Domain) -> TargetMaker:
     """target = prediction - d, d from ``domain``: keeps |prediction - target| off a kink."""
 
-    def make(prediction: Tensor, generator: torch.Generator) -> Tensor:
+    def make(prediction: Tensor, generator: torch.Generator, kwargs: dict[str, Any] | None = None) -> Tensor:
         return prediction.double().cpu() - domain.sample(tuple(prediction.shape), generator)
 
     make.description = f"prediction - {domain}"  # type: ignore[attr-defined]
@@ -54,7 +56,7 @@ def offset(domain: Domain) -> TargetMaker:
 def class_indices(dim: int = 1) -> TargetMaker:
     """Integer class indices in ``[0, prediction.shape[dim])``, the prediction's shape without ``dim``."""
 
-    def make(prediction: Tensor, generator: torch.Generator) -> Tensor:
+    def make(prediction: Tensor, generator: torch.Generator, kwargs: dict[str, Any] | None = None) -> Tensor:
         shape = tuple(prediction.shape[:dim]) + tuple(prediction.shape[dim + 1 :])
         return torch.randint(0, prediction.shape[dim], shape, generator=generator)
 
@@ -79,7 +81,10 @@ class Spec:
             whole dicts, for arguments that depend on each other (groups and channels).
         inputs: given the drawn kwargs, one :class:`Input` per forward input.
         twin: builds the ``torch.nn`` twin from an instance (``None``: no twin exists).
-        target: for losses, makes the target from the prediction.
+        target: for losses, makes the target from the prediction, the case's generator and
+            its constructor arguments.
+        tensors: constructor arguments drawn as (nested) lists of numbers, so a case stays JSON
+            and replays, and passed to the constructor as float64 tensors (class weights).
         modes: ``"train"`` and/or ``"eval"``, drawn per case.
         prepare: called on a fresh module with the case's generator (random running stats).
         random: the module draws random numbers from ``module.generator``; the checker
@@ -95,6 +100,7 @@ class Spec:
     inputs: Callable[[dict[str, Any]], Sequence[Input]]
     twin: Callable[[Any], torch.nn.Module] | None
     target: TargetMaker | None = None
+    tensors: tuple[str, ...] = ()
     modes: tuple[str, ...] = ("train",)
     prepare: Callable[[Any, torch.Generator], None] | None = None
     randomize_parameters: bool = True
@@ -163,7 +169,7 @@ class Case:
     def build(self, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> Built:
         """Construct the module and draw inputs (values drawn in float64, then cast)."""
         generator = torch.Generator().manual_seed(self.seed)
-        module = self.spec.module(**self.kwargs)
+        module = self.spec.module(**self.constructor_kwargs())
         if self.spec.randomize_parameters:
             _randomize_parameters(module, generator)
         if self.spec.prepare is not None:
@@ -176,13 +182,20 @@ class Case:
         inputs64 = [d.sample(shape, generator) for d, shape in zip(domains, self.shapes)]
         target = None
         if self.spec.target is not None:
-            target = self.spec.target(inputs64[0], generator)
+            target = self.spec.target(inputs64[0], generator, self.kwargs)
             if target.is_floating_point():
                 target = target.to(device=device, dtype=dtype)
             else:
                 target = target.to(device=device)
         inputs = [x.to(device=device, dtype=dtype) for x in inputs64]
         return Built(module, inputs, target, self.seed)
+
+    def constructor_kwargs(self) -> dict[str, Any]:
+        """The drawn kwargs, with the spec's ``tensors`` made float64 tensors."""
+        return {
+            k: torch.tensor(v, dtype=torch.float64) if k in self.spec.tensors and v is not None else v
+            for k, v in self.kwargs.items()
+        }
 
     def to_json(self) -> str:
         return json.dumps(

@@ -34,11 +34,15 @@ def _first(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, tuple) else out
 
 
-def _run(built: Any, grad_output: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _forward(built: Any) -> torch.Tensor:
     module = built.module
-    out = module(*built.inputs, built.target) if built.target is not None else module(*built.inputs)
-    grad = module.backward() if built.target is not None else module.backward(grad_output)
-    return _first(out), grad
+    return _first(module(*built.inputs, built.target) if built.target is not None else module(*built.inputs))
+
+
+def _run(built: Any, grad_output: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    out = _forward(built)
+    grad = built.module.backward() if grad_output is None else built.module.backward(grad_output)
+    return out, grad
 
 
 def _generators(module: Any) -> list[torch.Generator]:
@@ -68,7 +72,9 @@ def _assert_dropout_semantics(module: fw.Dropout, x: torch.Tensor, g: torch.Tens
 def test_forward_and_backward_never_sync_and_replay_from_a_cuda_graph(spec, data):
     built = data.draw(spec.cases()).build(F64, "cuda")
     module = built.module
-    grad_output = None if built.target is not None else torch.randn_like(_first(module(*built.inputs)))
+    out = _forward(built)
+    # A loss reduced to a 0-d tensor needs no grad_output; every other output gets one of its shape.
+    grad_output = None if built.target is not None and out.dim() == 0 else torch.randn_like(out)
     _run(built, grad_output)  # warm-up: caches built, generators moved to the device
     torch.cuda.synchronize()
 

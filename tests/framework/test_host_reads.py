@@ -46,10 +46,11 @@ READS = {
     "masked_select",
     "unique",
     "unique_consecutive",
-    "tensor",
-    "as_tensor",
     "from_numpy",
 }
+# Tensors made from Python data: a host-to-device copy when placed on a device (on the CPU, as
+# scalars that torch's kernels take by value, they are harmless).
+FROM_DATA = {"tensor", "as_tensor", "asarray"}
 # Reads that the named framework functions make on CPU tensors only (their device path asserts).
 ALLOWED_IN = {_checks.within.__code__}
 
@@ -81,6 +82,8 @@ class ForbidHostReads(TorchFunctionMode):
         reads = name in READS
         if name in ("__getitem__", "__setitem__", "index_put", "index_put_") and len(args) > 1:
             reads = _has_mask(args[1])
+        if name in FROM_DATA:
+            reads = kwargs.get("device") is not None
         if name == "to" and args and isinstance(args[0], torch.Tensor):
             target = kwargs.get("device", next((a for a in args[1:] if isinstance(a, (str, torch.device))), None))
             reads = target is not None and torch.device(target) != args[0].device
@@ -96,7 +99,8 @@ def _forward_backward(built: Any) -> None:
     module = built.module
     with ForbidHostReads():
         out = module(*built.inputs, built.target) if built.target is not None else module(*built.inputs)
-    grad_output = None if built.target is not None else torch.ones_like(out)
+    # A loss reduced to a 0-d tensor needs no grad_output; every other output gets one of its shape.
+    grad_output = None if built.target is not None and out.dim() == 0 else torch.ones_like(out)
     with ForbidHostReads():
         module.backward() if grad_output is None else module.backward(grad_output)
 
@@ -138,7 +142,7 @@ READERS = {
     "int": lambda x: int(x.sum()),
     "float": lambda x: float(x.sum()),
     "mask index": lambda x: x[x > 0],
-    "tensor from Python data": lambda x: torch.tensor([1.0]),
+    "tensor from Python data, on a device": lambda x: torch.tensor([1.0], device=x.device),
     "copy to another device": lambda x: x.to("meta"),
     "format": lambda x: f"{x.sum():.3f}",
 }
