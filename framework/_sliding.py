@@ -189,14 +189,3 @@ def weight_grad_columns(grad: Tensor, cols: Tensor, kernel: Pair) -> Tensor:
     # transposed in place (no copy of the large column tensor), then summed over the samples.
     g = grad.reshape(n, groups, c_out // groups, grad.shape[2:].numel())  # explicit: n may be 0
     return torch.matmul(g, cols.transpose(-1, -2)).sum(0).reshape(c_out, c_group, *kernel)
-
-
-def add_weight_grad_columns(grad_weight: Tensor, grad: Tensor, cols: Tensor, kernel: Pair) -> None:
-    """``grad_weight += `` :func:`weight_grad_columns`: without groups, the products of every sample
-    accumulate straight into the (contiguous) gradient, with no per-sample products to sum."""
-    n, c_out = grad.shape[:2]
-    if cols.shape[1] != 1 or not grad_weight.is_contiguous():
-        grad_weight.add_(weight_grad_columns(grad, cols, kernel).reshape(grad_weight.shape))
-        return
-    k, length = cols.shape[2], cols.shape[3]
-    grad_weight.view(c_out, k).addbmm_(grad.reshape(n, c_out, length), cols.view(n, k, length).transpose(1, 2))

@@ -422,15 +422,13 @@ class GELU(Elementwise):
         super().__init__()
         self.approximate = check.choice(self, approximate, "approximate", ("none", "tanh"))
 
-    saves_derivative = True
-
     def _forward(self, x: Tensor) -> Tensor:
         if self.approximate == "tanh":
             t = torch.addcmul(x, x.square(), x, value=_GELU_CUBIC).mul_(_SQRT_2_OVER_PI).tanh_()
             return t.add_(1).mul_(x).mul_(0.5)
-        # x Phi(x) = (x + x erf(x / sqrt(2))) / 2
-        erf = torch.mul(x, 1 / _SQRT_2).erf_()
-        return torch.addcmul(x, x, erf, out=erf).mul_(0.5)
+        y = torch.empty_like(x)
+        self._forward_keeping_cdf(x, torch.empty_like(x), y)
+        return y
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
         if self.approximate == "tanh":
@@ -440,21 +438,41 @@ class GELU(Elementwise):
             # (1 + t) / 2 + x (1 - t^2) / 2 * du
             slope = torch.addcmul(x.new_ones(()), t, t, value=-1).mul_(du).mul_(x)
             return slope.add_(t).add_(1).mul_(0.5)
-        derivative = torch.empty_like(x)
-        self._forward_and_derivative(x, torch.empty_like(x), derivative)
-        return derivative
+        cdf = torch.empty_like(x)
+        self._forward_keeping_cdf(x, cdf, torch.empty_like(x))
+        return self._derivative_from_cdf(x, cdf, cdf)
 
-    def _forward_and_derivative(self, x: Tensor, y: Tensor, derivative: Tensor) -> None:
-        if self.approximate == "tanh":
-            super()._forward_and_derivative(x, y, derivative)
-            return
-        # Phi(x) once, for y = x Phi(x) and f'(x) = Phi(x) + x phi(x).
+    # Exact GELU keeps Phi(x) from forward (y = x Phi(x) needs it anyway): backward adds x phi(x).
+    def _forward_keeping_cdf(self, x: Tensor, cdf: Tensor, y: Tensor) -> None:
         half = x.new_full((), 0.5)
-        cdf = torch.mul(x, 1 / _SQRT_2).erf_()
-        cdf = torch.addcmul(half, half, cdf, out=cdf)  # (1 + erf) / 2
+        torch.mul(x, 1 / _SQRT_2, out=cdf).erf_()
+        torch.addcmul(half, half, cdf, out=cdf)  # (1 + erf) / 2
         torch.mul(x, cdf, out=y)
+
+    @staticmethod
+    def _derivative_from_cdf(x: Tensor, cdf: Tensor, out: Tensor) -> Tensor:
         pdf = torch.addcmul(x.new_zeros(()), x, x, value=-0.5).exp_()  # exp(-x^2 / 2)
-        torch.addcmul(cdf, pdf, x, value=_INV_SQRT_2PI, out=derivative)
+        return torch.addcmul(cdf, pdf, x, value=_INV_SQRT_2PI, out=out)  # Phi(x) + x phi(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.approximate == "tanh":
+            return super().forward(x)
+        x = self._check_input(x)
+        y, cdf = torch.empty_like(x), torch.empty_like(x)
+        _blocks.map_into(self._forward_keeping_cdf, y, x, cdf)
+        self._save_for_backward(x=x, y=y, derivative=None, cdf=cdf)
+        return y
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        saved = self._saved_tensors()
+        if "cdf" not in saved:
+            return super().backward(grad_output)
+        grad_output = self._check_grad_output(grad_output, saved["y"])
+
+        def block(x: Tensor, cdf: Tensor, g: Tensor, out: Tensor) -> None:
+            self._derivative_from_cdf(x, cdf, out).mul_(g)
+
+        return _blocks.map_into(block, torch.empty_like(grad_output), saved["x"], saved["cdf"], grad_output)
 
     def extra_repr(self) -> str:
         return f"approximate={self.approximate!r}"

@@ -235,7 +235,8 @@ class _Conv(_ConvNd):
             self._as2d(self.stride, 1),
             self._as2d(self.dilation, 1),
         )
-        sliding.add_weight_grad_columns(self.grad("weight"), g, saved["cols"], kernel)
+        grad_weight = self.grad("weight")
+        grad_weight.add_(sliding.weight_grad_columns(g, saved["cols"], kernel).reshape(grad_weight.shape))
         self._grad_bias(g)
         grad_canvas = sliding.correlate_input_grad(
             g, self._weight2d(), self.groups, saved["canvas_size"], stride, dilation
