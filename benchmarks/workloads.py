@@ -3,7 +3,9 @@
 * ``SeedMLP-b50`` / ``SeedMLP-b100``: the seed experiment's network, 2-25-25-25-2 with ReLU,
   MSE against one-hot targets, SGD with lr 0.5, batches of 50 and 100.
 * ``SmallCNN``: Conv2d(3x3, padding 1), ReLU, MaxPool2d(2), Flatten, Linear, CrossEntropyLoss,
-  SGD with lr 0.01 and momentum 0.9.
+  SGD with lr 0.01 and momentum 0.9 (on a GPU, ``medium`` and ``large`` are bigger networks).
+* ``SeedMLP-b50-graph`` (GPU only): the seed step captured in a CUDA graph
+  (:class:`framework.cuda_graph.CapturedStep`) against torch's eager step.
 * ``TransformerBlock``: one pre-norm encoder block (LayerNorm, MultiheadAttention, residual,
   LayerNorm, MLP with GELU, residual) against ``torch.nn.TransformerEncoderLayer(norm_first=True,
   activation='gelu', dropout=0, batch_first=True)``, MSE against a random target, SGD with lr
@@ -19,8 +21,9 @@ two newer workloads first agree in float64 too, whatever dtype is timed.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -51,17 +54,24 @@ class Workload:
     needs: tuple[str, ...]
     build: Callable[..., Step]
     float64_check: bool = False
+    gpu_sizes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    devices: tuple[str, ...] = ("cpu", "cuda")
 
     def checked(self, size: str, dtype: torch.dtype, device: str | torch.device) -> Step:
-        """The step at ``size``, after the agreement checks (float64 first when declared)."""
+        """The step at ``size`` on ``device``, after the agreement checks (float64 first when declared)."""
+        arguments = self.sizes_for(torch.device(device).type)[size]
         if self.float64_check and dtype != torch.float64:
-            self.build(dtype=torch.float64, device=device, **self.sizes[size]).check()
-        step = self.build(dtype=dtype, device=device, **self.sizes[size])
+            self.build(dtype=torch.float64, device=device, **arguments).check()
+        step = self.build(dtype=dtype, device=device, **arguments)
         step.check()
         return step
 
-    def shapes(self, size: str) -> str:
-        return f"{self.name}(" + ", ".join(f"{k}={v}" for k, v in self.sizes[size].items()) + ")"
+    def sizes_for(self, device: str) -> dict[str, dict[str, Any]]:
+        """The sizes on ``device``: on a GPU, its own table replaces the CPU sizes it names."""
+        return {**self.sizes, **self.gpu_sizes} if device == "cuda" else dict(self.sizes)
+
+    def shapes(self, size: str, device: str = "cpu") -> str:
+        return f"{self.name}(" + ", ".join(f"{k}={v}" for k, v in self.sizes_for(device)[size].items()) + ")"
 
     def __str__(self) -> str:
         return self.name
@@ -161,6 +171,24 @@ def seed_mlp(batch: int, dtype: torch.dtype = torch.float32, device: str | torch
     return _assemble(
         model, fw.MSELoss(), torch.nn.MSELoss(), x, target, f"SeedMLP-b{batch}", dtype, device, generator, lr=0.5
     )
+
+
+class CapturedStep(Step):
+    """The framework side replays the step from a CUDA graph (captured after two eager steps)."""
+
+    def framework_step(self) -> Tensor:
+        captured = self.__dict__.get("captured")
+        if captured is None:
+            captured = fw.CapturedStep(self.model, self.criterion, self.optimizer, self.x, self.target)
+            self.__dict__["captured"] = captured
+        return captured(self.x, self.target)
+
+
+def seed_mlp_captured(
+    batch: int, dtype: torch.dtype = torch.float32, device: str | torch.device = "cuda", seed: int = 0
+) -> Step:
+    step = seed_mlp(batch, dtype, device, seed)
+    return CapturedStep(**{f.name: getattr(step, f.name) for f in dataclasses.fields(Step)})
 
 
 def small_cnn(
@@ -320,6 +348,17 @@ WORKLOADS: list[Workload] = [
         },
         ("Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear", "CrossEntropyLoss", "Sequential"),
         small_cnn,
+        gpu_sizes={
+            "medium": {"batch": 256, "channels": 3, "side": 32, "filters": 64},
+            "large": {"batch": 512, "channels": 3, "side": 64, "filters": 64},
+        },
+    ),
+    Workload(
+        "SeedMLP-b50-graph",
+        {"seed": {"batch": 50}},
+        ("Linear", "ReLU", "MSELoss", "Sequential"),
+        seed_mlp_captured,
+        devices=("cuda",),
     ),
     Workload(
         "TransformerBlock",

@@ -4,12 +4,13 @@ Every module implements ``forward(*inputs)``, ``backward(*grad_outputs)`` and ``
 with torch tensor operations only: no neural-network library and no automatic differentiation.
 """
 
-from . import init, optim
+from . import cuda_graph, init, optim
 from ._checks import ModuleTypeError, ModuleValueError
 from .activations import ELU, GELU, SELU, Elementwise, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh, Tanhshrink, Threshold
 from .attention import MultiheadAttention
 from .containers import Sequential
 from .conv import Conv1d, Conv2d, ConvTranspose2d
+from .cuda_graph import CapturedStep
 from .dropout import Dropout
 from .embedding import Embedding
 from .linear import Linear
@@ -34,6 +35,7 @@ __all__ = [
     "BCEWithLogitsLoss",
     "BatchNorm1d",
     "BatchNorm2d",
+    "CapturedStep",
     "Conv1d",
     "Conv2d",
     "ConvTranspose2d",
@@ -68,6 +70,7 @@ __all__ = [
     "Threshold",
     "TransformerEncoderLayer",
     "Upsample",
+    "cuda_graph",
     "init",
     "iter_modules",
     "modules",

@@ -138,9 +138,6 @@ class _ConvNd(Module):
         if self.bias is not None:
             self.grad("bias").add_(grad_output.sum((0, 2, 3)))
 
-    def _add_grad_weight(self, grad_weight2d: Tensor) -> None:
-        self.grad("weight").add_(grad_weight2d.squeeze(2) if self.spatial == 1 else grad_weight2d)
-
     def _with_bias(self, y: Tensor) -> Tensor:
         return y if self.bias is None else y + self.bias.reshape(1, -1, 1, 1)
 
@@ -200,9 +197,15 @@ class _Conv(_ConvNd):
         else:
             self._check_copy_padding(x, pads, size)
             canvas, sources = sliding.pad_by_copy(x2, pads, self.padding_mode)
-        # The columns (im2col) are kept for the weight gradient rather than rebuilt in backward.
-        cols = sliding.columns(canvas, self.groups, out, kernel, stride, dilation)
-        y = self._finish(self._with_bias(sliding.correlate_columns(cols, self._weight2d(), out)))
+        # The columns (im2col) are kept for the weight gradient rather than rebuilt in backward, in
+        # a buffer reused by the next forward (a fresh one would cost its page faults every call).
+        n, c = canvas.shape[:2]
+        shape = (n, self.groups, (c // self.groups) * kernel[0] * kernel[1], out[0] * out[1])
+        cols = sliding.columns(canvas, self.groups, out, kernel, stride, dilation, self._workspace("cols", shape, x))
+        y = sliding.correlate_columns(cols, self._weight2d(), out)
+        if self.bias is not None:
+            y.add_(self.bias.reshape(1, -1, 1, 1))  # y is the product's fresh output
+        y = self._finish(y)
         self._save_for_backward(
             cols=cols, canvas_size=tuple(canvas.shape[2:]), pads=pads, sources=sources, size=size, like=y
         )
@@ -232,7 +235,8 @@ class _Conv(_ConvNd):
             self._as2d(self.stride, 1),
             self._as2d(self.dilation, 1),
         )
-        self._add_grad_weight(sliding.weight_grad_columns(g, saved["cols"], kernel))
+        grad_weight = self.grad("weight")
+        grad_weight.add_(sliding.weight_grad_columns(g, saved["cols"], kernel).reshape(grad_weight.shape))
         self._grad_bias(g)
         grad_canvas = sliding.correlate_input_grad(
             g, self._weight2d(), self.groups, saved["canvas_size"], stride, dilation

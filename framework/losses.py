@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import _blocks
 from . import _checks as check
 from .module import Loss
 
@@ -82,19 +83,27 @@ class HuberLoss(Loss):
         prediction, target = self._check_pair(prediction, target)
         diff = prediction - target
         self._save_for_backward(diff=diff)
-        size = diff.abs()
-        # c = min(|d|, delta): c (|d| - c/2) is d^2/2 below delta and delta (|d| - delta/2) above,
-        # both evaluated as torch evaluates them, without a branch.
-        c = size.clamp(max=self.delta)
-        return self._reduce(c * (size - 0.5 * c))
+        if self.reduction == "none":
+            return _huber_terms(diff, self.delta)
+        # (In blocks that stay in the cache on a large CPU tensor: one trip to memory, not five.)
+        total = _blocks.sum_of(lambda d: _huber_terms(d, self.delta), diff)
+        return total / diff.numel() if self.reduction == "mean" else total  # an empty mean: 0 / 0 = nan
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         diff = self._saved_tensors()["diff"]
         scale = self._reduction_scale(diff.numel())
-        return self._upstream(grad_output, diff) * scale * diff.clamp(-self.delta, self.delta)
+        return diff.clamp(-self.delta, self.delta).mul_(self._upstream(grad_output, diff) * scale)
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, delta={self.delta}"
+
+
+def _huber_terms(diff: Tensor, delta: float) -> Tensor:
+    # c = min(|d|, delta): c (|d| - c/2) is d^2/2 below delta and delta (|d| - delta/2) above,
+    # both evaluated as torch evaluates them, without a branch.
+    size = diff.abs()
+    c = size.clamp(max=delta)
+    return size.add_(c, alpha=-0.5).mul_(c)
 
 
 class SmoothL1Loss(Loss):
@@ -122,18 +131,19 @@ class SmoothL1Loss(Loss):
         prediction, target = self._check_pair(prediction, target)
         diff = prediction - target
         self._save_for_backward(diff=diff)
-        size = diff.abs()
         if self.beta == 0:
-            return self._reduce(size)
-        # c = min(|d|, beta): (|d| - c/2) (c/beta) is d^2/(2 beta) below beta, |d| - beta/2 above.
-        c = size.clamp(max=self.beta)
-        return self._reduce((size - 0.5 * c) * (c / self.beta))
+            return self._reduce(diff.abs())
+        # Huber's terms divided by beta: d^2/(2 beta) below beta, |d| - beta/2 above.
+        if self.reduction == "none":
+            return _huber_terms(diff, self.beta).div_(self.beta)
+        total = _blocks.sum_of(lambda d: _huber_terms(d, self.beta).div_(self.beta), diff)
+        return total / diff.numel() if self.reduction == "mean" else total  # an empty mean: 0 / 0 = nan
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         diff = self._saved_tensors()["diff"]
         scale = self._reduction_scale(diff.numel())
-        slope = torch.sign(diff) if self.beta == 0 else (diff / self.beta).clamp(-1, 1)
-        return self._upstream(grad_output, diff) * scale * slope
+        slope = torch.sign(diff) if self.beta == 0 else torch.div(diff, self.beta).clamp_(-1, 1)
+        return slope.mul_(self._upstream(grad_output, diff) * scale)
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, beta={self.beta}"
@@ -176,6 +186,9 @@ class BCELoss(Loss):
     dL/dp = s * w (p - t) / max(p (1 - p), 1e-12),  s = 1/N for 'mean', 1 otherwise
     (the 1e-12 rounded to float32, as torch).
 
+    A prediction or target outside [0, 1] (or NaN) is a ``ValueError`` naming it on CPU tensors;
+    on a GPU a device-side assertion, which never stalls the stream (see ``framework._checks``).
+
     Args:
         reduction: ``'mean'``, ``'sum'`` or ``'none'``. Default: ``'mean'``.
         weight: a floating tensor broadcastable to the prediction's shape (torch's ``weight``),
@@ -213,10 +226,8 @@ class BCELoss(Loss):
 
 
 def _check_unit_interval(owner: Loss, value: Tensor, name: str) -> None:
-    outside = (value < 0) | (value > 1)
-    if bool(outside.any()):
-        worst = value[outside].flatten()[0].item()
-        raise check.fail(owner, f"expected every {name} value in [0, 1], got {worst:g}")
+    # Values are read on the CPU only; on a GPU this is a non-blocking device-side assertion.
+    check.within(owner, value, 0.0, 1.0, f"{name} value", name)
 
 
 class BCEWithLogitsLoss(Loss):
@@ -252,9 +263,10 @@ class BCEWithLogitsLoss(Loss):
         pos_weight = _broadcast_weight(self, self.pos_weight, prediction, "pos_weight")
         self._save_for_backward(prediction=prediction, target=target, weight=weight, pos_weight=pos_weight)
         x = prediction
-        soft = (-x).clamp(min=0) + torch.log1p(torch.exp(-x.abs()))  # log(1 + exp(-x))
+        # log(1 + exp(-x)) = max(-x, 0) + log1p(exp(-|x|)): logaddexp(-x, 0), in one operation.
+        soft = torch.logaddexp(-x, x.new_zeros(()))
         if pos_weight is None:
-            loss = (1 - target) * x + soft
+            loss = torch.addcmul(soft, torch.rsub(target, 1), x)  # (1 - t) x + soft
         else:
             loss = (1 - target) * x + (1 + (pos_weight - 1) * target) * soft
         return self._reduce(loss if weight is None else loss * weight)
@@ -292,7 +304,9 @@ class CrossEntropyLoss(Loss):
     ``reduction='mean'`` divides the sum by D: the sum of m w_y over the positions for class
     indices (torch's weighted mean: nan when every position is ignored), the number of positions
     for probabilities. The log-sum-exp subtracts the per-position maximum first, so logits of
-    +-1000 stay finite.
+    +-1000 stay finite. A class index outside [0, C) (other than ``ignore_index``) is a
+    ``ValueError`` naming it on CPU tensors; on a GPU a device-side assertion, which never stalls
+    the stream (see ``framework._checks``).
 
     Args:
         reduction: ``'mean'``, ``'sum'`` or ``'none'``. Default: ``'mean'``. The framework's
@@ -345,7 +359,7 @@ class CrossEntropyLoss(Loss):
             dist = dist if weight is None else dist * weight
             elementwise = -(dist * log_probs).sum(1)
             # The number of positions: 0 / 0 = nan for an empty batch, as torch.
-            denominator = torch.tensor(float(elementwise.numel()), dtype=x.dtype, device=x.device)
+            denominator = x.new_full((), float(elementwise.numel()))  # made on the device, not copied there
             saved = {"dist": dist}
         else:
             kept = t != self.ignore_index
@@ -436,15 +450,17 @@ class CrossEntropyLoss(Loss):
         expected = () if prediction.dim() == 1 else (prediction.shape[0], *prediction.shape[2:])
         check.same_shape(self, target, expected, "target (the prediction's shape without the class dimension)")
         target = target.long()
-        if target.device.type == "cpu":  # a value check would wait for the device elsewhere
-            outside = ((target < 0) | (target >= classes)) & (target != self.ignore_index)
-            if bool(outside.any()):
-                worst = int(target[outside].flatten()[0].item())
-                raise check.fail(
-                    self,
-                    f"expected every target class index in [0, {classes}) or ignore_index={self.ignore_index}, "
-                    f"got {worst}",
-                )
+        # Values are read on the CPU only; on a GPU this is a non-blocking device-side assertion.
+        check.within(
+            self,
+            target,
+            0,
+            classes,
+            "target class index",
+            "target",
+            high_open=True,
+            allowed=(self.ignore_index, f"ignore_index={self.ignore_index}"),
+        )
         return prediction, target, False
 
     def extra_repr(self) -> str:

@@ -10,6 +10,12 @@ that output (a pair for ``(h_n, c_n)``); for the outputs after the first, ``None
 out means the output does not reach the loss (a zero gradient). Several inputs: ``backward``
 returns one gradient per input, ``None`` for an integer input (``Embedding``'s indices), which
 has no gradient.
+
+The per-call cost matters as much as the kernels for small networks (a 2-25-25-25-2 network
+spends most of a training step in Python), so the protocol's own work is kept to a few
+attribute reads per call: grad mode is switched off once at the outermost call, parameters
+and buffers are plain instance attributes, and the argument checks take a fast path that
+only falls back to the detailed error messages when something is wrong.
 """
 
 from __future__ import annotations
@@ -27,13 +33,22 @@ from . import _checks as check
 _REGISTRY: list[type[Module]] = []
 
 
+_grad_enabled = torch.is_grad_enabled
+_set_grad_enabled = torch._C._set_grad_enabled
+
+
 def _without_grad_mode(method: Callable[..., Any]) -> Callable[..., Any]:
+    # Only the outermost call switches grad mode off (a Sequential's children find it off):
+    # entering ``torch.no_grad()`` costs more than a small layer's whole forward.
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if not torch.is_grad_enabled():  # already off (a child called by its parent): no second context
+        if not _grad_enabled():
             return method(*args, **kwargs)
-        with torch.no_grad():
+        _set_grad_enabled(False)
+        try:
             return method(*args, **kwargs)
+        finally:
+            _set_grad_enabled(True)
 
     wrapper._grad_mode_off = True  # type: ignore[attr-defined]
     return wrapper
@@ -83,6 +98,8 @@ class Module:
             method = cls.__dict__.get(name)
             if method is not None and not getattr(method, "_grad_mode_off", False):
                 setattr(cls, name, _without_grad_mode(method))
+                # The unwrapped method, for callers that have already switched grad mode off.
+                setattr(cls, f"_{name}_unwrapped", method)
         if "abstract" not in cls.__dict__:
             cls.abstract = False
         if not cls.abstract and cls.__module__.startswith("framework."):
@@ -102,15 +119,18 @@ class Module:
             return
         self._parameters[name] = value
         self._gradients[name] = torch.zeros_like(value)
+        object.__setattr__(self, name, value)
 
     def register_buffer(self, name: str, value: Tensor | None) -> None:
         if value is None:
             object.__setattr__(self, name, None)
             return
         self._buffers[name] = value
+        object.__setattr__(self, name, value)
 
     def __getattr__(self, name: str) -> Any:
-        # Only reached when normal lookup fails: parameters and buffers live in dicts.
+        # Only reached when normal lookup fails: parameters and buffers are mirrored as
+        # instance attributes (a plain lookup is the fast one), this covers the rest.
         for store in ("_parameters", "_buffers"):
             table = self.__dict__.get(store)
             if table is not None and name in table:
@@ -124,11 +144,11 @@ class Module:
             check.same_shape(self, value, params[name].shape, name)
             params[name] = value
             self._gradients[name] = torch.zeros_like(value)
+            object.__setattr__(self, name, value)
             return
         buffers = self.__dict__.get("_buffers")
         if buffers is not None and name in buffers:
             buffers[name] = value
-            return
         object.__setattr__(self, name, value)
 
     def named_children(self) -> list[tuple[str, Module]]:
@@ -191,9 +211,11 @@ class Module:
         for name in list(self._parameters):
             self._parameters[name] = self._parameters[name].to(device=device, dtype=dtype)
             self._gradients[name] = self._gradients[name].to(device=device, dtype=dtype)
+            object.__setattr__(self, name, self._parameters[name])
         for name, value in list(self._buffers.items()):
             cast = dtype if value.is_floating_point() else None
             self._buffers[name] = value.to(device=device, dtype=cast)
+            object.__setattr__(self, name, self._buffers[name])
         for child in self.children():
             child.to(device=device, dtype=dtype)
         return self
@@ -208,16 +230,27 @@ class Module:
     def __call__(self, *inputs: Any, **kwargs: Any) -> Any:
         return self.forward(*inputs, **kwargs)
 
+    def _forward_unwrapped(self, *inputs: Tensor) -> Tensor:
+        return self.forward(*inputs)
+
+    def _backward_unwrapped(self, *grad_outputs: Tensor) -> Tensor | tuple[Tensor, ...]:
+        return self.backward(*grad_outputs)
+
     # -- helpers for subclasses ----------------------------------------------------------------
     def _reference_tensor(self) -> Tensor | None:
-        if self._parameters:  # the first of named_param(), without listing every child's
-            return next(iter(self._parameters.values()))
-        for _, p, _ in self.named_param():
+        for p in self._parameters.values():
             return p
+        if self.children():
+            for _, p, _ in self.named_param():
+                return p
         return None
 
     def _check_input(self, x: Any, allowed_ndim: tuple[int, ...] | None = None, name: str = "input") -> Tensor:
         """A floating tensor of an allowed rank, on the parameters' dtype and device."""
+        if isinstance(x, Tensor) and x.is_floating_point() and (allowed_ndim is None or x.dim() in allowed_ndim):
+            reference = self._reference_tensor()
+            if reference is None or (x.dtype is reference.dtype and x.device == reference.device):
+                return x
         x = check.floating(self, x, name)
         if allowed_ndim is not None:
             check.ndim(self, x, allowed_ndim, name)
@@ -225,6 +258,16 @@ class Module:
         if reference is not None:
             check.like(self, x, reference, name, "parameters")
         return x
+
+    def _workspace(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """A tensor of ``shape`` (``like``'s dtype and device) that this module reuses from call to
+        call for an internal temporary, never for anything it returns: a large fresh CPU allocation
+        costs a page fault per 4 KiB on first touch, often more than the computation that fills it."""
+        spaces = self.__dict__.setdefault("_workspaces", {})
+        space = spaces.get(name)
+        if space is None or space.shape != shape or space.dtype != like.dtype or space.device != like.device:
+            space = spaces[name] = like.new_empty(shape)
+        return space
 
     def _save_for_backward(self, **tensors: Any) -> None:
         object.__setattr__(self, "_saved", tensors)
@@ -236,6 +279,13 @@ class Module:
         return saved
 
     def _check_grad_output(self, grad_output: Any, expected: Tensor, name: str = "grad_output") -> Tensor:
+        if (
+            isinstance(grad_output, Tensor)
+            and grad_output.dtype is expected.dtype
+            and grad_output.shape == expected.shape
+            and grad_output.device == expected.device
+        ):
+            return grad_output
         grad_output = check.floating(self, grad_output, name)
         check.same_shape(self, grad_output, expected.shape, f"{name} (the output's shape)")
         check.like(self, grad_output, expected, name, "output")
@@ -267,6 +317,15 @@ class Loss(Module):
         self.reduction = check.choice(self, reduction, "reduction", check.REDUCTIONS)
 
     def _check_pair(self, prediction: Any, target: Any) -> tuple[Tensor, Tensor]:
+        if (
+            isinstance(prediction, Tensor)
+            and isinstance(target, Tensor)
+            and prediction.is_floating_point()
+            and target.dtype is prediction.dtype
+            and target.shape == prediction.shape
+            and target.device == prediction.device
+        ):
+            return prediction, target
         prediction = check.floating(self, prediction, "prediction")
         target = check.floating(self, target, "target")
         check.same_shape(self, target, prediction.shape, "target (the prediction's shape)")

@@ -123,8 +123,11 @@ class _BatchNorm(Module):
 
     def _update_running_stats(self, mean: Tensor, var: Tensor, n: int) -> None:
         self.num_batches_tracked.add_(1)
+        factor: Tensor | float
         if self.momentum is None:
-            factor = 1.0 / float(self.num_batches_tracked.item())
+            # 1 / count as a 0-d float64 tensor on the statistics' device: the same number as
+            # torch's Python float, without reading the count back to the host.
+            factor = self.num_batches_tracked.to(torch.float64).reciprocal()
         else:
             factor = self.momentum
         self.running_mean.mul_(1 - factor).add_(factor * mean)

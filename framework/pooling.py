@@ -150,20 +150,29 @@ class MaxPool2d(_Pool2d):
         columns = torch.arange(out[1], device=best.device) * self.strides[1]
         return rows + (best // kw) * self.dilations[0], columns + (best % kw) * self.dilations[1]
 
+    def _offsets(self, wp: int, out: tuple[int, int], device: torch.device) -> tuple[Tensor, Tensor]:
+        """Flat canvas offset of each kernel entry, and of each window's origin (made once per geometry)."""
+        key = (wp, out, device)
+        cache = self.__dict__.setdefault("_offset_cache", {})
+        if key not in cache:
+            kh, kw = self.kernel
+            kernel_offset = (
+                torch.arange(kh, device=device).reshape(-1, 1) * (self.dilations[0] * wp)
+                + torch.arange(kw, device=device) * self.dilations[1]
+            ).reshape(-1)
+            origin = (
+                torch.arange(out[0], device=device).reshape(-1, 1) * (self.strides[0] * wp)
+                + torch.arange(out[1], device=device) * self.strides[1]
+            )
+            cache[key] = (kernel_offset, origin)
+        return cache[key]
+
     def backward(self, grad_output: Tensor) -> Tensor:
         saved, g = self._check_grad(grad_output)
         n, c, hp, wp = saved["canvas_size"]
         out = saved["out"]
         # Flat canvas index of each maximum: window origin + the offset of its kernel entry.
-        kh, kw = self.kernel
-        kernel_offset = (
-            torch.arange(kh, device=g.device).reshape(-1, 1) * (self.dilations[0] * wp)
-            + torch.arange(kw, device=g.device) * self.dilations[1]
-        ).reshape(-1)
-        origin = (
-            torch.arange(out[0], device=g.device).reshape(-1, 1) * (self.strides[0] * wp)
-            + torch.arange(out[1], device=g.device) * self.strides[1]
-        )
+        kernel_offset, origin = self._offsets(wp, out, g.device)
         flat = kernel_offset[saved["best"]] + origin
         canvas = g.new_zeros(n * c, hp * wp)
         positions = out[0] * out[1]  # explicit, not -1: n * c may be 0
@@ -221,6 +230,13 @@ class AvgPool2d(_Pool2d):
     def _divisor(self, x4: Tensor, canvas: Tensor, out: tuple[int, int]) -> Tensor | float:
         if self.divisor_override is not None:
             return float(self.divisor_override)
+        key = (tuple(x4.shape[2:]), tuple(canvas.shape[2:]), out, x4.dtype, x4.device)
+        cache = self.__dict__.setdefault("_divisor_cache", {})
+        if key not in cache:
+            cache[key] = self._counts(x4, canvas, out)
+        return cache[key]
+
+    def _counts(self, x4: Tensor, canvas: Tensor, out: tuple[int, int]) -> Tensor:
         counts = []
         for dim in range(2):
             n, p, k, s = x4.shape[2 + dim], self.pads[dim], self.kernel[dim], self.strides[dim]
@@ -371,12 +387,18 @@ class Upsample(Module):
         return list(zip(sizes_in, sizes_out, ratios))
 
     def _nearest(self, n: int, out: int, ratio: float | None, device: torch.device) -> Tensor:
-        # float32 arithmetic, as torch's nearest kernels, so indices agree at block boundaries.
-        r = torch.tensor(n / out if ratio is None else ratio, dtype=torch.float32)
-        position = torch.arange(out, dtype=torch.float32)
-        if self.mode == "nearest-exact":
-            position = position + 0.5
-        return torch.floor(position * r).to(torch.long).clamp(max=n - 1).to(device)
+        # The indices depend on the geometry only: made once per geometry and device, on that device.
+        key = (n, out, ratio, device)
+        cache = self.__dict__.setdefault("_index_cache", {})
+        if key not in cache:
+            # float32 arithmetic, as torch's nearest kernels, so indices agree at block boundaries
+            # (the Python number is rounded to float32 by the product, as torch rounds its scale).
+            position = torch.arange(out, dtype=torch.float32, device=device)
+            if self.mode == "nearest-exact":
+                position = position + 0.5
+            r = n / out if ratio is None else ratio
+            cache[key] = torch.floor(position * r).to(torch.long).clamp(max=n - 1)
+        return cache[key]
 
     def _linear(self, n: int, out: int, ratio: float | None, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Two taps per output index and the weight of the second, in the input's precision (as torch)."""

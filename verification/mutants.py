@@ -212,8 +212,8 @@ class DropoutForgetsRescale(fw.Dropout):
     """Backward multiplies by the 0/1 mask without the 1/(1-p) factor."""
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        scale = self._saved["scale"]
-        return grad_output if scale is None else grad_output * (scale != 0).to(grad_output.dtype)
+        mask = self._saved["mask"]
+        return grad_output if mask is None else grad_output * (mask != 0).to(grad_output.dtype)
 
 
 class UpsampleAveragesBlocks(fw.Upsample):
