@@ -1,8 +1,15 @@
 """Every test that needs a GPU carries the ``cuda`` marker, so ``pytest -m cuda`` runs them all on a
 GPU machine: those marked by hand, those parametrized over a ``"cuda"`` device, and those skipped
-without CUDA."""
+without CUDA.
+
+The tests run torch on one thread: their tensors are tiny, and on a shared machine a second
+intra-op thread only waits for a core (a small convolution took 10x longer on two threads).
+"""
 
 import pytest
+import torch
+
+torch.set_num_threads(1)
 
 
 def _needs_cuda(item: pytest.Item) -> bool:

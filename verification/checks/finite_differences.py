@@ -19,7 +19,8 @@ Each derivative is extrapolated from central differences :math:`D(s)` at ``s = h
 * truncation: :math:`|R - R_2|`, which over-estimates the error left in ``R``;
 * rounding: each evaluation of :math:`\phi` errs by :math:`\delta = u\sqrt{n}\,(\sum|g||y| + |\phi|)`
   (``n`` the largest tensor's size; the probabilistic rounding error bound of Higham and Mary,
-  2019, rather than the worst case ``n u``), amplified by at most :math:`7\delta/h` in ``R``;
+  2019, rather than the worst case ``n u``), or by the error measured by precision scaling when
+  that is larger (an ill-conditioned forward), amplified by at most :math:`7\delta/h` in ``R``;
 * stepping: ``x + s`` is rounded, a relative error of at most :math:`8u|x|/h` in ``R``;
 
 each times ``safety``, plus the analytic gradient's own rounding bound (floored normwise).
@@ -82,6 +83,30 @@ def _spread(target: Target, call: Call, grads: Sequence[Tensor | None]) -> float
     )
 
 
+def _measured_noise(target: Target, call: Call, grads: Sequence[Tensor | None]) -> float:
+    """The rounding error of one evaluation of phi, measured by precision scaling.
+
+    Rounding errors scale with the unit round-off, so the discrepancy between phi evaluated by a
+    float32 copy of the target and by the float64 one, times ``u64 / u32``, estimates the float64
+    evaluation's own error, conditioning included: an ill-conditioned forward (LayerNorm over two
+    nearly equal values) errs far more than a backward-stable one, and the bound above does not
+    see it. The largest over the point and two nearby ones (the float32 error of a single point
+    can be small by luck). Zero when the target does not run in float32.
+    """
+    try:
+        low = target.copy(torch.float32)
+        scale = unit_roundoff(torch.float64) / unit_roundoff(torch.float32)
+        grads32 = [None if g is None else g.float() for g in grads]
+        noise = 0.0
+        for shift in (0.0, 1e-3, -1e-3):
+            moved = call.with_tensors([x * (1 + shift) for x in call.tensors()])
+            exact = phi(target, moved, grads)
+            noise = max(noise, abs(phi(low, moved.cast(torch.float32), grads32) - exact) * scale)
+        return noise
+    except Exception:  # a target without a float32 path: the bound alone
+        return 0.0
+
+
 def richardson(f: Callable[[float], float], h: float) -> tuple[float, float]:
     """(R, |R - R_2|): the twice-extrapolated central difference of ``f`` at 0 and its truncation estimate."""
     d = [(f(s) - f(-s)) / (2 * s) for s in (h, h / 2, h / 4)]
@@ -138,6 +163,7 @@ def compare(
     # by about sqrt(n) u sum|terms|, not the worst case n u sum|terms|; the safety factor is the
     # lambda of their bound.
     delta = u * math.sqrt(n_terms) * (_spread(target, call, grads) + abs(phi(target, call, grads)))
+    delta = max(delta, _measured_noise(target, call, grads))
     values = [*(g for g in grads if g is not None), *(g for g in gradients.all() if g is not None)]
     scale = max((float(t.double().abs().mean()) for t in values if t.numel()), default=0.0)
 
