@@ -170,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nmutation run: {len(mutants)} deliberately wrong modules and optimizers, each must fail")
         for index, mutant in enumerate(mutants, 1):
             outcome = run_mutant(mutant, args.profile, args.seed, args.device)
-            caught = not outcome.ok
             check = outcome.failure["check"] if outcome.failure else None
+            caught = not outcome.ok and check != "exception"  # a crash of the checker is not a catch
             mutation_rows.append(
                 {
                     "name": mutant.name,
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                     "check": check,
                 }
             )
-            verdict = f"caught by {check}" if caught else "SURVIVED"
+            verdict = f"caught by {check}" if caught else ("CRASHED the checker" if check else "SURVIVED")
             print(f"[{index:>2}/{len(mutants)}] {mutant.name:<38} {verdict}", flush=True)
 
     if results:

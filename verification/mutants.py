@@ -19,7 +19,7 @@ import framework as fw
 from framework import optim
 from framework.attention import AttentionContext
 
-from .runner import SpecResult, run_spec
+from .runner import PROFILES, SpecResult, run_spec
 from .spec import Spec
 from .specs import SPECS
 from .specs.attention import AttentionCase
@@ -458,4 +458,7 @@ def run_mutant(mutant: Mutant, profile: str, seed: int, device: str) -> SpecResu
     if mutant.target in optimizers:
         return run_optimizer_spec(with_class(optimizers[mutant.target], mutant.cls, mutant.name), profile, seed)
     specs = {s.name: s for s in SPECS}
-    return run_spec(mutant_spec(mutant, specs[mutant.target]), profile, seed, device, shrink=False)
+    # A mutant gets at least the ci profile's cases, whatever the spec's case_share: the first
+    # cases hypothesis draws are the simplest, where a bug can vanish (a 1/sqrt(d) scale with d = 1).
+    cases = max(PROFILES[profile]["max_examples"], PROFILES["ci"]["max_examples"])
+    return run_spec(mutant_spec(mutant, specs[mutant.target]), profile, seed, device, shrink=False, max_examples=cases)

@@ -15,6 +15,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from torch.utils import _pytree as pytree
 
 import framework as fw
 from framework.cuda_graph import CapturedStep
@@ -30,19 +31,51 @@ FEW = settings(max_examples=5, deadline=None, suppress_health_check=list(HealthC
 F64 = torch.float64
 
 
-def _first(out: Any) -> torch.Tensor:
-    return out[0] if isinstance(out, tuple) else out
+class _Runner:
+    """Forward and backward of one built case from static input buffers, as a captured graph needs.
 
+    Before every run the case's inputs are copied into the static buffers (an ``inplace=True``
+    module overwrites its input); every floating output gets an upstream gradient of its shape,
+    passed to ``backward`` in the output's structure. A run returns the floating outputs and the
+    returned gradients, flattened (None for integer inputs left out).
+    """
 
-def _forward(built: Any) -> torch.Tensor:
-    module = built.module
-    return _first(module(*built.inputs, built.target) if built.target is not None else module(*built.inputs))
+    def __init__(self, built: Any) -> None:
+        self.built, self.module = built, built.module
+        self.originals = [x.clone() for x in built.inputs]
+        self.static = [x.clone() for x in built.inputs]
+        self.grads: list[torch.Tensor | None] | None = None
+        self.spec: Any = None
 
+    def _forward(self) -> Any:
+        for static, original in zip(self.static, self.originals):
+            static.copy_(original)
+        target = self.built.target
+        return self.module(*self.static, target) if target is not None else self.module(*self.static)
 
-def _run(built: Any, grad_output: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    out = _forward(built)
-    grad = built.module.backward() if grad_output is None else built.module.backward(grad_output)
-    return out, grad
+    def prepare(self) -> None:
+        """Draw the upstream gradients from one eager forward (a 0-d loss needs none)."""
+        out = self._forward()
+        leaves, self.spec = pytree.tree_flatten(out)
+        if self.built.target is not None and isinstance(out, torch.Tensor) and out.dim() == 0:
+            self.grads = None
+        else:
+            self.grads = [
+                torch.randn_like(x) if isinstance(x, torch.Tensor) and x.is_floating_point() else None for x in leaves
+            ]
+
+    def __call__(self) -> list[torch.Tensor]:
+        out = self._forward()
+        if self.grads is None:
+            returned = self.module.backward()
+        else:
+            structured = pytree.tree_unflatten(self.grads, self.spec)
+            returned = (
+                self.module.backward(*structured) if isinstance(structured, tuple) else self.module.backward(structured)
+            )
+        outputs = [x for x in pytree.tree_leaves(out) if isinstance(x, torch.Tensor) and x.is_floating_point()]
+        gradients = [g for g in pytree.tree_leaves(returned) if isinstance(g, torch.Tensor)]
+        return outputs + gradients
 
 
 def _generators(module: Any) -> list[torch.Generator]:
@@ -54,8 +87,8 @@ def _generators(module: Any) -> list[torch.Generator]:
     return found
 
 
-def _snapshot(built: Any, out: torch.Tensor, grad: torch.Tensor) -> list[torch.Tensor]:
-    return [out.clone(), grad.clone(), *(g.clone() for _, g in built.module.param())]
+def _snapshot(built: Any, results: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [r.clone() for r in results] + [g.clone() for _, g in built.module.param()]
 
 
 def _assert_dropout_semantics(module: fw.Dropout, x: torch.Tensor, g: torch.Tensor, y: torch.Tensor, dx: torch.Tensor):
@@ -72,40 +105,40 @@ def _assert_dropout_semantics(module: fw.Dropout, x: torch.Tensor, g: torch.Tens
 def test_forward_and_backward_never_sync_and_replay_from_a_cuda_graph(spec, data):
     built = data.draw(spec.cases()).build(F64, "cuda")
     module = built.module
-    out = _forward(built)
-    # A loss reduced to a 0-d tensor needs no grad_output; every other output gets one of its shape.
-    grad_output = None if built.target is not None and out.dim() == 0 else torch.randn_like(out)
-    _run(built, grad_output)  # warm-up: caches built, generators moved to the device
+    run = _Runner(built)
+    run.prepare()
+    run()  # warm-up: caches built, generators moved to the device
     torch.cuda.synchronize()
 
     torch.cuda.set_sync_debug_mode("error")
     try:
         module.zero_grad()
-        eager = _snapshot(built, *_run(built, grad_output))
+        eager = _snapshot(built, run())
     finally:
         torch.cuda.set_sync_debug_mode(0)
 
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        _run(built, grad_output)
+        run()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     for generator in _generators(module):
         graph.register_generator_state(generator)
     module.zero_grad()
     with torch.cuda.graph(graph):
-        static_out, static_grad = _run(built, grad_output)
+        static = run()
     module.zero_grad()
     graph.replay()
     torch.cuda.synchronize()
 
-    replayed = _snapshot(built, static_out, static_grad)
+    replayed = _snapshot(built, static)
     if isinstance(module, fw.Dropout) and module.training and 0.0 < module.p < 1.0:
-        _assert_dropout_semantics(module, built.inputs[0], grad_output, replayed[0], replayed[1])
+        _assert_dropout_semantics(module, run.originals[0], run.grads[0], replayed[0], replayed[1])
         return
-    for name, a, b in zip(["output", "input gradient", *(n for n, _, _ in module.named_param())], replayed, eager):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=lambda m, name=name: f"{spec}: {name}: {m}")
+    assert len(replayed) == len(eager)
+    for i, (a, b) in enumerate(zip(replayed, eager)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=lambda m, i=i: f"{spec}: result {i}: {m}")
 
 
 # -- a whole training step ---------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Specs of framework/normalization.py: per-sample statistics, normalised shapes of any rank."""
 
+import inspect
 import math
 
 import torch
@@ -27,6 +28,17 @@ def _trailing_inputs(domain):
     return inputs
 
 
+# torch.nn.GroupNorm takes ``bias`` from torch 2.13 on: on older versions the twin exists for
+# bias=True only, so the spec draws no other.
+_GROUP_NORM_HAS_BIAS = "bias" in inspect.signature(torch.nn.GroupNorm).parameters
+
+
+def _group_norm_twin(m):
+    if _GROUP_NORM_HAS_BIAS:
+        return torch.nn.GroupNorm(m.num_groups, m.num_channels, m.eps, m.affine, bias=m.bias is not None)
+    return torch.nn.GroupNorm(m.num_groups, m.num_channels, m.eps, m.affine)
+
+
 @st.composite
 def _group_kwargs(draw):
     groups = draw(sizes(1, 3))
@@ -35,7 +47,7 @@ def _group_kwargs(draw):
         "num_channels": groups * draw(sizes(1, 3)),
         "eps": draw(EPS),
         "affine": draw(booleans()),
-        "bias": draw(booleans()),
+        "bias": draw(booleans()) if _GROUP_NORM_HAS_BIAS else True,
     }
 
 
@@ -68,7 +80,7 @@ SPECS = [
         fw.GroupNorm,
         _group_kwargs(),
         _group_inputs,
-        lambda m: torch.nn.GroupNorm(m.num_groups, m.num_channels, m.eps, m.affine, bias=m.bias is not None),
+        _group_norm_twin,
     ),
     Spec(
         fw.RMSNorm,
