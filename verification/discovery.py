@@ -3,8 +3,8 @@
 The rule (one rule, used by ``python -m verification PATH``, ``python -m benchmarks PATH``
 and the pytest plugin): a module's specs are
 
-* the ``Spec`` objects bound at its top level and declared in it (not those it imports),
-* the ops in it decorated with ``@verification.spec`` (bound at top level or not),
+* the ``Spec`` objects and ``@verification.spec`` ops bound at its top level and declared in
+  it (not those it imports),
 * every ``Spec`` in a top-level ``verification_specs`` list, wherever declared: the explicit way
   to verify specs declared elsewhere (the project's gate lists the framework's this way).
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from .registry import registered, spec_of
+from .registry import spec_of
 from .spec import Spec
 
 SKIPPED_FILES = {"conftest.py", "setup.py", "__main__.py"}
@@ -64,9 +64,6 @@ def specs_in(module: ModuleType) -> list[Spec]:
             continue
         declared = spec_of(value)
         if declared is not None and declared.origin[0] == name:
-            add(declared)
-    for declared in registered():
-        if declared.origin[0] == name:
             add(declared)
     return found
 

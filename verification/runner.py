@@ -266,8 +266,13 @@ def _finite(x: float) -> float | str:
     return x if x == x and abs(x) != math.inf else str(x)
 
 
-def replay_command(case: Case, device: str = "cpu", command: str = DEFAULT_COMMAND) -> str:
+def replay_command(
+    case: Case, device: str = "cpu", command: str = DEFAULT_COMMAND, dtypes: Sequence[torch.dtype] | None = None
+) -> str:
+    """The command that re-runs ``case`` (on ``device``, in ``dtypes`` when not all of the spec's)."""
     extra = f" --device {device}" if device != "cpu" else ""
+    if dtypes is not None and set(dtypes) != set(case.spec.dtypes):
+        extra += " --dtype " + " ".join(dtype_name(d) for d in _ordered(dtypes))
     return f"{command} --only {shlex.quote(case.spec.name)}{extra} --replay {shlex.quote(case.to_json())}"
 
 
@@ -360,7 +365,7 @@ def run_spec(
             f"{spec.name}: no verdict within its time limit of {limit:g} s{during}; the target hangs or is too "
             f"slow for this many cases (raise time_limit on the spec or --time-limit)",
             case,
-            replay_command(case, device, command) if case else "",
+            replay_command(case, device, command, dtypes) if case else "",
         )
     except Exception as error:
         if not last_failure:  # hypothesis itself gave up (e.g. a flaky target): still this spec's failure
@@ -372,7 +377,7 @@ def run_spec(
                 "check": last_failure["check"],
                 "message": last_failure["message"],
                 "case": case.to_json(),
-                "replay": replay_command(case, device, command),
+                "replay": replay_command(case, device, command, dtypes),
             }
             for name in last_failure["check"].split(", "):
                 result.checks.setdefault(name, CheckSummary()).ok = False

@@ -1,0 +1,3 @@
+"""pytester: the verification plugin's tests run pytest on generated test files."""
+
+pytest_plugins = ["pytester"]
