@@ -84,6 +84,8 @@ def _randomize_parameters(module: Any, generator: torch.Generator) -> None:
         params = [p for _, p, _ in module.named_param()]
     elif isinstance(module, torch.nn.Module):
         params = [p for p in module.parameters() if p.is_floating_point()]
+    elif callable(getattr(module, "param", None)):  # another EE-559 framework: [parameter, gradient] pairs
+        params = [pair[0] for pair in module.param()]
     else:
         return
     with torch.no_grad():
@@ -189,6 +191,7 @@ class Spec:
     _cases: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self._cases = None  # derived from the fields: never carried over by dataclasses.replace
         if not self.origin[0]:
             self.origin = _declared_at()
         if not self.name:
@@ -272,9 +275,11 @@ class Spec:
         if self.twin is not None:
             from .twins import twin_of
 
-            # A torch.nn.Module's parameters are copied in by check_gradients (by name, else by
-            # position); a framework module's, with its buffers, by the twin registry's copy_state.
-            return twin_of(built.module, copy=not isinstance(built.module, torch.nn.Module))
+            # A framework module's parameters and buffers are copied by the twin registry's
+            # copy_state; any other's (a torch.nn.Module, another EE-559 framework's module) by
+            # check_gradients, by name, else by position.
+            framework = callable(getattr(built.module, "named_param", None))
+            return twin_of(built.module, copy=framework and not isinstance(built.module, torch.nn.Module))
         reference = self.reference
         if isinstance(reference, type) and issubclass(reference, torch.nn.Module):
             assert built.case is not None
