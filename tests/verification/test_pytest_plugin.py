@@ -2,6 +2,7 @@
 shrunk case and its replay command, rerun with --lf, spread over workers and reach JUnit XML."""
 
 import shutil
+import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -9,6 +10,13 @@ import pytest
 
 HERE = Path(__file__).resolve().parent / "user_specs"
 DEV = ("-p", "no:cacheprovider", "--spec-profile", "dev")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_user_modules(monkeypatch):
+    """Other tests import the fixtures from user_specs/; each run here imports its own copy."""
+    for name in [n for n in sys.modules if n.endswith("_ops") or n.endswith("_ops_spec")]:
+        monkeypatch.delitem(sys.modules, name)
 
 
 def copy(pytester, *names, rename=None):

@@ -9,11 +9,11 @@ from verification.strategies import batched, sizes
 
 
 @verification.spec(
-    kwargs={"features": sizes(1, 4)},
-    inputs=lambda kw: [Input(batched(kw["features"]))],
+    kwargs={"rows": sizes(1, 5), "features": sizes(1, 4)},
+    inputs=lambda kw: [Input((kw["rows"], kw["features"]))],
     reference=lambda x: x**3,
     dtypes=(torch.float64, torch.float32, torch.bfloat16),
-    benchmark={"small": {"features": 64}},
+    benchmark={"small": {"rows": 16, "features": 64}},
 )
 class Cube(torch.autograd.Function):
     """y = x^3;   dy/dx = 3 x^2"""
