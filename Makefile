@@ -59,8 +59,8 @@ bench-compare: $(STAMP) ## Compare framework/torch ratios against the saved base
 	$(PY) -m benchmarks --device $(DEVICE) --json $(RESULTS)/benchmarks-$(DEVICE).json
 	$(PY) -m benchmarks.compare --recheck $(RESULTS)/benchmarks-$(DEVICE).json benchmarks/baseline-$(DEVICE).json
 
-train: $(STAMP) ## Run the disk-classification experiment, framework against torch (RUNS=10)
-	$(PY) -m experiment --runs $(RUNS) --json $(RESULTS)/training.json
+train: $(STAMP) ## Run the disk-classification experiment, framework against torch (RUNS=10, DEVICE=cuda for the GPU)
+	$(PY) -m experiment --runs $(RUNS) --device $(DEVICE) --json $(RESULTS)/training.json
 	$(PY) -m reports --only training --results $(RESULTS)
 
 report: $(STAMP) ## Render every HTML page from the latest results into $(RESULTS)/html

@@ -69,6 +69,9 @@ def pytest_arguments(args: argparse.Namespace, json_path: Path) -> list[str]:
         # pytest rewriting their asserts.
         "-W",
         "ignore::pytest.PytestAssertRewriteWarning",
+        # pytest-benchmark disables itself wherever xdist is active: timings are taken serially.
+        "-p",
+        "no:xdist",
     ]
     argv.append(f"--bench-threads={args.threads}")
     for name in args.only or []:
@@ -89,25 +92,43 @@ def _time(seconds: float | None) -> str:
 
 
 def summary(data: dict[str, Any]) -> str:
-    """The per-case table: medians, ratio, GFLOP/s and % of the matmul peak."""
+    """The per-case table: times, ratio, GFLOP/s and % of the matmul peak (compute-bound cases),
+    GB/s and % of the memory bandwidth (memory-bound cases), both measured in the same run."""
     info = data.get("machine_info", {})
     peak = info.get("matmul_peak_gflops")
+    bandwidth = info.get("memory_bandwidth_gbs")
     table = rows(data)
     if not table:
         return "no benchmark ran"
     labels = (info.get("bench") or {}).get("labels") or {"framework": "framework", "torch": "torch"}
     ours, theirs = labels["framework"], labels["torch"]
     short = "fw" if ours == "framework" else ours
-    header = ("case", "size", "pass", ours, theirs, f"{short}/{theirs}", f"{short} GFLOP/s", f"{theirs} GFLOP/s")
-    header += (f"{short} % peak",)
+    header = (
+        "case",
+        "size",
+        "pass",
+        ours,
+        theirs,
+        f"{short}/{theirs}",
+        f"{short} GFLOP/s",
+        f"{theirs} GFLOP/s",
+        f"{short} % peak",
+        f"{short} GB/s",
+        f"{theirs} GB/s",
+        f"{short} % bw",
+    )
     lines = []
     for row in table:
         gflops = ["-", "-", "-"]
         if row.flops and row.framework and row.torch:
             fw_rate, torch_rate = row.flops / row.framework / 1e9, row.flops / row.torch / 1e9
             gflops = [f"{fw_rate:.1f}", f"{torch_rate:.1f}", f"{100 * fw_rate / peak:.0f}%" if peak else "-"]
+        gbs = ["-", "-", "-"]
+        if row.bytes and row.framework and row.torch:
+            fw_rate, torch_rate = row.bytes / row.framework / 1e9, row.bytes / row.torch / 1e9
+            gbs = [f"{fw_rate:.1f}", f"{torch_rate:.1f}", f"{100 * fw_rate / bandwidth:.0f}%" if bandwidth else "-"]
         ratio = "-" if row.ratio is None else f"{row.ratio:.2f}"
-        lines.append((row.module, row.size, row.pass_, _time(row.framework), _time(row.torch), ratio, *gflops))
+        lines.append((row.module, row.size, row.pass_, _time(row.framework), _time(row.torch), ratio, *gflops, *gbs))
     widths = [max(len(str(r[i])) for r in [header, *lines]) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" if i < 3 else f"{{:>{w}}}" for i, w in enumerate(widths))
     out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
@@ -116,12 +137,20 @@ def summary(data: dict[str, Any]) -> str:
     bench = info.get("bench") or {}
     peak_text = f"{peak:.1f} GFLOP/s" if peak else "not measured"
     detail = info.get("matmul_peak") or {}
+    copy = info.get("memory_bandwidth") or {}
+    bandwidth_text = f"{bandwidth:.1f} GB/s" if bandwidth else "not measured"
     out.append("")
     out.append(
         f"device {bench.get('device', '?')}, dtype {bench.get('dtype', '?')}, threads {bench.get('threads', '?')}, "
         f"torch {env.get('torch', '?')}, {env.get('gpu') or env.get('cpu', '?')}"
     )
     out.append(f"matmul peak: {peak_text} ({detail.get('n', '?')}x{detail.get('n', '?')} {detail.get('dtype', '')})")
+    out.append(
+        f"memory bandwidth: {bandwidth_text} (copy of {copy.get('megabytes', '?')} MB; "
+        f"a case's GB/s counts the least bytes it must move)"
+    )
+    if bench.get("device") == "cuda":
+        out.append("sizes: medium and large from the GPU table (see each result's shapes)")
     return "\n".join(out)
 
 
@@ -195,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.cuda.is_available():
             print("benchmarks: --device cuda requested but CUDA is not available; nothing to run")
             return 0
+    # Started from a test that an xdist worker runs, the worker's variables would make
+    # pytest-benchmark believe this run is parallel too, and disable itself.
+    for variable in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        os.environ.pop(variable, None)
     json_path = args.json or Path("results") / f"benchmarks-{args.device}.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
     code = pytest.main(pytest_arguments(args, json_path))

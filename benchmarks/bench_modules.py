@@ -58,8 +58,10 @@ def test_module(benchmark: Any, item: tuple[BenchCase, str, str, str], request: 
         size=size,
         impl=impl,
         **{"pass": pass_},
-        shapes=shape_text(case, size),
-        flops=case.flops(size, pass_),
+        shapes=shape_text(case, size, bench.device),
+        size_table="gpu" if bench.device == "cuda" and size in case.gpu_sizes else "cpu",
+        flops=case.flops(size, pass_, bench.device),
+        bytes=case.bytes(size, pass_, torch.finfo(bench.dtype).bits // 8, bench.device),
         workload=False,
     )
     benchmark(pair.callable(impl, pass_))

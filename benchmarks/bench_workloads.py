@@ -23,9 +23,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     items = [
         (workload, size, impl)
         for workload in available_workloads()
-        if bench.wanted(workload.name)
+        if bench.wanted(workload.name) and bench.device in workload.devices
         for size in bench.sizes
-        if size in workload.sizes
+        if size in workload.sizes_for(bench.device)
         for impl in ("framework", "torch")
     ]
     metafunc.parametrize("step_item", items, ids=[f"{w.name}-{s}-{i}" for w, s, i in items])
@@ -35,7 +35,7 @@ def _step(workload: Workload, size: str, dtype: torch.dtype, device: str) -> Ste
     key = (workload.name, size, dtype, device)
     if _LAST.get("key") != key:
         _LAST.clear()
-        step = workload.build(dtype=dtype, device=device, **workload.sizes[size])
+        step = workload.build(dtype=dtype, device=device, **workload.sizes_for(device)[size])
         step.check()
         _LAST.update(key=key, step=step)
     return _LAST["step"]
@@ -54,7 +54,7 @@ def test_workload(benchmark: Any, step_item: tuple[Workload, str, str], request:
         size=size,
         impl=impl,
         **{"pass": "train_step"},
-        shapes=workload.shapes(size),
+        shapes=workload.shapes(size, bench.device),
         flops=None,
         workload=True,
     )

@@ -7,10 +7,19 @@ Sizes:
     ``large``: compute- or memory-bound (Linear 4096x1024 -> 1024, Conv2d batch 32, 16 -> 32
         channels, 32x32, elementwise 4M elements).
 
+On a GPU those CPU sizes are launch-bound, so ``medium`` and ``large`` come from a second table
+(``gpu_sizes``): compute-bound matrix products (Conv2d batch 64, 128 -> 128 channels, 56x56:
+118 GFLOP a forward) and bandwidth-bound elementwise work (64M elements, 256 MB in float32).
+Every result records the shapes it ran at. A case without a GPU table runs its CPU sizes there.
+
 Activations, losses, Dropout and BatchNorm1d take elementwise (N, features) sizes; spatial
 modules take image-shaped ones. ``flops`` is the forward pass's floating-point operation count
 (a multiply-add counts 2) for the matrix-multiply-bound modules only; their backward costs
 ``backward_factor`` times the forward (input and weight gradients: two more products).
+``traffic`` is, for the memory-bound modules, the bytes a pass must move at the least (every
+input read once, every output written once) in units of the input's bytes, forward and
+forward+backward: an activation reads x and writes y (2), and its backward reads dL/dy and x
+and writes dL/dx (5 in all).
 """
 
 from __future__ import annotations
@@ -37,6 +46,10 @@ class Size:
     shape: tuple[int, ...]
     flops: float | None = None
 
+    @property
+    def elements(self) -> int:
+        return math.prod(self.shape)
+
 
 @dataclass(frozen=True)
 class BenchCase:
@@ -53,6 +66,9 @@ class BenchCase:
         check: ``"twin"`` compares outputs and gradients with the twin; ``"dropout"`` checks the
             framework's own train-mode semantics and equality with the twin in eval mode.
         backward_factor: backward FLOPs over forward FLOPs.
+        gpu_sizes: ``medium`` and ``large`` on a GPU (compute- or bandwidth-bound there).
+        traffic: the least bytes a forward and a forward+backward move, in input sizes
+            (memory-bound modules only).
     """
 
     name: str
@@ -64,22 +80,37 @@ class BenchCase:
     check: str = "twin"
     backward_factor: float = 2.0
     notes: str = field(default="", compare=False)
+    gpu_sizes: dict[str, Size] = field(default_factory=dict, compare=False)
+    traffic: tuple[float, float] | None = None
 
     @property
     def is_loss(self) -> bool:
         return self.target is not None
 
-    def build_module(self, size: str) -> Any:
-        kwargs = self.sizes[size].kwargs
+    def size(self, size: str, device: str = "cpu") -> Size:
+        """The :class:`Size` of ``size`` on ``device`` (``"cuda"`` takes the GPU table where there is one)."""
+        if device == "cuda" and size in self.gpu_sizes:
+            return self.gpu_sizes[size]
+        return self.sizes[size]
+
+    def build_module(self, size: str, device: str = "cpu") -> Any:
+        kwargs = self.size(size, device).kwargs
         if self.make is not None:
             return self.make(**kwargs)
         return getattr(fw, self.name)(**kwargs)
 
-    def flops(self, size: str, pass_: str) -> float | None:
-        forward = self.sizes[size].flops
+    def flops(self, size: str, pass_: str, device: str = "cpu") -> float | None:
+        forward = self.size(size, device).flops
         if forward is None:
             return None
         return forward * (1.0 if pass_ == "forward" else 1.0 + self.backward_factor)
+
+    def bytes(self, size: str, pass_: str, itemsize: int, device: str = "cpu") -> float | None:
+        """The least bytes one call of ``pass_`` moves (memory-bound cases), for % of memory bandwidth."""
+        if self.traffic is None:
+            return None
+        streams = self.traffic[0] if pass_ == "forward" else self.traffic[1]
+        return streams * self.size(size, device).elements * itemsize
 
     def __str__(self) -> str:
         return self.name
@@ -89,15 +120,43 @@ class BenchCase:
 ELEMENTWISE = {"seed": (100, 25), "medium": (256, 1024), "large": (4096, 1024)}
 IMAGES = {"seed": (50, 2, 8, 8), "medium": (32, 16, 32, 32), "large": (32, 32, 64, 64)}
 CLASSES = {"seed": (100, 2), "medium": (256, 1000), "large": (4096, 1000)}
+# On a GPU: 16M and 64M elements (64 and 256 MB in float32), far past launch overhead and caches.
+ELEMENTWISE_GPU = {"medium": (4096, 4096), "large": (16384, 4096)}
+IMAGES_GPU = {"medium": (32, 64, 56, 56), "large": (128, 64, 56, 56)}
+CLASSES_GPU = {"medium": (16384, 1000), "large": (65536, 1000)}
+# Bytes moved per pass, in input sizes: (forward, forward+backward).
+ELEMENTWISE_TRAFFIC = (2.0, 5.0)
 
 
-def elementwise(name: str, domain: Domain = REAL, target: str | None = None, **kwargs: Any) -> BenchCase:
-    return BenchCase(name, {s: Size(dict(kwargs), shape) for s, shape in ELEMENTWISE.items()}, domain, target)
+def elementwise(
+    name: str,
+    domain: Domain = REAL,
+    target: str | None = None,
+    traffic: tuple[float, float] | None = ELEMENTWISE_TRAFFIC,
+    **kwargs: Any,
+) -> BenchCase:
+    """An elementwise case: activations read x and write y; losses read prediction and target (2),
+    and their backward reads them again and writes the gradient (5)."""
+    return BenchCase(
+        name,
+        {s: Size(dict(kwargs), shape) for s, shape in ELEMENTWISE.items()},
+        domain,
+        target,
+        gpu_sizes={s: Size(dict(kwargs), shape) for s, shape in ELEMENTWISE_GPU.items()},
+        traffic=traffic,
+    )
 
 
-def images(name: str, kwargs: Callable[[tuple[int, ...]], dict[str, Any]]) -> BenchCase:
+def images(
+    name: str, kwargs: Callable[[tuple[int, ...]], dict[str, Any]], traffic: tuple[float, float] | None = None
+) -> BenchCase:
     """A spatial case whose kwargs depend on the input shape (channels)."""
-    return BenchCase(name, {s: Size(kwargs(shape), shape) for s, shape in IMAGES.items()})
+    return BenchCase(
+        name,
+        {s: Size(kwargs(shape), shape) for s, shape in IMAGES.items()},
+        gpu_sizes={s: Size(kwargs(shape), shape) for s, shape in IMAGES_GPU.items()},
+        traffic=traffic,
+    )
 
 
 def linear_size(batch: int, fan_in: int, fan_out: int) -> Size:
@@ -156,6 +215,7 @@ CASES_LIST: list[BenchCase] = [
             "medium": linear_size(512, 256, 256),
             "large": linear_size(4096, 1024, 1024),
         },
+        gpu_sizes={"medium": linear_size(4096, 4096, 4096), "large": linear_size(8192, 4096, 4096)},
     ),
     BenchCase(
         "Sequential",
@@ -164,6 +224,7 @@ CASES_LIST: list[BenchCase] = [
             "medium": mlp_size(512, (256, 256, 256, 256)),
             "large": mlp_size(2048, (1024, 1024, 1024, 1024)),
         },
+        gpu_sizes={"medium": mlp_size(4096, (2048,) * 4), "large": mlp_size(8192, (4096,) * 4)},
         make=mlp,
         notes="the seed's MLP shape: Linear/ReLU stack",
     ),
@@ -174,10 +235,12 @@ CASES_LIST: list[BenchCase] = [
             "medium": conv1d_size(32, 16, 32, 256, 5),
             "large": conv1d_size(32, 64, 128, 1024, 5),
         },
+        gpu_sizes={"medium": conv1d_size(32, 64, 128, 4096, 5), "large": conv1d_size(64, 256, 256, 4096, 5)},
     ),
     BenchCase(
         "Conv2d",
         {"seed": conv2d_size(50, 2, 4, 8), "medium": conv2d_size(32, 8, 16, 16), "large": conv2d_size(32, 16, 32, 32)},
+        gpu_sizes={"medium": conv2d_size(32, 64, 64, 56), "large": conv2d_size(64, 128, 128, 56)},
     ),
     BenchCase(
         "ConvTranspose2d",
@@ -186,17 +249,29 @@ CASES_LIST: list[BenchCase] = [
             "medium": conv_transpose2d_size(32, 16, 8, 8),
             "large": conv_transpose2d_size(32, 32, 16, 16),
         },
+        gpu_sizes={
+            "medium": conv_transpose2d_size(32, 128, 64, 32),
+            "large": conv_transpose2d_size(64, 256, 128, 32),
+        },
     ),
     # -- spatial, memory bound ------------------------------------------------------------------------
-    images("MaxPool2d", lambda shape: {"kernel_size": 2}),
-    images("AvgPool2d", lambda shape: {"kernel_size": 2}),
-    images("Upsample", lambda shape: {"scale_factor": 2, "mode": "nearest"}),
-    images("BatchNorm2d", lambda shape: {"num_features": shape[1]}),
+    # 2x2 pooling reads x and writes a quarter of it; its backward reads that quarter and writes dL/dx.
+    images("MaxPool2d", lambda shape: {"kernel_size": 2}, traffic=(1.25, 2.5)),
+    images("AvgPool2d", lambda shape: {"kernel_size": 2}, traffic=(1.25, 2.5)),
+    images("Upsample", lambda shape: {"scale_factor": 2, "mode": "nearest"}, traffic=(5.0, 10.0)),
+    images("BatchNorm2d", lambda shape: {"num_features": shape[1]}, traffic=(2.0, 5.0)),
     images("Flatten", lambda shape: {}),
-    BenchCase("BatchNorm1d", {s: Size({"num_features": shape[1]}, shape) for s, shape in ELEMENTWISE.items()}),
+    BenchCase(
+        "BatchNorm1d",
+        {s: Size({"num_features": shape[1]}, shape) for s, shape in ELEMENTWISE.items()},
+        gpu_sizes={s: Size({"num_features": shape[1]}, shape) for s, shape in ELEMENTWISE_GPU.items()},
+        traffic=(2.0, 5.0),
+    ),
     BenchCase(
         "Dropout",
         {s: Size({"p": 0.5}, shape) for s, shape in ELEMENTWISE.items()},
+        gpu_sizes={s: Size({"p": 0.5}, shape) for s, shape in ELEMENTWISE_GPU.items()},
+        traffic=(2.0, 4.0),  # the backward reads dL/dy (and a mask) and writes dL/dx
         twin=_dropout_twin,
         check="dropout",
         notes="timed in train mode against torch.nn.Dropout; equality checked in eval mode, train mode "
@@ -220,7 +295,13 @@ CASES_LIST: list[BenchCase] = [
     elementwise("SmoothL1Loss", target="values", beta=1.0),
     elementwise("BCELoss", domain=PROBABILITY, target="unit"),
     elementwise("BCEWithLogitsLoss", target="unit"),
-    BenchCase("CrossEntropyLoss", {s: Size({}, shape) for s, shape in CLASSES.items()}, target="indices"),
+    BenchCase(
+        "CrossEntropyLoss",
+        {s: Size({}, shape) for s, shape in CLASSES.items()},
+        target="indices",
+        gpu_sizes={s: Size({}, shape) for s, shape in CLASSES_GPU.items()},
+        traffic=(1.0, 3.0),  # logits read; then read again and dL/dlogits written
+    ),
 ]
 
 CASES: dict[str, BenchCase] = {case.name: case for case in CASES_LIST}
@@ -236,7 +317,7 @@ def available_cases() -> list[BenchCase]:
     return [case for case in CASES_LIST if case.name in names]
 
 
-def shape_text(case: BenchCase, size: str) -> str:
-    spec = case.sizes[size]
+def shape_text(case: BenchCase, size: str, device: str = "cpu") -> str:
+    spec = case.size(size, device)
     args = ", ".join(f"{k}={v}" for k, v in spec.kwargs.items())
     return f"{case.name}({args}) input {tuple(spec.shape)} [{math.prod(spec.shape)} elements]"

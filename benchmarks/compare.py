@@ -48,6 +48,7 @@ class Row:
     torch: float | None = None
     flops: float | None = None
     workload: bool = False
+    bytes: float | None = None  # least bytes moved by one call (memory-bound cases)
 
     @property
     def key(self) -> str:
@@ -68,7 +69,9 @@ def rows(data: dict[str, Any]) -> list[Row]:
         if not all(k in info for k in (*KEY_FIELDS, "impl")):
             continue
         key = tuple(str(info[k]) for k in KEY_FIELDS)
-        row = table.setdefault(key, Row(*key, flops=info.get("flops"), workload=bool(info.get("workload"))))
+        row = table.setdefault(
+            key, Row(*key, flops=info.get("flops"), workload=bool(info.get("workload")), bytes=info.get("bytes"))
+        )
         setattr(row, "framework" if info["impl"] == "framework" else "torch", bench["stats"]["min"])
     return list(table.values())
 

@@ -220,7 +220,7 @@ def build(
     device = torch.device(device)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    module = case.build_module(size)
+    module = case.build_module(size, device.type)
     _randomize_parameters(module, generator)
     module.to(device=device, dtype=dtype)
     module.train()
@@ -230,7 +230,7 @@ def build(
     if case.twin is not None:
         copy_state(module, twin)
 
-    x = case.domain.sample(case.sizes[size].shape, generator).to(device=device, dtype=dtype)
+    x = case.domain.sample(case.size(size, device.type).shape, generator).to(device=device, dtype=dtype)
     target = None
     if case.target == "indices":
         target = class_indices()(x, generator).to(device)
@@ -270,5 +270,37 @@ def matmul_peak(
         "repeats": repeats,
         "device": str(device),
         "dtype": str(dtype).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def memory_bandwidth(
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    megabytes: int | None = None,
+    budget_s: float = 2.0,
+) -> dict:
+    """This machine's memory bandwidth: the best of repeated copies of a buffer far larger than any
+    cache (a copy reads and writes it: 2 bytes moved per byte), in GB/s, for % of bandwidth."""
+    device = torch.device(device)
+    megabytes = megabytes or (1024 if device.type == "cuda" else 256)
+    n = megabytes * 2**20 // (torch.finfo(dtype).bits // 8)
+    source = torch.ones(n, dtype=dtype, device=device)
+    target = torch.empty_like(source)
+    copy = synchronized(lambda: target.copy_(source), device)
+    copy()  # warm-up: the pages of both buffers are mapped
+    best, spent, repeats = float("inf"), 0.0, 0
+    while repeats < 3 or (spent < budget_s and repeats < 50):
+        start = time.perf_counter()
+        copy()
+        elapsed = time.perf_counter() - start
+        best, spent, repeats = min(best, elapsed), spent + elapsed, repeats + 1
+    moved = 2 * source.numel() * source.element_size()
+    return {
+        "gbs": moved / best / 1e9,
+        "megabytes": megabytes,
+        "seconds": best,
+        "repeats": repeats,
+        "device": str(device),
         "threads": torch.get_num_threads(),
     }

@@ -1,8 +1,8 @@
 """pytest plugin of the benchmark suite (loaded by ``python -m benchmarks`` with ``-p benchmarks.plugin``).
 
-Adds the ``--bench-*`` options, sets the thread count, measures the matrix-multiply peak
-before the first benchmark, and extends pytest-benchmark's ``machine_info`` with the shared
-environment record and that peak.
+Adds the ``--bench-*`` options, sets the thread count, measures the matrix-multiply peak and
+the memory bandwidth before the first benchmark, and extends pytest-benchmark's
+``machine_info`` with the shared environment record, that peak and that bandwidth.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from .cases import SIZES
-from .harness import configure, matmul_peak
+from .harness import configure, matmul_peak, memory_bandwidth
 from .specs import DTYPES as SPEC_DTYPES
 
 
@@ -43,6 +43,7 @@ class Settings:
         self.only = {name for entry in config.getoption("--bench-only") for name in entry.split(",") if name}
         self.threads = config.getoption("--bench-threads") or None
         self.peak: dict[str, Any] | None = None
+        self.bandwidth: dict[str, Any] | None = None
 
     def wanted(self, name: str) -> bool:
         return not self.only or name in self.only
@@ -69,6 +70,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if session.items and bench.peak is None and (bench.device != "cuda" or torch.cuda.is_available()):
         # Measured before any case, in the run's dtype, so "% of peak" compares like with like.
         bench.peak = matmul_peak(bench.device, bench.dtype)
+        bench.bandwidth = memory_bandwidth(bench.device, bench.dtype)
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
@@ -79,9 +81,14 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         # Measured again after the cases: the better of the two is the machine's, not its load's.
         again = matmul_peak(bench.device, bench.dtype)
         bench.peak = max(bench.peak, again, key=lambda m: m["gflops"])
+    if bench.bandwidth is not None:
+        again = memory_bandwidth(bench.device, bench.dtype)
+        bench.bandwidth = max(bench.bandwidth, again, key=lambda m: m["gbs"])
     machine_info["environment"] = environment(bench.device)
     machine_info["matmul_peak_gflops"] = bench.peak["gflops"] if bench.peak else None
     machine_info["matmul_peak"] = bench.peak
+    machine_info["memory_bandwidth_gbs"] = bench.bandwidth["gbs"] if bench.bandwidth else None
+    machine_info["memory_bandwidth"] = bench.bandwidth
     machine_info["bench"] = {"device": bench.device, "dtype": bench.dtype_name, "threads": torch.get_num_threads()}
     if bench.spec_paths:  # users' ops: the hand-written side is the spec's target, the other its reference
         machine_info["bench"].update(specs=bench.spec_paths, labels={"framework": "op", "torch": "reference"})

@@ -3,7 +3,9 @@
 * ``SeedMLP-b50`` / ``SeedMLP-b100``: the seed experiment's network, 2-25-25-25-2 with ReLU,
   MSE against one-hot targets, SGD with lr 0.5, batches of 50 and 100.
 * ``SmallCNN``: Conv2d(3x3, padding 1), ReLU, MaxPool2d(2), Flatten, Linear, CrossEntropyLoss,
-  SGD with lr 0.01 and momentum 0.9.
+  SGD with lr 0.01 and momentum 0.9 (on a GPU, ``medium`` and ``large`` are bigger networks).
+* ``SeedMLP-b50-graph`` (GPU only): the seed step captured in a CUDA graph
+  (:class:`framework.cuda_graph.CapturedStep`) against torch's eager step.
 
 The framework side uses ``framework.optim.SGD``; the torch side the twin network,
 ``torch.nn`` losses and ``torch.optim.SGD``. Before timing, both take two steps from the same
@@ -12,8 +14,9 @@ parameters on the same batch (the second exercises the momentum buffer) and must
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -41,9 +44,15 @@ class Workload:
     sizes: dict[str, dict[str, Any]]
     needs: tuple[str, ...]
     build: Callable[..., Step]
+    gpu_sizes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    devices: tuple[str, ...] = ("cpu", "cuda")
 
-    def shapes(self, size: str) -> str:
-        return f"{self.name}(" + ", ".join(f"{k}={v}" for k, v in self.sizes[size].items()) + ")"
+    def sizes_for(self, device: str) -> dict[str, dict[str, Any]]:
+        """The sizes on ``device``: on a GPU, its own table replaces the CPU sizes it names."""
+        return {**self.sizes, **self.gpu_sizes} if device == "cuda" else dict(self.sizes)
+
+    def shapes(self, size: str, device: str = "cpu") -> str:
+        return f"{self.name}(" + ", ".join(f"{k}={v}" for k, v in self.sizes_for(device)[size].items()) + ")"
 
     def __str__(self) -> str:
         return self.name
@@ -141,6 +150,24 @@ def seed_mlp(batch: int, dtype: torch.dtype = torch.float32, device: str | torch
     )
 
 
+class CapturedStep(Step):
+    """The framework side replays the step from a CUDA graph (captured after two eager steps)."""
+
+    def framework_step(self) -> Tensor:
+        captured = self.__dict__.get("captured")
+        if captured is None:
+            captured = fw.CapturedStep(self.model, self.criterion, self.optimizer, self.x, self.target)
+            self.__dict__["captured"] = captured
+        return captured(self.x, self.target)
+
+
+def seed_mlp_captured(
+    batch: int, dtype: torch.dtype = torch.float32, device: str | torch.device = "cuda", seed: int = 0
+) -> Step:
+    step = seed_mlp(batch, dtype, device, seed)
+    return CapturedStep(**{f.name: getattr(step, f.name) for f in dataclasses.fields(Step)})
+
+
 def small_cnn(
     batch: int,
     channels: int,
@@ -191,6 +218,17 @@ WORKLOADS: list[Workload] = [
         },
         ("Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear", "CrossEntropyLoss", "Sequential"),
         small_cnn,
+        gpu_sizes={
+            "medium": {"batch": 256, "channels": 3, "side": 32, "filters": 64},
+            "large": {"batch": 512, "channels": 3, "side": 64, "filters": 64},
+        },
+    ),
+    Workload(
+        "SeedMLP-b50-graph",
+        {"seed": {"batch": 50}},
+        ("Linear", "ReLU", "MSELoss", "Sequential"),
+        seed_mlp_captured,
+        devices=("cuda",),
     ),
 ]
 

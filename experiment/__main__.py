@@ -66,6 +66,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--n-train", type=int, default=defaults.n_train)
     p.add_argument("--n-test", type=int, default=defaults.n_test)
     p.add_argument("--threads", type=int, default=defaults.threads, help="torch intra-op threads (default %(default)s)")
+    p.add_argument(
+        "--device", choices=("cpu", "cuda"), default=defaults.device, help="where both train (default %(default)s)"
+    )
     p.add_argument("--no-torch", action="store_true", help="train the framework network only")
     p.add_argument("--json", type=Path, metavar="PATH", help="write training.json here")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no per-run lines")
@@ -96,6 +99,7 @@ def config_from(args: argparse.Namespace) -> Config:
         n_test=args.n_test,
         torch=not args.no_torch,
         threads=args.threads,
+        device=args.device,
     )
 
 
@@ -140,6 +144,12 @@ def _run_line(index: int, run: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            print("error: --device cuda, but torch sees no CUDA device", file=sys.stderr)
+            return 2
     try:
         config = config_from(args)
     except ValueError as error:
@@ -161,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         from verification.environment import environment
 
-        env = environment("cpu")
+        env = environment(config.device)
         env["threads"] = config.threads  # the count the runs used (run_experiment restores the caller's)
         result = {"kind": result["kind"], "environment": env, **result}
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -80,6 +80,8 @@ class Config:
     n_train: int = 1000
     n_test: int = 1000
     torch: bool = True
+    # Where both networks train (data, parameters and optimizer state); evaluation runs on the CPU.
+    device: str = "cpu"
     # One thread: the layers are 50 x 25 products, too small for intra-op threads to pay for their
     # synchronisation, and on a machine shared with other processes extra threads only contend.
     threads: int = 1
@@ -89,6 +91,7 @@ class Config:
         _choice("loss", self.loss, LOSSES)
         _choice("init", self.init, INITS)
         _choice("dtype", self.dtype, tuple(DTYPES))
+        _choice("device", self.device, ("cpu", "cuda"))
         for name in ("batch_size", "epochs", "runs", "n_train", "n_test", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Config: expected {name} >= 1, got {getattr(self, name)}")
@@ -177,4 +180,4 @@ def targets(criterion: fw.Loss, labels: torch.Tensor, dtype: torch.dtype) -> tor
     """Class indices for a loss that takes them, one-hot rows otherwise (the reports' MSE targets)."""
     if getattr(criterion, "target_is_index", False):
         return labels
-    return torch.eye(2, dtype=dtype)[labels]
+    return torch.eye(2, dtype=dtype, device=labels.device)[labels]

@@ -130,7 +130,14 @@ def _run_experiment(
         for name in order:
             if progress is not None:
                 progress.start(f"run {index + 1}/{config.runs} {name:9}", config.epochs)
-            histories[name] = runners[name](config, seed, data.train_x, data.train_y, orders, progress)
+            histories[name] = runners[name](
+                config,
+                seed,
+                data.train_x.to(config.device),
+                data.train_y.to(config.device),
+                [order.to(config.device) for order in orders],
+                progress,
+            )
         # An implementation that did not run has no key at all (--no-torch).
         run: dict[str, Any] = {"seed": seed, **{name: _record(histories[name], data) for name in implementations}}
         if config.torch:

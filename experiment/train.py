@@ -110,23 +110,25 @@ def _train(
     """The epoch loop both implementations share: batches, timing, loss record, restarts."""
     history = History()
     spans = _batches(len(x), config.batch_size)
+    # Batch weights of the epoch's mean loss; the batch losses stay where they were computed and
+    # are read once per epoch (on a GPU a read per batch would wait for every batch's kernels).
+    weights = torch.tensor([b - a for a, b in spans], dtype=torch.float64, device=x.device) / len(x)
     model, optimizer = start(0)
     since = 0
     for epoch, order in enumerate(orders):
         began = time.perf_counter()
         xe, te = x[order], t[order]
-        total = 0.0
-        for a, b in spans:
-            total += step(model, optimizer, criterion, xe[a:b], te[a:b]).item() * (b - a)
+        losses = [step(model, optimizer, criterion, xe[a:b], te[a:b]).detach() for a, b in spans]
+        mean_loss = float(torch.stack(losses).to(torch.float64).mul_(weights).sum())
         history.epoch_seconds.append(time.perf_counter() - began)
-        history.loss.append(total / len(x))
+        history.loss.append(mean_loss)
         if progress is not None:
             progress(epoch, history.loss[-1])
         if should_restart(config, history.loss, since, len(history.restarts)):
             history.restarts.append(epoch + 1)
             model, optimizer = start(len(history.restarts))
             since = epoch + 1
-    history.model = model.eval()
+    history.model = model.eval().to("cpu")
     return history
 
 
@@ -142,7 +144,7 @@ def run_framework(
     criterion = build_loss(config)
 
     def start(attempt: int) -> tuple[fw.Module, fw.optim.SGD]:
-        model = build_model(config, seed, attempt)
+        model = build_model(config, seed, attempt).to(device=config.device)
         sgd = fw.optim.SGD(model.param(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
         return model, sgd
 
@@ -165,7 +167,7 @@ def run_torch(
     torch.manual_seed(derived_seed(seed, "torch-dropout"))
 
     def start(attempt: int) -> tuple[torch.nn.Module, torch.optim.SGD]:
-        model = torch_twin(build_model(config, seed, attempt))
+        model = torch_twin(build_model(config, seed, attempt)).to(config.device)
         sgd = torch.optim.SGD(
             model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )

@@ -4,11 +4,12 @@ Every module implements ``forward(*inputs)``, ``backward(*grad_outputs)`` and ``
 with torch tensor operations only: no neural-network library and no automatic differentiation.
 """
 
-from . import init, optim
+from . import cuda_graph, init, optim
 from ._checks import ModuleTypeError, ModuleValueError
 from .activations import ELU, GELU, SELU, Elementwise, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh, Tanhshrink, Threshold
 from .containers import Sequential
 from .conv import Conv1d, Conv2d, ConvTranspose2d
+from .cuda_graph import CapturedStep
 from .dropout import Dropout
 from .linear import Linear
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, SmoothL1Loss
@@ -26,6 +27,7 @@ __all__ = [
     "BCEWithLogitsLoss",
     "BatchNorm1d",
     "BatchNorm2d",
+    "CapturedStep",
     "Conv1d",
     "Conv2d",
     "ConvTranspose2d",
@@ -52,6 +54,7 @@ __all__ = [
     "Tanhshrink",
     "Threshold",
     "Upsample",
+    "cuda_graph",
     "init",
     "iter_modules",
     "modules",

@@ -3,6 +3,15 @@
 Every error names the module class, what was expected and what was given, and is a
 ``ValueError`` or ``TypeError`` subclass, so a user sees the mistake at the module that
 received it rather than deep inside a torch kernel.
+
+Almost every check reads only metadata (type, dtype, device, shape), which costs no device
+work. The few that must read tensor *values* (BCELoss's probabilities in [0, 1],
+CrossEntropyLoss's class indices in [0, C)) go through :func:`within`, which reads them only
+for CPU tensors. On a GPU, reading a value would stall the stream until every queued kernel
+has run (and makes a step impossible to capture in a CUDA graph), so there the same
+condition is a device-side assertion (``torch._assert_async``): it never blocks, and a
+violation stops the program with the message, as torch's own CUDA kernels do for an
+out-of-range class index.
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-REDUCTIONS = ("mean", "sum")
+REDUCTIONS = ("mean", "sum", "none")
 
 
 class ModuleValueError(ValueError):
@@ -134,3 +143,44 @@ def pair(owner: Any, value: Any, name: str) -> tuple[int, int]:
     ):
         return (int(value[0]), int(value[1]))
     raise ModuleTypeError(f"{_owner(owner)}: expected {name} to be an int or a pair of ints, got {value!r}")
+
+
+def within(
+    owner: Any,
+    value: Tensor,
+    low: float,
+    high: float,
+    what: str,
+    name: str,
+    high_open: bool = False,
+    allowed: tuple[float, str] | None = None,
+) -> None:
+    """Every element of ``value`` in [low, high] (or [low, high) with ``high_open``), or equal to the
+    ``allowed`` value (with its description, e.g. ``(-100, "ignore_index=-100")``); NaN is outside.
+
+    CPU tensors: a :class:`ModuleValueError` naming the first offending element. Other devices:
+    a non-blocking device-side assertion with the same message, without the element.
+    """
+    if value.numel() == 0:
+        return
+    interval = f"[{low:g}, {high:g}{')' if high_open else ']'}" + (f" or {allowed[1]}" if allowed else "")
+    if allowed is None:
+        smallest, largest = torch.aminmax(value)  # two numbers to test instead of every element
+        ok = (smallest >= low) & ((largest < high) if high_open else (largest <= high))
+    else:
+        elementwise = _inside(value, low, high, high_open).logical_or_(value == allowed[0])
+        ok = elementwise.all()
+    if value.device.type != "cpu":
+        torch._assert_async(ok, f"{_owner(owner)}: expected every {what} in {interval} ({name})")
+        return
+    if not bool(ok):
+        inside = _inside(value, low, high, high_open)
+        if allowed is not None:
+            inside.logical_or_(value == allowed[0])
+        worst = value[~inside].flatten()[0].item()
+        shown = f"{worst:g}" if isinstance(worst, float) else str(worst)
+        raise fail(owner, f"expected every {what} in {interval}, got {shown}")
+
+
+def _inside(value: Tensor, low: float, high: float, high_open: bool) -> Tensor:
+    return (value >= low) & ((value < high) if high_open else (value <= high))

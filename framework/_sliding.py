@@ -108,25 +108,42 @@ def window_sum(canvas: Tensor, out: Pair, kernel: Pair, stride: Pair, dilation: 
 
 def window_max(canvas: Tensor, out: Pair, kernel: Pair, stride: Pair, dilation: Pair) -> tuple[Tensor, Tensor]:
     """Maximum of every window and its kernel offset i * kw + j, as torch's kernel picks it: the first
-    maximum in row-major order (a later entry wins only when strictly greater), or the last NaN."""
-    best = window_offset(canvas, 0, 0, out, stride, dilation).clone()
-    where = torch.zeros(best.shape, dtype=torch.long, device=best.device)
-    offsets = [(i, j) for i in range(kernel[0]) for j in range(kernel[1])]
-    for i, j in offsets[1:]:
-        entry = window_offset(canvas, i, j, out, stride, dilation)
-        where.masked_fill_(entry > best, i * kernel[1] + j)
-        torch.maximum(best, entry, out=best)  # propagates NaN, as torch
-    if best.isnan().any():
-        for i, j in offsets:
-            where.masked_fill_(window_offset(canvas, i, j, out, stride, dilation).isnan(), i * kernel[1] + j)
-    return best, where
+    maximum in row-major order (a later entry wins only when strictly greater), or the last NaN.
+
+    A NaN entry always takes the index (so the last NaN keeps it), and once the maximum is NaN no
+    number beats it: one pass per kernel offset, with no host-side test for NaN. The index is
+    tracked as a float (exact for these small integers) and updated by an exact 0/1 blend:
+    comparisons written into floating tensors are vectorised, boolean masks are not on every CPU.
+    """
+    best = window_offset(canvas, 0, 0, out, stride, dilation).clone(memory_format=torch.contiguous_format)
+    where = torch.zeros_like(best)
+    wins, is_nan = torch.empty_like(best), torch.empty_like(best)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            if i or j:
+                # One strided gather per offset, then contiguous (vectorised) comparisons.
+                entry = window_offset(canvas, i, j, out, stride, dilation).contiguous()
+                torch.gt(entry, best, out=wins)  # 0 where either is NaN
+                wins.add_(torch.ne(entry, entry, out=is_nan))
+                torch.lerp(where, where.new_full((), i * kernel[1] + j), wins, out=where)
+                torch.maximum(best, entry, out=best)  # propagates NaN, as torch
+    return best, where.to(torch.long)
 
 
-def columns(canvas: Tensor, groups: int, out: Pair, kernel: Pair, stride: Pair, dilation: Pair) -> Tensor:
-    """im2col: (N, groups, C/groups * kh * kw, Ho * Wo), the layout one batched matrix product needs."""
+def columns(
+    canvas: Tensor, groups: int, out: Pair, kernel: Pair, stride: Pair, dilation: Pair, buffer: Tensor | None = None
+) -> Tensor:
+    """im2col: (N, groups, C/groups * kh * kw, Ho * Wo), the layout one batched matrix product needs
+    (copied into ``buffer`` when given: a tensor of that shape, reused from call to call)."""
     n, c = canvas.shape[:2]
     view = windows(canvas, out, kernel, stride, dilation).permute(0, 1, 4, 5, 2, 3)
-    return view.reshape(n, groups, (c // groups) * kernel[0] * kernel[1], out[0] * out[1])
+    shape = (n, groups, (c // groups) * kernel[0] * kernel[1], out[0] * out[1])
+    if buffer is None:
+        return view.reshape(shape)
+    buffer.view(n, groups, c // groups, kernel[0], kernel[1], out[0], out[1]).copy_(
+        view.reshape(n, groups, c // groups, kernel[0], kernel[1], out[0], out[1])
+    )
+    return buffer.view(shape)
 
 
 # -- grouped cross-correlation and its two adjoints ------------------------------------------------
@@ -170,5 +187,5 @@ def weight_grad_columns(grad: Tensor, cols: Tensor, kernel: Pair) -> Tensor:
     c_group = cols.shape[2] // (kernel[0] * kernel[1])
     # One (C_out/g, Ho Wo) x (Ho Wo, C_in/g kh kw) product per sample and group, the columns read
     # transposed in place (no copy of the large column tensor), then summed over the samples.
-    g = grad.reshape(n, groups, c_out // groups, -1)
+    g = grad.reshape(n, groups, c_out // groups, grad.shape[2:].numel())  # explicit: n may be 0
     return torch.matmul(g, cols.transpose(-1, -2)).sum(0).reshape(c_out, c_group, *kernel)

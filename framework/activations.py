@@ -1,68 +1,159 @@
-"""Elementwise activations: each states y = f(x) and dL/dx = dL/dy * f'(x) side by side."""
+"""Elementwise activations: each states y = f(x) and dL/dx = dL/dy * f'(x) side by side.
+
+The formulas are written for few passes over memory: each operation is one pass (one kernel on a
+GPU), so they are in-place where the operand is a temporary of their own, fuse a multiply and
+an add (``addcmul``, ``add(alpha=)``) where they can, and pick branches with exact 0/1 factors
+rather than ``torch.where`` (not vectorised on some CPU builds: 5 to 30 times slower). On a
+large CPU tensor, a formula of several operations runs block by block in the cache
+(:mod:`framework._blocks`): the same operations, the same results, one trip to memory.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from . import _blocks
 from . import _checks as check
 from .module import Module
 
 
 def _step(x: Tensor) -> Tensor:
-    """1 where x > 0, 0 where x <= 0, in x's dtype (NaN stays NaN).
+    """1 where x > 0, 0 where x <= 0 (and where x is NaN), in x's dtype; a new tensor."""
+    return _step_above(x, 0.0)
 
-    Piecewise functions below are written with this step and ``clamp`` rather than with
-    ``torch.where``: on CPU builds whose ``where`` kernel is not vectorised, that is 5 to 20
-    times faster, and each branch is still evaluated exactly as written (a 0 or 1 factor).
+
+def _step_above(x: Tensor, threshold: float) -> Tensor:
+    """1 where x > threshold, 0 elsewhere, in x's dtype: the comparison written straight into a
+    floating tensor (one vectorised pass; a boolean result is several times slower on the CPU).
+
+    Piecewise functions below are written with such 0/1 steps rather than with ``torch.where``:
+    each branch is still evaluated exactly as written (an exact 0 or 1 factor).
     """
-    return torch.sign(x).clamp_(min=0)
+    return torch.gt(x, threshold, out=torch.empty_like(x))
+
+
+def _select(step: Tensor, if_one: Tensor, if_zero: Tensor, out: Tensor | None = None) -> Tensor:
+    """if_zero (1 - step) + if_one step, exactly (each term is exactly 0 or its branch), into ``out``
+    (default: over ``if_zero``). Both branches must be finite where they are not selected."""
+    out = if_zero if out is None else out
+    return torch.addcmul(if_zero, if_zero, step, value=-1, out=out).addcmul_(if_one, step)
 
 
 class Elementwise(Module):
-    """Base of elementwise activations: subclasses give ``_forward`` and ``_derivative``."""
+    """Base of elementwise activations: subclasses give ``_forward`` and ``_derivative``.
+
+    Attributes:
+        blocked_forward, blocked_backward: run ``_forward`` (``_derivative`` times the upstream
+            gradient) block by block on large CPU tensors; off for single-operation formulas, which
+            gain nothing from blocks.
+        saves_derivative: forward computes f'(x) along with y (``_forward_and_derivative``, when the
+            two share most of their work) and keeps it, so backward is one product.
+
+    Those with torch's ``inplace`` argument (ReLU, LeakyReLU, ELU, SELU, Threshold) write the
+    output into the input tensor and return it when ``inplace=True``; f'(x) is then computed in
+    forward, while x is still intact, and kept for backward in place of x.
+    """
 
     abstract = True
+    blocked_forward: ClassVar[bool] = True
+    blocked_backward: ClassVar[bool] = True
+    saves_derivative: ClassVar[bool] = False
+    inplace: bool = False
+
+    def _set_inplace(self, inplace: Any) -> None:
+        if not isinstance(inplace, bool):
+            raise check.ModuleTypeError(f"{type(self).__name__}: expected inplace to be a bool, got {inplace!r}")
+        self.inplace = inplace
 
     def _forward(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
-        """f'(x), given x and y = f(x)."""
+        """f'(x), given x and y = f(x): a new tensor, which backward overwrites with the gradient."""
         raise NotImplementedError
+
+    def _forward_and_derivative(self, x: Tensor, y: Tensor, derivative: Tensor) -> None:
+        """Write f(x) into ``y`` and f'(x) into ``derivative`` (with ``saves_derivative``)."""
+        y.copy_(self._forward(x))
+        derivative.copy_(self._derivative(x, y))
 
     def forward(self, x: Tensor) -> Tensor:
         x = self._check_input(x)
-        y = self._forward(x)
-        self._save_for_backward(x=x, y=y)
+        if self.saves_derivative or self.inplace:
+            # f'(x) along with y: they share work, or x is about to be overwritten (inplace).
+            y, derivative = torch.empty_like(x), torch.empty_like(x)
+            _blocks.map_into(self._forward_and_derivative, derivative, x, y)
+            if self.inplace:
+                y = x.copy_(y)
+                self._save_for_backward(x=None, y=y, derivative=derivative)
+            else:
+                self._save_for_backward(x=x, y=y, derivative=derivative)
+            return y
+        if self.blocked_forward and _blocks.blocked(x):
+            y = _blocks.map_into(lambda xb, yb: yb.copy_(self._forward(xb)), torch.empty_like(x), x)
+        else:
+            y = self._forward(x)
+        self._save_for_backward(x=x, y=y, derivative=None)
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
         saved = self._saved_tensors()
-        grad_output = self._check_grad_output(grad_output, saved["y"])
-        return grad_output * self._derivative(saved["x"], saved["y"])
+        x, y = saved["x"], saved["y"]
+        grad_output = self._check_grad_output(grad_output, y)
+        if saved["derivative"] is not None:
+            return torch.mul(saved["derivative"], grad_output)
+        if self.blocked_backward and _blocks.blocked(x, y, grad_output):
+            return _blocks.map_into(
+                lambda xb, yb, gb, out: torch.mul(self._derivative(xb, yb), gb, out=out),
+                torch.empty_like(grad_output),
+                x,
+                y,
+                grad_output,
+            )
+        derivative = self._derivative(x, y)
+        if derivative.dtype == grad_output.dtype and derivative.shape == grad_output.shape:
+            return derivative.mul_(grad_output)
+        return torch.mul(derivative, grad_output)
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
 
 
 class ReLU(Elementwise):
-    """y = max(x, 0);   f'(x) = 1 if x > 0 else 0 (0 at the kink x = 0, as torch)."""
+    """y = max(x, 0);   f'(x) = 1 if x > 0 else 0 (0 at the kink x = 0, as torch).
+
+    Args:
+        inplace: write the output into the input and return it, as torch. Default: False.
+    """
+
+    blocked_forward = False
+    blocked_backward = False
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self._set_inplace(inplace)
 
     def _forward(self, x: Tensor) -> Tensor:
         return x.clamp(min=0)
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
-        return _step(x)
+        return torch.sign(y)  # y = max(x, 0): the step of x in one pass
 
 
 class Tanh(Elementwise):
     """y = tanh(x);   f'(x) = 1 - y^2."""
 
+    blocked_forward = False
+
     def _forward(self, x: Tensor) -> Tensor:
         return torch.tanh(x)
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
-        return 1 - y * y
+        return torch.addcmul(y.new_ones(()), y, y, value=-1)
 
 
 class Sigmoid(Elementwise):
@@ -71,11 +162,13 @@ class Sigmoid(Elementwise):
     torch.sigmoid evaluates exp(-|x|) internally, so no overflow for large |x|.
     """
 
+    blocked_forward = False
+
     def _forward(self, x: Tensor) -> Tensor:
         return torch.sigmoid(x)
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
-        return y * (1 - y)
+        return torch.addcmul(y, y, y, value=-1)  # y - y^2
 
 
 def _finite(owner: Module, value: object, name: str) -> float:
@@ -90,35 +183,57 @@ class LeakyReLU(Elementwise):
 
     Args:
         negative_slope: the slope for x <= 0 (any finite number). Default: 0.01.
+        inplace: write the output into the input and return it, as torch. Default: False.
+            (torch's in-place backward refuses a negative slope; here f'(x) is kept before x is
+            overwritten, so any slope works.)
 
     Shape:
         - Input: (*), any shape.  - Output: (*), the input's shape.
     """
 
-    def __init__(self, negative_slope: float = 0.01) -> None:
+    def __init__(self, negative_slope: float = 0.01, inplace: bool = False) -> None:
         super().__init__()
         self.negative_slope = _finite(self, negative_slope, "negative_slope")
+        self._set_inplace(inplace)
 
     def _forward(self, x: Tensor) -> Tensor:
-        # Exactly x for x > 0 and slope * x otherwise: one of the two terms is always 0.
-        return x.clamp(max=0).mul_(self.negative_slope).add_(x.clamp(min=0))
+        # With s <= 1, x >= s x exactly where x >= 0: y = max(x, s x), exact in both branches
+        # (min for s > 1). NaN propagates through maximum, as through torch's kernel.
+        scaled = torch.mul(x, self.negative_slope)
+        if self.negative_slope <= 1:
+            return torch.maximum(x, scaled, out=scaled)
+        return torch.minimum(x, scaled, out=scaled)
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
+        slope = self.negative_slope
+        if 0 <= slope <= 1:
+            # sign(x) is -1, 0 or 1: clamped below at s it is s for x <= 0 and 1 for x > 0.
+            return torch.sign(x).clamp_(min=slope)
         step = _step(x)
-        return (1 - step).mul_(self.negative_slope).add_(step)
+        return torch.rsub(step, 1).mul_(slope).add_(step)
 
     def extra_repr(self) -> str:
-        return f"negative_slope={self.negative_slope}"
+        return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
 
 
-def _elu(x: Tensor, alpha: float) -> Tensor:
-    # exp only ever sees x <= 0 (no overflow), and one of the two terms is always exactly 0.
-    return x.clamp(max=0).expm1_().mul_(alpha).add_(x.clamp(min=0))
+def _elu(x: Tensor, negative: float, positive: float = 1.0) -> Tensor:
+    """positive x for x > 0, negative (exp(x) - 1) for x <= 0, as torch's kernel groups it.
+
+    expm1 only ever sees x <= 0 (no overflow), and one of the two terms is always exactly 0.
+    """
+    tail = x.clamp(max=0).expm1_()
+    head = x.clamp(min=0)
+    if positive != 1.0:
+        head.mul_(positive)
+    return torch.add(head, tail, alpha=negative, out=head)
 
 
-def _elu_derivative(x: Tensor, alpha: float) -> Tensor:
-    step = _step(x)
-    return x.clamp(max=0).exp_().mul_(alpha).mul_(1 - step).add_(step)
+def _elu_derivative(x: Tensor, negative: float, positive: float = 1.0) -> Tensor:
+    """positive for x > 0, negative exp(x) for x <= 0 (exp sees x <= 0 only, so exp(0) = 1 for x > 0)."""
+    exp = x.clamp(max=0).exp_()
+    if negative == positive == 1.0:
+        return exp  # 1 for x > 0, exp(x) for x <= 0: the derivative itself
+    return _select(_step(x), x.new_full((), positive), exp.mul_(negative))
 
 
 class ELU(Elementwise):
@@ -128,14 +243,16 @@ class ELU(Elementwise):
 
     Args:
         alpha: the scale of the negative branch (any finite number). Default: 1.0.
+        inplace: write the output into the input and return it, as torch. Default: False.
 
     Shape:
         - Input: (*), any shape.  - Output: (*), the input's shape.
     """
 
-    def __init__(self, alpha: float = 1.0) -> None:
+    def __init__(self, alpha: float = 1.0, inplace: bool = False) -> None:
         super().__init__()
         self.alpha = _finite(self, alpha, "alpha")
+        self._set_inplace(inplace)
 
     def _forward(self, x: Tensor) -> Tensor:
         return _elu(x, self.alpha)
@@ -144,7 +261,7 @@ class ELU(Elementwise):
         return _elu_derivative(x, self.alpha)
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}"
+        return f"alpha={self.alpha}" + (", inplace=True" if self.inplace else "")
 
 
 class SELU(Elementwise):
@@ -153,6 +270,9 @@ class SELU(Elementwise):
     With torch's constants alpha = 1.6732632423543772848170429916717 and
     scale = 1.0507009873554804934193349852946. At x = 0 the derivative is scale * alpha, as torch.
 
+    Args:
+        inplace: write the output into the input and return it, as torch. Default: False.
+
     Shape:
         - Input: (*), any shape.  - Output: (*), the input's shape.
     """
@@ -160,11 +280,15 @@ class SELU(Elementwise):
     alpha = 1.6732632423543772848170429916717
     scale = 1.0507009873554804934193349852946
 
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self._set_inplace(inplace)
+
     def _forward(self, x: Tensor) -> Tensor:
-        return self.scale * _elu(x, self.alpha)
+        return _elu(x, self.alpha * self.scale, self.scale)
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
-        return self.scale * _elu_derivative(x, self.alpha)
+        return _elu_derivative(x, self.alpha * self.scale, self.scale)
 
 
 class Tanhshrink(Elementwise):
@@ -175,12 +299,12 @@ class Tanhshrink(Elementwise):
     """
 
     def _forward(self, x: Tensor) -> Tensor:
-        return x - torch.tanh(x)
+        t = torch.tanh(x)
+        return torch.sub(x, t, out=t)
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
         # tanh(x)^2 rather than 1 - (1 - tanh^2): no cancellation near x = 0.
-        t = torch.tanh(x)
-        return t * t
+        return torch.tanh(x).square_()
 
 
 class Threshold(Elementwise):
@@ -191,27 +315,37 @@ class Threshold(Elementwise):
     Args:
         threshold: the value to threshold at (finite).
         value: the value replacing inputs x <= threshold (finite).
+        inplace: write the output into the input and return it, as torch. Default: False.
 
     Shape:
         - Input: (*), any shape.  - Output: (*), the input's shape.
     """
 
-    def __init__(self, threshold: float, value: float) -> None:
+    def __init__(self, threshold: float, value: float, inplace: bool = False) -> None:
         super().__init__()
         self.threshold = _finite(self, threshold, "threshold")
         self.value = _finite(self, value, "value")
+        self._set_inplace(inplace)
+
+    saves_derivative = True
 
     def _forward(self, x: Tensor) -> Tensor:
-        # s = 1 exactly where x > threshold (x - threshold > 0 iff x > threshold in IEEE
-        # arithmetic). Clamping at the threshold keeps x = -inf out of 0 * inf.
-        s = _step(x - self.threshold)
-        return x.clamp(min=self.threshold).mul_(s).add_((1 - s).mul_(self.value))
+        y = torch.empty_like(x)
+        self._forward_and_derivative(x, y, torch.empty_like(x))
+        return y
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
-        return _step(x - self.threshold)
+        return _step_above(x, self.threshold)
+
+    def _forward_and_derivative(self, x: Tensor, y: Tensor, derivative: Tensor) -> None:
+        # The step s is the derivative, and y = max(x, threshold) s + value (1 - s) (clamping at the
+        # threshold keeps x = -inf out of 0 * inf).
+        step = torch.gt(x, self.threshold, out=derivative)
+        kept = torch.clamp(x, min=self.threshold).mul_(step)
+        torch.add(kept, torch.rsub(step, 1), alpha=self.value, out=y)
 
     def extra_repr(self) -> str:
-        return f"threshold={self.threshold}, value={self.value}"
+        return f"threshold={self.threshold}, value={self.value}" + (", inplace=True" if self.inplace else "")
 
 
 class Softplus(Elementwise):
@@ -235,14 +369,29 @@ class Softplus(Elementwise):
         self.beta = check.number(self, beta, "beta", low=0.0, high=math.inf, low_open=True, high_open=True)
         self.threshold = check.number(self, threshold, "threshold")
 
+    saves_derivative = True
+
     def _forward(self, x: Tensor) -> Tensor:
-        bx = x * self.beta
-        soft = (bx.clamp(min=0) + torch.log1p(torch.exp(-bx.abs()))) / self.beta
-        return torch.where(bx > self.threshold, x, soft)
+        y = torch.empty_like(x)
+        self._forward_and_derivative(x, y, torch.empty_like(x))
+        return y
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
-        bx = x * self.beta
-        return torch.where(bx > self.threshold, 1.0, torch.sigmoid(bx))
+        bx = x if self.beta == 1 else x * self.beta
+        # sigmoid(bx) is in [0, 1]: its maximum with the 0/1 step is 1 above the threshold, itself below.
+        return torch.maximum(torch.sigmoid(bx), _step_above(bx, self.threshold))
+
+    def _forward_and_derivative(self, x: Tensor, y: Tensor, derivative: Tensor) -> None:
+        bx = x if self.beta == 1 else x * self.beta
+        step = _step_above(bx, self.threshold)
+        # log(1 + exp(bx)) = max(bx, 0) + log1p(exp(-|bx|)): logaddexp(bx, 0) is that, in one operation.
+        soft = torch.logaddexp(bx, bx.new_zeros(()))
+        if self.beta != 1:
+            soft.div_(self.beta)
+        # Both branches finite where they are not selected (x = +-inf), so the 0/1 blend is exact.
+        big = torch.finfo(x.dtype).max
+        _select(step, x.clamp(min=-big), soft.clamp_(max=big), out=y)
+        torch.maximum(torch.sigmoid(bx, out=derivative), step, out=derivative)
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}, threshold={self.threshold}"
@@ -275,18 +424,55 @@ class GELU(Elementwise):
 
     def _forward(self, x: Tensor) -> Tensor:
         if self.approximate == "tanh":
-            u = _SQRT_2_OVER_PI * (x + _GELU_CUBIC * x * x * x)
-            return 0.5 * x * (1 + torch.tanh(u))
-        return 0.5 * x * (1 + torch.erf(x / _SQRT_2))
+            t = torch.addcmul(x, x.square(), x, value=_GELU_CUBIC).mul_(_SQRT_2_OVER_PI).tanh_()
+            return t.add_(1).mul_(x).mul_(0.5)
+        y = torch.empty_like(x)
+        self._forward_keeping_cdf(x, torch.empty_like(x), y)
+        return y
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
         if self.approximate == "tanh":
-            x2 = x * x
-            t = torch.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x2 * x))
-            du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * x2)
-            return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du
-        cdf = 0.5 * (1 + torch.erf(x / _SQRT_2))
-        return cdf + x * _INV_SQRT_2PI * torch.exp(-0.5 * x * x)
+            x2 = x.square()
+            t = torch.addcmul(x, x2, x, value=_GELU_CUBIC).mul_(_SQRT_2_OVER_PI).tanh_()
+            du = x2.mul_(3 * _GELU_CUBIC * _SQRT_2_OVER_PI).add_(_SQRT_2_OVER_PI)
+            # (1 + t) / 2 + x (1 - t^2) / 2 * du
+            slope = torch.addcmul(x.new_ones(()), t, t, value=-1).mul_(du).mul_(x)
+            return slope.add_(t).add_(1).mul_(0.5)
+        cdf = torch.empty_like(x)
+        self._forward_keeping_cdf(x, cdf, torch.empty_like(x))
+        return self._derivative_from_cdf(x, cdf, cdf)
+
+    # Exact GELU keeps Phi(x) from forward (y = x Phi(x) needs it anyway): backward adds x phi(x).
+    def _forward_keeping_cdf(self, x: Tensor, cdf: Tensor, y: Tensor) -> None:
+        half = x.new_full((), 0.5)
+        torch.mul(x, 1 / _SQRT_2, out=cdf).erf_()
+        torch.addcmul(half, half, cdf, out=cdf)  # (1 + erf) / 2
+        torch.mul(x, cdf, out=y)
+
+    @staticmethod
+    def _derivative_from_cdf(x: Tensor, cdf: Tensor, out: Tensor) -> Tensor:
+        pdf = torch.addcmul(x.new_zeros(()), x, x, value=-0.5).exp_()  # exp(-x^2 / 2)
+        return torch.addcmul(cdf, pdf, x, value=_INV_SQRT_2PI, out=out)  # Phi(x) + x phi(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.approximate == "tanh":
+            return super().forward(x)
+        x = self._check_input(x)
+        y, cdf = torch.empty_like(x), torch.empty_like(x)
+        _blocks.map_into(self._forward_keeping_cdf, y, x, cdf)
+        self._save_for_backward(x=x, y=y, derivative=None, cdf=cdf)
+        return y
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        saved = self._saved_tensors()
+        if "cdf" not in saved:
+            return super().backward(grad_output)
+        grad_output = self._check_grad_output(grad_output, saved["y"])
+
+        def block(x: Tensor, cdf: Tensor, g: Tensor, out: Tensor) -> None:
+            self._derivative_from_cdf(x, cdf, out).mul_(g)
+
+        return _blocks.map_into(block, torch.empty_like(grad_output), saved["x"], saved["cdf"], grad_output)
 
     def extra_repr(self) -> str:
         return f"approximate={self.approximate!r}"

@@ -28,15 +28,17 @@ class Sequential(Module):
         return list(self._modules)
 
     def forward(self, x: Tensor) -> Tensor:
+        # Grad mode is already off here: the children's forward and backward are called
+        # without switching it again.
         for module in self._modules:
-            x = module(x)
+            x = module._forward_unwrapped(x)
         self._save_for_backward(ran=True)
         return x
 
     def backward(self, grad_output: Tensor) -> Tensor:
         self._saved_tensors()
         for module in reversed(self._modules):
-            grad_output = module.backward(grad_output)
+            grad_output = module._backward_unwrapped(grad_output)
         return grad_output
 
     def __len__(self) -> int:

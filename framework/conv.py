@@ -17,7 +17,7 @@ from torch import Tensor
 from . import _checks as check
 from . import _sliding as sliding
 from . import init as initializers
-from .module import Module
+from .module import Module, optional_batch
 
 
 def _ntuple(owner: Any, value: Any, n: int, name: str, minimum: int) -> tuple[int, ...]:
@@ -103,6 +103,11 @@ class _ConvNd(Module):
         self.register_parameter("weight", weight)
         self.register_parameter("bias", b)
 
+    @property
+    def unbatched_ndim(self) -> int:
+        """The rank of one sample without its batch dimension, (C, L) or (C, H, W), as torch takes it."""
+        return self.spatial + 1
+
     # -- everything below works in 2-D; a 1-D layer is a 2-D one of height 1 --------------------
     def _as2d(self, values: tuple[int, ...], fill: int) -> sliding.Pair:
         return (fill, values[0]) if self.spatial == 1 else (values[0], values[1])
@@ -132,9 +137,6 @@ class _ConvNd(Module):
     def _grad_bias(self, grad_output: Tensor) -> None:
         if self.bias is not None:
             self.grad("bias").add_(grad_output.sum((0, 2, 3)))
-
-    def _add_grad_weight(self, grad_weight2d: Tensor) -> None:
-        self.grad("weight").add_(grad_weight2d.squeeze(2) if self.spatial == 1 else grad_weight2d)
 
     def _with_bias(self, y: Tensor) -> Tensor:
         return y if self.bias is None else y + self.bias.reshape(1, -1, 1, 1)
@@ -166,6 +168,7 @@ class _Conv(_ConvNd):
 
     abstract = True
 
+    @optional_batch
     def forward(self, x: Tensor) -> Tensor:
         x = self._check(x, self.in_channels)
         x2 = x.unsqueeze(2) if self.spatial == 1 else x
@@ -194,9 +197,15 @@ class _Conv(_ConvNd):
         else:
             self._check_copy_padding(x, pads, size)
             canvas, sources = sliding.pad_by_copy(x2, pads, self.padding_mode)
-        # The columns (im2col) are kept for the weight gradient rather than rebuilt in backward.
-        cols = sliding.columns(canvas, self.groups, out, kernel, stride, dilation)
-        y = self._finish(self._with_bias(sliding.correlate_columns(cols, self._weight2d(), out)))
+        # The columns (im2col) are kept for the weight gradient rather than rebuilt in backward, in
+        # a buffer reused by the next forward (a fresh one would cost its page faults every call).
+        n, c = canvas.shape[:2]
+        shape = (n, self.groups, (c // self.groups) * kernel[0] * kernel[1], out[0] * out[1])
+        cols = sliding.columns(canvas, self.groups, out, kernel, stride, dilation, self._workspace("cols", shape, x))
+        y = sliding.correlate_columns(cols, self._weight2d(), out)
+        if self.bias is not None:
+            y.add_(self.bias.reshape(1, -1, 1, 1))  # y is the product's fresh output
+        y = self._finish(y)
         self._save_for_backward(
             cols=cols, canvas_size=tuple(canvas.shape[2:]), pads=pads, sources=sources, size=size, like=y
         )
@@ -215,6 +224,7 @@ class _Conv(_ConvNd):
                     f"(input shape {tuple(x.shape)}), got padding={self.padding}",
                 )
 
+    @optional_batch
     def backward(self, grad_output: Tensor) -> Tensor:
         saved = self._saved_tensors()
         grad_output = self._check_grad_output(grad_output, saved["like"])
@@ -225,7 +235,8 @@ class _Conv(_ConvNd):
             self._as2d(self.stride, 1),
             self._as2d(self.dilation, 1),
         )
-        self._add_grad_weight(sliding.weight_grad_columns(g, saved["cols"], kernel))
+        grad_weight = self.grad("weight")
+        grad_weight.add_(sliding.weight_grad_columns(g, saved["cols"], kernel).reshape(grad_weight.shape))
         self._grad_bias(g)
         grad_canvas = sliding.correlate_input_grad(
             g, self._weight2d(), self.groups, saved["canvas_size"], stride, dilation
@@ -256,8 +267,8 @@ class Conv1d(_Conv):
         (_Conv.__doc__ or "")
         + _CONV_ARGS
         + """
-    Shape: input (N, C_in, L), output (N, C_out, L_out), L_out = floor((L + 2 padding - dilation (kernel_size - 1) - 1)
-    / stride) + 1.
+    Shape: input (N, C_in, L) or (C_in, L), output (N, C_out, L_out) or (C_out, L_out),
+    L_out = floor((L + 2 padding - dilation (kernel_size - 1) - 1) / stride) + 1.
     Attributes: ``weight`` (C_out, C_in / groups, kernel_size), ``bias`` (C_out,).
 """
     )
@@ -292,7 +303,8 @@ class Conv2d(_Conv):
         (_Conv.__doc__ or "")
         + _CONV_ARGS
         + """
-    Shape: input (N, C_in, H, W), output (N, C_out, H_out, W_out), H_out = floor((H + 2 padding[0] - dilation[0]
+    Shape: input (N, C_in, H, W) or (C_in, H, W), output (N, C_out, H_out, W_out) or (C_out, H_out, W_out),
+    H_out = floor((H + 2 padding[0] - dilation[0]
     (kernel_size[0] - 1) - 1) / stride[0]) + 1, and likewise W_out.
     Attributes: ``weight`` (C_out, C_in / groups, kh, kw), ``bias`` (C_out,).
 """
@@ -339,7 +351,7 @@ class ConvTranspose2d(_ConvNd):
         groups, bias, init, nonlinearity, generator: as :class:`Conv2d`.
         padding_mode: ``'zeros'`` only, as torch.
 
-    Shape: input (N, C_in, H, W), output (N, C_out, H_out, W_out),
+    Shape: input (N, C_in, H, W) or (C_in, H, W), output (N, C_out, H_out, W_out) or (C_out, H_out, W_out),
     H_out = (H - 1) stride[0] - 2 padding[0] + dilation[0] (kh - 1) + output_padding[0] + 1, and likewise W_out.
     ``forward(x, output_size)`` may instead give the wanted (H_out, W_out) (choosing output_padding).
     Attributes: ``weight`` (C_in, C_out / groups, kh, kw) as torch, ``bias`` (C_out,).
@@ -400,6 +412,7 @@ class ConvTranspose2d(_ConvNd):
             result.append(wanted[i] - smallest)
         return (result[0], result[1])
 
+    @optional_batch
     def forward(self, x: Tensor, output_size: Any = None) -> Tensor:
         x = self._check(x, self.in_channels)
         output_padding = self._output_padding(x, output_size)
@@ -422,6 +435,7 @@ class ConvTranspose2d(_ConvNd):
         self._save_for_backward(x=x, pads=pads, like=y)
         return y
 
+    @optional_batch
     def backward(self, grad_output: Tensor) -> Tensor:
         saved = self._saved_tensors()
         grad_output = self._check_grad_output(grad_output, saved["like"])

@@ -49,26 +49,57 @@ class Linear(Module):
         self.register_parameter("weight", weight)
         self.register_parameter("bias", b)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self._check_input(x)
+    def forward(self, input: Tensor) -> Tensor:  # torch's name: torch's samples pass it by keyword
+        x = self._check_input(input)
+        shape = x.shape
+        x2 = x if len(shape) == 2 and shape[1] == self.in_features else self._as_matrix(x)
+        # One fused product-and-add (the bias broadcast into the product's output), as torch's own.
+        weight_t = self._weight_t()
+        y = torch.mm(x2, weight_t) if self.bias is None else torch.addmm(self.bias, x2, weight_t)
+        if x2 is not x:
+            y = y.reshape(*shape[:-1], self.out_features)
+        self._save_for_backward(x=x, like=y)
+        return y
+
+    def _as_matrix(self, x: Tensor) -> Tensor:
         if x.dim() == 0:
             raise check.fail(self, "expected input with at least 1 dimension, got a 0-d tensor")
         check.size(self, x, -1, self.in_features, "in_features")
-        y = x @ self.weight.T
-        if self.bias is not None:
-            y = y + self.bias
-        self._save_for_backward(x=x, y_shape=y.shape, like=y)
-        return y
+        return x.reshape(-1, self.in_features)
 
     def backward(self, grad_output: Tensor) -> Tensor:
         saved = self._saved_tensors()
         x = saved["x"]
         grad_output = self._check_grad_output(grad_output, saved["like"])
-        g2 = grad_output.reshape(-1, self.out_features)
-        self.grad("weight").add_(g2.T @ x.reshape(-1, self.in_features))
+        matrix = x.dim() == 2
+        g2 = grad_output if matrix else grad_output.reshape(-1, self.out_features)
+        x2 = x if matrix else x.reshape(-1, self.in_features)
+        g2t = g2.t()
+        gradients = self._gradients
+        gradients["weight"].addmm_(g2t, x2)
         if self.bias is not None:
-            self.grad("bias").add_(g2.sum(0))
-        return grad_output @ self.weight
+            # The sum over the batch as a product with ones: one kernel that accumulates in place.
+            gradients["bias"].addmv_(g2t, self._ones(g2.shape[0], g2))
+        grad = torch.mm(g2, self.weight)
+        return grad if matrix else grad.reshape(x.shape)
+
+    def _weight_t(self) -> Tensor:
+        # W^T as a view, made once per weight tensor (a view costs as much as a small product;
+        # in-place updates of the weight show through it). Anything but a view of the current
+        # weight (a new weight tensor, a copy made by deepcopy or a dtype cast) makes a new one.
+        weight = self.weight
+        view = self.__dict__.get("_weight_t_cache")
+        if view is None or view._base is not weight:
+            view = weight.t()
+            object.__setattr__(self, "_weight_t_cache", view)
+        return view
+
+    def _ones(self, n: int, like: Tensor) -> Tensor:
+        ones = self.__dict__.get("_ones_cache")
+        if ones is None or ones.shape[0] != n or ones.dtype != like.dtype or ones.device != like.device:
+            ones = like.new_ones(n)
+            object.__setattr__(self, "_ones_cache", ones)
+        return ones
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

@@ -1,4 +1,9 @@
-"""Losses: ``forward(prediction, target)`` gives a 0-d tensor, ``backward()`` dL/d(prediction)."""
+"""Losses: ``forward(prediction, target)`` gives the loss, ``backward(grad_output)`` dL/d(prediction).
+
+Each formula's ``reduce`` is the mean, the sum, or nothing (``reduction='none'``), and dL/dp
+is written for the default upstream gradient 1; the framework multiplies it by
+``grad_output``, a scalar for a reduced loss or a tensor of the loss's shape for ``'none'``.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import _blocks
 from . import _checks as check
 from .module import Loss
 
 
 class MSELoss(Loss):
-    """L = reduce((p - t)^2);   dL/dp = 2 (p - t) * s,  s = 1/N for 'mean', 1 for 'sum'."""
+    """L = reduce((p - t)^2);   dL/dp = 2 (p - t) * s,  s = 1/N for 'mean', 1 otherwise."""
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         prediction, target = self._check_pair(prediction, target)
@@ -28,15 +34,16 @@ class MSELoss(Loss):
 
 
 class L1Loss(Loss):
-    """L = reduce(|p - t|);   dL/dp = sign(p - t) * s,  s = 1/N for 'mean', 1 for 'sum'.
+    """L = reduce(|p - t|);   dL/dp = sign(p - t) * s,  s = 1/N for 'mean', 1 otherwise.
 
     At p == t the gradient is 0 (torch's sign(0) = 0).
 
     Args:
-        reduction: ``'mean'`` or ``'sum'``. Default: ``'mean'``.
+        reduction: ``'mean'``, ``'sum'`` or ``'none'``. Default: ``'mean'``.
 
     Shape:
-        - Prediction: (*), any shape.  - Target: the prediction's shape.  - Output: a 0-d tensor.
+        - Prediction: (*), any shape.  - Target: the prediction's shape.
+        - Output: a 0-d tensor, or the prediction's shape with ``reduction='none'``.
     """
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
@@ -55,16 +62,17 @@ class HuberLoss(Loss):
     """Quadratic near zero, linear beyond ``delta``; d = p - t:
 
     l = d^2 / 2 if |d| < delta else delta (|d| - delta / 2);   L = reduce(l);
-    dL/dp = s * clamp(d, -delta, delta),  s = 1/N for 'mean', 1 for 'sum'.
+    dL/dp = s * clamp(d, -delta, delta),  s = 1/N for 'mean', 1 otherwise.
 
     The gradient is continuous at |d| == delta (both branches give +-delta), as in torch.
 
     Args:
-        reduction: ``'mean'`` or ``'sum'``. Default: ``'mean'``.
+        reduction: ``'mean'``, ``'sum'`` or ``'none'``. Default: ``'mean'``.
         delta: where the quadratic turns linear, > 0. Default: 1.0.
 
     Shape:
-        - Prediction: (*), any shape.  - Target: the prediction's shape.  - Output: a 0-d tensor.
+        - Prediction: (*), any shape.  - Target: the prediction's shape.
+        - Output: a 0-d tensor, or the prediction's shape with ``reduction='none'``.
     """
 
     def __init__(self, reduction: str = "mean", delta: float = 1.0) -> None:
@@ -75,35 +83,44 @@ class HuberLoss(Loss):
         prediction, target = self._check_pair(prediction, target)
         diff = prediction - target
         self._save_for_backward(diff=diff)
-        size = diff.abs()
-        # c = min(|d|, delta): c (|d| - c/2) is d^2/2 below delta and delta (|d| - delta/2) above,
-        # both evaluated as torch evaluates them, without a branch.
-        c = size.clamp(max=self.delta)
-        return self._reduce(c * (size - 0.5 * c))
+        if self.reduction == "none":
+            return _huber_terms(diff, self.delta)
+        # (In blocks that stay in the cache on a large CPU tensor: one trip to memory, not five.)
+        total = _blocks.sum_of(lambda d: _huber_terms(d, self.delta), diff)
+        return total / diff.numel() if self.reduction == "mean" else total  # an empty mean: 0 / 0 = nan
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         diff = self._saved_tensors()["diff"]
         scale = self._reduction_scale(diff.numel())
-        return self._upstream(grad_output, diff) * scale * diff.clamp(-self.delta, self.delta)
+        return diff.clamp(-self.delta, self.delta).mul_(self._upstream(grad_output, diff) * scale)
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, delta={self.delta}"
+
+
+def _huber_terms(diff: Tensor, delta: float) -> Tensor:
+    # c = min(|d|, delta): c (|d| - c/2) is d^2/2 below delta and delta (|d| - delta/2) above,
+    # both evaluated as torch evaluates them, without a branch.
+    size = diff.abs()
+    c = size.clamp(max=delta)
+    return size.add_(c, alpha=-0.5).mul_(c)
 
 
 class SmoothL1Loss(Loss):
     """Huber's loss divided by ``beta``; d = p - t:
 
     l = d^2 / (2 beta) if |d| < beta else |d| - beta / 2;   L = reduce(l);
-    dL/dp = s * clamp(d / beta, -1, 1),  s = 1/N for 'mean', 1 for 'sum'.
+    dL/dp = s * clamp(d / beta, -1, 1),  s = 1/N for 'mean', 1 otherwise.
 
     ``beta = 0`` is L1: l = |d|, dL/dp = s * sign(d) (0 at d == 0), as torch.
 
     Args:
-        reduction: ``'mean'`` or ``'sum'``. Default: ``'mean'``.
+        reduction: ``'mean'``, ``'sum'`` or ``'none'``. Default: ``'mean'``.
         beta: where the quadratic turns linear, >= 0. Default: 1.0.
 
     Shape:
-        - Prediction: (*), any shape.  - Target: the prediction's shape.  - Output: a 0-d tensor.
+        - Prediction: (*), any shape.  - Target: the prediction's shape.
+        - Output: a 0-d tensor, or the prediction's shape with ``reduction='none'``.
     """
 
     def __init__(self, reduction: str = "mean", beta: float = 1.0) -> None:
@@ -114,18 +131,19 @@ class SmoothL1Loss(Loss):
         prediction, target = self._check_pair(prediction, target)
         diff = prediction - target
         self._save_for_backward(diff=diff)
-        size = diff.abs()
         if self.beta == 0:
-            return self._reduce(size)
-        # c = min(|d|, beta): (|d| - c/2) (c/beta) is d^2/(2 beta) below beta, |d| - beta/2 above.
-        c = size.clamp(max=self.beta)
-        return self._reduce((size - 0.5 * c) * (c / self.beta))
+            return self._reduce(diff.abs())
+        # Huber's terms divided by beta: d^2/(2 beta) below beta, |d| - beta/2 above.
+        if self.reduction == "none":
+            return _huber_terms(diff, self.beta).div_(self.beta)
+        total = _blocks.sum_of(lambda d: _huber_terms(d, self.beta).div_(self.beta), diff)
+        return total / diff.numel() if self.reduction == "mean" else total  # an empty mean: 0 / 0 = nan
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         diff = self._saved_tensors()["diff"]
         scale = self._reduction_scale(diff.numel())
-        slope = torch.sign(diff) if self.beta == 0 else (diff / self.beta).clamp(-1, 1)
-        return self._upstream(grad_output, diff) * scale * slope
+        slope = torch.sign(diff) if self.beta == 0 else torch.div(diff, self.beta).clamp_(-1, 1)
+        return slope.mul_(self._upstream(grad_output, diff) * scale)
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, beta={self.beta}"
@@ -138,129 +156,317 @@ _LOG_FLOOR = -100.0
 _BCE_EPSILON = torch.tensor(1e-12, dtype=torch.float32).item()
 
 
-class BCELoss(Loss):
-    """Binary cross-entropy of probabilities p in [0, 1] against targets t in [0, 1]:
+def _weight(owner: Loss, weight: Any, name: str) -> Tensor | None:
+    """A floating tensor (``None`` passes): a rescaling weight, checked against the prediction in forward."""
+    return None if weight is None else check.floating(owner, weight, name)
 
-    l = -(t log p + (1 - t) log(1 - p)), each log clamped at -100;   L = reduce(l);
-    dL/dp = s * (p - t) / max(p (1 - p), 1e-12),  s = 1/N for 'mean', 1 for 'sum'
+
+def _broadcast_weight(owner: Loss, weight: Tensor | None, prediction: Tensor, name: str) -> Tensor | None:
+    """``weight`` must broadcast to the prediction's shape without enlarging it, as torch requires."""
+    if weight is None:
+        return None
+    check.like(owner, weight, prediction, name, "prediction")
+    try:
+        shape = torch.broadcast_shapes(weight.shape, prediction.shape)
+    except RuntimeError:
+        shape = None
+    if shape != prediction.shape:
+        raise check.fail(
+            owner,
+            f"expected {name} broadcastable to the prediction's shape {tuple(prediction.shape)}, "
+            f"got shape {tuple(weight.shape)}",
+        )
+    return weight
+
+
+class BCELoss(Loss):
+    """Binary cross-entropy of probabilities p in [0, 1] against targets t in [0, 1], weighted by w:
+
+    l = -w (t log p + (1 - t) log(1 - p)), each log clamped at -100;   L = reduce(l);
+    dL/dp = s * w (p - t) / max(p (1 - p), 1e-12),  s = 1/N for 'mean', 1 otherwise
     (the 1e-12 rounded to float32, as torch).
 
+    A prediction or target outside [0, 1] (or NaN) is a ``ValueError`` naming it on CPU tensors;
+    on a GPU a device-side assertion, which never stalls the stream (see ``framework._checks``).
+
     Args:
-        reduction: ``'mean'`` or ``'sum'``. Default: ``'mean'``.
+        reduction: ``'mean'``, ``'sum'`` or ``'none'``. Default: ``'mean'``.
+        weight: a floating tensor broadcastable to the prediction's shape (torch's ``weight``),
+            or ``None`` (w = 1). A keyword: the framework's losses take ``reduction`` first.
 
     Shape:
-        - Prediction: (*), probabilities.  - Target: the prediction's shape.  - Output: a 0-d tensor.
+        - Prediction: (*), probabilities.  - Target: the prediction's shape.
+        - Output: a 0-d tensor, or the prediction's shape with ``reduction='none'``.
     """
+
+    def __init__(self, reduction: str = "mean", *, weight: Tensor | None = None) -> None:
+        super().__init__(reduction)
+        self.register_buffer("weight", _weight(self, weight, "weight"))
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         prediction, target = self._check_pair(prediction, target)
+        weight = _broadcast_weight(self, self.weight, prediction, "weight")
         _check_unit_interval(self, prediction, "prediction")
         _check_unit_interval(self, target, "target")
-        self._save_for_backward(prediction=prediction, target=target)
+        self._save_for_backward(prediction=prediction, target=target, weight=weight)
         log_p = torch.log(prediction).clamp(min=_LOG_FLOOR)
         log_q = torch.log1p(-prediction).clamp(min=_LOG_FLOOR)
-        return self._reduce(-(target * log_p + (1 - target) * log_q))
+        loss = -(target * log_p + (1 - target) * log_q)
+        return self._reduce(loss if weight is None else loss * weight)
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         saved = self._saved_tensors()
-        p, t = saved["prediction"], saved["target"]
+        p, t, weight = saved["prediction"], saved["target"], saved["weight"]
         scale = self._reduction_scale(p.numel())
-        return self._upstream(grad_output, p) * scale * (p - t) / ((1 - p) * p).clamp(min=_BCE_EPSILON)
+        grad = self._upstream(grad_output, p) * scale * (p - t) / ((1 - p) * p).clamp(min=_BCE_EPSILON)
+        return grad if weight is None else grad * weight
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ("" if self.weight is None else ", weight=...")
 
 
 def _check_unit_interval(owner: Loss, value: Tensor, name: str) -> None:
-    outside = (value < 0) | (value > 1)
-    if bool(outside.any()):
-        worst = value[outside].flatten()[0].item()
-        raise check.fail(owner, f"expected every {name} value in [0, 1], got {worst:g}")
+    # Values are read on the CPU only; on a GPU this is a non-blocking device-side assertion.
+    check.within(owner, value, 0.0, 1.0, f"{name} value", name)
 
 
 class BCEWithLogitsLoss(Loss):
-    """Binary cross-entropy of logits x, i.e. of p = sigmoid(x), computed without overflow:
+    """Binary cross-entropy of logits x, i.e. of p = sigmoid(x), computed without overflow, with a
+    weight w and a weight pw of the positive term (torch's ``pos_weight``):
 
-    l = (1 - t) x + max(-x, 0) + log(1 + exp(-|x|));   L = reduce(l);
+    l = w ((1 - t) x + (1 + (pw - 1) t) log(1 + exp(-x))),  log(1 + exp(-x)) = max(-x, 0) + log(1 + exp(-|x|));
+    L = reduce(l);   dL/dx = s * w ((1 + (pw - 1) t) sigmoid(x) - pw t),  s = 1/N for 'mean', 1 otherwise.
+    Without weights (w = pw = 1): l = (1 - t) x + max(-x, 0) + log(1 + exp(-|x|)), dL/dx = s (sigmoid(x) - t).
     (torch's arrangement: no cancellation between x and x t when t is near 1 and x large.)
-    dL/dx = s * (sigmoid(x) - t),  s = 1/N for 'mean', 1 for 'sum'.
 
     Args:
-        reduction: ``'mean'`` or ``'sum'``. Default: ``'mean'``.
+        reduction: ``'mean'``, ``'sum'`` or ``'none'``. Default: ``'mean'``.
+        weight: a floating tensor broadcastable to the prediction's shape, or ``None`` (w = 1).
+        pos_weight: a floating tensor broadcastable to the prediction's shape (one per class:
+            the last dimension), or ``None`` (pw = 1). Keywords, as ``weight``.
 
     Shape:
-        - Prediction: (*), logits.  - Target: the prediction's shape.  - Output: a 0-d tensor.
+        - Prediction: (*), logits.  - Target: the prediction's shape.
+        - Output: a 0-d tensor, or the prediction's shape with ``reduction='none'``.
     """
+
+    def __init__(
+        self, reduction: str = "mean", *, weight: Tensor | None = None, pos_weight: Tensor | None = None
+    ) -> None:
+        super().__init__(reduction)
+        self.register_buffer("weight", _weight(self, weight, "weight"))
+        self.register_buffer("pos_weight", _weight(self, pos_weight, "pos_weight"))
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         prediction, target = self._check_pair(prediction, target)
-        self._save_for_backward(prediction=prediction, target=target)
+        weight = _broadcast_weight(self, self.weight, prediction, "weight")
+        pos_weight = _broadcast_weight(self, self.pos_weight, prediction, "pos_weight")
+        self._save_for_backward(prediction=prediction, target=target, weight=weight, pos_weight=pos_weight)
         x = prediction
-        return self._reduce((1 - target) * x + (-x).clamp(min=0) + torch.log1p(torch.exp(-x.abs())))
+        # log(1 + exp(-x)) = max(-x, 0) + log1p(exp(-|x|)): logaddexp(-x, 0), in one operation.
+        soft = torch.logaddexp(-x, x.new_zeros(()))
+        if pos_weight is None:
+            loss = torch.addcmul(soft, torch.rsub(target, 1), x)  # (1 - t) x + soft
+        else:
+            loss = (1 - target) * x + (1 + (pos_weight - 1) * target) * soft
+        return self._reduce(loss if weight is None else loss * weight)
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         saved = self._saved_tensors()
-        x, t = saved["prediction"], saved["target"]
+        x, t, weight, pos_weight = saved["prediction"], saved["target"], saved["weight"], saved["pos_weight"]
         scale = self._reduction_scale(x.numel())
-        return self._upstream(grad_output, x) * scale * (torch.sigmoid(x) - t)
+        if pos_weight is None:
+            local = torch.sigmoid(x) - t
+        else:
+            local = (1 + (pos_weight - 1) * t) * torch.sigmoid(x) - pos_weight * t
+        grad = self._upstream(grad_output, x) * scale * local
+        return grad if weight is None else grad * weight
+
+    def extra_repr(self) -> str:
+        extra = "" if self.weight is None else ", weight=..."
+        return super().extra_repr() + extra + ("" if self.pos_weight is None else ", pos_weight=...")
 
 
 class CrossEntropyLoss(Loss):
-    """Cross-entropy of logits x of shape (N, C, d1, ...) against class indices c of shape (N, d1, ...):
+    r"""Cross-entropy of logits x against class indices or class probabilities, as torch.
 
-    l = log(sum_j exp(x_j)) - x_c  over the class dimension (1);   L = reduce(l);
-    dL/dx = s * (softmax(x) - onehot(c)),  s = 1 / (number of target elements) for 'mean', 1 for 'sum'.
+    Over the class dimension (1; 0 for a prediction (C,) without a batch dimension), with
+    P = log_softmax(x) and S = softmax(x), each position's loss and gradient are
 
-    The log-sum-exp subtracts the per-position maximum first, so logits of +-1000 stay finite.
-    torch's ``weight``, ``ignore_index`` and ``label_smoothing`` are not supported: every index
-    must be a class in [0, C).
+        l = -sum_c B_c P_c;   dl/dx = (sum_c B_c) S - B,
+
+    where B, the position's weighted target distribution (w = ``weight``, ones by default;
+    e = ``label_smoothing``; C classes), is
+
+        class index y:        B = m ((1 - e) w_y onehot(y) + (e / C) w),   m = [y != ignore_index];
+        probabilities t:      B = w ((1 - e) t + e / C).
+
+    ``reduction='mean'`` divides the sum by D: the sum of m w_y over the positions for class
+    indices (torch's weighted mean: nan when every position is ignored), the number of positions
+    for probabilities. The log-sum-exp subtracts the per-position maximum first, so logits of
+    +-1000 stay finite. A class index outside [0, C) (other than ``ignore_index``) is a
+    ``ValueError`` naming it on CPU tensors; on a GPU a device-side assertion, which never stalls
+    the stream (see ``framework._checks``).
 
     Args:
-        reduction: ``'mean'`` or ``'sum'``. Default: ``'mean'``.
+        reduction: ``'mean'``, ``'sum'`` or ``'none'``. Default: ``'mean'``. The framework's
+            losses take it first; the other arguments are keywords, named as torch's.
+        weight: a floating tensor of C class weights (torch's ``weight``), or ``None``.
+        ignore_index: positions whose class index equals it add nothing to the loss, its
+            gradient or D; class indices only (with probabilities it must be negative, as torch).
+            Default: -100.
+        label_smoothing: e in [0, 1]. Default: 0.0.
 
     Shape:
-        - Prediction: (N, C) or (N, C, d1, ...), logits.
-        - Target: (N) or (N, d1, ...), integer class indices in [0, C).
-        - Output: a 0-d tensor.
+        - Prediction: (C), (N, C) or (N, C, d1, ...), logits.
+        - Target: class indices of dtype torch.int64 (or torch.uint8) of shape (), (N) or
+          (N, d1, ...), each in [0, C) or ``ignore_index``; or class probabilities of the
+          prediction's shape and dtype.
+        - Output: a 0-d tensor, or () / (N) / (N, d1, ...) with ``reduction='none'``.
     """
 
     target_is_index = True
 
+    def __init__(
+        self,
+        reduction: str = "mean",
+        *,
+        weight: Tensor | None = None,
+        ignore_index: int = -100,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__(reduction)
+        if weight is not None:
+            weight = check.floating(self, weight, "weight")
+            check.ndim(self, weight, (1,), "weight")
+        self.register_buffer("weight", weight)
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+            raise check.ModuleTypeError(f"CrossEntropyLoss: expected ignore_index to be an int, got {ignore_index!r}")
+        self.ignore_index = ignore_index
+        self.label_smoothing = check.number(self, label_smoothing, "label_smoothing", 0.0, 1.0)
+
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
-        prediction, target = self._check_logits_and_indices(prediction, target)
-        shifted = prediction - prediction.amax(dim=1, keepdim=True)
+        prediction, target, probabilities = self._check_logits_and_target(prediction, target)
+        unbatched = prediction.dim() == 1
+        x = prediction.unsqueeze(0) if unbatched else prediction
+        t = target.unsqueeze(0) if unbatched else target
+        classes, e = x.shape[1], self.label_smoothing
+        shifted = x - x.amax(dim=1, keepdim=True)
         log_probs = shifted - torch.logsumexp(shifted, dim=1, keepdim=True)
-        index = target.unsqueeze(1)
-        self._save_for_backward(log_probs=log_probs, index=index)
-        return self._reduce(-log_probs.gather(1, index).squeeze(1))
+        weight = None if self.weight is None else self.weight.reshape(1, classes, *[1] * (x.dim() - 2))
+        if probabilities:
+            dist = t if e == 0 else t * (1 - e) + e / classes
+            dist = dist if weight is None else dist * weight
+            elementwise = -(dist * log_probs).sum(1)
+            # The number of positions: 0 / 0 = nan for an empty batch, as torch.
+            denominator = x.new_full((), float(elementwise.numel()))  # made on the device, not copied there
+            saved = {"dist": dist}
+        else:
+            kept = t != self.ignore_index
+            index = t.masked_fill(~kept, 0).unsqueeze(1)  # ignored positions read class 0, weighted 0
+            mask = kept.to(x.dtype)
+            picked_weight = mask if self.weight is None else self.weight[index.squeeze(1)] * mask
+            elementwise = -log_probs.gather(1, index).squeeze(1) * picked_weight
+            if e > 0:
+                smooth = -(log_probs.sum(1) if weight is None else (log_probs * weight).sum(1)) * mask
+                elementwise = (1 - e) * elementwise + (e / classes) * smooth
+            denominator = picked_weight.sum()
+            saved = {"index": index, "mask": mask, "picked_weight": picked_weight}
+        # D = 0 (an empty batch, every position ignored): a nan 'mean', as torch, but a zero
+        # gradient rather than 0 / 0.
+        self._save_for_backward(
+            log_probs=log_probs, unbatched=unbatched, denominator=denominator.masked_fill(denominator == 0, 1), **saved
+        )
+        if self.reduction == "none":
+            return elementwise.squeeze(0) if unbatched else elementwise
+        total = elementwise.sum()
+        return total / denominator if self.reduction == "mean" else total
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         saved = self._saved_tensors()
-        log_probs, index = saved["log_probs"], saved["index"]
-        scale = self._reduction_scale(index.numel())
-        grad = torch.exp(log_probs).scatter_add_(1, index, torch.full_like(index, -1, dtype=log_probs.dtype))
-        return self._upstream(grad_output, log_probs) * scale * grad
+        log_probs, unbatched = saved["log_probs"], saved["unbatched"]
+        positions = (log_probs.shape[0], *log_probs.shape[2:])
+        upstream = self._upstream(grad_output, log_probs, positions[1:] if unbatched else positions)
+        # The factor of each position's gradient: dL/dl, over D for 'mean'.
+        if self.reduction == "none":
+            coefficient = upstream.unsqueeze(0) if unbatched else upstream
+        else:
+            coefficient = upstream / saved["denominator"] if self.reduction == "mean" else torch.as_tensor(upstream)
+        classes, e = log_probs.shape[1], self.label_smoothing
+        dist = saved.get("dist")
+        if dist is None and e == 0:
+            # Class indices without smoothing: B = m w_y onehot(y), sum_c B_c = m w_y, by one scatter.
+            picked_weight, index = saved["picked_weight"], saved["index"]
+            grad = torch.exp(log_probs).mul_((picked_weight * coefficient).unsqueeze(1))
+            grad.scatter_add_(1, index, (-picked_weight * coefficient).unsqueeze(1))
+            return grad.squeeze(0) if unbatched else grad
+        if dist is None:  # class indices with smoothing: B = m ((1 - e) w_y onehot(y) + (e / C) w), dense
+            mask, picked_weight, index = saved["mask"], saved["picked_weight"], saved["index"]
+            spread = (mask * (e / classes)).unsqueeze(1)
+            shape = (*spread.shape[:1], classes, *spread.shape[2:])
+            weight = 1.0 if self.weight is None else self.weight.reshape(1, classes, *[1] * (log_probs.dim() - 2))
+            dist = (spread * weight).expand(shape).contiguous()
+            dist.scatter_add_(1, index, ((1 - e) * picked_weight).unsqueeze(1))
+        # sum_c B_c from B itself, so that a single class (B = sum_c B_c) gives exactly 0.
+        factor = coefficient.unsqueeze(1) if coefficient.dim() else coefficient
+        grad = torch.exp(log_probs).mul_(dist.sum(1, keepdim=True) * factor).sub_(dist * factor)
+        return grad.squeeze(0) if unbatched else grad
 
-    def _check_logits_and_indices(self, prediction: Any, target: Any) -> tuple[Tensor, Tensor]:
+    def _check_logits_and_target(self, prediction: Any, target: Any) -> tuple[Tensor, Tensor, bool]:
+        """The checked prediction and target, and whether the target holds class probabilities."""
         prediction = check.floating(self, prediction, "prediction")
-        if prediction.dim() < 2:
-            raise check.fail(
-                self,
-                f"expected prediction of shape (N, C) or (N, C, d1, ...), got a {prediction.dim()}-D tensor "
-                f"of shape {tuple(prediction.shape)}",
-            )
+        if prediction.dim() < 1:
+            raise check.fail(self, "expected prediction of shape (C), (N, C) or (N, C, d1, ...), got a 0-d tensor")
         target = check.tensor(self, target, "target")
-        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-            raise check.ModuleTypeError(
-                f"{type(self).__name__}: expected target to be integer class indices (torch.int64), got {target.dtype}"
-            )
-        expected = (prediction.shape[0], *prediction.shape[2:])
-        check.same_shape(self, target, expected, "target (the prediction's shape without the class dimension)")
         if target.device != prediction.device:
             raise check.ModuleTypeError(
-                f"{type(self).__name__}: expected target on device {prediction.device} (the prediction's), "
+                f"CrossEntropyLoss: expected target on device {prediction.device} (the prediction's), "
                 f"got {target.device}"
             )
-        classes = prediction.shape[1]
-        outside = (target < 0) | (target >= classes)
-        if bool(outside.any()):
-            worst = int(target[outside].flatten()[0].item())
-            raise check.fail(self, f"expected every target class index in [0, {classes}), got {worst}")
-        return prediction, target.long()
+        classes = prediction.shape[0 if prediction.dim() == 1 else 1]
+        if self.weight is not None:
+            check.like(self, self.weight, prediction, "weight", "prediction")
+            check.same_shape(self, self.weight, (classes,), "weight (one per class)")
+        if tuple(target.shape) == tuple(prediction.shape):
+            if not target.is_floating_point():
+                raise check.ModuleTypeError(
+                    f"CrossEntropyLoss: expected class probabilities (a target of the prediction's shape) to be "
+                    f"floating-point, got {target.dtype}"
+                )
+            check.like(self, target, prediction, "target", "prediction")
+            if self.ignore_index >= 0:
+                raise check.fail(
+                    self,
+                    f"ignore_index={self.ignore_index} is not supported with class probabilities (as torch): "
+                    "use a negative ignore_index",
+                )
+            return prediction, target, True
+        if target.dtype not in (torch.int64, torch.uint8):
+            raise check.ModuleTypeError(
+                f"CrossEntropyLoss: expected target to be class indices of dtype torch.int64 (or torch.uint8, "
+                f"as torch), or class probabilities of the prediction's shape, got {target.dtype} of shape "
+                f"{tuple(target.shape)}"
+            )
+        expected = () if prediction.dim() == 1 else (prediction.shape[0], *prediction.shape[2:])
+        check.same_shape(self, target, expected, "target (the prediction's shape without the class dimension)")
+        target = target.long()
+        # Values are read on the CPU only; on a GPU this is a non-blocking device-side assertion.
+        check.within(
+            self,
+            target,
+            0,
+            classes,
+            "target class index",
+            "target",
+            high_open=True,
+            allowed=(self.ignore_index, f"ignore_index={self.ignore_index}"),
+        )
+        return prediction, target, False
+
+    def extra_repr(self) -> str:
+        extra = "" if self.weight is None else ", weight=..."
+        if self.ignore_index != -100:
+            extra += f", ignore_index={self.ignore_index}"
+        if self.label_smoothing:
+            extra += f", label_smoothing={self.label_smoothing}"
+        return super().extra_repr() + extra

@@ -3,11 +3,18 @@
 A module computes ``forward(*inputs)`` and, given dL/d(output), ``backward(*grad_outputs)``
 returns dL/d(input) and *adds* dL/d(parameter) into each parameter's gradient. Everything
 runs with torch's grad mode off: the gradients are the hand-written ones, never autograd's.
+
+The per-call cost matters as much as the kernels for small networks (a 2-25-25-25-2 network
+spends most of a training step in Python), so the protocol's own work is kept to a few
+attribute reads per call: grad mode is switched off once at the outermost call, parameters
+and buffers are plain instance attributes, and the argument checks take a fast path that
+only falls back to the detailed error messages when something is wrong.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
@@ -19,13 +26,48 @@ from . import _checks as check
 _REGISTRY: list[type[Module]] = []
 
 
+_grad_enabled = torch.is_grad_enabled
+_set_grad_enabled = torch._C._set_grad_enabled
+
+
 def _without_grad_mode(method: Callable[..., Any]) -> Callable[..., Any]:
+    # Only the outermost call switches grad mode off (a Sequential's children find it off):
+    # entering ``torch.no_grad()`` costs more than a small layer's whole forward.
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with torch.no_grad():
+        if not _grad_enabled():
             return method(*args, **kwargs)
+        _set_grad_enabled(False)
+        try:
+            return method(*args, **kwargs)
+        finally:
+            _set_grad_enabled(True)
 
     wrapper._grad_mode_off = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def optional_batch(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Lets ``forward(x, ...)`` and ``backward(grad_output)`` take one sample without its batch
+    dimension, as torch's layers do: an input of rank ``self.unbatched_ndim`` runs as a batch of
+    one, and the output (in backward, the input gradient) comes back without that dimension.
+    An input of any rank but those two is refused, naming both."""
+    is_forward = method.__name__ == "forward"
+
+    @functools.wraps(method)
+    def wrapper(self: Module, x: Any, *args: Any, **kwargs: Any) -> Any:
+        if is_forward:
+            rank = self.unbatched_ndim
+            if isinstance(x, Tensor) and x.dim() not in (rank, rank + 1):
+                check.ndim(self, x, (rank, rank + 1), "input")
+            unbatched = isinstance(x, Tensor) and x.dim() == rank
+            object.__setattr__(self, "_unbatched", unbatched)
+        else:
+            unbatched = self.__dict__.get("_unbatched", False)
+        if unbatched and isinstance(x, Tensor):
+            return method(self, x.unsqueeze(0), *args, **kwargs).squeeze(0)
+        return method(self, x, *args, **kwargs)
+
     return wrapper
 
 
@@ -49,6 +91,8 @@ class Module:
             method = cls.__dict__.get(name)
             if method is not None and not getattr(method, "_grad_mode_off", False):
                 setattr(cls, name, _without_grad_mode(method))
+                # The unwrapped method, for callers that have already switched grad mode off.
+                setattr(cls, f"_{name}_unwrapped", method)
         if "abstract" not in cls.__dict__:
             cls.abstract = False
         if not cls.abstract and cls.__module__.startswith("framework."):
@@ -68,15 +112,18 @@ class Module:
             return
         self._parameters[name] = value
         self._gradients[name] = torch.zeros_like(value)
+        object.__setattr__(self, name, value)
 
     def register_buffer(self, name: str, value: Tensor | None) -> None:
         if value is None:
             object.__setattr__(self, name, None)
             return
         self._buffers[name] = value
+        object.__setattr__(self, name, value)
 
     def __getattr__(self, name: str) -> Any:
-        # Only reached when normal lookup fails: parameters and buffers live in dicts.
+        # Only reached when normal lookup fails: parameters and buffers are mirrored as
+        # instance attributes (a plain lookup is the fast one), this covers the rest.
         for store in ("_parameters", "_buffers"):
             table = self.__dict__.get(store)
             if table is not None and name in table:
@@ -90,11 +137,11 @@ class Module:
             check.same_shape(self, value, params[name].shape, name)
             params[name] = value
             self._gradients[name] = torch.zeros_like(value)
+            object.__setattr__(self, name, value)
             return
         buffers = self.__dict__.get("_buffers")
         if buffers is not None and name in buffers:
             buffers[name] = value
-            return
         object.__setattr__(self, name, value)
 
     def children(self) -> list[Module]:
@@ -145,9 +192,11 @@ class Module:
         for name in list(self._parameters):
             self._parameters[name] = self._parameters[name].to(device=device, dtype=dtype)
             self._gradients[name] = self._gradients[name].to(device=device, dtype=dtype)
+            object.__setattr__(self, name, self._parameters[name])
         for name, value in list(self._buffers.items()):
             cast = dtype if value.is_floating_point() else None
             self._buffers[name] = value.to(device=device, dtype=cast)
+            object.__setattr__(self, name, self._buffers[name])
         for child in self.children():
             child.to(device=device, dtype=dtype)
         return self
@@ -159,17 +208,30 @@ class Module:
     def backward(self, *grad_outputs: Tensor) -> Tensor | tuple[Tensor, ...]:
         raise NotImplementedError
 
-    def __call__(self, *inputs: Any) -> Any:
+    def __call__(self, *inputs: Any, **kwargs: Any) -> Any:
+        return self.forward(*inputs, **kwargs)
+
+    def _forward_unwrapped(self, *inputs: Tensor) -> Tensor:
         return self.forward(*inputs)
+
+    def _backward_unwrapped(self, *grad_outputs: Tensor) -> Tensor | tuple[Tensor, ...]:
+        return self.backward(*grad_outputs)
 
     # -- helpers for subclasses ----------------------------------------------------------------
     def _reference_tensor(self) -> Tensor | None:
-        for _, p, _ in self.named_param():
+        for p in self._parameters.values():
             return p
+        if self.children():
+            for _, p, _ in self.named_param():
+                return p
         return None
 
     def _check_input(self, x: Any, allowed_ndim: tuple[int, ...] | None = None, name: str = "input") -> Tensor:
         """A floating tensor of an allowed rank, on the parameters' dtype and device."""
+        if isinstance(x, Tensor) and x.is_floating_point() and (allowed_ndim is None or x.dim() in allowed_ndim):
+            reference = self._reference_tensor()
+            if reference is None or (x.dtype is reference.dtype and x.device == reference.device):
+                return x
         x = check.floating(self, x, name)
         if allowed_ndim is not None:
             check.ndim(self, x, allowed_ndim, name)
@@ -177,6 +239,16 @@ class Module:
         if reference is not None:
             check.like(self, x, reference, name, "parameters")
         return x
+
+    def _workspace(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """A tensor of ``shape`` (``like``'s dtype and device) that this module reuses from call to
+        call for an internal temporary, never for anything it returns: a large fresh CPU allocation
+        costs a page fault per 4 KiB on first touch, often more than the computation that fills it."""
+        spaces = self.__dict__.setdefault("_workspaces", {})
+        space = spaces.get(name)
+        if space is None or space.shape != shape or space.dtype != like.dtype or space.device != like.device:
+            space = spaces[name] = like.new_empty(shape)
+        return space
 
     def _save_for_backward(self, **tensors: Any) -> None:
         object.__setattr__(self, "_saved", tensors)
@@ -188,6 +260,13 @@ class Module:
         return saved
 
     def _check_grad_output(self, grad_output: Any, expected: Tensor, name: str = "grad_output") -> Tensor:
+        if (
+            isinstance(grad_output, Tensor)
+            and grad_output.dtype is expected.dtype
+            and grad_output.shape == expected.shape
+            and grad_output.device == expected.device
+        ):
+            return grad_output
         grad_output = check.floating(self, grad_output, name)
         check.same_shape(self, grad_output, expected.shape, f"{name} (the output's shape)")
         check.like(self, grad_output, expected, name, "output")
@@ -201,10 +280,14 @@ class Module:
 
 
 class Loss(Module):
-    """A criterion: ``forward(prediction, target)`` returns a 0-d tensor.
+    """A criterion: ``forward(prediction, target)`` returns the loss.
 
-    ``backward(grad_output=None)`` returns dL/d(prediction), scaled by ``grad_output`` (a
-    scalar, 1 by default) so a loss can sit inside a larger expression.
+    ``reduction`` chooses the loss: ``'mean'`` (the default) or ``'sum'`` of the elementwise
+    losses, a 0-d tensor; or ``'none'``, the elementwise losses themselves (shape as torch's).
+    ``backward(grad_output)`` returns dL/d(prediction) for an upstream gradient of the loss's
+    shape: for a reduced loss a scalar, 1 by default, so a loss can sit inside a larger
+    expression; for ``'none'`` a tensor of the unreduced shape, which must be given (as torch's
+    ``backward()`` of a non-scalar needs a gradient: ``backward()`` alone raises).
     """
 
     abstract = True
@@ -215,6 +298,15 @@ class Loss(Module):
         self.reduction = check.choice(self, reduction, "reduction", check.REDUCTIONS)
 
     def _check_pair(self, prediction: Any, target: Any) -> tuple[Tensor, Tensor]:
+        if (
+            isinstance(prediction, Tensor)
+            and isinstance(target, Tensor)
+            and prediction.is_floating_point()
+            and target.dtype is prediction.dtype
+            and target.shape == prediction.shape
+            and target.device == prediction.device
+        ):
+            return prediction, target
         prediction = check.floating(self, prediction, "prediction")
         target = check.floating(self, target, "target")
         check.same_shape(self, target, prediction.shape, "target (the prediction's shape)")
@@ -222,13 +314,32 @@ class Loss(Module):
         return prediction, target
 
     def _reduce(self, elementwise: Tensor) -> Tensor:
+        if self.reduction == "none":
+            return elementwise
         return elementwise.mean() if self.reduction == "mean" else elementwise.sum()
 
     def _reduction_scale(self, count: int) -> float:
-        return 1.0 / count if self.reduction == "mean" else 1.0
+        # An empty 'mean' is nan (as torch) and its gradient empty: any finite scale will do.
+        return 1.0 / max(count, 1) if self.reduction == "mean" else 1.0
 
-    def _upstream(self, grad_output: Any, like: Tensor) -> Tensor | float:
-        """The scalar that scales dL/d(prediction): 1 by default."""
+    def _upstream(self, grad_output: Any, like: Tensor, shape: tuple[int, ...] | None = None) -> Tensor | float:
+        """What scales dL/d(prediction): a scalar (1 by default) for a reduced loss; for
+        ``reduction='none'`` ``grad_output`` itself, of the unreduced loss's ``shape``
+        (``like``'s by default)."""
+        if self.reduction == "none":
+            expected = tuple(like.shape) if shape is None else tuple(shape)
+            if grad_output is None:
+                if math.prod(expected) != 1:
+                    raise check.fail(
+                        self,
+                        f"backward() needs grad_output with reduction='none': the loss has shape {expected}, "
+                        "so pass dL/d(loss) of that shape (torch's backward() of a non-scalar needs one too)",
+                    )
+                return torch.ones(expected, dtype=like.dtype, device=like.device)  # one element: as torch
+            grad_output = check.floating(self, grad_output, "grad_output")
+            check.same_shape(self, grad_output, expected, "grad_output (the unreduced loss's shape)")
+            check.like(self, grad_output, like, "grad_output", "prediction")
+            return grad_output
         if grad_output is None:
             return 1.0
         if isinstance(grad_output, (int, float)) and not isinstance(grad_output, bool):

@@ -23,6 +23,7 @@ class _BatchNorm(Module):
         running = (1 - a) running + a batch,   a = momentum, or 1 / num_batches_tracked if momentum is None.
     Evaluation mode with tracked statistics: mu, var are the running ones (constants), so
         y = weight (x - mu) / sqrt(var + eps) + bias;   dL/dx = g weight / sqrt(var + eps).
+    An empty batch (N = 0) gives an empty output and leaves the statistics as they were, as torch.
 
     Args:
         num_features: C, the number of channels.
@@ -89,6 +90,14 @@ class _BatchNorm(Module):
         shape = [1, self.num_features] + [1] * (x.dim() - 2)
         n = x.numel() // self.num_features
         batch_stats = self.training or self.running_mean is None
+        if n == 0:
+            # An empty batch, as torch: an empty output, the running statistics untouched (the
+            # batch count still advances), nothing to add to any gradient.
+            if self.training and self.track_running_stats:
+                self.num_batches_tracked.add_(1)
+            y = x.clone()
+            self._save_for_backward(x=x, like=y, empty=True)
+            return y
         if batch_stats:
             if n <= 1:
                 raise check.fail(
@@ -114,8 +123,11 @@ class _BatchNorm(Module):
 
     def _update_running_stats(self, mean: Tensor, var: Tensor, n: int) -> None:
         self.num_batches_tracked.add_(1)
+        factor: Tensor | float
         if self.momentum is None:
-            factor = 1.0 / float(self.num_batches_tracked.item())
+            # 1 / count as a 0-d float64 tensor on the statistics' device: the same number as
+            # torch's Python float, without reading the count back to the host.
+            factor = self.num_batches_tracked.to(torch.float64).reciprocal()
         else:
             factor = self.momentum
         self.running_mean.mul_(1 - factor).add_(factor * mean)
@@ -124,6 +136,8 @@ class _BatchNorm(Module):
     def backward(self, grad_output: Tensor) -> Tensor:
         saved = self._saved_tensors()
         grad_output = self._check_grad_output(grad_output, saved["like"])
+        if saved.get("empty"):
+            return grad_output.clone()
         x, mean, inv_std = saved["x"], saved["mean"], saved["inv_std"]
         dims = [0, *range(2, x.dim())]
         shape = [1, self.num_features] + [1] * (x.dim() - 2)

@@ -1,4 +1,4 @@
-"""Pooling over (H, W) windows and nearest-neighbour upsampling."""
+"""Pooling over (H, W) windows, and upsampling (nearest, linear, bicubic, area)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,12 @@ class _Pool2d(Module):
     def _prepare(self, x: Any, fill: float) -> tuple[Tensor, Tensor, tuple[int, int], sliding.Pads]:
         """The 4-D input, its padded canvas, the output size and the pads (ceil mode pads the end further)."""
         x = self._check_input(x, (3, 4))
+        if 0 in x.shape[-3:]:
+            raise check.fail(
+                self,
+                f"expected non-zero channel and spatial sizes (only a batch may be empty, as torch), "
+                f"got input shape {tuple(x.shape)}",
+            )
         x4 = x.unsqueeze(0) if x.dim() == 3 else x
         h, w = x4.shape[2:]
         out = tuple(
@@ -144,23 +150,33 @@ class MaxPool2d(_Pool2d):
         columns = torch.arange(out[1], device=best.device) * self.strides[1]
         return rows + (best // kw) * self.dilations[0], columns + (best % kw) * self.dilations[1]
 
+    def _offsets(self, wp: int, out: tuple[int, int], device: torch.device) -> tuple[Tensor, Tensor]:
+        """Flat canvas offset of each kernel entry, and of each window's origin (made once per geometry)."""
+        key = (wp, out, device)
+        cache = self.__dict__.setdefault("_offset_cache", {})
+        if key not in cache:
+            kh, kw = self.kernel
+            kernel_offset = (
+                torch.arange(kh, device=device).reshape(-1, 1) * (self.dilations[0] * wp)
+                + torch.arange(kw, device=device) * self.dilations[1]
+            ).reshape(-1)
+            origin = (
+                torch.arange(out[0], device=device).reshape(-1, 1) * (self.strides[0] * wp)
+                + torch.arange(out[1], device=device) * self.strides[1]
+            )
+            cache[key] = (kernel_offset, origin)
+        return cache[key]
+
     def backward(self, grad_output: Tensor) -> Tensor:
         saved, g = self._check_grad(grad_output)
         n, c, hp, wp = saved["canvas_size"]
         out = saved["out"]
         # Flat canvas index of each maximum: window origin + the offset of its kernel entry.
-        kh, kw = self.kernel
-        kernel_offset = (
-            torch.arange(kh, device=g.device).reshape(-1, 1) * (self.dilations[0] * wp)
-            + torch.arange(kw, device=g.device) * self.dilations[1]
-        ).reshape(-1)
-        origin = (
-            torch.arange(out[0], device=g.device).reshape(-1, 1) * (self.strides[0] * wp)
-            + torch.arange(out[1], device=g.device) * self.strides[1]
-        )
+        kernel_offset, origin = self._offsets(wp, out, g.device)
         flat = kernel_offset[saved["best"]] + origin
         canvas = g.new_zeros(n * c, hp * wp)
-        canvas.scatter_add_(1, flat.reshape(n * c, -1), g.reshape(n * c, -1))
+        positions = out[0] * out[1]  # explicit, not -1: n * c may be 0
+        canvas.scatter_add_(1, flat.reshape(n * c, positions), g.reshape(n * c, positions))
         grad = sliding.crop(canvas.reshape(n, c, hp, wp), saved["pads"], saved["size"])
         return grad.squeeze(0) if saved["unbatched"] else grad
 
@@ -214,6 +230,13 @@ class AvgPool2d(_Pool2d):
     def _divisor(self, x4: Tensor, canvas: Tensor, out: tuple[int, int]) -> Tensor | float:
         if self.divisor_override is not None:
             return float(self.divisor_override)
+        key = (tuple(x4.shape[2:]), tuple(canvas.shape[2:]), out, x4.dtype, x4.device)
+        cache = self.__dict__.setdefault("_divisor_cache", {})
+        if key not in cache:
+            cache[key] = self._counts(x4, canvas, out)
+        return cache[key]
+
+    def _counts(self, x4: Tensor, canvas: Tensor, out: tuple[int, int]) -> Tensor:
         counts = []
         for dim in range(2):
             n, p, k, s = x4.shape[2 + dim], self.pads[dim], self.kernel[dim], self.strides[dim]
@@ -256,11 +279,25 @@ class AvgPool2d(_Pool2d):
 
 
 _LINEAR_MODES = {"linear": 3, "bilinear": 4, "trilinear": 5}
-_MODES = ("nearest", "nearest-exact", *_LINEAR_MODES)
+# Modes applied as one (out, in) matrix per spatial dimension: bicubic (4-D input only) and area.
+_MATRIX_MODES = ("bicubic", "area")
+_MODES = ("nearest", "nearest-exact", *_LINEAR_MODES, *_MATRIX_MODES)
+_CUBIC_A = -0.75  # torch's (and Keys') cubic convolution parameter
+
+
+def _cubic_near(t: Tensor) -> Tensor:
+    """Keys' cubic convolution kernel for |t| <= 1: ((A + 2) t - (A + 3)) t^2 + 1."""
+    return ((_CUBIC_A + 2) * t - (_CUBIC_A + 3)) * t * t + 1
+
+
+def _cubic_far(t: Tensor) -> Tensor:
+    """Keys' cubic convolution kernel for 1 < |t| < 2: ((A t - 5 A) t + 8 A) t - 4 A."""
+    return ((_CUBIC_A * t - 5 * _CUBIC_A) * t + 8 * _CUBIC_A) * t - 4 * _CUBIC_A
 
 
 class Upsample(Module):
-    r"""Upsampling (or downsampling) of the spatial dimensions by nearest neighbours or (multi-)linear interpolation.
+    r"""Upsampling (or downsampling) of the spatial dimensions by nearest neighbours, (multi-)linear or bicubic
+    interpolation, or area averaging.
 
     Per spatial dimension i, with r_i = 1 / scale_factor_i (or size_i / out_i when ``size`` is given):
       nearest:        y[p] = x[src(p)],  src(p)_i = min(floor(p_i r_i), size_i - 1)   (float32, as torch)
@@ -270,13 +307,20 @@ class Upsample(Module):
                       s = p r' (align_corners, r' = (size - 1) / (out - 1)) or max((p + 0.5) r - 0.5, 0),
                       i0 = floor(s), i1 = min(i0 + 1, size - 1), l = s - i0;
                       dL/dx[i0] += (1 - l) g,  dL/dx[i1] += l g   (the transposed interpolation).
+      bicubic:        y = x multiplied along each dimension by M (out x size), dL/dx = g multiplied by M^T,
+                      M[p, clamp(i + k - 1)] += K(l + 1 - k) for k = 0..3 (taps clamped to [0, size - 1], so the
+                      border repeats), s as above but not clamped at 0, i = min(floor(s), size - 1),
+                      l = clamp(s - i, 0, 1), K Keys' cubic convolution kernel with A = -0.75, as torch.
+      area:           torch's adaptive average pooling: M[p, q] = 1 / (e_p - b_p) for b_p <= q < e_p,
+                      b_p = floor(p size / out), e_p = ceil((p + 1) size / out).
 
     Args:
         size: output spatial size (an int or one per dimension); or
         scale_factor: output size = floor(input size * scale_factor), one number or one per dimension.
-        mode: ``'nearest'``, ``'nearest-exact'``, ``'linear'`` (3-D input), ``'bilinear'`` (4-D) or
-            ``'trilinear'`` (5-D). (torch's ``'bicubic'`` and ``'area'`` are not implemented.)
-        align_corners: linear modes only: map the corner pixels' centres onto each other (``None`` = False).
+        mode: ``'nearest'``, ``'nearest-exact'``, ``'linear'`` (3-D input), ``'bilinear'`` (4-D),
+            ``'bicubic'`` (4-D), ``'trilinear'`` (5-D) or ``'area'``.
+        align_corners: linear modes and bicubic only: map the corner pixels' centres onto each other
+            (``None`` = False).
         recompute_scale_factor: ``True`` takes r_i = size_i / out_i instead of 1 / scale_factor_i, as torch.
 
     Shape: input (N, C, L), (N, C, H, W) or (N, C, D, H, W); output (N, C, *out).
@@ -296,8 +340,10 @@ class Upsample(Module):
                 self, f"expected exactly one of size and scale_factor, got size={size!r}, scale_factor={scale_factor!r}"
             )
         self.mode = check.choice(self, mode, "mode", _MODES)
-        if align_corners is not None and mode not in _LINEAR_MODES:
+        if align_corners is not None and mode not in (*_LINEAR_MODES, "bicubic"):
             raise check.fail(self, f"expected align_corners=None with mode {mode!r} (as torch), got {align_corners!r}")
+        if size is not None and recompute_scale_factor:
+            raise check.fail(self, "recompute_scale_factor is not meaningful with an explicit size (as torch)")
         self.align_corners = align_corners
         self.recompute_scale_factor = recompute_scale_factor
         self.size = self._sizes(size) if size is not None else None
@@ -341,12 +387,18 @@ class Upsample(Module):
         return list(zip(sizes_in, sizes_out, ratios))
 
     def _nearest(self, n: int, out: int, ratio: float | None, device: torch.device) -> Tensor:
-        # float32 arithmetic, as torch's nearest kernels, so indices agree at block boundaries.
-        r = torch.tensor(n / out if ratio is None else ratio, dtype=torch.float32)
-        position = torch.arange(out, dtype=torch.float32)
-        if self.mode == "nearest-exact":
-            position = position + 0.5
-        return torch.floor(position * r).to(torch.long).clamp(max=n - 1).to(device)
+        # The indices depend on the geometry only: made once per geometry and device, on that device.
+        key = (n, out, ratio, device)
+        cache = self.__dict__.setdefault("_index_cache", {})
+        if key not in cache:
+            # float32 arithmetic, as torch's nearest kernels, so indices agree at block boundaries
+            # (the Python number is rounded to float32 by the product, as torch rounds its scale).
+            position = torch.arange(out, dtype=torch.float32, device=device)
+            if self.mode == "nearest-exact":
+                position = position + 0.5
+            r = n / out if ratio is None else ratio
+            cache[key] = torch.floor(position * r).to(torch.long).clamp(max=n - 1)
+        return cache[key]
 
     def _linear(self, n: int, out: int, ratio: float | None, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Two taps per output index and the weight of the second, in the input's precision (as torch)."""
@@ -361,12 +413,42 @@ class Upsample(Module):
         weight = (source - first.to(x.dtype)).clamp(0, 1)
         return first, second, weight
 
+    def _matrix(self, n: int, out: int, ratio: float | None, x: Tensor) -> Tensor:
+        """The (out, n) matrix of a bicubic or area resampling along one dimension."""
+        rows = torch.arange(out, device=x.device)
+        if self.mode == "area":
+            begin, end = (rows * n) // out, ((rows + 1) * n + out - 1) // out
+            columns = torch.arange(n, device=x.device)
+            inside = (columns >= begin.unsqueeze(1)) & (columns < end.unsqueeze(1))
+            return inside.to(x.dtype) / (end - begin).to(x.dtype).unsqueeze(1)
+        position = rows.to(x.dtype)
+        if self.align_corners:
+            source = position * ((n - 1) / (out - 1) if out > 1 else 0.0)
+        else:
+            source = (position + 0.5) * (n / out if ratio is None else ratio) - 0.5
+        index = source.floor().to(torch.long).clamp(max=n - 1)
+        t = (source - index.to(x.dtype)).clamp(0, 1)
+        coefficients = (_cubic_far(t + 1), _cubic_near(t), _cubic_near(1 - t), _cubic_far(2 - t))
+        matrix = x.new_zeros(out, n)
+        for k, coefficient in enumerate(coefficients):
+            matrix.index_put_((rows, (index + k - 1).clamp(0, n - 1)), coefficient, accumulate=True)
+        return matrix
+
     def forward(self, x: Tensor) -> Tensor:
         if self.mode in _LINEAR_MODES:
             x = self._check_input(x, (_LINEAR_MODES[self.mode],))
+        elif self.mode == "bicubic":
+            x = self._check_input(x, (4,))
         else:
             x = self._check_input(x, (3, 4, 5))
         geometry = self._geometry(x)
+        if self.mode in _MATRIX_MODES:
+            matrices = [self._matrix(n, out, ratio, x) for n, out, ratio in geometry]
+            y = x
+            for dim in reversed(range(len(matrices))):
+                y = torch.matmul(y.movedim(2 + dim, -1), matrices[dim].T).movedim(-1, 2 + dim)
+            self._save_for_backward(taps=None, sources=None, matrices=matrices, shape=x.shape, like=y)
+            return y
         if self.mode in _LINEAR_MODES:
             taps = [self._linear(n, out, ratio, x) for n, out, ratio in geometry]
             y = x
@@ -388,6 +470,10 @@ class Upsample(Module):
         saved = self._saved_tensors()
         g = self._check_grad_output(grad_output, saved["like"])
         shape = saved["shape"]
+        if saved.get("matrices") is not None:
+            for dim, matrix in enumerate(saved["matrices"]):
+                g = torch.matmul(g.movedim(2 + dim, -1), matrix).movedim(-1, 2 + dim)
+            return g
         if saved["taps"] is not None:
             taps = saved["taps"]
             for dim in range(len(taps)):

@@ -205,6 +205,7 @@ class Context:
             return None
         reference = self.reference.copy(dtype)
         if isinstance(reference, AutogradTarget) and isinstance(reference.fn, torch.nn.Module):
+            reference.fn.to(device=self.device)  # a reference module built on the CPU follows the inputs
             from .twins import copy_parameters
 
             params = (source or self.pristine).parameters()

@@ -23,9 +23,12 @@ Low precision (:func:`low_precision_bounds`)
     *same* (upcast) inputs and parameters, so input quantisation is not counted against it.
     Per tensor, its largest and its mean absolute error are bounded by
 
-    ``factor * max(e, ACCUMULATION_FLOOR u_acc sqrt(n) s) + ROUNDING_FLOOR * u * |truth|``
+    ``factor * max(e, ACCUMULATION_FLOOR u_acc sqrt(n) s, c) + ROUNDING_FLOOR * u * |truth|``
 
-    (max and mean taken alike). With a reference, ``e`` is the reference's own error in the same
+    (max and mean taken alike), where ``c`` is the float64 truth's spread when the inputs move by
+    one unit in the last place of the dtype, scaled to the accumulator's round-off ``u_acc``
+    (the conditioning: what float32 arithmetic cannot avoid, e.g. BatchNorm over two samples
+    that nearly coincide). With a reference, ``e`` is the reference's own error in the same
     precision, the largest over three rounding realisations (the case, and the case with inputs
     moved by one unit in the last place: a small tensor's single realisation can be exact by
     luck), and ``factor = LOW_PRECISION_FACTOR``: the rule of FlashAttention's test suite. The
@@ -119,13 +122,18 @@ def jitter_spread(
     unjittered evaluation when already known.
     """
     base = collect(0.0, None) if base is None else base
-    spread = {name: torch.zeros_like(value) for name, value in base.items()}
-    for _ in range(draws):
-        moved = collect(size, generator)
-        for name in spread:
-            if name in moved and moved[name].shape == base[name].shape:
-                spread[name] = torch.maximum(spread[name], (moved[name] - base[name]).abs())
-    return spread
+    return spread(base, [collect(size, generator) for _ in range(draws)])
+
+
+def spread(base: dict[str, Tensor], moved: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """Elementwise largest ``|moved - base|`` over the evaluations ``moved``, per name (CPU, float64)."""
+    result = {name: torch.zeros_like(value, dtype=torch.float64).cpu() for name, value in base.items()}
+    for evaluation in moved:
+        for name in result:
+            if name in evaluation and evaluation[name].shape == base[name].shape:
+                difference = (evaluation[name].double().cpu() - base[name].double().cpu()).abs()
+                result[name] = torch.maximum(result[name], difference)
+    return result
 
 
 def rounding_noise(
@@ -168,12 +176,18 @@ def low_precision_bounds(
     gradient scale) is added.
     """
     truth = truth.detach().double().cpu().abs()
-    u = unit_roundoff(dtype)
-    accumulation = ACCUMULATION_FLOOR * accumulation_roundoff(dtype) * math.sqrt(n_terms) * scale
-    measured, factor = (spread, MODEL_FACTOR) if reference_error is None else (reference_error, LOW_PRECISION_FACTOR)
-    measured = measured.detach().double().cpu()
+    u, u_acc = unit_roundoff(dtype), accumulation_roundoff(dtype)
+    accumulation = ACCUMULATION_FLOOR * u_acc * math.sqrt(n_terms) * scale
+    spread = spread.detach().double().cpu()
     bounds = {}
     for name, reduce in (("max", torch.amax), ("mean", torch.mean)):
         rounding = ROUNDING_FLOOR * u * float(reduce(truth))
-        bounds[name] = factor * max(float(reduce(measured)), accumulation) + rounding
+        if reference_error is None:
+            bounds[name] = MODEL_FACTOR * max(float(reduce(spread)), accumulation) + rounding
+        else:
+            # The conditioning at the accumulator's precision: a reference that is exact by luck,
+            # or accumulates in double, does not set a bar below what float32 arithmetic allows.
+            conditioning = float(reduce(spread)) * u_acc / u
+            measured = float(reduce(reference_error.detach().double().cpu()))
+            bounds[name] = LOW_PRECISION_FACTOR * max(measured, accumulation, conditioning) + rounding
     return bounds

@@ -92,7 +92,7 @@ class LinearOverwritesGradient(fw.Linear):
 # -- activations ----------------------------------------------------------------------------------------
 class ReLUForgetsUpstream(fw.ReLU):
     def backward(self, grad_output: Tensor) -> Tensor:
-        return (self._saved["x"] > 0).to(grad_output.dtype)
+        return (self._saved["y"] > 0).to(grad_output.dtype)  # y > 0 iff x > 0, and y survives inplace=True
 
 
 class TanhWrongDerivative(fw.Tanh):
@@ -135,7 +135,11 @@ class MSELossForgetsMean(fw.MSELoss):
 
 
 class CrossEntropyForgetsUpstream(fw.CrossEntropyLoss):
+    """Backward with an upstream gradient of ones, whatever grad_output is."""
+
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
+        if self.reduction == "none":
+            return super().backward(torch.ones_like(grad_output))
         return super().backward(None)
 
 
@@ -205,8 +209,8 @@ class DropoutForgetsRescale(fw.Dropout):
     """Backward multiplies by the 0/1 mask without the 1/(1-p) factor."""
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        scale = self._saved["scale"]
-        return grad_output if scale is None else grad_output * (scale != 0).to(grad_output.dtype)
+        mask = self._saved["mask"]
+        return grad_output if mask is None else grad_output * (mask != 0).to(grad_output.dtype)
 
 
 class UpsampleAveragesBlocks(fw.Upsample):

@@ -65,10 +65,14 @@ def _rmsprop_kwargs(draw: Callable[[Any], Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class OptimizerSpec:
+    """``options`` go to the framework's optimizer only: a switch of its own (such as Adam's
+    ``capturable``), checked against torch's default update."""
+
     cls: type
     reference: type
     kwargs: Callable[[Callable[[Any], Any]], dict[str, Any]]
     name: str = ""
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -91,6 +95,7 @@ OPTIMIZER_SPECS = [
     OptimizerSpec(optim.SGD, torch.optim.SGD, _sgd_kwargs),
     OptimizerSpec(optim.Adam, torch.optim.Adam, _adam_kwargs),
     OptimizerSpec(optim.RMSprop, torch.optim.RMSprop, _rmsprop_kwargs),
+    OptimizerSpec(optim.Adam, torch.optim.Adam, _adam_kwargs, name="Adam-capturable", options={"capturable": True}),
 ]
 
 
@@ -101,7 +106,7 @@ def check_optimizer(spec: OptimizerSpec, case: dict[str, Any], safety: float = 4
     params = [torch.randn(s, generator=generator, dtype=torch.float64) for s in case["shapes"]]
     grads = [torch.zeros_like(p) for p in params]
     twins = [p.clone().requires_grad_(True) for p in params]
-    ours = spec.cls(list(zip(params, grads)), **case["kwargs"])
+    ours = spec.cls(list(zip(params, grads)), **case["kwargs"], **spec.options)
     theirs = spec.reference(twins, foreach=False, **case["kwargs"])
     u = unit_roundoff(torch.float64)
     for step in range(1, case["steps"] + 1):

@@ -11,6 +11,7 @@ case replays from JSON). The framework's own specs (``verification/specs/``) are
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -24,7 +25,18 @@ from torch import Tensor
 from .domains import REAL, Domain
 from .strategies import as_strategy
 
-TargetMaker = Callable[[Tensor, torch.Generator], Tensor]
+# (prediction, generator, the case's constructor arguments) -> target; the arguments let a
+# target follow them (CrossEntropyLoss's ignore_index). Makers that ignore them may omit them.
+TargetMaker = Callable[..., Tensor]
+
+
+def _make_target(maker: TargetMaker, prediction: Tensor, generator: torch.Generator, kwargs: dict[str, Any]) -> Tensor:
+    try:
+        takes_kwargs = len(inspect.signature(maker).parameters) >= 3
+    except (TypeError, ValueError):
+        takes_kwargs = True
+    return maker(prediction, generator, kwargs) if takes_kwargs else maker(prediction, generator)
+
 
 DEFAULT_DTYPES = (torch.float64, torch.float32)
 DEFAULT_DEVICES = ("cpu", "cuda")
@@ -49,7 +61,7 @@ class Input:
 def values(domain: Domain) -> TargetMaker:
     """A target of the prediction's shape with values from ``domain``."""
 
-    def make(prediction: Tensor, generator: torch.Generator) -> Tensor:
+    def make(prediction: Tensor, generator: torch.Generator, kwargs: dict[str, Any] | None = None) -> Tensor:
         return domain.sample(tuple(prediction.shape), generator)
 
     make.description = f"values({domain})"  # type: ignore[attr-defined]
@@ -59,7 +71,7 @@ def values(domain: Domain) -> TargetMaker:
 def offset(domain: Domain) -> TargetMaker:
     """target = prediction - d, d from ``domain``: keeps |prediction - target| off a kink."""
 
-    def make(prediction: Tensor, generator: torch.Generator) -> Tensor:
+    def make(prediction: Tensor, generator: torch.Generator, kwargs: dict[str, Any] | None = None) -> Tensor:
         return prediction.double().cpu() - domain.sample(tuple(prediction.shape), generator)
 
     make.description = f"prediction - {domain}"  # type: ignore[attr-defined]
@@ -69,7 +81,7 @@ def offset(domain: Domain) -> TargetMaker:
 def class_indices(dim: int = 1) -> TargetMaker:
     """Integer class indices in ``[0, prediction.shape[dim])``, the prediction's shape without ``dim``."""
 
-    def make(prediction: Tensor, generator: torch.Generator) -> Tensor:
+    def make(prediction: Tensor, generator: torch.Generator, kwargs: dict[str, Any] | None = None) -> Tensor:
         shape = tuple(prediction.shape[:dim]) + tuple(prediction.shape[dim + 1 :])
         return torch.randint(0, prediction.shape[dim], shape, generator=generator)
 
@@ -135,7 +147,10 @@ class Spec:
         twin: builds the ``torch.nn`` reference from the built instance (framework modules:
             ``lambda m: torch.nn.Linear(m.in_features, ...)``). Declaring it registers it with
             :func:`verification.twins.register_twin`, the one twin registry.
-        target: for losses, makes the target from the prediction (passed after the inputs).
+        target: for losses, makes the target (passed after the inputs) from the prediction,
+            the case's generator and, if it takes them, the case's kwargs.
+        tensors: kwargs drawn as (nested) lists of numbers, so a case stays JSON and replays,
+            and passed to the constructor as float64 tensors (class weights).
         modes: ``"train"`` and/or ``"eval"``, drawn per case (modules).
         prepare: called on a fresh instance with the case's generator (random running stats).
         randomize_parameters: draw the instance's parameters uniformly in [-1, 1].
@@ -172,6 +187,7 @@ class Spec:
     inputs: Callable[[dict[str, Any]], Sequence[Any]] | Sequence[Any] = ()
     twin: Callable[[Any], torch.nn.Module] | None = None
     target: TargetMaker | None = None
+    tensors: tuple[str, ...] = ()
     modes: tuple[str, ...] = ("train",)
     prepare: Callable[[Any, torch.Generator], None] | None = None
     randomize_parameters: bool = True
@@ -283,7 +299,7 @@ class Spec:
         reference = self.reference
         if isinstance(reference, type) and issubclass(reference, torch.nn.Module):
             assert built.case is not None
-            return reference(**built.case.kwargs)
+            return reference(**built.case.constructor_kwargs())
         return reference
 
     def lower_precision_checks(self, target: Any) -> tuple[str, ...]:
@@ -358,7 +374,7 @@ class Case:
         """Construct the target and draw inputs (values drawn in float64, then cast)."""
         generator = torch.Generator().manual_seed(self.seed)
         spec = self.spec
-        module = spec.make(self.kwargs)
+        module = spec.make(self.constructor_kwargs())
         instance = not _is_function_class(module) and (
             isinstance(module, torch.nn.Module) or callable(getattr(module, "param", None))
         )
@@ -383,7 +399,7 @@ class Case:
         target = None
         if spec.target is not None:
             first = next(x for x in inputs64 if isinstance(x, Tensor))
-            target = spec.target(first, generator)
+            target = _make_target(spec.target, first, generator, self.kwargs)
             if target.is_floating_point():
                 target = target.to(device=device, dtype=dtype)
             else:
@@ -397,6 +413,13 @@ class Case:
                     value.requires_grad_(True)
             inputs.append(value)
         return Built(module, inputs, target, self.seed, self)
+
+    def constructor_kwargs(self) -> dict[str, Any]:
+        """The drawn kwargs, with the spec's ``tensors`` made float64 tensors."""
+        return {
+            k: torch.tensor(v, dtype=torch.float64) if k in self.spec.tensors and v is not None else v
+            for k, v in self.kwargs.items()
+        }
 
     def to_json(self) -> str:
         return json.dumps(

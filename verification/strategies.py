@@ -35,7 +35,8 @@ def booleans() -> Strategy[bool]:
 
 
 def reductions() -> Strategy[str]:
-    return st.sampled_from(["mean", "sum"])
+    """A loss's reduction; ``'none'`` makes the upstream gradient a tensor of the loss's shape."""
+    return st.sampled_from(["mean", "sum", "none"])
 
 
 def floats(low: float, high: float) -> Strategy[float]:

@@ -22,7 +22,7 @@ from benchmarks.workloads import available_workloads
 ROOT = Path(__file__).resolve().parents[2]
 DTYPES = [torch.float32, torch.float64]
 CASE_LIST = available_cases()
-WORKLOAD_LIST = available_workloads()
+WORKLOAD_LIST = [w for w in available_workloads() if "cpu" in w.devices]
 
 
 def smallest(sizes: dict) -> str:
@@ -63,6 +63,26 @@ def test_workload_steps_agree_and_run_once(workload, dtype) -> None:
     step.check()
     step.callable("framework")()
     step.callable("torch")()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("workload", [w for w in available_workloads() if "cuda" in w.devices], ids=str)
+def test_workload_steps_agree_and_run_once_on_cuda(workload) -> None:
+    sizes = workload.sizes_for("cuda")
+    step = workload.build(dtype=torch.float32, device="cuda", **sizes[smallest(sizes)])
+    step.check()
+    for _ in range(2):  # the graph-captured workload captures on its third step
+        step.callable("framework")()
+        step.callable("torch")()
+
+
+def test_gpu_sizes_are_compute_or_bandwidth_bound_and_recorded_per_case() -> None:
+    conv = CASES["Conv2d"]
+    assert conv.size("large", "cuda").flops >= 50e9 and conv.size("large", "cpu") == conv.sizes["large"]
+    relu = CASES["ReLU"]
+    assert relu.size("large", "cuda").elements >= 32 * 2**20
+    assert relu.bytes("large", "forward+backward", 4, "cuda") == 5 * relu.size("large", "cuda").elements * 4
+    assert CASES["Linear"].bytes("large", "forward", 4) is None  # compute-bound: GFLOP/s instead
 
 
 def test_the_check_rejects_a_framework_module_that_disagrees() -> None:
@@ -111,13 +131,15 @@ def test_the_runner_writes_pytest_benchmark_json_with_the_shared_schema(tmp_path
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     data = json.loads(path.read_text())
     assert data["machine_info"]["matmul_peak_gflops"] > 0
+    assert data["machine_info"]["memory_bandwidth_gbs"] > 0
     assert {"date", "commit", "torch", "threads", "device"} <= set(data["machine_info"]["environment"])
     infos = [b["extra_info"] for b in data["benchmarks"]]
     assert {(i["module"], i["size"], i["pass"], i["impl"]) for i in infos} == {
         ("ReLU", "seed", p, impl) for p in PASSES for impl in ("framework", "torch")
     }
     assert all(i["device"] == "cpu" and i["dtype"] == "float32" and i["workload"] is False for i in infos)
-    assert "fw/torch" in done.stdout
+    assert all(i["bytes"] > 0 and i["size_table"] == "cpu" for i in infos)
+    assert "fw/torch" in done.stdout and "fw % bw" in done.stdout
 
 
 def test_module_list_is_the_frameworks() -> None:

@@ -240,3 +240,23 @@ def test_cli_rejects_an_invalid_option_with_a_usage_error(capsys):
         main(["--dropout", "1.5", "--quiet"])
     assert exit_info.value.code == 2
     assert "dropout" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
+def test_cuda_without_a_gpu_is_a_clear_error(capsys):
+    assert main([*TINY, "--device", "cuda"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("extra", [[], ["--dropout", "0.2", "--batchnorm"]], ids=["mlp", "dropout-batchnorm"])
+def test_cli_trains_framework_and_torch_side_by_side_on_cuda(tmp_path, extra):
+    path = tmp_path / "training.json"
+    assert main([*TINY, "--device", "cuda", *extra, "--json", str(path)]) == 0
+    result = json.loads(path.read_text())
+    assert result["environment"]["device"] == "cuda" and result["config"]["device"] == "cuda"
+    for run in result["runs"]:
+        assert all(math.isfinite(v) for impl in ("framework", "torch") for v in run[impl]["loss"])
+    if not extra:
+        assert result["agreement"]["max_relative_difference_all_epochs"] <= 1e-9

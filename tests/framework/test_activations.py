@@ -210,3 +210,71 @@ def test_cuda_results_equal_cpu_results(make):
     assert y_cuda.is_cuda and dx_cuda.is_cuda
     torch.testing.assert_close(y_cuda.cpu(), y, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(dx_cuda.cpu(), dx, rtol=1e-12, atol=1e-14)
+
+
+# -- inplace=True, as torch: the input is overwritten with the output and returned ----------------------------
+IN_PLACE = [
+    pytest.param(lambda inplace: fw.ReLU(inplace), lambda: torch.nn.ReLU(inplace=True), id="ReLU"),
+    pytest.param(lambda inplace: fw.LeakyReLU(0.2, inplace), lambda: torch.nn.LeakyReLU(0.2, True), id="LeakyReLU"),
+    pytest.param(lambda inplace: fw.ELU(0.7, inplace), lambda: torch.nn.ELU(0.7, True), id="ELU"),
+    pytest.param(lambda inplace: fw.SELU(inplace), lambda: torch.nn.SELU(True), id="SELU"),
+    pytest.param(
+        lambda inplace: fw.Threshold(0.3, 2.0, inplace), lambda: torch.nn.Threshold(0.3, 2.0, True), id="Threshold"
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "make_twin"), IN_PLACE)
+@pytest.mark.parametrize("shape", [(), (7,), (3, 4, 2)], ids=str)
+def test_inplace_overwrites_and_returns_the_input_and_its_gradient_matches_torchs_inplace(make, make_twin, shape):
+    generator = torch.Generator().manual_seed(len(shape))
+    x = 4 * torch.rand(shape, generator=generator, dtype=torch.float64) - 2
+    g = torch.randn(shape, generator=generator, dtype=torch.float64)
+    given = x.clone()
+    module = make(True)
+    y = module(given)
+    grad = module.backward(g)
+    leaf = x.clone().requires_grad_(True)
+    y_ref = make_twin()(leaf.clone())  # torch's in-place version needs a non-leaf
+    y_ref.backward(g)
+    assert y is given
+    torch.testing.assert_close(given, y_ref.detach(), rtol=1e-15, atol=0)
+    torch.testing.assert_close(grad, leaf.grad, rtol=1e-14, atol=0)
+    out_of_place = make(False)
+    torch.testing.assert_close(out_of_place(x), y, rtol=0, atol=0)
+    torch.testing.assert_close(out_of_place.backward(g), grad, rtol=0, atol=0)
+
+
+def test_inplace_relu_inside_a_network_matches_torch():
+    torch.manual_seed(0)
+    model = fw.Sequential(fw.Linear(3, 5), fw.ReLU(inplace=True), fw.Linear(5, 2), fw.ELU(inplace=True)).to(
+        dtype=torch.float64
+    )
+    twin = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.ReLU(True), torch.nn.Linear(5, 2), torch.nn.ELU(True))
+    twin.double().load_state_dict({n: p for n, p, _ in model.named_param()})
+    x = torch.randn(4, 3, dtype=torch.float64)
+    g = torch.randn(4, 2, dtype=torch.float64)
+    y = model(x)
+    grad = model.backward(g)
+    leaf = x.clone().requires_grad_(True)
+    y_ref = twin(leaf)
+    y_ref.backward(g)
+    torch.testing.assert_close(y, y_ref.detach(), rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(grad, leaf.grad, rtol=1e-13, atol=1e-15)
+    ours = {name: grad for name, _, grad in model.named_param()}
+    for name, p in twin.named_parameters():
+        torch.testing.assert_close(ours[name], p.grad, rtol=1e-13, atol=1e-15)
+
+
+def test_inplace_leaky_relu_with_a_negative_slope_is_correct_where_torch_refuses_it():
+    x = torch.tensor([-1.0, 0.5, 2.0], dtype=torch.float64)
+    g = torch.tensor([0.3, -1.2, 0.7], dtype=torch.float64)
+    module = fw.LeakyReLU(-0.5, inplace=True)
+    module(x.clone())
+    torch.testing.assert_close(module.backward(g), g * torch.tensor([-0.5, 1.0, 1.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("make", [lambda v: fw.ReLU(v), lambda v: fw.SELU(v), lambda v: fw.Threshold(0.0, 0.0, v)])
+def test_inplace_that_is_not_a_bool_raises_naming_the_class(make):
+    with pytest.raises(TypeError, match="expected inplace to be a bool"):
+        make(1)

@@ -1,12 +1,13 @@
 """Conv1d, Conv2d and ConvTranspose2d against their torch.nn twins, and their bad inputs."""
 
+import copy
 import itertools
 
 import pytest
 import torch
 
 import framework as fw
-from verification.twins import copy_state
+from verification.twins import copy_state, twin_of
 
 DEVICES = [
     "cpu",
@@ -184,8 +185,9 @@ def test_hyper_parameters_are_stored_as_torch_does():
 @pytest.mark.parametrize(
     ("make", "shape", "match"),
     [
-        (lambda: fw.Conv2d(3, 4, 3), (2, 3, 5), "4-D"),
-        (lambda: fw.Conv1d(3, 4, 3), (2, 3, 5, 5), "3-D"),
+        (lambda: fw.Conv2d(3, 4, 3), (3, 5), "3-D or 4-D"),
+        (lambda: fw.Conv1d(3, 4, 3), (2, 3, 5, 5), "2-D or 3-D"),
+        (lambda: fw.Conv2d(3, 4, 3), (2, 5, 5), "channels = 3"),
         (lambda: fw.Conv2d(3, 4, 3), (2, 2, 5, 5), "channels = 3"),
         (lambda: fw.ConvTranspose2d(3, 4, 3), (2, 4, 5, 5), "channels = 3"),
         (lambda: fw.Conv2d(3, 4, 3, dilation=2), (1, 3, 4, 9), "dilated kernel"),
@@ -258,3 +260,45 @@ def test_transposed_convolution_is_the_adjoint_of_convolution():
 def test_input_on_another_device_than_the_weight_is_rejected():
     with pytest.raises(TypeError, match="Conv2d: expected input on device cpu"):
         fw.Conv2d(3, 4, 3)(torch.zeros(1, 3, 5, 5, device="cuda"))
+
+
+# -- one sample without its batch dimension, as torch takes it ------------------------------------------------
+UNBATCHED = [
+    pytest.param(lambda: fw.Conv1d(2, 3, 2, padding=1, groups=1), (2, 5), id="Conv1d"),
+    pytest.param(lambda: fw.Conv2d(2, 4, (2, 3), stride=(1, 2), padding="valid", groups=2), (2, 5, 6), id="Conv2d"),
+    pytest.param(lambda: fw.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"), (2, 4, 4), id="Conv2d-reflect"),
+    pytest.param(lambda: fw.ConvTranspose2d(2, 3, 3, stride=2, output_padding=1), (2, 3, 4), id="ConvTranspose2d"),
+]
+
+
+@pytest.mark.parametrize(("make", "shape"), UNBATCHED)
+def test_one_sample_without_a_batch_dimension_matches_torch_and_the_batch_of_one(make, shape):
+    ours = make().to(dtype=torch.float64)
+    twin = twin_of(ours)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=generator, dtype=torch.float64)
+    y = ours(x)
+    g = torch.randn(y.shape, generator=generator, dtype=torch.float64)
+    grad = ours.backward(g)
+    leaf = x.clone().requires_grad_(True)
+    y_ref = twin(leaf)
+    y_ref.backward(g)
+    assert y.shape == y_ref.shape and grad.shape == x.shape
+    torch.testing.assert_close(y, y_ref.detach(), rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(grad, leaf.grad, rtol=1e-12, atol=1e-13)
+    for name, p in twin.named_parameters():
+        torch.testing.assert_close(ours.grad(name), p.grad, rtol=1e-12, atol=1e-13)
+    batched = copy.deepcopy(ours)
+    batched.zero_grad()
+    torch.testing.assert_close(batched(x.unsqueeze(0)).squeeze(0), y, rtol=0, atol=0)
+    torch.testing.assert_close(batched.backward(g.unsqueeze(0)).squeeze(0), grad, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("make", "shape"), UNBATCHED)
+def test_an_empty_batch_gives_an_empty_output_and_gradient_as_torch(make, shape):
+    ours = make().to(dtype=torch.float64)
+    x = torch.zeros((0, *shape), dtype=torch.float64)
+    y = ours(x)
+    assert y.shape == twin_of(ours)(x).shape
+    assert ours.backward(torch.zeros_like(y)).shape == x.shape
+    assert not ours.grad("weight").any()

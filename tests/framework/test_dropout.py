@@ -9,7 +9,9 @@ import framework as fw
 
 DEVICES = [
     "cpu",
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
+    pytest.param(
+        "cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+    ),
 ]
 
 
@@ -73,10 +75,25 @@ def test_same_seed_gives_same_mask_and_another_seed_another():
     assert not torch.equal(seeded(0.5, 3)(x), seeded(0.5, 4)(x))
 
 
+def test_the_mask_comes_from_the_modules_generator():
+    m = seeded(0.5, 3)
+    before = m.generator.get_state()
+    m(torch.ones(100))
+    assert not torch.equal(m.generator.get_state(), before)
+    m.generator.set_state(before)
+    assert torch.equal(m(torch.ones(100)), seeded(0.5, 3)(torch.ones(100)))
+
+
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_mask_is_the_same_on_cuda_as_on_cpu():
-    x = torch.ones(1000)
-    assert torch.equal(seeded(0.5, 3)(x.cuda()).cpu(), seeded(0.5, 3)(x))
+def test_on_cuda_the_mask_is_drawn_on_the_device_and_the_same_seed_gives_the_same_mask():
+    x = torch.ones(1000, device="cuda")
+    first, second = seeded(0.5, 3).to("cuda"), seeded(0.5, 3)
+    y = first(x)
+    assert first.generator.device.type == "cuda" and y.is_cuda
+    assert torch.equal(second(x), y)  # moved by its first CUDA input, seeded alike
+    assert second.generator.device.type == "cuda"
+    assert not torch.equal(seeded(0.5, 4)(x), y)
 
 
 def test_default_generator_follows_torch_manual_seed():

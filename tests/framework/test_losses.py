@@ -118,7 +118,7 @@ LOSSES = {
 CASES = [
     pytest.param(name, reduction, shape, id=f"{name}-{reduction}-{shape}")
     for name, (_, _, _, _, shapes) in LOSSES.items()
-    for reduction in ("mean", "sum")
+    for reduction in ("mean", "sum", "none")
     for shape in shapes
 ]
 
@@ -141,12 +141,14 @@ def draw(name, shape, seed=0, dtype=F64):
 def test_loss_and_gradient_match_the_torch_twin_in_float64(name, reduction, shape):
     make, make_twin, *_ = LOSSES[name]
     prediction, target = draw(name, shape, seed=len(shape))
-    grad_output = torch.tensor(-1.7, dtype=F64)
     loss_module = make(reduction)
     loss = loss_module(prediction, target)
-    grad = loss_module.backward(grad_output)
-    loss_ref, grad_ref = torch_loss_and_gradient(make_twin(reduction), prediction, target, grad_output)
-    assert loss.shape == ()
+    # A scalar for a reduced loss; for 'none' a random upstream gradient of the loss's shape.
+    generator = torch.Generator().manual_seed(7)
+    grad_output = torch.tensor(-1.7, dtype=F64) if reduction != "none" else torch.randn(loss.shape, generator=generator)
+    grad = loss_module.backward(grad_output.to(F64))
+    loss_ref, grad_ref = torch_loss_and_gradient(make_twin(reduction), prediction, target, grad_output.to(F64))
+    assert loss.shape == loss_ref.shape == (() if reduction != "none" else target.shape)
     torch.testing.assert_close(loss, loss_ref, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(grad, grad_ref, rtol=1e-12, atol=1e-14)
 
@@ -274,10 +276,10 @@ def test_cross_entropy_of_huge_logits_is_finite_and_equals_torch(dtype, reductio
     torch.testing.assert_close(grad, grad_ref)
 
 
-def test_cross_entropy_accepts_int32_class_indices():
+def test_cross_entropy_accepts_uint8_class_indices_as_torch():
     prediction, target = draw("CrossEntropyLoss", (4, 3), seed=2)
     wide, narrow = fw.CrossEntropyLoss(), fw.CrossEntropyLoss()
-    torch.testing.assert_close(narrow(prediction, target.int()), wide(prediction, target), rtol=0, atol=0)
+    torch.testing.assert_close(narrow(prediction, target.to(torch.uint8)), wide(prediction, target), rtol=0, atol=0)
 
 
 NEW_CLASSES = [fw.L1Loss, fw.HuberLoss, fw.SmoothL1Loss, fw.BCELoss, fw.BCEWithLogitsLoss, fw.CrossEntropyLoss]
@@ -297,7 +299,7 @@ def test_huber_and_smooth_l1_defaults_equal_torch_defaults():
 
 # -- bad input ----------------------------------------------------------------------------------------
 BAD_CONSTRUCTORS = [
-    *[pytest.param(cls, {"reduction": "none"}, id=f"{cls.__name__}-reduction-none") for cls in NEW_CLASSES],
+    *[pytest.param(cls, {"reduction": "average"}, id=f"{cls.__name__}-reduction-average") for cls in NEW_CLASSES],
     pytest.param(fw.HuberLoss, {"delta": 0.0}, id="Huber-delta-0"),
     pytest.param(fw.HuberLoss, {"delta": -1.0}, id="Huber-delta-negative"),
     pytest.param(fw.HuberLoss, {"delta": float("nan")}, id="Huber-delta-nan"),
@@ -356,6 +358,33 @@ def test_non_scalar_grad_output_raises_naming_the_class(name):
 
 
 @pytest.mark.parametrize("name", LOSSES)
+def test_reduction_none_backward_without_grad_output_raises_naming_the_class(name):
+    module = LOSSES[name][0]("none")
+    module(*draw(name, LOSSES[name][4][0]))
+    with pytest.raises(ValueError, match=f"{type(module).__name__}: backward\\(\\) needs grad_output"):
+        module.backward()
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_reduction_none_grad_output_of_another_shape_raises_naming_the_class(name):
+    module = LOSSES[name][0]("none")
+    loss = module(*draw(name, LOSSES[name][4][0]))
+    with pytest.raises(ValueError, match=f"{type(module).__name__}: expected grad_output"):
+        module.backward(torch.ones(loss.numel() + 1, dtype=F64))
+    with pytest.raises(ValueError, match=f"{type(module).__name__}: expected grad_output"):
+        module.backward(torch.tensor(1.0, dtype=F64))
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_reduction_none_summed_is_reduction_sum(name):
+    prediction, target = draw(name, LOSSES[name][4][-1], seed=17)
+    none, total = LOSSES[name][0]("none"), LOSSES[name][0]("sum")
+    loss = none(prediction, target)
+    torch.testing.assert_close(loss.sum(), total(prediction, target), rtol=1e-13, atol=0)
+    torch.testing.assert_close(none.backward(torch.ones_like(loss)), total.backward(), rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("name", LOSSES)
 def test_grad_output_of_another_dtype_raises_naming_the_class(name):
     module = LOSSES[name][0]("mean")
     module(*draw(name, LOSSES[name][4][0]))
@@ -377,34 +406,38 @@ def test_bce_target_outside_the_unit_interval_raises(bad):
         fw.BCELoss()(torch.full((3,), 0.5, dtype=F64), target)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bool], ids=["float64", "float32", "bool"])
-def test_cross_entropy_target_that_is_not_integer_raises(dtype):
+@pytest.mark.parametrize(
+    "dtype", [torch.float64, torch.float32, torch.bool, torch.int32], ids=["float64", "float32", "bool", "int32"]
+)
+def test_cross_entropy_target_that_is_not_int64_class_indices_raises(dtype):
+    # torch takes int64 (or uint8) class indices only, and rejects int32 too.
     prediction = torch.zeros(4, 3, dtype=F64)
-    with pytest.raises(TypeError, match="CrossEntropyLoss: expected target to be integer class indices"):
+    with pytest.raises(TypeError, match=r"CrossEntropyLoss: expected target to be class indices of dtype torch\.int64"):
         fw.CrossEntropyLoss()(prediction, torch.zeros(4, dtype=dtype))
 
 
 @pytest.mark.parametrize(
     ("prediction_shape", "target_shape"),
-    [((4, 3), (3,)), ((4, 3), (4, 1)), ((4, 3, 2), (4,)), ((4, 3, 2), (4, 3)), ((4, 3), (4, 3))],
+    [((4, 3), (3,)), ((4, 3), (4, 1)), ((4, 3, 2), (4,)), ((4, 3, 2), (4, 3)), ((3,), (1,))],
 )
 def test_cross_entropy_target_of_the_wrong_shape_raises(prediction_shape, target_shape):
     with pytest.raises(ValueError, match=r"CrossEntropyLoss: expected target .* of shape"):
         fw.CrossEntropyLoss()(torch.zeros(prediction_shape, dtype=F64), torch.zeros(target_shape, dtype=torch.int64))
 
 
-@pytest.mark.parametrize("bad", [3, -1, -100, 7])
+@pytest.mark.parametrize("bad", [3, -1, -99, 7])
 def test_cross_entropy_class_index_out_of_range_raises(bad):
     target = torch.tensor([0, 2, bad, 1])
     with pytest.raises(
-        ValueError, match=rf"CrossEntropyLoss: expected every target class index in \[0, 3\), got {bad}"
+        ValueError,
+        match=rf"CrossEntropyLoss: expected every target class index in \[0, 3\) or ignore_index=-100, got {bad}",
     ):
         fw.CrossEntropyLoss()(torch.zeros(4, 3, dtype=F64), target)
 
 
-def test_cross_entropy_one_dimensional_prediction_raises():
-    with pytest.raises(ValueError, match=r"CrossEntropyLoss: expected prediction of shape \(N, C\)"):
-        fw.CrossEntropyLoss()(torch.zeros(3, dtype=F64), torch.tensor(1))
+def test_cross_entropy_zero_dimensional_prediction_raises():
+    with pytest.raises(ValueError, match=r"CrossEntropyLoss: expected prediction of shape \(C\), \(N, C\)"):
+        fw.CrossEntropyLoss()(torch.zeros((), dtype=F64), torch.tensor(1))
 
 
 def test_cross_entropy_integer_prediction_raises():

@@ -150,6 +150,40 @@ def test_upsample_interpolation_modes_match_torch(kwargs, shape, dtype):
     assert_matches_twin(fw.Upsample(**kwargs), torch.nn.Upsample(**kwargs), torch.randn(shape, dtype=dtype))
 
 
+# Bicubic: align_corners both ways, up and down (a source index below 0 and taps clamped at both
+# borders), a side of 1; area: torch's adaptive average pooling, windows that overlap or not.
+BICUBIC_AND_AREA_CASES = [
+    (dict(mode="bicubic", align_corners=corners, **size), (2, 2, 4, 5))
+    for corners, size in itertools.product(
+        [None, False, True],
+        [{"scale_factor": 2}, {"scale_factor": 1.7}, {"scale_factor": 0.6}, {"size": (7, 3)}, {"size": 1}],
+    )
+] + [
+    (dict(mode="bicubic", scale_factor=(2.5, 0.5), recompute_scale_factor=True), (1, 2, 4, 6)),
+    (dict(mode="bicubic", size=(5, 4)), (1, 1, 1, 2)),
+    *[
+        (dict(mode="area", **size), shape)
+        for size, shape in itertools.product(
+            [{"scale_factor": 2}, {"scale_factor": 0.5}, {"scale_factor": 0.7}, {"size": 3}],
+            [(2, 3, 7), (2, 2, 5, 6), (1, 2, 3, 4, 5)],
+        )
+    ],
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(("kwargs", "shape"), BICUBIC_AND_AREA_CASES, ids=str)
+def test_upsample_bicubic_and_area_match_torch(kwargs, shape, dtype):
+    torch.manual_seed(0)
+    assert_matches_twin(fw.Upsample(**kwargs), torch.nn.Upsample(**kwargs), torch.randn(shape, dtype=dtype))
+
+
+def test_bicubic_reproduces_a_constant_and_area_averages_it():
+    x = torch.full((1, 2, 4, 5), 2.5, dtype=torch.float64)
+    for kwargs in ({"mode": "bicubic", "scale_factor": 1.7}, {"mode": "area", "size": (3, 2)}):
+        torch.testing.assert_close(fw.Upsample(**kwargs)(x), torch.full_like(torch.nn.Upsample(**kwargs)(x), 2.5))
+
+
 def test_bilinear_upsample_backward_is_the_transposed_interpolation():
     """<up(x), g> = <x, up^T(g)>: the backward is the adjoint of the (linear) forward."""
     torch.manual_seed(2)
@@ -199,8 +233,10 @@ def test_stride_defaults_to_the_kernel_size_as_torch():
         (lambda: fw.AvgPool2d(2, padding=-1), "padding >= 0"),
         (lambda: fw.AvgPool2d(2, divisor_override=0), "divisor_override >= 1"),
         (lambda: fw.Upsample(), "exactly one of size and scale_factor"),
-        (lambda: fw.Upsample(scale_factor=2, mode="bicubic"), "mode"),
+        (lambda: fw.Upsample(scale_factor=2, mode="bicubical"), "mode"),
         (lambda: fw.Upsample(scale_factor=2, align_corners=True), "align_corners=None with mode 'nearest'"),
+        (lambda: fw.Upsample(scale_factor=2, mode="area", align_corners=False), "align_corners=None with mode 'area'"),
+        (lambda: fw.Upsample(size=3, recompute_scale_factor=True), "not meaningful with an explicit size"),
         (lambda: fw.Upsample(scale_factor=-1), "scale_factor in"),
         (lambda: fw.Upsample(size=0), "size >= 1"),
     ],
@@ -221,6 +257,8 @@ def test_invalid_constructor_arguments_are_rejected(make, match):
         (fw.Upsample(scale_factor=0.1), (1, 1, 4, 4), "positive output size"),
         (fw.Upsample(scale_factor=2), (4, 4), "3-D or 4-D or 5-D"),
         (fw.Upsample(scale_factor=2, mode="bilinear"), (1, 1, 4), "4-D"),
+        (fw.Upsample(scale_factor=2, mode="bicubic"), (1, 1, 4, 4, 4), "4-D"),
+        (fw.Upsample(scale_factor=2, mode="area"), (4, 4), "3-D or 4-D or 5-D"),
     ],
     ids=str,
 )

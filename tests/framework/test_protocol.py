@@ -29,7 +29,14 @@ def _minimal(name):
 
 def run(built, module=None):
     module = module or built.module
-    return module(*built.inputs, built.target) if built.target is not None else module(*built.inputs)
+    inputs = [x.clone() for x in built.inputs]  # an in-place module overwrites what it is given
+    return module(*inputs, built.target) if built.target is not None else module(*inputs)
+
+
+def backward(module, out, is_loss):
+    """A reduced loss's default upstream gradient (1); otherwise a random one of the output's shape
+    (a module's output, a loss with reduction='none')."""
+    return module.backward() if is_loss and out.dim() == 0 else module.backward(torch.randn_like(out))
 
 
 # Dropout has no torch.nn twin with the same random stream: its semantics are tested in test_dropout.py.
@@ -51,7 +58,7 @@ def test_param_pairs_have_equal_shapes_and_zero_grad_resets_them(spec, data):
     built = data.draw(spec.cases()).build(torch.float64)
     module = built.module
     out = run(built)
-    module.backward() if built.target is not None else module.backward(torch.randn_like(out))
+    backward(module, out, built.target is not None)
     for param, grad in module.param():
         assert param.shape == grad.shape
     module.zero_grad()
@@ -64,7 +71,7 @@ def test_param_pairs_have_equal_shapes_and_zero_grad_resets_them(spec, data):
 def test_backward_returns_one_gradient_of_the_input_shape(spec, data):
     built = data.draw(spec.cases()).build(torch.float64)
     out = run(built)
-    grad = built.module.backward() if built.target is not None else built.module.backward(torch.randn_like(out))
+    grad = backward(built.module, out, built.target is not None)
     assert isinstance(grad, torch.Tensor) and grad.shape == built.inputs[0].shape
 
 
@@ -93,7 +100,7 @@ def test_grad_output_of_the_wrong_shape_is_rejected(spec):
         built.module.backward(torch.zeros(out.numel() + 1, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("spec", [s for s in SPECS if s.module(**example(s).kwargs).param()], ids=str)
+@pytest.mark.parametrize("spec", [s for s in SPECS if s.module(**example(s).constructor_kwargs()).param()], ids=str)
 def test_input_dtype_differing_from_the_parameters_is_rejected(spec):
     built = example(spec).build(torch.float64)
     with pytest.raises(TypeError, match="dtype"):
@@ -114,7 +121,7 @@ def test_outputs_carry_no_autograd_graph_even_for_inputs_that_require_grad(spec)
     module = built.module
     out = module(*inputs, built.target) if built.target is not None else module(*inputs)
     assert out.grad_fn is None
-    grad = module.backward() if built.target is not None else module.backward(torch.randn_like(out))
+    grad = backward(module, out, built.target is not None)
     assert grad.grad_fn is None
 
 

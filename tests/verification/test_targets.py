@@ -246,3 +246,13 @@ def test_assert_gradients_close_takes_the_same_arguments():
     assert_gradients_close(ScaledMatmul, x64(2, 3), x64(3, 4, seed=1), 2.0, order=2)
     with pytest.raises(AssertionError, match="finite_differences: FAILED"):
         assert_gradients_close(lambda x: x.detach() * 2 + x, x64(3))
+
+
+def test_a_parameter_gradient_never_written_fails_and_is_named():
+    class ForgetsWeight(fw.Linear):
+        def backward(self, grad_output):
+            return grad_output @ self.weight  # neither gradient written
+
+    report = check_gradients(ForgetsWeight(3, 2).to(dtype=torch.float64), x64(4, 3))
+    assert not report["finite_differences"].ok
+    assert "never written" in report["finite_differences"].detail

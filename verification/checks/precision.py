@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..context import Context, collect, named
-from ..error_model import low_precision_bounds, unit_roundoff
+from ..error_model import jitter, low_precision_bounds, spread, unit_roundoff
 from ..report import CheckResult
 from ..targets import Call
 
@@ -45,7 +45,7 @@ def check_low_precision(ctx: Context) -> CheckResult:
     if draws is None:
         result.inconclusive = "the float64 model of the rounding error could not be evaluated"
         return result
-    spread = _spread(truth, draws)
+    moved = spread(truth, [expected for _, _, expected in draws[1:]])
     errors = None
     if ctx.reference_low is not None:
         try:
@@ -59,7 +59,7 @@ def check_low_precision(ctx: Context) -> CheckResult:
             continue  # a missing gradient is reported above
         measured = None if errors is None else _shaped(errors.get(name), expected)
         bounds = low_precision_bounds(
-            expected, measured, _shaped(spread.get(name), expected), ctx.dtype, ctx.scale, ctx.n_terms
+            expected, measured, _shaped(moved.get(name), expected), ctx.dtype, ctx.scale, ctx.n_terms
         )
         result.merge_norms(name, value, expected, bounds, LABELS)
     return result
@@ -90,16 +90,6 @@ def _draws(ctx: Context, truth: dict[str, Tensor]) -> list[Draw] | None:
     return draws
 
 
-def _spread(truth: dict[str, Tensor], draws: list[Draw]) -> dict[str, Tensor]:
-    """How far the float64 truth moves when the inputs move by one unit in the last place."""
-    spread = {name: torch.zeros_like(value).cpu() for name, value in truth.items()}
-    for _, _, moved in draws[1:]:
-        for name in spread:
-            if name in moved and moved[name].shape == truth[name].shape:
-                spread[name] = torch.maximum(spread[name], (moved[name].cpu() - truth[name].cpu()).abs())
-    return spread
-
-
 def _reference_errors(ctx: Context, truth: dict[str, Tensor], draws: list[Draw]) -> dict[str, Tensor]:
     """The reference's error in the caller's precision, elementwise, the largest over the draws:
     a small tensor's single realisation can be exact by luck; the largest of several is a stable
@@ -116,9 +106,8 @@ def _reference_errors(ctx: Context, truth: dict[str, Tensor], draws: list[Draw])
 
 
 def _ulp_moved(x: Tensor, generator: torch.Generator, u: float) -> Tensor:
-    """``x`` with each element moved by about one unit in the last place of its dtype, randomly up or down."""
-    sign = torch.randint(0, 2, x.shape, generator=generator).to(device=x.device, dtype=torch.float64) * 2 - 1
-    return (x.double() * (1 + 2 * u * sign)).to(x.dtype)
+    """``x`` with each element moved by about one unit in the last place of its dtype, up or down at random."""
+    return jitter(x.double(), generator, 2 * u).to(x.dtype)
 
 
 def _shaped(value: Tensor | None, like: Tensor) -> Tensor:

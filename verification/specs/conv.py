@@ -58,7 +58,12 @@ def _conv_inputs(kw, spatial: int):
         for i in range(2)
     ]
     shape = st.tuples(st.integers(1, 2), st.just(kw["in_channels"]), *sides[2 - spatial :])
-    return [Input(shape)]
+    return [Input(shape | _unbatched(shape))]
+
+
+def _unbatched(batched: st.SearchStrategy[tuple[int, ...]]) -> st.SearchStrategy[tuple[int, ...]]:
+    """One sample without its batch dimension, (C, L) or (C, H, W), as torch takes it."""
+    return batched.map(lambda shape: shape[1:])
 
 
 @st.composite
@@ -83,7 +88,8 @@ def _transposed_inputs(kw):
         return side
 
     sides = [st.integers(low(i), low(i) + 1) for i in range(2)]
-    return [Input(st.tuples(st.integers(1, 2), st.just(kw["in_channels"]), *sides))]
+    shape = st.tuples(st.integers(1, 2), st.just(kw["in_channels"]), *sides)
+    return [Input(shape | _unbatched(shape))]
 
 
 def _conv_twin(cls):

@@ -69,12 +69,13 @@ def _pool_inputs(domain):
     return inputs
 
 
-_LINEAR_RANK = {"linear": 1, "bilinear": 2, "trilinear": 3}
+# The interpolating modes (align_corners drawn) and the spatial rank each takes.
+_LINEAR_RANK = {"linear": 1, "bilinear": 2, "trilinear": 3, "bicubic": 2}
 
 
 @st.composite
 def _upsample_kwargs(draw):
-    mode = draw(st.sampled_from(["nearest", "nearest-exact", "linear", "bilinear", "trilinear"]))
+    mode = draw(st.sampled_from(["nearest", "nearest-exact", "linear", "bilinear", "trilinear", "bicubic", "area"]))
     rank = _LINEAR_RANK.get(mode)
     one_factor = st.integers(1, 3) | st.sampled_from([0.5, 1.5, 2.5])
     choices = [one_factor.map(lambda s: {"scale_factor": s}), st.integers(1, 6).map(lambda n: {"size": n})]

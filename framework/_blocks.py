@@ -1,0 +1,51 @@
+"""Elementwise formulas evaluated block by block on the CPU.
+
+A formula of several torch operations makes one pass over memory per operation, and each
+temporary is a fresh allocation the size of the input. On a large CPU tensor every pass then
+streams it from main memory; cut into blocks that fit in a core's cache, the same operations
+stream each block from memory once and run their other passes in the cache. The results are
+identical, element for element (every operation is elementwise), only the memory traffic
+changes. On a GPU a whole tensor per operation is what the device wants, so there are no
+blocks there, nor for tensors small enough to stay in the cache anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+# Elements per block: a handful of float32 temporaries of 256 KiB stay in a core's L2 cache.
+BLOCK = 1 << 16
+
+
+def blocked(*tensors: Tensor) -> bool:
+    """Whether formulas on these same-shape tensors run block by block."""
+    first = tensors[0]
+    return first.device.type == "cpu" and first.numel() >= 4 * BLOCK and all(t.is_contiguous() for t in tensors)
+
+
+def blocks(tensor: Tensor) -> tuple[Tensor, ...]:
+    """Views of consecutive blocks of a contiguous tensor (one call for all of them)."""
+    return tensor.view(-1).split(BLOCK)
+
+
+def map_into(fn: Callable[..., object], out: Tensor, *tensors: Tensor) -> Tensor:
+    """``fn(*blocks, out_block)`` on matching blocks of ``tensors`` and ``out`` (or once on the
+    whole tensors when they are not blocked); ``fn`` writes its result into ``out_block``."""
+    if not blocked(out, *tensors):
+        fn(*tensors, out)
+        return out
+    for parts in zip(*(blocks(t) for t in tensors), blocks(out)):
+        fn(*parts)
+    return out
+
+
+def sum_of(fn: Callable[..., Tensor], *tensors: Tensor) -> Tensor:
+    """The sum over every element of ``fn(*tensors)`` (an elementwise formula), block by block:
+    the partial sums of the blocks are added in a fixed order, so the result is deterministic."""
+    if not blocked(*tensors):
+        return fn(*tensors).sum()
+    partial = [fn(*parts).sum() for parts in zip(*(blocks(t) for t in tensors))]
+    return torch.stack(partial).sum()

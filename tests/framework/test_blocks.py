@@ -1,0 +1,74 @@
+"""Large CPU tensors run the multi-operation elementwise formulas block by block (framework/_blocks.py):
+the results must be those of the whole-tensor evaluation, element for element (the verifier's cases
+are too small to take the blocked path, so this test covers it for every module that has one)."""
+
+import functools
+
+import pytest
+import torch
+from hypothesis import find, settings
+
+import framework as fw
+from framework import _blocks
+from verification.specs import SPECS
+
+BLOCK = 1024  # small blocks, so that small tensors take the blocked path
+SIZE = 4 * BLOCK + 123  # blocked, with a last partial block
+
+
+@functools.cache
+def kwargs_of(cls):
+    try:
+        cls()
+        return {}
+    except TypeError:  # no defaults for some argument: the spec's simplest case
+        spec = next(s for s in SPECS if s.name == cls.__name__)
+        return find(spec.cases(), lambda case: True, settings=settings(database=None)).kwargs
+
+
+def _inputs(seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    x = 6 * torch.rand(SIZE, generator=generator, dtype=torch.float64) - 3
+    x[:8] = torch.tensor([0.0, -0.0, 1.0, -1.0, 20.0, 0.5, float("inf"), -float("inf")], dtype=torch.float64)
+    return x, torch.randn(SIZE, generator=generator, dtype=torch.float64)
+
+
+def _run(module, x, g, target=None):
+    y = module(x) if target is None else module(x, target)
+    return y, (module.backward(g) if target is None else module.backward())
+
+
+def _blocked(monkeypatch):
+    monkeypatch.setattr(_blocks, "BLOCK", BLOCK)
+
+
+def _whole(monkeypatch):
+    monkeypatch.setattr(_blocks, "BLOCK", 1 << 62)  # nothing is large enough to be blocked
+
+
+ACTIVATIONS = [cls for cls in fw.modules() if issubclass(cls, fw.Elementwise)]
+
+
+@pytest.mark.parametrize("cls", ACTIVATIONS, ids=lambda c: c.__name__)
+def test_blocked_activation_equals_the_whole_tensor_evaluation(cls, monkeypatch):
+    x, g = _inputs()
+    _blocked(monkeypatch)
+    assert _blocks.blocked(x)
+    blocked = _run(cls(**kwargs_of(cls)), x, g)
+    _whole(monkeypatch)
+    whole = _run(cls(**kwargs_of(cls)), x, g)
+    for a, b in zip(blocked, whole):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("cls", [fw.HuberLoss, fw.SmoothL1Loss], ids=lambda c: c.__name__)
+def test_blocked_loss_sum_equals_the_whole_tensor_sum(cls, monkeypatch):
+    x, g = _inputs()
+    x, g = x[8:], g[8:]  # finite
+    target = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    _blocked(monkeypatch)
+    blocked = _run(cls(), x, g, target)
+    _whole(monkeypatch)
+    whole = _run(cls(), x, g, target)
+    torch.testing.assert_close(blocked[0], whole[0], rtol=1e-13, atol=0)  # partial sums: another order
+    torch.testing.assert_close(blocked[1], whole[1], rtol=0, atol=0)
