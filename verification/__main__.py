@@ -77,6 +77,9 @@ def _parser(prog: str = "python -m verification") -> argparse.ArgumentParser:
     parser.add_argument(
         "--isolate", action="store_true", help="verify each spec in its own process (a crashing target is reported)"
     )
+    parser.add_argument(
+        "--threads", type=int, default=1, metavar="N", help="torch threads while verifying (default 1; 0: torch's)"
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the results JSON here")
     parser.add_argument(
         "--report", type=Path, metavar="DIR", help="write DIR/verification.json and the HTML page DIR/html/"
@@ -219,10 +222,13 @@ def verify(
     results: list[SpecResult] = []
     for spec, device, dtypes in runs:
         seconds = args.time_limit or spec.time_limit or DEFAULT_TIME_LIMIT
+        threads = getattr(args, "threads", 1)
         if args.isolate:
-            result = run_isolated(spec, paths, args.profile, args.seed, device, dtypes, seconds, command)
+            result = run_isolated(spec, paths, args.profile, args.seed, device, dtypes, seconds, command, threads)
         else:
-            result = run_spec(spec, args.profile, args.seed, device, dtypes=dtypes, seconds=seconds, command=command)
+            result = run_spec(
+                spec, args.profile, args.seed, device, dtypes=dtypes, seconds=seconds, command=command, threads=threads
+            )
         results.append(result)
         progress(len(results), len(runs), result)
     return results

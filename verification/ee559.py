@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         report = check_case(case)
         print(report)
         return 0 if report.ok else 1
-    args.device, args.dtype, args.isolate = "cpu", None, False
+    args.device, args.dtype, args.isolate, args.threads = "cpu", None, False, 1
     start = time.perf_counter()
     print(f"verifying {len(specs)} modules of {args.student} ({args.profile} profile, seed {args.seed})")
     results = verify(specs, args, [], _command(argv))

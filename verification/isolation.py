@@ -79,6 +79,7 @@ def run_isolated(
     dtypes: Sequence[torch.dtype] | None = None,
     seconds: float | None = None,
     command: str = "python -m verification",
+    threads: int | None = 1,
 ) -> SpecResult:
     """:func:`~verification.runner.run_spec` in a worker process (see the module docstring)."""
     dtypes = list(spec.dtypes if dtypes is None else dtypes)
@@ -106,6 +107,8 @@ def run_isolated(
             "--dtypes",
             *(dtype_name(d) for d in dtypes),
             *(["--time-limit", str(seconds)] if seconds is not None else []),
+            "--threads",
+            str(threads or 0),
             "--",
             *paths,
         ]
@@ -180,6 +183,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--result", type=Path, required=True)
     parser.add_argument("--progress", type=Path, required=True)
     parser.add_argument("--command", default="python -m verification")
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("paths", nargs="*")
     args = parser.parse_args(argv)
     faulthandler.enable(file=sys.stderr, all_threads=False)
@@ -199,6 +203,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
         seconds=args.time_limit,
         command=args.command,
         on_case=started,
+        threads=args.threads,
     )
     args.result.write_text(json.dumps(result.to_json()))
     return 0

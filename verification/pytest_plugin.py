@@ -55,6 +55,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--spec-device", choices=("cpu", "cuda"), default=None, help="only this device's items")
     group.addoption("--spec-time-limit", type=float, default=None, metavar="SECONDS", help="overrides the specs'")
     group.addoption("--spec-isolate", action="store_true", help="run each spec item in its own process")
+    group.addoption("--spec-threads", type=int, default=1, help="torch threads in a spec item (default 1; 0: torch's)")
     parser.addini("spec_files", "glob patterns of files holding specs", type="linelist", default=DEFAULT_SPEC_FILES)
     parser.addini("spec_profile", "cases per spec: dev, ci or thorough", default="ci")
 
@@ -162,13 +163,21 @@ class SpecItem(pytest.Item):
         # The framework's specs replay without a PATH; any other from the file that declares or lists it.
         paths = [] if self.spec.origin[0].startswith("verification.") else [os.path.relpath(self.path)]
         command = " ".join([DEFAULT_COMMAND, *map(shlex.quote, paths)])
+        threads = config.getoption("spec_threads")
         if config.getoption("spec_isolate"):
             from .isolation import run_isolated
 
-            result = run_isolated(self.spec, paths, profile, seed, self.device, [self.dtype], seconds, command)
+            result = run_isolated(self.spec, paths, profile, seed, self.device, [self.dtype], seconds, command, threads)
         else:
             result = run_spec(
-                self.spec, profile, seed, self.device, dtypes=[self.dtype], seconds=seconds, command=command
+                self.spec,
+                profile,
+                seed,
+                self.device,
+                dtypes=[self.dtype],
+                seconds=seconds,
+                command=command,
+                threads=threads,
             )
         self.user_properties.append(("cases", result.cases))
         if not result.ok:

@@ -148,7 +148,29 @@ def check_case(
     return combined
 
 
-# -- time limits ------------------------------------------------------------------------------------
+# -- threads and time limits --------------------------------------------------------------------------
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``threads`` (None or 0: left as it is), restored after.
+
+    The verifier's cases are small (hypothesis shrinks towards the smallest), too small for a
+    parallel kernel to gain anything, while on cores shared with other work every parallel
+    region waits for a descheduled thread: one thread verified this project's modules and the
+    attention example 4 to 15 times faster on a busy 2-core machine. A CPU kernel whose parallel
+    path has a bug of its own needs ``threads`` > 1 (``--threads``) and cases large enough to
+    take that path.
+    """
+    if not threads:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 class TimeLimitExceeded(BaseException):
     """A spec's verification ran past its time limit."""
 
@@ -305,6 +327,7 @@ def run_spec(
     seconds: float | None = None,
     command: str = DEFAULT_COMMAND,
     on_case: Callable[[Case], None] | None = None,
+    threads: int | None = 1,
 ) -> SpecResult:
     """Check ``spec`` over the profile's number of drawn cases on ``device``; stop at the first failure.
 
@@ -313,6 +336,7 @@ def run_spec(
         seconds: the time limit (default: the spec's ``time_limit``; None: none).
         command: how the replay command starts (``python -m verification examples/``).
         on_case: called with each case before it is checked (process isolation records it).
+        threads: torch's thread count during the run (see :func:`torch_threads`; 0: unchanged).
     """
     options = PROFILES[profile]
     dtypes = _ordered(spec.dtypes if dtypes is None else dtypes)
@@ -355,7 +379,7 @@ def run_spec(
             raise AssertionError(str(report))
 
     try:
-        with time_limit(limit):
+        with torch_threads(threads), time_limit(limit):
             every_check_passes()
     except TimeLimitExceeded:
         case = current.get("case")
