@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 
+from verification import given_cases
 from verification.discovery import discover
 from verification.runner import run_spec
 
@@ -33,6 +35,14 @@ def test_each_example_passes_every_check_in_every_dtype(spec):
     result = run_spec(spec, profile="dev", seed=1, max_examples=5)
     assert result.ok, result.failure["message"]
     assert {"float32", "bfloat16"} <= set(result.checks)
+
+
+@settings(max_examples=10, deadline=None, database=None)
+@given_cases(LAYER_NORM, dtype=torch.float32)
+def test_rows_are_normalised(built):  # the README's given_cases example
+    x, weight, bias, eps = built.inputs
+    y = FusedLayerNorm.apply(x, torch.ones_like(weight), torch.zeros_like(bias), eps)
+    assert y.mean(-1).abs().max() < 1e-5
 
 
 class LayerNormWeightGradientOfTheFirstRow(FusedLayerNorm):
