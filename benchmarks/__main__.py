@@ -1,9 +1,14 @@
 """Run the benchmark suite with pytest-benchmark, save its JSON and print a summary.
 
 Usage:
-    python -m benchmarks [--device cpu|cuda] [--dtype float32|float64] [--only NAME ...]
-                         [--sizes seed,medium,large] [--json PATH] [--quick] [--threads N]
-                         [-- extra pytest arguments]
+    python -m benchmarks [PATH ...] [--device cpu|cuda] [--dtype float32|float64|bfloat16|float16]
+                         [--only NAME ...] [--sizes seed,medium,large] [--json PATH] [--quick]
+                         [--threads N] [-- extra pytest arguments]
+
+Without PATH: every framework module and workload against ``torch.nn``. With PATH (files,
+folders or modules declaring specs, as for ``python -m verification PATH``): each spec's op
+against its reference at the spec's ``benchmark`` sizes (``--sizes``: a subset of their names),
+into the same JSON and summary (the "framework" side is the op, "torch" its reference).
 
 The summary gives, per case, the median time of the framework and of torch, their ratio
 (> 1: the framework is slower), and for matrix-multiply-bound cases the GFLOP/s of each side
@@ -39,9 +44,12 @@ QUICK = ["--benchmark-min-rounds=3", "--benchmark-max-time=0.02", "--benchmark-w
 
 
 def pytest_arguments(args: argparse.Namespace, json_path: Path) -> list[str]:
+    if args.paths:
+        files = [str(HERE / "bench_specs.py"), *(f"--bench-specs={path}" for path in args.paths)]
+    else:
+        files = [str(HERE / "bench_modules.py"), str(HERE / "bench_workloads.py")]
     argv = [
-        str(HERE / "bench_modules.py"),
-        str(HERE / "bench_workloads.py"),
+        *files,
         "-p",
         "benchmarks.plugin",
         "-o",
@@ -57,6 +65,13 @@ def pytest_arguments(args: argparse.Namespace, json_path: Path) -> list[str]:
         "--benchmark-sort=name",
         "--benchmark-columns=median,iqr,rounds,iterations",
         "--benchmark-disable-gc",
+        # This process imported the packages before pytest started: nothing here relies on
+        # pytest rewriting their asserts.
+        "-W",
+        "ignore::pytest.PytestAssertRewriteWarning",
+        # pytest-benchmark disables itself wherever xdist is active: timings are taken serially.
+        "-p",
+        "no:xdist",
     ]
     argv.append(f"--bench-threads={args.threads}")
     for name in args.only or []:
@@ -85,19 +100,22 @@ def summary(data: dict[str, Any]) -> str:
     table = rows(data)
     if not table:
         return "no benchmark ran"
+    labels = (info.get("bench") or {}).get("labels") or {"framework": "framework", "torch": "torch"}
+    ours, theirs = labels["framework"], labels["torch"]
+    short = "fw" if ours == "framework" else ours
     header = (
         "case",
         "size",
         "pass",
-        "framework",
-        "torch",
-        "fw/torch",
-        "fw GFLOP/s",
-        "torch GFLOP/s",
-        "fw % peak",
-        "fw GB/s",
-        "torch GB/s",
-        "fw % bw",
+        ours,
+        theirs,
+        f"{short}/{theirs}",
+        f"{short} GFLOP/s",
+        f"{theirs} GFLOP/s",
+        f"{short} % peak",
+        f"{short} GB/s",
+        f"{theirs} GB/s",
+        f"{short} % bw",
     )
     lines = []
     for row in table:
@@ -137,11 +155,18 @@ def summary(data: dict[str, Any]) -> str:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:  # everything after -- goes to pytest
+        argv, extra = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="files, folders or modules declaring specs")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=os.environ.get("DEVICE", "cpu"))
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--dtype", choices=("float32", "float64", "bfloat16", "float16"), default="float32")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="modules or workloads to run (e.g. Linear SmallCNN)")
-    parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated subset of seed,medium,large")
+    parser.add_argument(
+        "--sizes", default=None, help="comma-separated subset of seed,medium,large (with PATH: of the specs' sizes)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="default: results/benchmarks-<device>.json")
     parser.add_argument("--quick", action="store_true", help="3 short rounds per benchmark (a smoke run)")
     parser.add_argument(
@@ -151,8 +176,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="torch threads; 0: all CPUs available (default: $THREADS, else 1)",
     )
     parser.add_argument("--verbose-table", action="store_true", help="also print pytest-benchmark's own table")
-    parser.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
     args = parser.parse_args(argv)
+    args.pytest_args = extra
+    if args.paths:
+        return _check_specs(parser, args)
+    if args.dtype not in ("float32", "float64"):
+        parser.error("--dtype: the framework's cases run in float32 or float64 (half precision: with PATH)")
+    args.sizes = args.sizes or ",".join(SIZES)
     unknown = {s for s in args.sizes.split(",") if s} - set(SIZES)
     if unknown:
         parser.error(f"--sizes: expected a subset of {SIZES}, got {sorted(unknown)}")
@@ -160,6 +190,29 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.only or []) - known
     if unknown:
         parser.error(f"--only: expected module or workload names from {sorted(known)}, got {sorted(unknown)}")
+    return args
+
+
+def _check_specs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """With PATH: the specs must import, declare benchmark sizes, and match --only and --sizes."""
+    from verification.discovery import DiscoveryError
+
+    from .specs import benchmarked_specs
+
+    try:
+        specs = benchmarked_specs(args.paths)
+    except DiscoveryError as error:
+        parser.error(str(error))
+    if not specs:
+        parser.error(f"no spec in {args.paths} declares benchmark sizes (Spec(..., benchmark={{...}}))")
+    unknown = set(args.only or []) - {s.name for s in specs}
+    if unknown:
+        parser.error(f"--only: expected spec names from {sorted(s.name for s in specs)}, got {sorted(unknown)}")
+    sizes = {size for s in specs for size in s.benchmark}
+    unknown = {s for s in (args.sizes or "").split(",") if s} - sizes
+    if unknown:
+        parser.error(f"--sizes: expected a subset of the specs' sizes {sorted(sizes)}, got {sorted(unknown)}")
+    args.sizes = args.sizes or ""
     return args
 
 
@@ -171,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.cuda.is_available():
             print("benchmarks: --device cuda requested but CUDA is not available; nothing to run")
             return 0
+    # Started from a test that an xdist worker runs, the worker's variables would make
+    # pytest-benchmark believe this run is parallel too, and disable itself.
+    for variable in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        os.environ.pop(variable, None)
     json_path = args.json or Path("results") / f"benchmarks-{args.device}.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
     code = pytest.main(pytest_arguments(args, json_path))

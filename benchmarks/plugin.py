@@ -13,16 +13,18 @@ import pytest
 import torch
 
 from .cases import SIZES
-from .harness import DTYPES, configure, matmul_peak, memory_bandwidth
+from .harness import configure, matmul_peak, memory_bandwidth
+from .specs import DTYPES as SPEC_DTYPES
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("bench", "framework against torch.nn benchmarks")
     group.addoption("--bench-device", default="cpu", choices=("cpu", "cuda"), help="device of the tensors")
-    group.addoption("--bench-dtype", default="float32", choices=tuple(DTYPES), help="floating dtype")
+    group.addoption("--bench-dtype", default="float32", choices=tuple(SPEC_DTYPES), help="floating dtype")
     group.addoption("--bench-sizes", default=",".join(SIZES), help="comma-separated subset of seed,medium,large")
     group.addoption("--bench-only", action="append", default=[], help="only these modules or workloads (repeatable)")
     group.addoption("--bench-threads", type=int, default=0, help="torch threads (default: the CPUs available)")
+    group.addoption("--bench-specs", action="append", default=[], help="time the ops of the specs in PATH (repeatable)")
 
 
 class Settings:
@@ -31,10 +33,12 @@ class Settings:
     def __init__(self, config: pytest.Config) -> None:
         self.device = config.getoption("--bench-device")
         self.dtype_name = config.getoption("--bench-dtype")
-        self.dtype = DTYPES[self.dtype_name]
+        self.dtype = SPEC_DTYPES[self.dtype_name]
+        self.spec_paths: list[str] = config.getoption("--bench-specs")
+        # The framework's cases have sizes seed, medium, large; a spec names its own (empty: all).
         self.sizes = [s.strip() for s in config.getoption("--bench-sizes").split(",") if s.strip()]
         unknown = set(self.sizes) - set(SIZES)
-        if unknown:
+        if unknown and not self.spec_paths:
             raise pytest.UsageError(f"--bench-sizes: expected a subset of {SIZES}, got {sorted(unknown)}")
         self.only = {name for entry in config.getoption("--bench-only") for name in entry.split(",") if name}
         self.threads = config.getoption("--bench-threads") or None
@@ -86,6 +90,8 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     machine_info["memory_bandwidth_gbs"] = bench.bandwidth["gbs"] if bench.bandwidth else None
     machine_info["memory_bandwidth"] = bench.bandwidth
     machine_info["bench"] = {"device": bench.device, "dtype": bench.dtype_name, "threads": torch.get_num_threads()}
+    if bench.spec_paths:  # users' ops: the hand-written side is the spec's target, the other its reference
+        machine_info["bench"].update(specs=bench.spec_paths, labels={"framework": "op", "torch": "reference"})
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict[str, Any]) -> None:

@@ -200,6 +200,8 @@ def device_section(device: str, data: dict[str, Any]) -> dict[str, Any]:
         "flops_rows": [r for r in rows if r.has_flops],
         "summary": _summary(rows),
         "skipped": skipped,
+        # python -m benchmarks PATH times users' ops: their op against its reference.
+        "labels": (machine.get("bench") or {}).get("labels") or {"framework": "framework", "torch": "torch"},
     }
 
 

@@ -1,13 +1,19 @@
-"""``python -m verification``: verify every registered module's gradients; the CI gate.
+"""``python -m verification [PATH ...]``: verify gradients over drawn cases; the CI gate.
 
-Exit status 0 if and only if every check passed on every drawn case and every mutant was
-caught; 1 otherwise; 2 on a usage error (e.g. ``--device cuda`` without a GPU).
+Without PATH: every registered framework module, the optimizers and the mutants. With PATH
+(files, folders or importable modules): the specs declared there (see
+:mod:`verification.discovery`), each in its dtypes and on its devices.
+
+Exit status 0 if and only if every check passed on every drawn case (and every mutant was
+caught); 1 otherwise; 2 on a usage error (e.g. ``--device cuda`` without a GPU, a PATH that
+does not import).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -17,14 +23,17 @@ import torch
 
 import framework as fw
 
-from .composition import STACK_SPEC
+from .discovery import DiscoveryError, discover, framework_specs
 from .mutants import MUTANTS, mutant_spec, run_mutant
 from .optimizers import OPTIMIZER_SPECS, check_optimizer, run_optimizer_spec
-from .runner import ALL_CHECKS, PROFILES, SpecResult, check_case, run_spec
-from .spec import Case
+from .runner import ALL_CHECKS, DEFAULT_COMMAND, PROFILES, SpecResult, check_case, dtype_name, run_spec
+from .spec import Case, Spec
 from .specs import SPECS, all_specs
 
-COLUMNS = (*ALL_CHECKS, "semantics", "torch_optim")
+DEFAULT_TIME_LIMIT = 600.0  # seconds per spec and device, when neither the spec nor --time-limit says
+DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+COLUMNS = (*ALL_CHECKS, "bfloat16", "float16", "second_order", "semantics", "torch_optim")
+FAILURE_COLUMNS = ("exception", "timeout", "crashed")
 SHORT = {
     "finite_differences": "fin.diff",
     "twin": "twin",
@@ -34,18 +43,47 @@ SHORT = {
     "determinism": "determ.",
     "layouts": "layouts",
     "float32": "float32",
+    "bfloat16": "bfloat16",
+    "float16": "float16",
+    "second_order": "2nd ord.",
     "semantics": "semantic",
     "torch_optim": "optim",
+    "exception": "raised",
+    "timeout": "timeout",
+    "crashed": "crashed",
 }
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m verification", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="+", metavar="NAME", help="modules, optimizers or mutants to run")
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="ci", help="cases per module (default ci)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+def _parser(prog: str = "python -m verification") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "paths", nargs="*", metavar="PATH", help="files, folders or modules declaring specs (default: the framework)"
+    )
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="specs, optimizers or mutants to run")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="ci", help="cases per spec (default ci)")
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default=None, help="only this device (default: each spec's, if available)"
+    )
+    parser.add_argument(
+        "--dtype", nargs="+", choices=sorted(DTYPES), metavar="DTYPE", help="only these of each spec's dtypes"
+    )
     parser.add_argument("--seed", type=int, default=0, help="hypothesis seed (default 0)")
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="SECONDS",
+        help=f"per spec and device; overrides the specs' own (default: the spec's, else {DEFAULT_TIME_LIMIT:g})",
+    )
+    parser.add_argument(
+        "--isolate", action="store_true", help="verify each spec in its own process (a crashing target is reported)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, metavar="N", help="torch threads while verifying (default 1; 0: torch's)"
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the results JSON here")
+    parser.add_argument(
+        "--report", type=Path, metavar="DIR", help="write DIR/verification.json and the HTML page DIR/html/"
+    )
     parser.add_argument("--no-mutants", action="store_true", help="skip the mutation run")
     parser.add_argument("--replay", metavar="CASE_JSON", help="re-run one case printed by a failure")
     parser.add_argument("--list", action="store_true", help="list what can be verified and exit")
@@ -56,6 +94,8 @@ def _cell(result: SpecResult, column: str) -> str:
     summary = result.checks.get(column)
     if summary is None:
         return "-"
+    if column in FAILURE_COLUMNS:
+        return "FAIL"
     if summary.skipped and not summary.cases:
         return "n/a"
     if not summary.ok:
@@ -63,45 +103,54 @@ def _cell(result: SpecResult, column: str) -> str:
     return f"{summary.worst_ratio:.2f}"
 
 
-def _print_table(results: list[SpecResult]) -> None:
-    columns = [c for c in COLUMNS if any(c in r.checks for r in results)]
-    width = max(len(r.name) for r in results) + 2
-    head = f"{'module':<{width}}{'verdict':<9}{'cases':>6}  " + "".join(f"{SHORT[c]:>10}" for c in columns)
+def label(result: SpecResult) -> str:
+    return result.name if result.device == "cpu" else f"{result.name} ({result.device})"
+
+
+def columns_of(results: list[SpecResult]) -> list[str]:
+    known = [c for c in (*COLUMNS, *FAILURE_COLUMNS) if any(c in r.checks for r in results)]
+    extra = [c for r in results for c in r.checks if c not in known]
+    return known + list(dict.fromkeys(extra))
+
+
+def print_table(results: list[SpecResult]) -> None:
+    columns = columns_of(results)
+    width = max(len(label(r)) for r in results) + 2
+    head = f"{'spec':<{width}}{'verdict':<9}{'cases':>6}  " + "".join(f"{SHORT.get(c, c[:9]):>10}" for c in columns)
     print("\nworst error/tolerance per check (pass <= 1; n/a: not applicable)")
     print(head)
     print("-" * len(head))
     for r in results:
         cells = "".join(f"{_cell(r, c):>10}" for c in columns)
-        print(f"{r.name:<{width}}{'ok' if r.ok else 'FAILED':<9}{r.cases:>6}  {cells}")
+        print(f"{label(r):<{width}}{'ok' if r.ok else 'FAILED':<9}{r.cases:>6}  {cells}")
 
 
-def _progress(index: int, total: int, result: SpecResult) -> None:
+def progress(index: int, total: int, result: SpecResult) -> None:
     verdict = "ok" if result.ok else "FAILED"
     print(
-        f"[{index:>2}/{total}] {result.name:<38} {verdict:<6} {result.cases:>4} cases {result.seconds:6.1f}s",
+        f"[{index:>2}/{total}] {label(result):<38} {verdict:<6} {result.cases:>4} cases {result.seconds:6.1f}s",
         flush=True,
     )
 
 
-def _targets(only: list[str] | None) -> tuple[list[Any], list[Any], list[Any]]:
-    """(module specs, optimizer specs, mutants) selected by ``--only``."""
-    modules = [*SPECS, STACK_SPEC]
-    optimizers = list(OPTIMIZER_SPECS)
-    mutants = list(MUTANTS)
+def _targets(only: list[str] | None, specs: list[Spec], framework: bool) -> tuple[list[Any], list[Any], list[Any]]:
+    """(specs, optimizer specs, mutants) selected by ``--only``."""
+    optimizers = list(OPTIMIZER_SPECS) if framework else []
+    mutants = list(MUTANTS) if framework else []
     if not only:
-        return modules, optimizers, mutants
-    known = {s.name for s in modules} | {o.name for o in optimizers} | {m.name for m in mutants}
+        return specs, optimizers, mutants
+    known = {s.name for s in specs} | {o.name for o in optimizers} | {m.name for m in mutants}
     unknown = sorted(set(only) - known)
     if unknown:
         raise SystemExit(f"error: unknown name(s) {unknown}; see --list")
     return (
-        [s for s in modules if s.name in only],
+        [s for s in specs if s.name in only],
         [o for o in optimizers if o.name in only],
         [m for m in mutants if m.name in only],
     )
 
 
-def _replay(names: list[str] | None, text: str, device: str) -> int:
+def _replay(names: list[str] | None, text: str, device: str, specs: list[Spec], framework: bool) -> int:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
@@ -111,30 +160,131 @@ def _replay(names: list[str] | None, text: str, device: str) -> int:
         print(f"error: --replay: expected a JSON object as printed by a failure, got {text[:60]!r}", file=sys.stderr)
         return 2
     try:
-        return _replay_case(names, data, text, device)
+        return _replay_case(names, data, text, device, specs, framework)
     except (KeyError, TypeError, ValueError) as error:  # ModuleValueError/ModuleTypeError are among these
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: --replay: cannot build the case: {message}", file=sys.stderr)
         return 2
 
 
-def _replay_case(names: list[str] | None, data: dict[str, Any], text: str, device: str) -> int:
+def _replay_case(
+    names: list[str] | None, data: dict[str, Any], text: str, device: str, specs: list[Spec], framework: bool
+) -> int:
     name = data.get("module") or (names[0] if names else None)
-    optimizers = {o.name: o for o in OPTIMIZER_SPECS}
-    mutants = {m.name: m for m in MUTANTS}
+    optimizers = {o.name: o for o in OPTIMIZER_SPECS} if framework else {}
     if name in optimizers or (names and names[0] in optimizers):
         spec = optimizers[name if name in optimizers else names[0]]
         result = check_optimizer(spec, data)
         print(f"{spec.name}: {result}")
         return 0 if result.ok else 1
-    specs = {**all_specs(), STACK_SPEC.name: STACK_SPEC}
-    specs.update({m.name: mutant_spec(m, specs[m.target]) for m in mutants.values() if m.target in specs})
-    if name not in specs:
+    known = {s.name: s for s in specs}
+    if framework:
+        known = {**all_specs(), **known}
+        known.update({m.name: mutant_spec(m, known[m.target]) for m in MUTANTS if m.target in known})
+    if name not in known:
         raise KeyError(f"no module, optimizer or mutant named {name!r}; see --list")
-    case = Case.from_json(text, specs)
+    case = Case.from_json(text, known)
     report = check_case(case, device=device)
     print(report)
     return 0 if report.ok else 1
+
+
+def available(device: str) -> bool:
+    return device == "cpu" or (device == "cuda" and torch.cuda.is_available())
+
+
+def devices_for(spec: Spec, requested: str | None) -> list[str]:
+    if requested is not None:
+        return [requested] if requested in spec.devices else []
+    return [d for d in spec.devices if available(d)]
+
+
+def dtypes_for(spec: Spec, requested: list[str] | None) -> list[torch.dtype]:
+    if not requested:
+        return list(spec.dtypes)
+    return [d for d in spec.dtypes if dtype_name(d) in requested]
+
+
+def verify(
+    specs: list[Spec],
+    args: argparse.Namespace,
+    paths: list[str],
+    command: str = DEFAULT_COMMAND,
+) -> list[SpecResult]:
+    """Run every spec on each of its devices (in-process, or isolated); print progress."""
+    from .isolation import run_isolated
+
+    runs = [(spec, device, dtypes_for(spec, args.dtype)) for spec in specs for device in devices_for(spec, args.device)]
+    runs = [(spec, device, dtypes) for spec, device, dtypes in runs if dtypes]
+    not_run = sorted({s.name for s in specs} - {s.name for s, _, _ in runs})
+    if not_run:
+        print(f"not run here (none of their devices or dtypes selected or available): {not_run}")
+    results: list[SpecResult] = []
+    for spec, device, dtypes in runs:
+        seconds = args.time_limit or spec.time_limit or DEFAULT_TIME_LIMIT
+        threads = getattr(args, "threads", 1)
+        if args.isolate:
+            result = run_isolated(spec, paths, args.profile, args.seed, device, dtypes, seconds, command, threads)
+        else:
+            result = run_spec(
+                spec, args.profile, args.seed, device, dtypes=dtypes, seconds=seconds, command=command, threads=threads
+            )
+        results.append(result)
+        progress(len(results), len(runs), result)
+    return results
+
+
+def print_failures(results: list[SpecResult]) -> None:
+    for r in results:
+        if r.failure is None:
+            continue
+        replay = f"\n\nreplay: {r.failure['replay']}" if r.failure.get("replay") else ""
+        print(f"\n{'=' * 80}\n{r.failure['message']}{replay}")
+
+
+def write_results(payload: dict[str, Any], json_path: Path | None, report: Path | None) -> None:
+    """The results JSON (``--json``), and with ``--report DIR`` the JSON and HTML page in DIR."""
+    paths = [json_path] if json_path else []
+    if report:
+        paths.append(report / "verification.json")
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=1))
+        print(f"results written to {path}")
+    if report:
+        from reports.render import render
+
+        written, errors = render(report, "verification")
+        for error in errors:
+            print(f"error: {error}", file=sys.stderr)
+        print(f"report written to {written[0]}")
+
+
+def payload_of(
+    results: list[SpecResult], args: argparse.Namespace, ok: bool, elapsed: float, **extra: Any
+) -> dict[str, Any]:
+    from .environment import environment
+
+    device = args.device or ("cuda" if any(r.device == "cuda" for r in results) else "cpu")
+    modules = []
+    for r in results:
+        entry = r.to_json()
+        entry["spec"], entry["name"] = r.name, label(r)
+        modules.append(entry)
+    return {
+        "kind": "verification",
+        "environment": environment(device),
+        "profile": args.profile,
+        "device": device,
+        "seed": args.seed,
+        "ok": ok,
+        "seconds": round(elapsed, 1),
+        "checks": [c for c in columns_of(results) if c not in FAILURE_COLUMNS],
+        "modules": modules,
+        "missing_specs": [],
+        "mutation": None,
+        **extra,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,34 +292,47 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda, but torch sees no CUDA device", file=sys.stderr)
         return 2
+    framework = not args.paths
+    command = DEFAULT_COMMAND
+    if framework:
+        specs = framework_specs()
+    else:
+        try:
+            specs = [found.spec for found in discover(args.paths)]
+        except DiscoveryError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        command = " ".join([DEFAULT_COMMAND, *map(shlex.quote, args.paths)])
+        if not specs:
+            print(f"error: no spec found in {args.paths} (see python -m verification --help)", file=sys.stderr)
+            return 2
     if args.list:
-        print("modules:   ", " ".join(s.name for s in [*SPECS, STACK_SPEC]))
-        print("optimizers:", " ".join(o.name for o in OPTIMIZER_SPECS))
-        print("mutants:   ", " ".join(m.name for m in MUTANTS))
+        print("specs:     ", " ".join(s.name for s in specs))
+        if framework:
+            print("optimizers:", " ".join(o.name for o in OPTIMIZER_SPECS))
+            print("mutants:   ", " ".join(m.name for m in MUTANTS))
         return 0
     if args.replay:
-        return _replay(args.only, args.replay, args.device)
+        return _replay(args.only, args.replay, args.device or "cpu", specs, framework)
 
-    missing = sorted({cls.__name__ for cls in fw.modules()} - {s.name for s in SPECS})
-    modules, optimizers, mutants = _targets(args.only)
+    missing = sorted({cls.__name__ for cls in fw.modules()} - {s.name for s in SPECS}) if framework else []
+    specs, optimizers, mutants = _targets(args.only, specs, framework)
     if args.no_mutants:
         mutants = []
     start = time.perf_counter()
-    total = len(modules) + len(optimizers)
-    print(f"verifying {total} modules and optimizers ({args.profile} profile, {args.device}, seed {args.seed})")
-    results: list[SpecResult] = []
-    for spec in modules:
-        results.append(run_spec(spec, args.profile, args.seed, args.device))
-        _progress(len(results), total, results[-1])
+    where = args.device or "each spec's devices"
+    what = f"{len(specs) + len(optimizers)} modules and optimizers" if framework else f"{len(specs)} specs"
+    print(f"verifying {what} ({args.profile} profile, {where}, seed {args.seed})")
+    results = verify(specs, args, args.paths, command)
     for spec in optimizers:
         results.append(run_optimizer_spec(spec, args.profile, args.seed))
-        _progress(len(results), total, results[-1])
+        progress(len(results), len(specs) + len(optimizers), results[-1])
 
     mutation_rows = []
     if mutants:
         print(f"\nmutation run: {len(mutants)} deliberately wrong modules and optimizers, each must fail")
         for index, mutant in enumerate(mutants, 1):
-            outcome = run_mutant(mutant, args.profile, args.seed, args.device)
+            outcome = run_mutant(mutant, args.profile, args.seed, args.device or "cpu")
             check = outcome.failure["check"] if outcome.failure else None
             caught = not outcome.ok and check != "exception"  # a crash of the checker is not a catch
             mutation_rows.append(
@@ -185,10 +348,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{index:>2}/{len(mutants)}] {mutant.name:<38} {verdict}", flush=True)
 
     if results:
-        _print_table(results)
+        print_table(results)
+    print_failures(results)
     failures = [r for r in results if not r.ok]
-    for r in failures:
-        print(f"\n{'=' * 80}\n{r.failure['message']}\n\nreplay: {r.failure['replay']}")
     caught = sum(row["caught"] for row in mutation_rows)
     mutation = None
     if mutation_rows:
@@ -207,25 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     ok = not failures and caught == len(mutation_rows) and not (missing and not args.only)
     elapsed = time.perf_counter() - start
     print(f"\n{'ALL GRADIENTS VERIFIED' if ok else 'VERIFICATION FAILED'} in {elapsed:.0f}s")
-    if args.json:
-        from .environment import environment
-
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "kind": "verification",
-            "environment": environment(args.device),
-            "profile": args.profile,
-            "device": args.device,
-            "seed": args.seed,
-            "ok": ok,
-            "seconds": round(elapsed, 1),
-            "checks": [c for c in COLUMNS if any(c in r.checks for r in results)],
-            "modules": [r.to_json() for r in results],
-            "missing_specs": missing,
-            "mutation": mutation,
-        }
-        args.json.write_text(json.dumps(payload, indent=1))
-        print(f"results written to {args.json}")
+    if args.json or args.report:
+        payload = payload_of(results, args, ok, elapsed, mutation=mutation, missing_specs=missing, paths=args.paths)
+        write_results(payload, args.json, args.report)
     return 0 if ok else 1
 
 

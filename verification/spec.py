@@ -1,15 +1,21 @@
-"""Specs: how to construct each module, draw its inputs, and build its ``torch.nn`` twin.
+"""Specs: how to build a target, draw its arguments and inputs, and what to check it against.
 
-A :class:`Spec` is data. ``Spec.cases()`` is a hypothesis strategy of :class:`Case`: the
-constructor arguments and input shapes are drawn by hypothesis (so failures shrink), the
-values from a seeded generator and the spec's named domains (so a case replays from JSON).
+A :class:`Spec` is data, and it describes any target the verifier accepts: a framework module
+class, an EE-559 protocol class, a ``torch.autograd.Function`` subclass, a plain function (a
+``torch.library`` custom op too), or a ``torch.nn.Module`` class. ``Spec.cases()`` is a
+hypothesis strategy of :class:`Case`: the arguments and input shapes are drawn by hypothesis
+(so failures shrink), the values from a seeded generator and the spec's named domains (so a
+case replays from JSON). The framework's own specs (``verification/specs/``) are Specs too.
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 import json
+import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -24,12 +30,31 @@ from .strategies import as_strategy
 TargetMaker = Callable[..., Tensor]
 
 
+def _make_target(maker: TargetMaker, prediction: Tensor, generator: torch.Generator, kwargs: dict[str, Any]) -> Tensor:
+    try:
+        takes_kwargs = len(inspect.signature(maker).parameters) >= 3
+    except (TypeError, ValueError):
+        takes_kwargs = True
+    return maker(prediction, generator, kwargs) if takes_kwargs else maker(prediction, generator)
+
+
+DEFAULT_DTYPES = (torch.float64, torch.float32)
+DEFAULT_DEVICES = ("cpu", "cuda")
+# The options of check_gradients a spec may set; the runner sets the others (seed, name, checks, target).
+SPEC_OPTIONS = ("order", "nondet_tol", "eps", "safety", "full_jacobian_limit", "probes")
+
+
 @dataclass(frozen=True)
 class Input:
-    """One forward input: a shape strategy and the domain its values come from."""
+    """One tensor argument: a shape (or a strategy of shapes) and the domain its values come from.
+
+    ``requires_grad=False`` passes the tensor through undifferentiated (a mask, a fixed table);
+    by default every floating-point tensor argument is differentiated.
+    """
 
     shape: st.SearchStrategy[tuple[int, ...]] | tuple[int, ...]
     domain: Domain = REAL
+    requires_grad: bool = True
 
 
 # -- targets of losses ---------------------------------------------------------------------------
@@ -67,42 +92,104 @@ def class_indices(dim: int = 1) -> TargetMaker:
 def _randomize_parameters(module: Any, generator: torch.Generator) -> None:
     # Random parameters, never the initialiser's ones and zeros, so a backward that confuses
     # weight and bias, or drops a factor of the weight, cannot pass by luck.
-    for _, p, _ in module.named_param():
-        p.copy_(torch.empty(p.shape, dtype=torch.float64).uniform_(-1.0, 1.0, generator=generator))
+    if callable(getattr(module, "named_param", None)):
+        params = [p for _, p, _ in module.named_param()]
+    elif isinstance(module, torch.nn.Module):
+        params = [p for p in module.parameters() if p.is_floating_point()]
+    elif callable(getattr(module, "param", None)):  # another EE-559 framework: [parameter, gradient] pairs
+        params = [pair[0] for pair in module.param()]
+    else:
+        return
+    with torch.no_grad():
+        for p in params:
+            p.copy_(torch.empty(p.shape, dtype=torch.float64).uniform_(-1.0, 1.0, generator=generator))
+
+
+def _move(module: Any, device: str | torch.device, dtype: torch.dtype) -> None:
+    if callable(getattr(module, "to", None)):
+        module.to(device=device, dtype=dtype)
+        return
+    # An EE-559 module without .to(): every floating-point tensor it holds, cast in place.
+    from .targets import _cast_tree
+
+    _cast_tree(module, dtype, {})
+
+
+def _declared_at() -> tuple[str, str, int]:
+    """(module name, file, line) of the code that declared a spec: the first frame outside this
+    module and ``dataclasses`` (discovery collects a module's own specs, not imported ones)."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__") in (__name__, "dataclasses", "verification.registry"):
+        frame = frame.f_back
+    if frame is None:
+        return "", "", 0
+    return frame.f_globals.get("__name__", ""), frame.f_code.co_filename, frame.f_lineno
+
+
+def _is_function_class(obj: Any) -> bool:
+    return isinstance(obj, type) and issubclass(obj, torch.autograd.Function)
 
 
 @dataclass(repr=False)
 class Spec:
-    """How to verify one module class.
+    """How to verify one target.
 
     Args:
-        module: the class under test.
-        kwargs: constructor arguments, each a strategy or a fixed value; or one strategy of
-            whole dicts, for arguments that depend on each other (groups and channels).
-        inputs: given the drawn kwargs, one :class:`Input` per forward input.
-        twin: builds the ``torch.nn`` twin from an instance (``None``: no twin exists).
-        target: for losses, makes the target from the prediction, the case's generator and
-            its constructor arguments.
-        tensors: constructor arguments drawn as (nested) lists of numbers, so a case stays JSON
-            and replays, and passed to the constructor as float64 tensors (class weights).
-        modes: ``"train"`` and/or ``"eval"``, drawn per case.
-        prepare: called on a fresh module with the case's generator (random running stats).
+        module: what is verified. A class (a framework or EE-559 module, a ``torch.nn.Module``)
+            is instantiated with the drawn ``kwargs``; a ``torch.autograd.Function`` subclass,
+            a function (a ``torch.library`` custom op) or an object is called as it is, and then
+            ``kwargs`` only feed ``inputs``.
+        kwargs: arguments, each a strategy or a fixed value; or one strategy of whole dicts,
+            for arguments that depend on each other (groups and channels).
+        inputs: the call's positional arguments, given the drawn kwargs: an :class:`Input` per
+            tensor (shape strategy, named value domain, kink margins), any other value passed
+            through as it is (a flag, a size); or a fixed list.
+        twin: builds the ``torch.nn`` reference from the built instance (framework modules:
+            ``lambda m: torch.nn.Linear(m.in_features, ...)``). Declaring it registers it with
+            :func:`verification.twins.register_twin`, the one twin registry.
+        target: for losses, makes the target (passed after the inputs) from the prediction,
+            the case's generator and, if it takes them, the case's kwargs.
+        tensors: kwargs drawn as (nested) lists of numbers, so a case stays JSON and replays,
+            and passed to the constructor as float64 tensors (class weights).
+        modes: ``"train"`` and/or ``"eval"``, drawn per case (modules).
+        prepare: called on a fresh instance with the case's generator (random running stats).
+        randomize_parameters: draw the instance's parameters uniformly in [-1, 1].
         random: the module draws random numbers from ``module.generator``; the checker
             re-seeds it before every forward so finite differences see one fixed function.
-        kinks: points where the derivative jumps, documented and tested exactly elsewhere.
+        kinks: points where the derivative jumps, documented (and kept away from by the domains).
         semantics: an extra property of the forward (e.g. Dropout's), given a built case;
             raises ``AssertionError`` when it does not hold.
         case_share: the share of the profile's cases drawn for this spec, below 1 for specs
             whose every case is a small network (attention, recurrence, a transformer block):
             each of their many parameter tensors is a separate finite difference over many
             operations, so a case costs several times another module's.
-        name: defaults to the class name.
+        name: defaults to the class or function name.
+        reference: computes the same function from the same arguments with plain torch ops: a
+            callable (``torch.nn.functional.layer_norm`` wrapped to the target's signature), a
+            ``torch.autograd.Function``, or a ``torch.nn.Module`` class, instantiated with the
+            drawn kwargs (its parameters are then set to the target's).
+        build: ``build(**kwargs)`` makes the target, when calling ``module`` is not how.
+        dtypes: the precisions checked. float64 gets every check; each lower one (float32,
+            float16, bfloat16) is judged against the float64 truth (``low_precision``, reported
+            under the dtype's name), plus ``low_precision_checks``.
+        devices: where to check, each where available (``"cuda"`` is skipped without a GPU,
+            unless asked for explicitly).
+        options: options of :func:`~verification.check_gradients` for every case: ``order``,
+            ``nondet_tol``, ``eps``, ``safety``, ``full_jacobian_limit``, ``probes``.
+        benchmark: size name -> fixed kwargs (every input shape then fixed), for
+            ``python -m benchmarks``: the target against its reference at these sizes.
+        time_limit: seconds for verifying the spec on one device (a hang is a failure, not a
+            stuck run); the command line can override it.
+        low_precision_checks: the checks run in each lower precision. Default: for a Function,
+            a callable or a ``torch.nn.Module`` (whose low-precision kernels are often separate
+            code), ``low_precision``, ``layouts`` and ``determinism``; for a framework-protocol
+            module (the same torch code in every precision), ``low_precision``.
     """
 
-    module: type
-    kwargs: dict[str, Any] | st.SearchStrategy[dict[str, Any]]
-    inputs: Callable[[dict[str, Any]], Sequence[Input]]
-    twin: Callable[[Any], torch.nn.Module] | None
+    module: Any
+    kwargs: dict[str, Any] | st.SearchStrategy[dict[str, Any]] = field(default_factory=dict)
+    inputs: Callable[[dict[str, Any]], Sequence[Any]] | Sequence[Any] = ()
+    twin: Callable[[Any], torch.nn.Module] | None = None
     target: TargetMaker | None = None
     tensors: tuple[str, ...] = ()
     modes: tuple[str, ...] = ("train",)
@@ -113,15 +200,73 @@ class Spec:
     semantics: Callable[[Built], None] | None = None
     name: str = ""
     case_share: float = 1.0
+    reference: Any = None
+    build: Callable[..., Any] | None = None
+    dtypes: tuple[torch.dtype, ...] = DEFAULT_DTYPES
+    devices: tuple[str, ...] = DEFAULT_DEVICES
+    options: dict[str, Any] = field(default_factory=dict)
+    benchmark: dict[str, dict[str, Any]] = field(default_factory=dict)
+    time_limit: float | None = None
+    low_precision_checks: tuple[str, ...] | None = None
+    origin: tuple[str, str, int] = field(default=("", "", 0), compare=False)
     _cases: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self._cases = None  # derived from the fields: never carried over by dataclasses.replace
+        if not self.origin[0]:
+            self.origin = _declared_at()
         if not self.name:
-            self.name = self.module.__name__
+            self.name = getattr(self.module, "__name__", "") or type(self.module).__name__
+            if self.name == "<lambda>":
+                raise ValueError("Spec of a lambda: give it a name=")
+        self.dtypes = tuple(self.dtypes)
+        self.devices = tuple(self.devices)
+        self._validate()
+        if self.twin is not None and isinstance(self.module, type):
+            from .twins import register_twin
 
+            register_twin(self.module, self.twin)
+
+    def _validate(self) -> None:
+        where = f"Spec {self.name!r}"
+        if not self.dtypes or not all(isinstance(d, torch.dtype) and d.is_floating_point for d in self.dtypes):
+            raise ValueError(f"{where}: dtypes must be floating-point torch dtypes, got {self.dtypes!r}")
+        unknown = sorted(set(self.devices) - {"cpu", "cuda"})
+        if unknown or not self.devices:
+            raise ValueError(f"{where}: devices must be 'cpu' and/or 'cuda', got {self.devices!r}")
+        unknown = sorted(set(self.options) - set(SPEC_OPTIONS))
+        if unknown:
+            raise ValueError(f"{where}: unknown options {unknown}; a spec may set {list(SPEC_OPTIONS)}")
+        if self.twin is not None and self.reference is not None:
+            raise ValueError(f"{where}: give twin (built from the instance) or reference, not both")
+        if self.low_precision_checks is not None:
+            from .checks import CHECKS
+
+            unknown = sorted(set(self.low_precision_checks) - set(CHECKS))
+            if unknown or "low_precision" not in self.low_precision_checks:
+                raise ValueError(
+                    f"{where}: low_precision_checks must include 'low_precision' and name checks of {list(CHECKS)}"
+                )
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise ValueError(f"{where}: time_limit must be a positive number of seconds, got {self.time_limit!r}")
+        if not callable(self.inputs) and not isinstance(self.inputs, Sequence):
+            raise TypeError(f"{where}: inputs must be a list of arguments or a function of the kwargs")
+
+    # -- what a case is made of ---------------------------------------------------------------------
     @property
     def is_loss(self) -> bool:
         return self.target is not None
+
+    @property
+    def order(self) -> int:
+        return int(self.options.get("order", 1))
+
+    def arguments(self, kwargs: dict[str, Any]) -> list[Any]:
+        """The call's positional arguments for these kwargs: :class:`Input` entries and plain values."""
+        return list(self.inputs(kwargs) if callable(self.inputs) else self.inputs)
+
+    def tensor_inputs(self, kwargs: dict[str, Any]) -> list[Input]:
+        return [a for a in self.arguments(kwargs) if isinstance(a, Input)]
 
     def kwargs_strategy(self) -> st.SearchStrategy[dict[str, Any]]:
         if isinstance(self.kwargs, st.SearchStrategy):
@@ -129,10 +274,64 @@ class Spec:
         return st.fixed_dictionaries({k: as_strategy(v) for k, v in self.kwargs.items()})
 
     def cases(self) -> st.SearchStrategy[Case]:
-        """Hypothesis strategy of concrete cases for this module."""
+        """Hypothesis strategy of concrete cases for this target."""
         if self._cases is None:
             self._cases = st.composite(_draw_case)(self)
         return self._cases
+
+    def make(self, kwargs: dict[str, Any]) -> Any:
+        """The target for these kwargs: a fresh instance, or the Function or callable itself."""
+        if self.build is not None:
+            return self.build(**kwargs)
+        if _is_function_class(self.module):
+            return self.module
+        if isinstance(self.module, type):
+            return self.module(**kwargs)
+        if isinstance(self.module, torch.nn.Module):
+            return copy.deepcopy(self.module)  # the caller's module is never moved or cast
+        return self.module
+
+    def reference_for(self, built: Built) -> Any:
+        """The reference of a built case: the registered twin of the instance, or ``reference``."""
+        if self.twin is not None:
+            from .twins import twin_of
+
+            # A framework module's parameters and buffers are copied by the twin registry's
+            # copy_state; any other's (a torch.nn.Module, another EE-559 framework's module) by
+            # check_gradients, by name, else by position.
+            framework = callable(getattr(built.module, "named_param", None))
+            return twin_of(built.module, copy=framework and not isinstance(built.module, torch.nn.Module))
+        reference = self.reference
+        if isinstance(reference, type) and issubclass(reference, torch.nn.Module):
+            assert built.case is not None
+            return reference(**built.case.constructor_kwargs())
+        return reference
+
+    def lower_precision_checks(self, target: Any) -> tuple[str, ...]:
+        """The checks run in each precision below float64 (see ``low_precision_checks``)."""
+        if self.low_precision_checks is not None:
+            return tuple(self.low_precision_checks)
+        if callable(getattr(target, "param", None)) and not isinstance(target, torch.nn.Module):
+            return ("low_precision",)
+        return ("low_precision", "layouts", "determinism")
+
+    @property
+    def has_reference(self) -> bool:
+        return self.twin is not None or self.reference is not None
+
+    def case_for_size(self, size: str) -> Case:
+        """The benchmark size ``size`` as a case (its kwargs fixed, so every input shape is fixed)."""
+        if size not in self.benchmark:
+            raise KeyError(f"{self.name}: no benchmark size {size!r}; it has {sorted(self.benchmark)}")
+        kwargs = dict(self.benchmark[size])
+        shapes = []
+        for i, entry in enumerate(self.tensor_inputs(kwargs)):
+            if isinstance(entry.shape, st.SearchStrategy):
+                raise ValueError(
+                    f"{self.name}: benchmark size {size!r} leaves input {i}'s shape drawn; its kwargs must fix it"
+                )
+            shapes.append(tuple(entry.shape))
+        return Case(self, kwargs, shapes, seed=0, mode="train")
 
     def __str__(self) -> str:
         return self.name
@@ -145,7 +344,7 @@ class Spec:
 
 def _draw_case(draw: Callable[[st.SearchStrategy[Any]], Any], spec: Spec) -> Case:
     kwargs = draw(spec.kwargs_strategy())
-    shapes = [tuple(draw(as_strategy(i.shape))) for i in spec.inputs(kwargs)]
+    shapes = [tuple(draw(as_strategy(i.shape))) for i in spec.tensor_inputs(kwargs)]
     mode = draw(st.sampled_from(spec.modes))
     seed = draw(st.integers(min_value=0, max_value=2**31 - 1))
     return Case(spec, kwargs, shapes, seed, mode)
@@ -153,17 +352,22 @@ def _draw_case(draw: Callable[[st.SearchStrategy[Any]], Any], spec: Spec) -> Cas
 
 @dataclass
 class Built:
-    """A case made concrete on a dtype and device."""
+    """A case made concrete on a dtype and device.
+
+    ``module`` is the target (an instance, or the Function or callable), ``inputs`` the call's
+    positional arguments (tensors and passed-through values), ``target`` a loss's target.
+    """
 
     module: Any
-    inputs: list[Tensor]
+    inputs: list[Any]
     target: Tensor | None
     generator_seed: int
+    case: Case | None = None
 
 
 @dataclass(repr=False)
 class Case:
-    """One drawn case: constructor arguments, input shapes, value seed and mode."""
+    """One drawn case: arguments, input shapes, value seed and mode."""
 
     spec: Spec
     kwargs: dict[str, Any]
@@ -172,29 +376,49 @@ class Case:
     mode: str = "train"
 
     def build(self, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> Built:
-        """Construct the module and draw inputs (values drawn in float64, then cast)."""
+        """Construct the target and draw inputs (values drawn in float64, then cast)."""
         generator = torch.Generator().manual_seed(self.seed)
-        module = self.spec.module(**self.constructor_kwargs())
-        if self.spec.randomize_parameters:
-            _randomize_parameters(module, generator)
-        if self.spec.prepare is not None:
-            self.spec.prepare(module, generator)
-        if self.spec.random:
-            module.generator.manual_seed(self.seed)  # the same random stream on every build
-        module.to(device=device, dtype=dtype)
-        module.train(self.mode == "train")
-        domains = [i.domain for i in self.spec.inputs(self.kwargs)]
-        inputs64 = [d.sample(shape, generator) for d, shape in zip(domains, self.shapes)]
+        spec = self.spec
+        module = spec.make(self.constructor_kwargs())
+        instance = not _is_function_class(module) and (
+            isinstance(module, torch.nn.Module) or callable(getattr(module, "param", None))
+        )
+        if instance:
+            if spec.randomize_parameters:
+                _randomize_parameters(module, generator)
+            if spec.prepare is not None:
+                spec.prepare(module, generator)
+            if spec.random:
+                module.generator.manual_seed(self.seed)  # the same random stream on every build
+            _move(module, device, dtype)
+            if callable(getattr(module, "train", None)):
+                module.train(self.mode == "train")
+        arguments = spec.arguments(self.kwargs)
+        tensors = [a for a in arguments if isinstance(a, Input)]
+        if len(tensors) != len(self.shapes):
+            raise ValueError(
+                f"{spec.name}: the case has {len(self.shapes)} input shapes, the spec declares {len(tensors)} inputs"
+            )
+        drawn = iter(entry.domain.sample(shape, generator) for entry, shape in zip(tensors, self.shapes))
+        inputs64 = [next(drawn) if isinstance(a, Input) else a for a in arguments]
         target = None
-        if self.spec.target is not None:
-            target = self.spec.target(inputs64[0], generator, self.kwargs)
+        if spec.target is not None:
+            first = next(x for x in inputs64 if isinstance(x, Tensor))
+            target = _make_target(spec.target, first, generator, self.kwargs)
             if target.is_floating_point():
                 target = target.to(device=device, dtype=dtype)
             else:
                 target = target.to(device=device)
-        # Integer inputs (indices) are passed as they are: only floating inputs take the dtype.
-        inputs = [x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device) for x in inputs64]
-        return Built(module, inputs, target, self.seed)
+        partial = any(not a.requires_grad for a in tensors)
+        inputs = []
+        for argument, value in zip(arguments, inputs64):
+            if isinstance(argument, Input):
+                # Integer inputs (indices) are passed as they are: only floating inputs take the dtype.
+                value = value.to(device=device, dtype=dtype) if value.is_floating_point() else value.to(device)
+                if partial and value.is_floating_point() and argument.requires_grad:
+                    value.requires_grad_(True)
+            inputs.append(value)
+        return Built(module, inputs, target, self.seed, self)
 
     def constructor_kwargs(self) -> dict[str, Any]:
         """The drawn kwargs, with the spec's ``tensors`` made float64 tensors."""
@@ -230,3 +454,8 @@ class Case:
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # hypothesis' pretty-printer
         printer.text(str(self))
+
+
+def spec_fields() -> list[str]:
+    """The keyword arguments of :class:`Spec` (the decorator takes the same, but ``module``)."""
+    return [f.name for f in fields(Spec) if not f.name.startswith("_") and f.name not in ("module", "origin")]

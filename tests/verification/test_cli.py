@@ -32,13 +32,12 @@ def test_a_failing_module_exits_one_and_prints_a_replay_command_that_fails_again
 
     broken = mutant_spec(Mutant("Linear", LinearWrongSignBias, "planted"), specs.spec_named("Linear"))
     broken.name = "Linear"
-    monkeypatch.setattr("verification.__main__.SPECS", [broken])
+    monkeypatch.setattr("verification.__main__.framework_specs", lambda: [broken])
     assert main(["--only", "Linear", "--profile", "dev", "--no-mutants"]) == 1
     out = capsys.readouterr().out
     assert "VERIFICATION FAILED" in out
     replay = out.split("replay: ")[1].splitlines()[0]
     case_json = replay.split("--replay ")[1].strip("'")
-    monkeypatch.setattr("verification.__main__.all_specs", lambda: {"Linear": broken})
     assert main(["--replay", case_json]) == 1
 
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from ..registry import register
 from ..spec import Spec
 from ..twins import register_twin
 from . import (
@@ -48,11 +49,11 @@ _BY_NAME: dict[str, Spec] = {}
 
 
 def register_spec(spec: Spec) -> Spec:
-    """Add a spec (and its module's twin, for twin_of) to the registry."""
+    """Add a framework spec to the public registry (:func:`verification.register`, which also
+    registers its twin for twin_of) and to the lookups by class and name below."""
+    register(spec)
     _BY_CLASS[spec.module] = spec
     _BY_NAME[spec.name] = spec
-    if spec.twin is not None:
-        register_twin(spec.module, spec.twin)
     return spec
 
 

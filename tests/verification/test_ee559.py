@@ -1,0 +1,54 @@
+"""python -m verification.ee559: a student's EE-559 modules verified against torch.nn twins, no code written."""
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+from verification.ee559 import main
+
+EE559 = Path(__file__).resolve().parents[2] / "examples" / "ee559"
+CORRECT, BUGGY, COURSE = str(EE559 / "student_correct.py"), str(EE559 / "student_buggy.py"), str(EE559 / "course.toml")
+DEV = ["--profile", "dev"]
+
+
+def test_a_correct_student_framework_passes_the_course_file(tmp_path):
+    path = tmp_path / "v.json"
+    assert main([CORRECT, "--config", COURSE, *DEV, "--json", str(path)]) == 0
+    modules = {m["name"]: m for m in json.loads(path.read_text())["modules"]}
+    assert set(modules) == {"Linear", "ReLU", "Tanh", "LossMSE"}
+    assert all(m["checks"]["twin"]["ok"] and m["checks"]["twin"]["cases"] for m in modules.values())
+
+
+def test_classic_bugs_are_caught_by_the_checks_that_should_catch_them(tmp_path):
+    path = tmp_path / "v.json"
+    assert main([BUGGY, "--config", COURSE, "--only", "Linear", "LossMSE", *DEV, "--json", str(path)]) == 1
+    failures = {m["name"]: m["failure"]["check"] for m in json.loads(path.read_text())["modules"]}
+    assert failures["Linear"] == "accumulation"  # gradients assigned instead of accumulated
+    assert "finite_differences" in failures["LossMSE"] and "twin" in failures["LossMSE"]  # the missing 1/N
+
+
+def test_one_module_from_the_command_line_and_its_replay(capsys):
+    argv = [BUGGY, "--module", "LossMSE", "--twin", "torch.nn.MSELoss", "--input-shape", "8", "3", "--loss", "values"]
+    assert main([*argv, *DEV]) == 1
+    replay = capsys.readouterr().out.split("replay: ")[1].splitlines()[0]
+    assert replay.startswith(f"python -m verification.ee559 {BUGGY} --module LossMSE")
+    assert main(shlex.split(replay)[3:]) == 1
+    assert "finite_differences: FAILED" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--module", "Conv", "--input-shape", "2", "3"], "no class 'Conv'; it defines ['Linear', 'LossMSE'"),
+        (["--module", "Linear", "--args", "4", "3", "--twin", "torch.nn.Linearr", "--input-shape", "8", "4"], "cannot"),
+        (["--module", "Linear", "--args", "4", "3"], "give the input shape"),
+        ([], "name the module to check"),
+    ],
+    ids=["unknown class", "unknown twin", "no input shape", "no module"],
+)
+def test_what_cannot_be_built_is_a_one_line_usage_error(argv, message, capsys):
+    assert main([CORRECT, *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

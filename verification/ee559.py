@@ -1,0 +1,246 @@
+"""``python -m verification.ee559``: verify a student's EE-559 framework with no code written.
+
+The EE-559 protocol: a module has ``forward(*input)``, ``backward(*gradwrtoutput)`` returning
+the input gradients and accumulating the parameter gradients, and ``param()`` returning
+``[parameter, gradient]`` pairs; a loss's ``backward()`` takes nothing (its result is scaled by
+the upstream gradient the verifier draws). Point the command at the student's file, name the
+class, its ``torch.nn`` twin and the shapes::
+
+    python -m verification.ee559 student.py --module Linear --args 4 3 --twin torch.nn.Linear \\
+        --input-shape 8 4
+    python -m verification.ee559 student.py --module LossMSE --twin torch.nn.MSELoss \\
+        --input-shape 8 3 --loss values
+    python -m verification.ee559 student.py --config course.toml      # every module of a course
+
+Each module gets every check (finite differences, the twin, linearity, accumulation, side
+effects, determinism, layouts) over drawn cases in float64, and float32 against the float64
+truth, with the same table, shrunk failing case, replay command, JSON and HTML report as
+``python -m verification``. The twin is built with ``--twin-args`` (default: ``--args``) and gets
+the student's parameter values (by name, else in ``param()`` order; shapes must match).
+
+A course file (TOML, or JSON with the same keys) lists the modules::
+
+    [[module]]
+    name = "Linear"              # the class in the student's file
+    args = [4, 3]                # its constructor arguments (kwargs = {...} too)
+    twin = "torch.nn.Linear"     # optional; twin_args = [...] when they differ
+    input_shape = [8, 4]         # input_shapes = [[...], [...]] for several inputs
+    domain = "real"              # where input values come from (see --domain)
+
+    [[module]]
+    name = "LossMSE"
+    twin = "torch.nn.MSELoss"
+    input_shape = [8, 3]
+    loss = "values"              # the target: values, unit, indices (class indices along dim 1)
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import domains
+from .__main__ import label, payload_of, print_failures, print_table, verify, write_results
+from .discovery import DiscoveryError, import_file
+from .runner import PROFILES, check_case
+from .spec import Case, Input, Spec, TargetMaker, class_indices, values
+
+DOMAINS = {
+    "real": domains.REAL,
+    "wide": domains.WIDE,
+    "positive": domains.POSITIVE,
+    "probability": domains.PROBABILITY,
+    "unit": domains.UNIT,
+    "away_from_zero": domains.AWAY_FROM_ZERO,
+    "distinct": domains.DISTINCT,
+}
+LOSS_TARGETS: dict[str, TargetMaker] = {
+    "values": values(domains.REAL),
+    "unit": values(domains.UNIT),
+    "indices": class_indices(),
+}
+
+
+class CourseError(ValueError):
+    """A module that cannot be found or built as the command or the course file describes it."""
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare word: a string
+
+
+def _resolve(dotted: str) -> Any:
+    """``torch.nn.Linear`` -> the class (any importable ``package.module.attribute``)."""
+    module_name, _, attribute = dotted.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise CourseError(f"--twin {dotted}: cannot import it ({error})") from error
+
+
+def module_spec(student: Any, entry: dict[str, Any]) -> Spec:
+    """The spec of one student module described by ``entry`` (the keys of a course file)."""
+    name = entry.get("name")
+    cls = getattr(student, name or "", None)
+    if not isinstance(cls, type):
+        classes = sorted(
+            n for n, v in vars(student).items() if isinstance(v, type) and v.__module__ == student.__name__
+        )
+        raise CourseError(f"{student.__file__}: no class {name!r}; it defines {classes}")
+    missing = [m for m in ("forward", "backward", "param") if not callable(getattr(cls, m, None))]
+    if missing:
+        raise CourseError(f"{name}: not an EE-559 module, it has no {missing}")
+    args, kwargs = list(entry.get("args", [])), dict(entry.get("kwargs", {}))
+    shapes = entry.get("input_shapes") or ([entry["input_shape"]] if "input_shape" in entry else None)
+    if not shapes:
+        raise CourseError(f"{name}: give the input shape (--input-shape / input_shape)")
+    domain_name = entry.get("domain", "real")
+    if domain_name not in DOMAINS:
+        raise CourseError(f"{name}: unknown domain {domain_name!r}; known: {sorted(DOMAINS)}")
+    loss = entry.get("loss")
+    if loss is not None and loss not in LOSS_TARGETS:
+        raise CourseError(f"{name}: unknown loss target {loss!r}; known: {sorted(LOSS_TARGETS)}")
+    twin = None
+    if entry.get("twin"):
+        twin_cls = _resolve(entry["twin"])
+        twin_args, twin_kwargs = list(entry.get("twin_args", args)), dict(entry.get("twin_kwargs", kwargs))
+        twin = lambda module: twin_cls(*twin_args, **twin_kwargs)  # noqa: E731
+    return Spec(
+        cls,
+        build=lambda: cls(*args, **kwargs),
+        inputs=[Input(tuple(int(s) for s in shape), DOMAINS[domain_name]) for shape in shapes],
+        twin=twin,
+        target=LOSS_TARGETS[loss] if loss else None,
+        devices=("cpu",),
+        name=name,
+        origin=(student.__name__, student.__file__ or "", 0),
+    )
+
+
+def course_entries(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if args.config:
+        text = Path(args.config).read_text()
+        if args.config.endswith(".json"):
+            data = json.loads(text)
+        else:
+            import tomllib
+
+            data = tomllib.loads(text)
+        entries = data.get("module", data.get("modules", []))
+        if not isinstance(entries, list) or not entries:
+            raise CourseError(f"{args.config}: expected [[module]] tables")
+        return entries
+    if not args.module:
+        raise CourseError("name the module to check (--module NAME) or give a course file (--config FILE)")
+    return [
+        {
+            "name": args.module,
+            "args": [_literal(a) for a in args.args],
+            "kwargs": {k: _literal(v) for k, v in (item.split("=", 1) for item in args.kwargs)},
+            "twin": args.twin,
+            **({"twin_args": [_literal(a) for a in args.twin_args]} if args.twin_args is not None else {}),
+            "input_shapes": args.input_shape,
+            "domain": args.domain,
+            **({"loss": args.loss} if args.loss else {}),
+        }
+    ]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m verification.ee559",
+        description="Verify an EE-559 student's modules against their torch.nn twins.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    parser.add_argument("student", help="the student's Python file (its folder is put on sys.path)")
+    parser.add_argument("--module", metavar="CLASS", help="the class to check")
+    parser.add_argument("--args", nargs="*", default=[], metavar="ARG", help="constructor arguments (Python literals)")
+    parser.add_argument("--kwargs", nargs="*", default=[], metavar="KEY=VALUE", help="constructor keyword arguments")
+    parser.add_argument("--twin", metavar="DOTTED", help="the torch.nn twin, e.g. torch.nn.Linear")
+    parser.add_argument("--twin-args", nargs="*", default=None, metavar="ARG", help="the twin's (default: --args)")
+    parser.add_argument(
+        "--input-shape", nargs="+", type=int, action="append", metavar="N", help="repeat for several inputs"
+    )
+    parser.add_argument("--domain", default="real", choices=sorted(DOMAINS), help="input values (default real)")
+    parser.add_argument("--loss", choices=sorted(LOSS_TARGETS), help="a loss: what its target is")
+    parser.add_argument("--config", metavar="FILE", help="a course file (TOML or JSON) listing modules")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="only these modules of the course file")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="ci", help="cases per module (default ci)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS", help="per module (default 600)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write the results JSON here")
+    parser.add_argument("--report", type=Path, metavar="DIR", help="write DIR/verification.json and DIR/html/")
+    parser.add_argument("--replay", metavar="CASE_JSON", help="re-run one case printed by a failure")
+    return parser
+
+
+def _command(argv: list[str]) -> str:
+    """The command as given, without the options a replay replaces or does not need."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--replay", "--json", "--report", "--seed", "--profile", "--time-limit"):
+            skip = True
+            continue
+        if arg == "--only" or arg.startswith(("--replay=", "--json=", "--report=", "--only=")):
+            skip = arg == "--only"
+            continue
+        kept.append(arg)
+    return " ".join(["python -m verification.ee559", *map(shlex.quote, kept)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    try:
+        student = import_file(Path(args.student))
+        specs = [module_spec(student, entry) for entry in course_entries(args)]
+    except (CourseError, DiscoveryError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.only:
+        unknown = sorted(set(args.only) - {s.name for s in specs})
+        if unknown:
+            print(f"error: unknown module(s) {unknown}; the course has {[s.name for s in specs]}", file=sys.stderr)
+            return 2
+        specs = [s for s in specs if s.name in args.only]
+    if args.replay:
+        try:
+            case = Case.from_json(args.replay, {s.name: s for s in specs})
+        except (ValueError, KeyError) as error:
+            print(f"error: --replay: {error}", file=sys.stderr)
+            return 2
+        report = check_case(case)
+        print(report)
+        return 0 if report.ok else 1
+    args.device, args.dtype, args.isolate, args.threads = "cpu", None, False, 1
+    start = time.perf_counter()
+    print(f"verifying {len(specs)} modules of {args.student} ({args.profile} profile, seed {args.seed})")
+    results = verify(specs, args, [], _command(argv))
+    print_table(results)
+    print_failures(results)
+    ok = all(r.ok for r in results)
+    elapsed = time.perf_counter() - start
+    failed = [label(r) for r in results if not r.ok]
+    print(f"\n{'ALL GRADIENTS VERIFIED' if ok else 'VERIFICATION FAILED: ' + ', '.join(failed)} in {elapsed:.0f}s")
+    if args.json or args.report:
+        payload = payload_of(results, args, ok, elapsed, student=str(args.student))
+        write_results(payload, args.json, args.report)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
