@@ -205,6 +205,11 @@ def _check_specs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> a
         parser.error(str(error))
     if not specs:
         parser.error(f"no spec in {args.paths} declares benchmark sizes (Spec(..., benchmark={{...}}))")
+    elsewhere = [s.name for s in specs if args.device not in s.devices]
+    if len(elsewhere) == len(specs):
+        parser.error(f"--device {args.device}: every spec declares other devices ({', '.join(elsewhere)})")
+    if elsewhere:
+        print(f"benchmarks: not on {args.device}, as their specs declare: {', '.join(elsewhere)}")
     unknown = set(args.only or []) - {s.name for s in specs}
     if unknown:
         parser.error(f"--only: expected spec names from {sorted(s.name for s in specs)}, got {sorted(unknown)}")

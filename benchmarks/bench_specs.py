@@ -24,7 +24,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     items = [
         (spec, size, pass_, impl)
         for spec in benchmarked_specs(bench.spec_paths)
-        if bench.wanted(spec.name)
+        if bench.wanted(spec.name) and bench.device in spec.devices
         for size in spec.benchmark
         if not bench.sizes or size in bench.sizes
         for pass_ in PASSES
@@ -48,8 +48,6 @@ def test_spec(benchmark: Any, spec_item: tuple[Any, str, str, str], request: pyt
     bench = settings(request.config)
     if bench.device == "cuda" and not torch.cuda.is_available():
         pytest.skip("CUDA is not available")
-    if bench.device not in spec.devices:
-        pytest.skip(f"{spec.name} declares devices {spec.devices}")
     pair = _pair(spec, size, bench.dtype, bench.device)
     benchmark.group = f"{spec.name} {size} {pass_}"
     benchmark.extra_info.update(

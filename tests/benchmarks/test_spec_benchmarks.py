@@ -58,6 +58,16 @@ def test_specs_without_benchmark_sizes_or_unknown_sizes_are_usage_errors(capsys)
     assert "the specs' sizes" in capsys.readouterr().err
 
 
+def test_asking_for_a_device_no_spec_declares_is_a_usage_error(tmp_path, capsys):
+    (tmp_path / "gpu_only_ops.py").write_text(
+        "import torch\nfrom verification import Input, Spec\n"
+        "GPU = Spec(torch.sin, inputs=[Input((4, 3))], reference=torch.sin, devices=('cuda',), benchmark={'one': {}})\n"
+    )
+    with pytest.raises(SystemExit):
+        parse([str(tmp_path / "gpu_only_ops.py"), "--device", "cpu"])
+    assert "every spec declares other devices (sin)" in capsys.readouterr().err
+
+
 def test_the_runner_times_user_ops_into_the_shared_json_with_op_and_reference_labels(tmp_path):
     out = tmp_path / "bench.json"
     argv = [sys.executable, "-m", "benchmarks", str(USER_SPECS / "good_ops.py"), "--quick", "--json", str(out)]
