@@ -73,17 +73,6 @@ def _affine(x_hat: Tensor, weight: Tensor | None, bias: Tensor | None, n: int) -
     return y if bias is None else y + bias.reshape(n)
 
 
-def standardized_input_gradient(g_hat: Tensor, x_hat: Tensor, inv_std: Tensor, dims: tuple[int, ...]) -> Tensor:
-    r"""dL/dx of x_hat = (x - mean(x)) / sqrt(var(x) + eps) over ``dims``, given g_hat = dL/dx_hat.
-
-    dL/dx = inv_std (g_hat - mean(g_hat) - x_hat mean(g_hat x_hat)): the mean term comes from
-    mean(x)'s dependence on x, the last from var(x)'s.
-    """
-    mean_g = g_hat.mean(dims, keepdim=True)
-    mean_gx = (g_hat * x_hat).mean(dims, keepdim=True)
-    return (g_hat - mean_g - x_hat * mean_gx) * inv_std
-
-
 class LayerNorm(Module):
     r"""Normalise each sample over its last ``len(normalized_shape)`` dimensions (n values).
 
@@ -207,7 +196,20 @@ class GroupNorm(Module):
         return x.reshape(n, self.num_groups, (c // self.num_groups) * math.prod(x.shape[2:]))
 
     def _per_channel(self, value: Tensor, rank: int) -> Tensor:
-        return value.reshape([1, self.num_channels] + [1] * (rank - 2))
+        """(N, C) or (C,) values shaped to broadcast against an (N, C, *) tensor."""
+        return value.reshape(list(value.shape) + [1] * (rank - 2))
+
+    def _channels(self, per_group: Tensor) -> Tensor:
+        """(N, G, 1) values repeated for each channel of their group: (N, C)."""
+        size = self.num_channels // self.num_groups
+        return per_group.expand(-1, -1, size).contiguous().view(per_group.shape[0], self.num_channels)
+
+    def _group_means(self, per_channel: Tensor, positions: int) -> Tensor:
+        """The mean over each group of (N, C) per-channel sums over ``positions`` positions, for
+        every channel of the group: (N, C)."""
+        n, size = per_channel.shape[0], self.num_channels // self.num_groups
+        means = per_channel.reshape(n, self.num_groups, size).sum(-1, keepdim=True).div_(size * positions)
+        return self._channels(means)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self._check_input(x)
@@ -222,34 +224,52 @@ class GroupNorm(Module):
                 f"{tuple(x.shape)} with num_groups={self.num_groups}",
             )
         grouped = self._grouped(x)
-        x_hat, inv_std = _standardize_rows(grouped.reshape(-1, grouped.shape[-1]), self.eps)
-        inv_std = inv_std.reshape(grouped.shape[0], self.num_groups, 1)
-        x_hat = x_hat.reshape(x.shape)
-        y = x_hat if self.weight is None else x_hat * self._per_channel(self.weight, x.dim())
+        # y = x_hat w_c + b_c = (x - mu) (inv_std w_c) + b_c: one pass from the centred input, which
+        # backward keeps in place of x_hat (x_hat = centred * inv_std, per sample and group).
+        centred = grouped - grouped.mean(-1, keepdim=True)
+        inv_std = torch.linalg.vector_norm(centred, 2, -1, keepdim=True).square_()
+        inv_std = inv_std.div_(grouped.shape[-1]).add_(self.eps).rsqrt_()
+        scale = self._channels(inv_std)
+        if self.weight is not None:
+            scale = scale * self.weight
+        centred = centred.reshape(x.shape)
+        scale = self._per_channel(scale, x.dim())
         if self.bias is not None:
-            y = y + self._per_channel(self.bias, x.dim())
-        self._save_for_backward(x_hat=x_hat, inv_std=inv_std, like=y)
+            y = torch.addcmul(self._per_channel(self.bias, x.dim()), centred, scale)
+        else:
+            y = centred * scale
+        self._save_for_backward(centred=centred, inv_std=inv_std, like=y)
         return y
 
-    def _input_gradient(self, g_hat: Tensor, x_hat: Tensor, inv_std: Tensor) -> Tensor:
-        """dL/dx from g_hat, both of the input's shape; the statistics are per (sample, group)."""
-        return standardized_input_gradient(self._grouped(g_hat), self._grouped(x_hat), inv_std, (-1,)).reshape(
-            g_hat.shape
-        )
-
     def backward(self, grad_output: Tensor) -> Tensor:
+        r"""With per-channel sums over the positions, S_g = sum(g) and S_gx = sum(g x_hat):
+        dL/dweight_c += sum_n S_gx;  dL/dbias_c += sum_n S_g;  and the means over the group
+        mean(g_hat) = group mean of weight_c S_g, mean(g_hat x_hat) = group mean of weight_c S_gx,
+        dL/dx = inv_std (weight_c g - mean(g_hat) - x_hat mean(g_hat x_hat)), as two fused passes.
+        """
         saved = self._saved_tensors()
         grad_output = self._check_grad_output(grad_output, saved["like"])
-        x_hat, inv_std = saved["x_hat"], saved["inv_std"]
-        others = [0, *range(2, grad_output.dim())]
+        centred, inv_std = saved["centred"], saved["inv_std"]
+        n, rank = grad_output.shape[0], grad_output.dim()
+        positions = math.prod(grad_output.shape[2:])
+        inv = self._channels(inv_std)  # (N, C)
+        sum_g = grad_output.reshape(n, self.num_channels, -1).sum(-1)
+        # g * centred in the buffer that then receives dL/dx: one large allocation, not two.
+        buffer = torch.mul(grad_output, centred, out=torch.empty_like(centred))
+        sum_gx = buffer.reshape(n, self.num_channels, -1).sum(-1).mul_(inv)
         if self.weight is not None:
-            self.grad("weight").add_((grad_output * x_hat).sum(others))
+            self.grad("weight").add_(sum_gx.sum(0))
         if self.bias is not None:
-            self.grad("bias").add_(grad_output.sum(others))
-        g_hat = grad_output
+            self.grad("bias").add_(sum_g.sum(0))
+        scale = inv if self.weight is None else inv * self.weight
         if self.weight is not None:
-            g_hat = grad_output * self._per_channel(self.weight, grad_output.dim())
-        return self._input_gradient(g_hat, x_hat, inv_std)
+            sum_g, sum_gx = sum_g * self.weight, sum_gx * self.weight
+        mean_g, mean_gx = self._group_means(sum_g, positions), self._group_means(sum_gx, positions)
+        # inv (w g - mean_g - (centred inv) mean_gx) = scale g + (-inv mean_g) + centred (-inv^2 mean_gx)
+        shift = self._per_channel(mean_g.mul_(inv).neg_(), rank)
+        slope = self._per_channel(mean_gx.mul_(inv).mul_(inv).neg_(), rank)
+        grad_input = torch.addcmul(shift, grad_output, self._per_channel(scale, rank), out=buffer)
+        return grad_input.addcmul_(centred, slope)
 
     def extra_repr(self) -> str:
         return f"{self.num_groups}, {self.num_channels}, eps={self.eps:g}, affine={self.affine}"

@@ -243,12 +243,8 @@ class GroupNormStatisticsPerChannel(fw.GroupNorm):
     """Backward takes the mean terms over each channel instead of over its group (right only
     with one channel per group)."""
 
-    def _input_gradient(self, g_hat: Tensor, x_hat: Tensor, inv_std: Tensor) -> Tensor:
-        n, c = g_hat.shape[0], g_hat.shape[1]
-        per_channel = (n, c, -1) if g_hat.numel() else (n, c, 0)
-        g, x = g_hat.reshape(per_channel), x_hat.reshape(per_channel)
-        std = inv_std.repeat_interleave(c // self.num_groups, dim=1)
-        return fw.normalization.standardized_input_gradient(g, x, std, (-1,)).reshape(g_hat.shape)
+    def _group_means(self, per_channel: Tensor, positions: int) -> Tensor:
+        return per_channel / positions
 
 
 class RMSNormTreatsRmsAsConstant(fw.RMSNorm):
