@@ -268,6 +268,12 @@ def recurrent(name: str, gates: int) -> BenchCase:
             "medium": recurrent_size(gates, 32, 64, 128, 128),
             "large": recurrent_size(gates, 64, 128, 256, 256),
         },
+        # One product per time step: a batch of 256 makes each step's (256 x H) (H x gates H) product
+        # large enough for the GPU; the sequence is the loop.
+        gpu_sizes={
+            "medium": recurrent_size(gates, 256, 128, 512, 512),
+            "large": recurrent_size(gates, 256, 256, 1024, 1024),
+        },
         call=_output_sequence,
         notes="the output sequence is differentiated (h_n gets no gradient); torch runs its fused kernels",
     )
@@ -336,6 +342,7 @@ CASES_LIST: list[BenchCase] = [
             "medium": attention_size(32, 64, 128, 4),
             "large": attention_size(32, 128, 256, 4),
         },
+        gpu_sizes={"medium": attention_size(16, 1024, 1024, 16), "large": attention_size(32, 1024, 1024, 16)},
         call=_self_attention,
         gradient=_sum_of_input_gradients,
         notes="self-attention (query = key = value), need_weights=False: torch takes its fused "
@@ -347,6 +354,10 @@ CASES_LIST: list[BenchCase] = [
             "seed": transformer_size(8, 16, 32, 2, 64),
             "medium": transformer_size(16, 64, 128, 4, 512),
             "large": transformer_size(32, 128, 256, 4, 1024),
+        },
+        gpu_sizes={
+            "medium": transformer_size(16, 512, 1024, 16, 4096),
+            "large": transformer_size(32, 512, 1024, 16, 4096),
         },
         notes="pre-norm, GELU, dropout 0, batch first (torch.nn.TransformerEncoderLayer with the same weights)",
     ),
@@ -365,9 +376,20 @@ CASES_LIST: list[BenchCase] = [
         gpu_sizes={s: Size({"num_features": shape[1]}, shape) for s, shape in ELEMENTWISE_GPU.items()},
         traffic=(2.0, 5.0),
     ),
-    BenchCase("LayerNorm", {s: Size({"normalized_shape": shape[-1]}, shape) for s, shape in ELEMENTWISE.items()}),
-    BenchCase("RMSNorm", {s: Size({"normalized_shape": shape[-1]}, shape) for s, shape in ELEMENTWISE.items()}),
-    images("GroupNorm", lambda shape: {"num_groups": max(1, shape[1] // 4), "num_channels": shape[1]}),
+    *(
+        BenchCase(
+            name,
+            {s: Size({"normalized_shape": shape[-1]}, shape) for s, shape in ELEMENTWISE.items()},
+            gpu_sizes={s: Size({"normalized_shape": shape[-1]}, shape) for s, shape in ELEMENTWISE_GPU.items()},
+            traffic=ELEMENTWISE_TRAFFIC,  # x read, y written; dL/dy and x read, dL/dx written
+        )
+        for name in ("LayerNorm", "RMSNorm")
+    ),
+    images(
+        "GroupNorm",
+        lambda shape: {"num_groups": max(1, shape[1] // 4), "num_channels": shape[1]},
+        traffic=ELEMENTWISE_TRAFFIC,
+    ),
     BenchCase(
         "Dropout",
         {s: Size({"p": 0.5}, shape) for s, shape in ELEMENTWISE.items()},
@@ -385,6 +407,7 @@ CASES_LIST: list[BenchCase] = [
             "medium": embedding_size(10000, 256, 64, 128),
             "large": embedding_size(32000, 512, 128, 128),
         },
+        gpu_sizes={"medium": embedding_size(32000, 1024, 64, 512), "large": embedding_size(128000, 4096, 64, 1024)},
         notes="a token lookup: dL/dweight is dense on both sides (torch's sparse=False)",
     ),
     # -- activations ------------------------------------------------------------------------------------

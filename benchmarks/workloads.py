@@ -370,6 +370,10 @@ WORKLOADS: list[Workload] = [
         ("TransformerEncoderLayer", "MSELoss"),
         transformer_block,
         float64_check=True,
+        gpu_sizes={
+            "medium": {"batch": 32, "length": 512, "width": 1024, "heads": 16, "hidden": 4096},
+            "large": {"batch": 64, "length": 512, "width": 1024, "heads": 16, "hidden": 4096},
+        },
     ),
     Workload(
         "LSTMSequence",
@@ -381,6 +385,10 @@ WORKLOADS: list[Workload] = [
         ("LSTM", "Linear", "CrossEntropyLoss"),
         lstm_sequence,
         float64_check=True,
+        gpu_sizes={
+            "medium": {"batch": 256, "length": 128, "features": 256, "hidden": 512, "classes": 10},
+            "large": {"batch": 256, "length": 256, "features": 512, "hidden": 1024, "classes": 10},
+        },
     ),
 ]
 

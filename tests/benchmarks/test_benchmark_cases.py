@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import framework as fw
-from benchmarks.cases import CASES, SIZES, available_cases, registered_names
+from benchmarks.cases import CASES, CASES_LIST, SIZES, available_cases, registered_names
 from benchmarks.harness import PASSES, BenchmarkMismatchError, build
 from benchmarks.workloads import available_workloads
 
@@ -83,6 +83,13 @@ def test_gpu_sizes_are_compute_or_bandwidth_bound_and_recorded_per_case() -> Non
     assert relu.size("large", "cuda").elements >= 32 * 2**20
     assert relu.bytes("large", "forward+backward", 4, "cuda") == 5 * relu.size("large", "cuda").elements * 4
     assert CASES["Linear"].bytes("large", "forward", 4) is None  # compute-bound: GFLOP/s instead
+
+
+@pytest.mark.parametrize("case", CASES_LIST, ids=lambda c: c.name)
+def test_every_case_has_gpu_sizes_larger_than_its_cpu_ones(case) -> None:
+    for size in ("medium", "large"):
+        gpu, cpu = case.size(size, "cuda"), case.size(size, "cpu")
+        assert gpu is not cpu and gpu.elements > cpu.elements
 
 
 def test_the_check_rejects_a_framework_module_that_disagrees() -> None:
