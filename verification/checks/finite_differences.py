@@ -19,8 +19,9 @@ Each derivative is extrapolated from central differences :math:`D(s)` at ``s = h
 * truncation: :math:`|R - R_2|`, which over-estimates the error left in ``R``;
 * rounding: each evaluation of :math:`\phi` errs by :math:`\delta = u\sqrt{n}\,(\sum|g||y| + |\phi|)`
   (``n`` the largest tensor's size; the probabilistic rounding error bound of Higham and Mary,
-  2019, rather than the worst case ``n u``), or by the error measured by precision scaling when
-  that is larger (an ill-conditioned forward), amplified by at most :math:`7\delta/h` in ``R``;
+  2019, rather than the worst case ``n u``), or by the error the error model's estimator measures
+  (precision scaling and ulp jitter) when that is larger (an ill-conditioned forward), amplified
+  by at most :math:`7\delta/h` in ``R``;
 * stepping: ``x + s`` is rounded, a relative error of at most :math:`8u|x|/h` in ``R``;
 
 each times ``safety``, plus the analytic gradient's own rounding bound (floored normwise).
@@ -36,6 +37,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from .. import error_model
 from ..context import Context, Options
 from ..error_model import rounding_tolerance, unit_roundoff
 from ..report import CheckResult
@@ -83,28 +85,36 @@ def _spread(target: Target, call: Call, grads: Sequence[Tensor | None]) -> float
     )
 
 
-def _measured_noise(target: Target, call: Call, grads: Sequence[Tensor | None]) -> float:
-    """The rounding error of one evaluation of phi, measured by precision scaling.
+def _measured_noise(target: Target, call: Call, grads: Sequence[Tensor | None], generator: torch.Generator) -> float:
+    """The rounding error of one evaluation of phi, measured by the error model's estimator
+    (:func:`~verification.error_model.rounding_noise`: precision scaling and ulp jitter, the
+    larger), which sees conditioning: an ill-conditioned forward (LayerNorm over two nearly equal
+    values) errs far more than the bound above says. The largest over the point and two nearby
+    ones (a single point's float32 error can be small by luck)."""
+    grads32 = [None if g is None else g.float() for g in grads]
+    noise = 0.0
+    for shift in (0.0, 1e-3, -1e-3):
+        moved = call.with_tensors([x * (1 + shift) for x in call.tensors()])
 
-    Rounding errors scale with the unit round-off, so the discrepancy between phi evaluated by a
-    float32 copy of the target and by the float64 one, times ``u64 / u32``, estimates the float64
-    evaluation's own error, conditioning included: an ill-conditioned forward (LayerNorm over two
-    nearly equal values) errs far more than a backward-stable one, and the bound above does not
-    see it. The largest over the point and two nearby ones (the float32 error of a single point
-    can be small by luck). Zero when the target does not run in float32.
-    """
-    try:
-        low = target.copy(torch.float32)
-        scale = unit_roundoff(torch.float64) / unit_roundoff(torch.float32)
-        grads32 = [None if g is None else g.float() for g in grads]
-        noise = 0.0
-        for shift in (0.0, 1e-3, -1e-3):
-            moved = call.with_tensors([x * (1 + shift) for x in call.tensors()])
-            exact = phi(target, moved, grads)
-            noise = max(noise, abs(phi(low, moved.cast(torch.float32), grads32) - exact) * scale)
-        return noise
-    except Exception:  # a target without a float32 path: the bound alone
-        return 0.0
+        def run64(size: float, gen: torch.Generator | None, moved: Call = moved) -> dict[str, Tensor]:
+            if not size or gen is None:
+                return {"phi": torch.tensor(phi(target, moved, grads))}
+            copy = target.copy()
+            with torch.no_grad():
+                for _, p in copy.parameters():
+                    p.copy_(error_model.jitter(p, gen, size))
+            jittered = moved.with_tensors([error_model.jitter(x, gen, size) for x in moved.tensors()])
+            return {"phi": torch.tensor(phi(copy, jittered, grads))}
+
+        def run32(moved: Call = moved) -> dict[str, Tensor]:
+            return {"phi": torch.tensor(phi(target.copy(torch.float32), moved.cast(torch.float32), grads32))}
+
+        try:
+            estimate = error_model.rounding_noise(run64, run32, generator)
+        except Exception:  # a target that cannot be copied or moved: the bound alone
+            return noise
+        noise = max(noise, float(estimate["phi"]))
+    return noise
 
 
 def richardson(f: Callable[[float], float], h: float) -> tuple[float, float]:
@@ -163,7 +173,7 @@ def compare(
     # by about sqrt(n) u sum|terms|, not the worst case n u sum|terms|; the safety factor is the
     # lambda of their bound.
     delta = u * math.sqrt(n_terms) * (_spread(target, call, grads) + abs(phi(target, call, grads)))
-    delta = max(delta, _measured_noise(target, call, grads))
+    delta = max(delta, _measured_noise(target, call, grads, generator))
     values = [*(g for g in grads if g is not None), *(g for g in gradients.all() if g is not None)]
     scale = max((float(t.double().abs().mean()) for t in values if t.numel()), default=0.0)
 
