@@ -205,6 +205,32 @@ def dtypes_for(spec: Spec, requested: list[str] | None) -> list[torch.dtype]:
     return [d for d in spec.dtypes if dtype_name(d) in requested]
 
 
+def planned_runs(specs: list[Spec], args: argparse.Namespace) -> list[tuple[Spec, str, list[torch.dtype]]]:
+    """(spec, device, dtypes) for every spec on each of its devices that is selected and available."""
+    runs = [(spec, device, dtypes_for(spec, args.dtype)) for spec in specs for device in devices_for(spec, args.device)]
+    return [(spec, device, dtypes) for spec, device, dtypes in runs if dtypes]
+
+
+def final_verdict(ok: bool, specs: list[Spec], results: list[SpecResult], checked_anything: bool) -> str:
+    """The last line: what was verified and where, never "all" about what could not run here."""
+    if not ok:
+        return "VERIFICATION FAILED"
+    if not checked_anything:
+        return "NOTHING VERIFIED: no spec could run here (see the line above)"
+    ran = {r.name for r in results} & {s.name for s in specs}
+    devices = sorted({r.device for r in results})
+    where = f" on {', '.join(devices)}" if devices else ""
+    not_run = sorted({s.name for s in specs} - ran)
+    unchecked = sorted({d for s in specs if s.name in ran for d in s.devices} - set(devices))
+    if not_run:
+        text = f"GRADIENTS VERIFIED for {len(ran)} of {len(specs)} specs{where}; NOT RUN here: {', '.join(not_run)}"
+    else:
+        text = f"ALL GRADIENTS VERIFIED{where}"
+    if unchecked:
+        text += f" (also declared, not checked here: {', '.join(unchecked)})"
+    return text
+
+
 def verify(
     specs: list[Spec],
     args: argparse.Namespace,
@@ -214,8 +240,7 @@ def verify(
     """Run every spec on each of its devices (in-process, or isolated); print progress."""
     from .isolation import run_isolated
 
-    runs = [(spec, device, dtypes_for(spec, args.dtype)) for spec in specs for device in devices_for(spec, args.device)]
-    runs = [(spec, device, dtypes) for spec, device, dtypes in runs if dtypes]
+    runs = planned_runs(specs, args)
     not_run = sorted({s.name for s in specs} - {s.name for s, _, _ in runs})
     if not_run:
         print(f"not run here (none of their devices or dtypes selected or available): {not_run}")
@@ -366,9 +391,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  SURVIVED: {row['name']} ({row['description']})")
     if missing and not args.only:
         print(f"\nmodules without a verification spec: {missing}")
-    ok = not failures and caught == len(mutation_rows) and not (missing and not args.only)
+    checked_anything = bool(results or mutation_rows)
+    ok = not failures and caught == len(mutation_rows) and not (missing and not args.only) and checked_anything
     elapsed = time.perf_counter() - start
-    print(f"\n{'ALL GRADIENTS VERIFIED' if ok else 'VERIFICATION FAILED'} in {elapsed:.0f}s")
+    print(f"\n{final_verdict(ok or not checked_anything, specs, results, checked_anything)} in {elapsed:.0f}s")
     if args.json or args.report:
         payload = payload_of(results, args, ok, elapsed, mutation=mutation, missing_specs=missing, paths=args.paths)
         write_results(payload, args.json, args.report)

@@ -16,8 +16,9 @@ An item ``path::Name[bfloat16-cpu]`` runs hypothesis over the spec's cases (``--
 truth); a failure shows the shrunk case, the report and the replay command. It works with
 ``pytest -n auto`` (pytest-xdist), ``--lf`` and ``--junitxml``. A target that hangs fails at
 its time limit; with ``--spec-isolate`` each item runs in a worker process, so a crash fails
-the item instead of ending the run. CUDA items exist where a GPU is available (or are skipped
-when ``--spec-device cuda`` asks for them without one).
+the item instead of ending the run. CUDA items exist where a GPU is available; without one they
+are skipped when ``--spec-device cuda`` asks for them or when CUDA is the only device a spec
+declares.
 """
 
 from __future__ import annotations
@@ -122,10 +123,13 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: Any) 
 
 def _items(collector: pytest.Module, spec: Spec) -> Iterator[SpecItem]:
     requested = collector.config.getoption("spec_device")
+    # Without a GPU a spec's CUDA items are left out when another device runs it, and kept (to be
+    # skipped, visibly) when CUDA is all it declares: a spec is never silently not run.
+    runs_elsewhere = any(device != "cuda" for device in spec.devices)
     for device in spec.devices:
         if requested is not None and device != requested:
             continue
-        if requested is None and device == "cuda" and not torch.cuda.is_available():
+        if requested is None and device == "cuda" and not torch.cuda.is_available() and runs_elsewhere:
             continue
         for dtype in spec.dtypes:
             name = f"{spec.name}[{dtype_name(dtype)}-{device}]"

@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pytest
+import torch
 
 HERE = Path(__file__).resolve().parent / "user_specs"
 DEV = ("-p", "no:cacheprovider", "--spec-profile", "dev")
@@ -153,3 +154,17 @@ def test_without_a_gpu_cuda_items_are_skipped_only_when_asked_for(pytester):
     assert not any("cuda" in line for line in pytester.runpytest_inprocess("--co", "-q", "good_ops.py").outlines)
     asked = pytester.runpytest_inprocess("good_ops.py", "--spec-device", "cuda", "-k", "Cube", *DEV)
     asked.assert_outcomes(skipped=3)
+
+
+GPU_ONLY = (
+    "import torch\nfrom verification import Input, Spec\n"
+    "SIN = Spec(torch.sin, inputs=[Input((4, 3))], reference=torch.sin, devices=('cuda',), name='sin_gpu')\n"
+)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="without CUDA only")
+def test_without_a_gpu_a_spec_that_declares_only_cuda_is_skipped_visibly_not_left_out(pytester):
+    pytester.makepyfile(test_gpu_only=GPU_ONLY)
+    result = pytester.runpytest_inprocess("-rs", *DEV)
+    result.assert_outcomes(skipped=2)  # float64 and float32
+    assert any("CUDA is not available" in line for line in result.outlines)

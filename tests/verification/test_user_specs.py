@@ -101,6 +101,22 @@ def test_correct_user_ops_pass_in_each_of_their_dtypes_with_a_column_per_lower_p
     assert "ALL GRADIENTS VERIFIED" in capsys.readouterr().out
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="without CUDA only")
+def test_without_a_gpu_specs_that_declare_only_cuda_are_never_called_verified(tmp_path, capsys):
+    (tmp_path / "gpu_ops.py").write_text(
+        "import torch\nfrom verification import Input, Spec\n"
+        "SIN = Spec(torch.sin, inputs=[Input((4, 3))], reference=torch.sin, devices=('cuda',), name='sin_gpu')\n"
+        "COS = Spec(torch.cos, inputs=[Input((4, 3))], reference=torch.cos, name='cos')\n"
+    )
+    assert main([str(tmp_path), "--only", "sin_gpu", "--profile", "dev"]) == 1
+    out = capsys.readouterr().out
+    assert "NOTHING VERIFIED" in out and "ALL GRADIENTS VERIFIED" not in out
+    assert main([str(tmp_path), "--profile", "dev"]) == 0
+    out = capsys.readouterr().out
+    assert "GRADIENTS VERIFIED for 1 of 2 specs on cpu; NOT RUN here: sin_gpu" in out
+    assert "also declared, not checked here: cuda" in out and "ALL GRADIENTS VERIFIED" not in out
+
+
 def test_wrong_raising_garbage_and_hanging_targets_are_each_reported_and_the_run_completes(tmp_path, capsys):
     path = tmp_path / "v.json"
     assert main([BAD, "--profile", "dev", "--json", str(path)]) == 1
