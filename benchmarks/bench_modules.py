@@ -11,10 +11,8 @@ import pytest
 import torch
 
 from .cases import BenchCase, available_cases, shape_text
-from .harness import PASSES, Pair, build
+from .harness import PASSES, Pair, build, checked_once
 from .plugin import settings
-
-_LAST: dict[str, Any] = {}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -35,14 +33,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("item", items, ids=ids)
 
 
-def _pair(case: BenchCase, size: str, dtype: torch.dtype, device: str) -> Pair:
-    key = (case.name, size, dtype, device)
-    if _LAST.get("key") != key:
-        _LAST.clear()
-        pair = build(case, size, dtype, device)
-        pair.check()  # once per pair, before any timing: never time a wrong computation
-        _LAST.update(key=key, pair=pair)
-    return _LAST["pair"]
+def _checked_pair(case: BenchCase, size: str, dtype: torch.dtype, device: str) -> Pair:
+    pair = build(case, size, dtype, device)
+    pair.check()
+    return pair
 
 
 def test_module(benchmark: Any, item: tuple[BenchCase, str, str, str], request: pytest.FixtureRequest) -> None:
@@ -50,7 +44,8 @@ def test_module(benchmark: Any, item: tuple[BenchCase, str, str, str], request: 
     bench = settings(request.config)
     if bench.device == "cuda" and not torch.cuda.is_available():
         pytest.skip("CUDA is not available")
-    pair = _pair(case, size, bench.dtype, bench.device)
+    key = (case.name, size, bench.dtype, bench.device)
+    pair = checked_once(key, lambda: _checked_pair(case, size, bench.dtype, bench.device))
     benchmark.group = f"{case.name} {size} {pass_}"
     benchmark.extra_info.update(
         bench.extra_info(),

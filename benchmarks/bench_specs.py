@@ -10,11 +10,9 @@ from typing import Any
 import pytest
 import torch
 
-from .harness import PASSES
+from .harness import PASSES, checked_once
 from .plugin import settings
 from .specs import SpecPair, benchmarked_specs, build, shape_text
-
-_LAST: dict[str, Any] = {}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -33,14 +31,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("spec_item", items, ids=[f"{s.name}-{z}-{p}-{i}" for s, z, p, i in items])
 
 
-def _pair(spec: Any, size: str, dtype: torch.dtype, device: str) -> SpecPair:
-    key = (spec.name, size, dtype, device)
-    if _LAST.get("key") != key:
-        _LAST.clear()
-        pair = build(spec, size, dtype, device)
-        pair.check()  # once per pair, before any timing: never time a wrong computation
-        _LAST.update(key=key, pair=pair)
-    return _LAST["pair"]
+def _checked_pair(spec: Any, size: str, dtype: torch.dtype, device: str) -> SpecPair:
+    pair = build(spec, size, dtype, device)
+    pair.check()
+    return pair
 
 
 def test_spec(benchmark: Any, spec_item: tuple[Any, str, str, str], request: pytest.FixtureRequest) -> None:
@@ -48,7 +42,8 @@ def test_spec(benchmark: Any, spec_item: tuple[Any, str, str, str], request: pyt
     bench = settings(request.config)
     if bench.device == "cuda" and not torch.cuda.is_available():
         pytest.skip("CUDA is not available")
-    pair = _pair(spec, size, bench.dtype, bench.device)
+    key = (spec.name, size, bench.dtype, bench.device)
+    pair = checked_once(key, lambda: _checked_pair(spec, size, bench.dtype, bench.device))
     benchmark.group = f"{spec.name} {size} {pass_}"
     benchmark.extra_info.update(
         bench.extra_info(),

@@ -10,10 +10,9 @@ from typing import Any
 import pytest
 import torch
 
+from .harness import checked_once
 from .plugin import settings
-from .workloads import Step, Workload, available_workloads
-
-_LAST: dict[str, Any] = {}
+from .workloads import Workload, available_workloads
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -31,21 +30,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("step_item", items, ids=[f"{w.name}-{s}-{i}" for w, s, i in items])
 
 
-def _step(workload: Workload, size: str, dtype: torch.dtype, device: str) -> Step:
-    key = (workload.name, size, dtype, device)
-    if _LAST.get("key") != key:
-        _LAST.clear()
-        step = workload.checked(size, dtype, device)
-        _LAST.update(key=key, step=step)
-    return _LAST["step"]
-
-
 def test_workload(benchmark: Any, step_item: tuple[Workload, str, str], request: pytest.FixtureRequest) -> None:
     workload, size, impl = step_item
     bench = settings(request.config)
     if bench.device == "cuda" and not torch.cuda.is_available():
         pytest.skip("CUDA is not available")
-    step = _step(workload, size, bench.dtype, bench.device)
+    key = (workload.name, size, bench.dtype, bench.device)
+    step = checked_once(key, lambda: workload.checked(size, bench.dtype, bench.device))
     benchmark.group = f"{workload.name} {size} train_step"
     benchmark.extra_info.update(
         bench.extra_info(),

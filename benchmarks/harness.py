@@ -36,6 +36,19 @@ PASSES = ("forward", "forward+backward")
 TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-9}
 
 
+_CHECKED: dict[str, Any] = {}
+
+
+def checked_once(key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+    """What ``make`` builds and checks (a pair or a training step) for ``key``, made once and kept
+    while consecutive benchmarks share the key: the agreement check runs before any timing (never
+    time a wrong computation), and only the latest case's tensors stay alive."""
+    if _CHECKED.get("key") != key:
+        _CHECKED.clear()
+        _CHECKED.update(key=key, value=make())
+    return _CHECKED["value"]
+
+
 class BenchmarkMismatchError(AssertionError):
     """The framework and its torch twin disagree: the case must not be timed."""
 
