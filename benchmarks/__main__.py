@@ -8,7 +8,8 @@ Usage:
 Without PATH: every framework module and workload against ``torch.nn``. With PATH (files,
 folders or modules declaring specs, as for ``python -m verification PATH``): each spec's op
 against its reference at the spec's ``benchmark`` sizes (``--sizes``: a subset of their names),
-into the same JSON and summary (the "framework" side is the op, "torch" its reference).
+in the same JSON schema and summary (the "framework" side is the op, "torch" its reference),
+written to ``results/benchmarks-ops-<device>.json`` so the framework's results stay.
 
 The summary gives, per case, the median time of the framework and of torch, their ratio
 (> 1: the framework is slower), and for matrix-multiply-bound cases the GFLOP/s of each side
@@ -167,7 +168,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--sizes", default=None, help="comma-separated subset of seed,medium,large (with PATH: of the specs' sizes)"
     )
-    parser.add_argument("--json", type=Path, default=None, help="default: results/benchmarks-<device>.json")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="default: results/benchmarks-<device>.json (with PATH: results/benchmarks-ops-<device>.json)",
+    )
     parser.add_argument("--quick", action="store_true", help="3 short rounds per benchmark (a smoke run)")
     parser.add_argument(
         "--threads",
@@ -233,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     # pytest-benchmark believe this run is parallel too, and disable itself.
     for variable in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
         os.environ.pop(variable, None)
-    json_path = args.json or Path("results") / f"benchmarks-{args.device}.json"
+    # Users' ops get a file of their own, beside the framework's (the report shows each as a section).
+    name = f"benchmarks-ops-{args.device}.json" if args.paths else f"benchmarks-{args.device}.json"
+    json_path = args.json or Path("results") / name
     json_path.parent.mkdir(parents=True, exist_ok=True)
     code = pytest.main(pytest_arguments(args, json_path))
     if not json_path.exists():

@@ -68,12 +68,14 @@ def test_asking_for_a_device_no_spec_declares_is_a_usage_error(tmp_path, capsys)
     assert "every spec declares other devices (sin)" in capsys.readouterr().err
 
 
-def test_the_runner_times_user_ops_into_the_shared_json_with_op_and_reference_labels(tmp_path):
-    out = tmp_path / "bench.json"
-    argv = [sys.executable, "-m", "benchmarks", str(USER_SPECS / "good_ops.py"), "--quick", "--json", str(out)]
-    run = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+def test_the_runner_times_user_ops_into_the_shared_schema_beside_the_frameworks_results(tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "benchmarks-cpu.json").write_text("{}")  # the framework's, from make bench
+    argv = [sys.executable, "-m", "benchmarks", str(USER_SPECS / "good_ops.py"), "--quick"]
+    run = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
-    data = json.loads(out.read_text())
+    assert (tmp_path / "results" / "benchmarks-cpu.json").read_text() == "{}"
+    data = json.loads((tmp_path / "results" / "benchmarks-ops-cpu.json").read_text())
     rows = {(b["extra_info"]["module"], b["extra_info"]["pass"], b["extra_info"]["impl"]) for b in data["benchmarks"]}
     assert rows == {("Cube", p, i) for p in ("forward", "forward+backward") for i in ("framework", "torch")}
     assert data["machine_info"]["bench"]["labels"] == {"framework": "op", "torch": "reference"}

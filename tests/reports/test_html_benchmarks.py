@@ -143,6 +143,23 @@ def test_cpu_and_cuda_get_a_section_each_when_both_files_exist(tmp_path: Path) -
     assert "Fixture GPU 80GB" not in text(html[cpu_at:cuda_at])
 
 
+def test_users_ops_benchmarked_beside_the_framework_get_their_own_section(tmp_path: Path) -> None:
+    ops = copy.deepcopy(DATA)
+    ops["benchmarks"] = [b for b in ops["benchmarks"] if b["extra_info"].get("module") == "Linear"]
+    for bench in ops["benchmarks"]:
+        bench["extra_info"]["module"] = "FusedOp"
+    ops["machine_info"]["bench"] = {
+        **ops["machine_info"].get("bench", {}),
+        "labels": {"framework": "op", "torch": "reference"},
+    }
+    copy_fixtures(tmp_path, "benchmarks-cpu.json")
+    write_json(tmp_path, "benchmarks-ops-cpu.json", ops)
+    html = render_pages(tmp_path, "benchmarks")["benchmarks"]
+    cpu_at, ops_at = html.index('<section id="cpu">'), html.index('<section id="ops-cpu">')
+    assert cpu_at < ops_at
+    assert "FusedOp" in text(html[ops_at:]) and "FusedOp" not in text(html[cpu_at:ops_at])
+
+
 def test_cpu_alone_has_no_cuda_section(fixture_pages: dict[str, str]) -> None:
     assert '<section id="cpu">' in fixture_pages["benchmarks"]
     assert '<section id="cuda">' not in fixture_pages["benchmarks"]
