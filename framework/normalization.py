@@ -253,10 +253,10 @@ class GroupNorm(Module):
         n, rank = grad_output.shape[0], grad_output.dim()
         positions = math.prod(grad_output.shape[2:])
         inv = self._channels(inv_std)  # (N, C)
-        sum_g = grad_output.reshape(n, self.num_channels, -1).sum(-1)
+        sum_g = grad_output.reshape(n, self.num_channels, positions).sum(-1)
         # g * centred in the buffer that then receives dL/dx: one large allocation, not two.
         buffer = torch.mul(grad_output, centred, out=torch.empty_like(centred))
-        sum_gx = buffer.reshape(n, self.num_channels, -1).sum(-1).mul_(inv)
+        sum_gx = buffer.reshape(n, self.num_channels, positions).sum(-1).mul_(inv)
         if self.weight is not None:
             self.grad("weight").add_(sum_gx.sum(0))
         if self.bias is not None:

@@ -24,6 +24,12 @@ LAYERS = [
     pytest.param(lambda: fw.BatchNorm2d(2, momentum=None), (0, 2, 3, 3), id="BatchNorm2d"),
     pytest.param(lambda: fw.Flatten(), (0, 2, 3), id="Flatten"),
     pytest.param(lambda: fw.ReLU(), (0, 4), id="ReLU"),
+    pytest.param(lambda: fw.LayerNorm(4), (0, 4), id="LayerNorm"),
+    pytest.param(lambda: fw.GroupNorm(2, 4), (0, 4, 3), id="GroupNorm"),
+    pytest.param(lambda: fw.GroupNorm(2, 4), (0, 4), id="GroupNorm-no-positions"),
+    pytest.param(lambda: fw.RMSNorm(4), (0, 4), id="RMSNorm"),
+    pytest.param(lambda: fw.Softmax(dim=1), (0, 4), id="Softmax"),
+    pytest.param(lambda: fw.LogSoftmax(dim=1), (0, 4), id="LogSoftmax"),
 ]
 
 
