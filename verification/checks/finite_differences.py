@@ -92,6 +92,7 @@ def _measured_noise(target: Target, call: Call, grads: Sequence[Tensor | None], 
     values) errs far more than the bound above says. The largest over the point and two nearby
     ones (a single point's float32 error can be small by luck)."""
     grads32 = [None if g is None else g.float() for g in grads]
+    low: list[Target] = []  # the float32 copy, made once (on first use: a failure there is the estimator's)
     noise = 0.0
     for shift in (0.0, 1e-3, -1e-3):
         moved = call.with_tensors([x * (1 + shift) for x in call.tensors()])
@@ -107,7 +108,9 @@ def _measured_noise(target: Target, call: Call, grads: Sequence[Tensor | None], 
             return {"phi": torch.tensor(phi(copy, jittered, grads))}
 
         def run32(moved: Call = moved) -> dict[str, Tensor]:
-            return {"phi": torch.tensor(phi(target.copy(torch.float32), moved.cast(torch.float32), grads32))}
+            if not low:
+                low.append(target.copy(torch.float32))
+            return {"phi": torch.tensor(phi(low[0], moved.cast(torch.float32), grads32))}
 
         try:
             estimate = error_model.rounding_noise(run64, run32, generator)
