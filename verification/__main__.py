@@ -211,12 +211,16 @@ def planned_runs(specs: list[Spec], args: argparse.Namespace) -> list[tuple[Spec
     return [(spec, device, dtypes) for spec, device, dtypes in runs if dtypes]
 
 
-def final_verdict(ok: bool, specs: list[Spec], results: list[SpecResult], checked_anything: bool) -> str:
+def final_verdict(
+    ok: bool, specs: list[Spec], results: list[SpecResult], checked_anything: bool, mutants: int = 0
+) -> str:
     """The last line: what was verified and where, never "all" about what could not run here."""
     if not ok:
         return "VERIFICATION FAILED"
     if not checked_anything:
         return "NOTHING VERIFIED: no spec could run here (see the line above)"
+    if not results:
+        return f"MUTATION RUN ONLY: all {mutants} wrong backward passes caught; no module's gradients were verified"
     ran = {r.name for r in results} & {s.name for s in specs}
     devices = sorted({r.device for r in results})
     where = f" on {', '.join(devices)}" if devices else ""
@@ -394,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     checked_anything = bool(results or mutation_rows)
     ok = not failures and caught == len(mutation_rows) and not (missing and not args.only) and checked_anything
     elapsed = time.perf_counter() - start
-    print(f"\n{final_verdict(ok or not checked_anything, specs, results, checked_anything)} in {elapsed:.0f}s")
+    verdict = final_verdict(ok or not checked_anything, specs, results, checked_anything, len(mutation_rows))
+    print(f"\n{verdict} in {elapsed:.0f}s")
     if args.json or args.report:
         payload = payload_of(results, args, ok, elapsed, mutation=mutation, missing_specs=missing, paths=args.paths)
         write_results(payload, args.json, args.report)

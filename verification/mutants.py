@@ -99,8 +99,8 @@ class ReLUForgetsUpstream(fw.ReLU):
 
 
 class TanhWrongDerivative(fw.Tanh):
-    def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
-        return 1 - y
+    def _gradient(self, x: Tensor, y: Tensor, grad_output: Tensor, out: Tensor) -> Tensor:
+        return torch.mul(1 - y, grad_output, out=out)
 
 
 class SigmoidOneWrongElement(fw.Sigmoid):
@@ -115,11 +115,12 @@ class SigmoidOneWrongElement(fw.Sigmoid):
 class LeakyReLUForwardAndBackwardBothWrong(fw.LeakyReLU):
     """Uses twice the slope in forward *and* backward: self-consistent, so only the twin can tell."""
 
-    def _forward(self, x: Tensor) -> Tensor:
-        return torch.where(x > 0, x, 2 * self.negative_slope * x)
+    def _forward(self, x: Tensor, out: Tensor) -> Tensor:
+        return out.copy_(torch.where(x > 0, x, 2 * self.negative_slope * x))
 
-    def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
-        return torch.where(x > 0, torch.ones_like(x), torch.full_like(x, 2 * self.negative_slope))
+    def _gradient(self, x: Tensor, y: Tensor, grad_output: Tensor, out: Tensor) -> Tensor:
+        slope = torch.where(x > 0, torch.ones_like(x), torch.full_like(x, 2 * self.negative_slope))
+        return torch.mul(slope, grad_output, out=out)
 
 
 class SoftplusIgnoresBeta(fw.Softplus):

@@ -26,6 +26,12 @@ def test_a_caught_mutant_counts_in_the_mutation_score(tmp_path):
     assert mutation["score"] == 1.0 and mutation["mutants"][0]["caught"] is True
 
 
+def test_a_run_of_mutants_alone_does_not_claim_any_gradient_verified(capsys):
+    assert main(["--only", "TanhWrongDerivative", "--profile", "dev"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("MUTATION RUN ONLY") and "VERIFIED" not in last.replace("verified", "")
+
+
 def test_a_failing_module_exits_one_and_prints_a_replay_command_that_fails_again(capsys, monkeypatch):
     from verification import specs
     from verification.mutants import LinearWrongSignBias, Mutant, mutant_spec
