@@ -27,8 +27,12 @@ def blocked(*tensors: Tensor) -> bool:
 
 
 def blocks(tensor: Tensor) -> tuple[Tensor, ...]:
-    """Views of consecutive blocks of a contiguous tensor (one call for all of them)."""
-    return tensor.view(-1).split(BLOCK)
+    """Views of consecutive blocks of a contiguous tensor (one call for all of them).
+
+    With several intra-op threads, torch splits each operation on a block between them: a block
+    of BLOCK elements per thread keeps each thread's share in its own core's cache and pays the
+    threads' start-up once per BLOCK elements each, not once per BLOCK / threads."""
+    return tensor.view(-1).split(BLOCK * torch.get_num_threads())
 
 
 def map_into(fn: Callable[..., object], out: Tensor, *tensors: Tensor) -> Tensor:
@@ -44,7 +48,8 @@ def map_into(fn: Callable[..., object], out: Tensor, *tensors: Tensor) -> Tensor
 
 def sum_of(fn: Callable[..., Tensor], *tensors: Tensor) -> Tensor:
     """The sum over every element of ``fn(*tensors)`` (an elementwise formula), block by block:
-    the partial sums of the blocks are added in a fixed order, so the result is deterministic."""
+    the partial sums of the blocks are added in a fixed order, so the result is deterministic for a
+    given number of threads (as torch's own reductions, it may differ in the last bits between two)."""
     if not blocked(*tensors):
         return fn(*tensors).sum()
     partial = [fn(*parts).sum() for parts in zip(*(blocks(t) for t in tensors))]

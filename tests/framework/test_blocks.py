@@ -72,3 +72,28 @@ def test_blocked_loss_sum_equals_the_whole_tensor_sum(cls, monkeypatch):
     whole = _run(cls(), x, g, target)
     torch.testing.assert_close(blocked[0], whole[0], rtol=1e-13, atol=0)  # partial sums: another order
     torch.testing.assert_close(blocked[1], whole[1], rtol=0, atol=0)
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_each_thread_gets_a_block_of_its_own(two_threads, monkeypatch):
+    _blocked(monkeypatch)
+    x = torch.zeros(8 * BLOCK)
+    assert [b.numel() for b in _blocks.blocks(x)] == [2 * BLOCK] * 4
+
+
+@pytest.mark.parametrize("cls", [fw.GELU, fw.Threshold, fw.SELU], ids=lambda c: c.__name__)
+def test_blocked_activation_with_two_threads_equals_the_whole_tensor_evaluation(cls, two_threads, monkeypatch):
+    x, g = _inputs()
+    _blocked(monkeypatch)
+    blocked = _run(cls(**kwargs_of(cls)), x, g)
+    _whole(monkeypatch)
+    whole = _run(cls(**kwargs_of(cls)), x, g)
+    for a, b in zip(blocked, whole):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
