@@ -20,15 +20,31 @@ def output_size(size: int, kernel: int, stride: int, dilation: int, pad_total: i
     return (size + pad_total - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def pad(x: Tensor, pads: Pads, value: float = 0.0) -> Tensor:
-    """``x`` (N, C, H, W) placed in a canvas filled with ``value``; pads are (top, bottom, left, right)."""
+def pad(x: Tensor, pads: Pads, value: float = 0.0, buffer: Tensor | None = None) -> Tensor:
+    """``x`` (N, C, H, W) placed in a canvas filled with ``value``; pads are (top, bottom, left, right).
+    The canvas is ``buffer`` when given (of the padded shape, reused from call to call): its border
+    is filled and its interior overwritten, so nothing of its earlier contents remains."""
     top, bottom, left, right = pads
     if top == bottom == left == right == 0:
         return x
     n, c, h, w = x.shape
-    canvas = x.new_full((n, c, h + top + bottom, w + left + right), value)
+    shape = (n, c, h + top + bottom, w + left + right)
+    if buffer is None:
+        canvas = x.new_full(shape, value)
+    else:
+        canvas = buffer
+        canvas[:, :, :top].fill_(value)
+        canvas[:, :, top + h :].fill_(value)
+        canvas[:, :, top : top + h, :left].fill_(value)
+        canvas[:, :, top : top + h, left + w :].fill_(value)
     canvas[:, :, top : top + h, left : left + w] = x
     return canvas
+
+
+def padded_shape(x: Tensor, pads: Pads) -> tuple[int, int, int, int]:
+    """Shape of :func:`pad`'s canvas for ``x``."""
+    n, c, h, w = x.shape
+    return (n, c, h + pads[0] + pads[1], w + pads[2] + pads[3])
 
 
 def crop(canvas: Tensor, pads: Pads, size: Pair) -> Tensor:
@@ -93,6 +109,31 @@ def scatter_windows(cols: Tensor, canvas_size: Pair, stride: Pair, dilation: Pai
         for j in range(kw):
             window_offset(canvas, i, j, (ho, wo), stride, dilation).add_(cols[:, :, i, j])
     return canvas
+
+
+def _inside(size: int, out: int, offset: int, before: int, stride: int) -> tuple[int, int, int]:
+    """Along one dimension, the window positions [lo, hi) whose entry at canvas position
+    ``p stride + offset`` lies on the input rather than on the padding, and the input index of the first."""
+    lo = max(0, -((offset - before) // stride))  # ceil((before - offset) / stride)
+    hi = min(out, (size - 1 + before - offset) // stride + 1)
+    return lo, max(lo, hi), lo * stride + offset - before
+
+
+def scatter_windows_into(cols: Tensor, target: Tensor, pads: Pads, stride: Pair, dilation: Pair) -> Tensor:
+    """Adjoint of :func:`pad` then :func:`windows`: adds cols (N, C, kh, kw, Ho, Wo) onto ``target``
+    (N, C, H, W), each entry where its window read the input and none where it read padding (the
+    same sum as ``crop(scatter_windows(...))``, with no canvas)."""
+    _, _, kh, kw, ho, wo = cols.shape
+    h, w = target.shape[2:]
+    for i in range(kh):
+        r_lo, r_hi, row = _inside(h, ho, i * dilation[0], pads[0], stride[0])
+        for j in range(kw):
+            c_lo, c_hi, col = _inside(w, wo, j * dilation[1], pads[2], stride[1])
+            if r_hi > r_lo and c_hi > c_lo:
+                rows = slice(row, row + stride[0] * (r_hi - r_lo - 1) + 1, stride[0])
+                columns = slice(col, col + stride[1] * (c_hi - c_lo - 1) + 1, stride[1])
+                target[:, :, rows, columns].add_(cols[:, :, i, j, r_lo:r_hi, c_lo:c_hi])
+    return target
 
 
 def window_sum(canvas: Tensor, out: Pair, kernel: Pair, stride: Pair, dilation: Pair) -> Tensor:
@@ -170,6 +211,54 @@ def correlate_input_grad(
     w = weight.reshape(groups, c_out // groups, c_group * kh * kw)
     cols = torch.matmul(w.transpose(1, 2), g).reshape(n, groups * c_group, kh, kw, ho, wo)
     return scatter_windows(cols, canvas_size, stride, dilation)
+
+
+# Elements of input-gradient columns made per product on the CPU: a few MiB, so that the
+# scatter that follows reads them from the cache rather than from main memory.
+CHUNK = 1 << 20
+
+
+def input_grad_chunk(grad: Tensor, weight: Tensor, groups: int) -> tuple[int, int, int, int]:
+    """Shape of the column buffer :func:`correlate_input_grad_into` fills per product: a few
+    samples' worth on the CPU (about CHUNK elements), the whole batch on a GPU."""
+    n, _, ho, wo = grad.shape
+    _, c_group, kh, kw = weight.shape
+    rows = groups * c_group * kh * kw
+    step = n if grad.device.type != "cpu" else min(n, max(1, CHUNK // max(1, rows * ho * wo)))
+    return (max(step, 1), groups, rows // groups, ho * wo)
+
+
+def correlate_input_grad_into(
+    grad: Tensor,
+    weight: Tensor,
+    groups: int,
+    target: Tensor,
+    pads: Pads,
+    stride: Pair,
+    dilation: Pair,
+    buffer: Tensor | None = None,
+) -> Tensor:
+    """:func:`correlate_input_grad` then :func:`crop`, added onto ``target`` (N, C_in, H, W). The
+    columns of a chunk of samples (:func:`input_grad_chunk`) go into ``buffer`` (reused when given)
+    and are scattered while still in the cache: never one column tensor of the whole batch on the CPU."""
+    n, c_out, ho, wo = grad.shape
+    _, c_group, kh, kw = weight.shape
+    g = grad.reshape(n, groups, c_out // groups, ho * wo)
+    w_t = weight.reshape(groups, c_out // groups, c_group * kh * kw).transpose(1, 2)
+    if buffer is None:
+        buffer = grad.new_empty(input_grad_chunk(grad, weight, groups))
+    step = buffer.shape[0]
+    for start in range(0, n, step):
+        part = g[start : start + step]
+        cols = torch.matmul(w_t, part, out=buffer[: part.shape[0]])
+        scatter_windows_into(
+            cols.view(part.shape[0], groups * c_group, kh, kw, ho, wo),
+            target[start : start + step],
+            pads,
+            stride,
+            dilation,
+        )
+    return target
 
 
 def correlate_weight_grad(

@@ -139,7 +139,8 @@ class _ConvNd(Module):
             self.grad("bias").add_(grad_output.sum((0, 2, 3)))
 
     def _with_bias(self, y: Tensor) -> Tensor:
-        return y if self.bias is None else y + self.bias.reshape(1, -1, 1, 1)
+        """The bias added onto ``y``, in place: ``y`` is always the layer's own fresh output."""
+        return y if self.bias is None else y.add_(self.bias.reshape(1, -1, 1, 1))
 
     def _finish(self, y: Tensor) -> Tensor:
         return y.squeeze(2) if self.spatial == 1 else y
@@ -193,7 +194,7 @@ class _Conv(_ConvNd):
             )
         sources = None
         if self.padding_mode == "zeros":
-            canvas = sliding.pad(x2, pads)
+            canvas = sliding.pad(x2, pads, buffer=self._workspace("canvas", sliding.padded_shape(x2, pads), x))
         else:
             self._check_copy_padding(x, pads, size)
             canvas, sources = sliding.pad_by_copy(x2, pads, self.padding_mode)
@@ -238,12 +239,16 @@ class _Conv(_ConvNd):
         grad_weight = self.grad("weight")
         grad_weight.add_(sliding.weight_grad_columns(g, saved["cols"], kernel).reshape(grad_weight.shape))
         self._grad_bias(g)
-        grad_canvas = sliding.correlate_input_grad(
-            g, self._weight2d(), self.groups, saved["canvas_size"], stride, dilation
-        )
+        weight = self._weight2d()
         if saved["sources"] is not None:
+            grad_canvas = sliding.correlate_input_grad(g, weight, self.groups, saved["canvas_size"], stride, dilation)
             return self._finish(sliding.unpad_by_copy(grad_canvas, saved["sources"], saved["size"]))
-        return self._finish(sliding.crop(grad_canvas, pads, saved["size"]))
+        # Zero padding: the windows' gradients go straight onto the input's (no padded canvas to
+        # crop), a few samples at a time through a reused buffer.
+        grad_input = g.new_zeros((g.shape[0], self.in_channels, *saved["size"]))
+        buffer = self._workspace("input_grad_columns", sliding.input_grad_chunk(g, weight, self.groups), g)
+        sliding.correlate_input_grad_into(g, weight, self.groups, grad_input, pads, stride, dilation, buffer)
+        return self._finish(grad_input)
 
 
 _CONV_ARGS = """
@@ -430,8 +435,11 @@ class ConvTranspose2d(_ConvNd):
                 f"(padding={self.padding} crops too much)",
             )
         pads = (p[0], p[0], p[1], p[1])
-        y_full = sliding.correlate_input_grad(x, self.weight, self.groups, full, self.stride, self.dilation)
-        y = self._with_bias(sliding.crop(y_full, pads, out))
+        # The adjoint of a convolution, its windows added straight onto the cropped output.
+        y = x.new_zeros((x.shape[0], self.out_channels, *out))
+        buffer = self._workspace("columns", sliding.input_grad_chunk(x, self.weight, self.groups), x)
+        sliding.correlate_input_grad_into(x, self.weight, self.groups, y, pads, self.stride, self.dilation, buffer)
+        y = self._with_bias(y)
         self._save_for_backward(x=x, pads=pads, like=y)
         return y
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import framework as fw
+from framework import _sliding as sliding
 from verification.twins import copy_state, twin_of
 
 DEVICES = [
@@ -242,6 +243,32 @@ def test_backward_checks_call_order_and_grad_output_shape():
     m(torch.zeros(1, 3, 5, 5))
     with pytest.raises(ValueError, match="ConvTranspose2d: expected grad_output"):
         m.backward(torch.zeros(1, 4, 5, 5))
+
+
+@pytest.mark.parametrize("kwargs", CONV2D_GRID[::5], ids=str)
+def test_input_gradient_made_a_few_samples_at_a_time_matches_torch(kwargs, monkeypatch):
+    """The input gradient's columns go a chunk of samples at a time through one reused buffer: with
+    chunks of one or two samples (a batch of 5, the last chunk short) it is still torch's."""
+    torch.manual_seed(0)
+    ours = randomised(fw.Conv2d(4, 6, **kwargs, dtype=torch.float64))
+    x = torch.randn(5, 4, 7, 8, dtype=torch.float64)
+    grad_output = ours(x)
+    per_sample = 4 * ours.weight.shape[2:].numel() * grad_output.shape[2:].numel()
+    monkeypatch.setattr(sliding, "CHUNK", 2 * per_sample)
+    assert sliding.input_grad_chunk(grad_output, ours.weight, kwargs["groups"])[0] == 2
+    assert_matches_twin(ours, torch.nn.Conv2d(4, 6, **kwargs), x)
+
+
+def test_reused_buffers_carry_nothing_from_one_call_to_the_next():
+    """The padded canvas and the column buffers are reused: calls with other values and another batch
+    size in between leave the result of a call what torch gives for it alone."""
+    torch.manual_seed(0)
+    ours = randomised(fw.Conv2d(3, 5, 3, padding=(2, 1), dtype=torch.float64))
+    theirs = torch.nn.Conv2d(3, 5, 3, padding=(2, 1))
+    ours.backward(torch.randn_like(ours(torch.randn(4, 3, 6, 6, dtype=torch.float64) * 100)))
+    ours.backward(torch.randn_like(ours(torch.randn(7, 3, 6, 6, dtype=torch.float64) * 100)))
+    ours.zero_grad()
+    assert_matches_twin(ours, theirs, torch.randn(4, 3, 6, 6, dtype=torch.float64))
 
 
 def test_transposed_convolution_is_the_adjoint_of_convolution():
