@@ -19,6 +19,14 @@ pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
 TOLERANCE = {torch.float64: 1e-11, torch.float32: 2e-4}
 
 
+@pytest.fixture(autouse=True, params=["indexed", "strided"])
+def window_path(request, monkeypatch):
+    """Every test runs on both ways of making and scattering windows on the CPU: one indexed
+    operation (how small tensors go) and one strided operation per kernel offset (large ones)."""
+    monkeypatch.setattr(sliding, "SMALL", 1 << 40 if request.param == "indexed" else -1)
+    return request.param
+
+
 def assert_matches_twin(ours, theirs, x, *extra):
     """Output, input gradient and parameter gradients equal the twin's, for a random upstream gradient."""
     copy_state(ours, theirs)

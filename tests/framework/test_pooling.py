@@ -6,11 +6,22 @@ import pytest
 import torch
 
 import framework as fw
+from framework import _sliding as sliding
 
 DEVICES = [
     "cpu",
     pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
 ]
+
+
+@pytest.fixture(autouse=True, params=["indexed", "strided"])
+def window_path(request, monkeypatch):
+    """Every test runs on both ways of making and scattering windows on the CPU: one indexed
+    operation (how small tensors go) and one strided operation per kernel offset (large ones)."""
+    monkeypatch.setattr(sliding, "SMALL", 1 << 40 if request.param == "indexed" else -1)
+    return request.param
+
+
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}
 
 
@@ -267,8 +278,13 @@ def test_bad_inputs_are_rejected_with_the_layer_named(module, shape, match):
         module(torch.zeros(shape))
 
 
-@pytest.mark.parametrize("module", [fw.MaxPool2d(2), fw.AvgPool2d(2), fw.Upsample(scale_factor=2)], ids=str)
-def test_backward_checks_call_order_and_grad_output_shape(module):
+@pytest.mark.parametrize(
+    "make",
+    [lambda: fw.MaxPool2d(2), lambda: fw.AvgPool2d(2), lambda: fw.Upsample(scale_factor=2)],
+    ids=["MaxPool2d", "AvgPool2d", "Upsample"],
+)
+def test_backward_checks_call_order_and_grad_output_shape(make):
+    module = make()
     name = type(module).__name__
     with pytest.raises(ValueError, match=f"{name}: backward called before forward"):
         module.backward(torch.zeros(1, 1, 2, 2))
