@@ -91,6 +91,14 @@ def test_max_pool_propagates_nan_and_points_at_it_as_torch():
     assert torch.equal(y.isnan(), expected.isnan()) and torch.equal(indices, expected_indices)
 
 
+def test_max_pool_picks_the_first_tie_and_the_last_nan_of_a_window_as_torch():
+    x = torch.zeros(1, 1, 5, 5, dtype=torch.float64)  # every window ties (ReLU outputs often do)
+    x[0, 0, 1, 1] = x[0, 0, 1, 2] = x[0, 0, 3, 3] = float("nan")  # windows with two NaNs
+    y, indices = fw.MaxPool2d(3, stride=1, return_indices=True)(x)
+    expected, expected_indices = torch.nn.MaxPool2d(3, stride=1, return_indices=True)(x)
+    assert torch.equal(y.isnan(), expected.isnan()) and torch.equal(indices, expected_indices)
+
+
 def test_max_pool_overlapping_windows_accumulate():
     m = fw.MaxPool2d(3, stride=1)
     x = torch.zeros(1, 1, 5, 5)
