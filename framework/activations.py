@@ -348,7 +348,9 @@ class Tanhshrink(Elementwise):
 class Threshold(Elementwise):
     """y = x if x > threshold else value;   f'(x) = 1 if x > threshold else 0.
 
-    At x = threshold the output is ``value`` and the derivative 0, as torch.
+    At x = threshold the output is ``value`` and the derivative 0, as torch. In bfloat16 and
+    float16 the comparison is with the threshold itself, not with its rounding to the dtype (as
+    torch's kernel, which compares in float32).
 
     Args:
         threshold: the value to threshold at (finite).
@@ -361,25 +363,90 @@ class Threshold(Elementwise):
 
     def __init__(self, threshold: float, value: float, inplace: bool = False) -> None:
         super().__init__()
-        self.threshold = _finite(self, threshold, "threshold")
-        self.value = _finite(self, value, "value")
+        object.__setattr__(self, "_threshold", _finite(self, threshold, "threshold"))
+        self.value = value
         self._set_inplace(inplace)
 
+    @property
+    def threshold(self) -> float:
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, threshold: float) -> None:
+        object.__setattr__(self, "_threshold", _finite(self, threshold, "threshold"))
+        self._decide()
+
+    @property
+    def value(self) -> float:
+        return self._value
+
+    @value.setter
+    def value(self, value: float) -> None:
+        object.__setattr__(self, "_value", _finite(self, value, "value"))
+        self._decide()
+
+    def _decide(self) -> None:
+        """Per dtype, once per (threshold, value), on constants only: the scalar that ``x > threshold``
+        compares with, and whether the three-operation forward is exact."""
+        compare = {}
+        for dtype in (torch.bfloat16, torch.float16):
+            # x > t for every x of the dtype exactly when x > the largest dtype value <= t.
+            t = torch.tensor(self._threshold, dtype=torch.float64)
+            below = t.to(dtype)
+            if below.double() > t:
+                below = torch.nextafter(below, torch.tensor(-math.inf, dtype=dtype))
+            compare[dtype] = below.item()
+        object.__setattr__(self, "_compare", compare)
+        object.__setattr__(
+            self, "_shifted", tuple(d for d in (torch.float32, torch.float64) if self._shift_is_exact(d))
+        )
+
+    def _at(self, dtype: torch.dtype) -> float:
+        return self._compare.get(dtype, self._threshold)
+
     def _forward(self, x: Tensor, out: Tensor) -> Tensor:
+        if x.dtype in self._shifted:
+            return self._forward_shifted(x, out)
         # With s the 0/1 step of x > threshold, y = max(x, threshold) s + value (1 - s), exact in
         # both branches (clamping at the threshold keeps x = -inf out of 0 * inf); value (1 - s)
         # is added as -value (s - 1), exactly value or 0.
-        step = _step_above(x, self.threshold)
-        torch.clamp(x, min=self.threshold, out=out).mul_(step)
-        return out.add_(step.sub_(1), alpha=-self.value)
+        step = _step_above(x, self._at(x.dtype))
+        torch.clamp(x, min=self._threshold, out=out).mul_(step)
+        return out.add_(step.sub_(1), alpha=-self._value)
+
+    def _forward_shifted(self, x: Tensor, out: Tensor) -> Tensor:
+        # c = max(x, threshold) is the threshold exactly where x <= threshold, and there
+        # c + (value - threshold) is value when that sum rounds to exactly value in this dtype
+        # (float32 and float64, checked by _shift_is_exact): three operations instead of five.
+        # Elsewhere c = x and the added term is 0 (+inf stays inf, NaN stays NaN).
+        torch.clamp(x, min=self._threshold, out=out)
+        at_threshold = torch.eq(out, self._threshold, out=torch.empty_like(x))
+        return out.add_(at_threshold, alpha=self._value - self._threshold)
+
+    def _shift_is_exact(self, dtype: torch.dtype) -> bool:
+        """The three-operation forward against the five-operation one in ``dtype`` (whose clamps and
+        comparisons take the scalars in the dtype itself) on the inputs that decide it: the floats
+        next to the threshold, 0 and the infinities."""
+        t = torch.tensor(self._threshold, dtype=dtype)
+        near = [t]
+        for direction in (math.inf, -math.inf):
+            point = t
+            for _ in range(3):
+                point = torch.nextafter(point, torch.tensor(direction, dtype=dtype))
+                near.append(point)
+        extremes = torch.tensor([0.0, 1.0, -1.0, 1e30, -1e30, math.inf, -math.inf], dtype=dtype)
+        sample = torch.cat([torch.stack(near), extremes])
+        step = _step_above(sample, self._threshold)
+        general = torch.clamp(sample, min=self._threshold).mul_(step).add_(step.sub_(1), alpha=-self._value)
+        return torch.equal(self._forward_shifted(sample, torch.empty_like(sample)), general)
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
-        return _step_above(x, self.threshold)
+        return _step_above(x, self._at(x.dtype))
 
     def _gradient(self, x: Tensor, y: Tensor, grad_output: Tensor, out: Tensor) -> Tensor:
         # The step again from x (two operations) rather than kept from forward: cheaper than
         # writing it out to memory in forward and reading it back here.
-        return torch.gt(x, self.threshold, out=out).mul_(grad_output)
+        return torch.gt(x, self._at(x.dtype), out=out).mul_(grad_output)
 
     def extra_repr(self) -> str:
         return f"threshold={self.threshold}, value={self.value}" + (", inplace=True" if self.inplace else "")

@@ -88,6 +88,45 @@ def test_threshold_at_threshold_gives_value_and_zero_derivative():
     assert module.backward(torch.ones_like(x)).item() == 0.0
 
 
+# (threshold, value, dtypes where threshold + (value - threshold) rounds to exactly value)
+THRESHOLD_PAIRS = [
+    (0.1, 20.0, {torch.float32, torch.float64}),
+    (-0.47657051501493, -14.4649949824222, set()),
+    (2.205616652956685, -15.365347386772081, {torch.float32}),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("threshold, value, shifted", THRESHOLD_PAIRS, ids=["exact", "inexact", "float32-only"])
+@pytest.mark.parametrize("size", [7, 5 * 2**16], ids=["small", "blocked"])
+def test_threshold_output_is_torchs_bit_for_bit(threshold, value, shifted, dtype, size):
+    """Whichever formula the dtype allows (three operations where threshold + (value - threshold)
+    is exactly value, else five), output and gradient are torch's exactly: at, next to and far
+    from the threshold, at the infinities (and the output at NaN)."""
+    module = fw.Threshold(threshold, value)
+    assert (dtype in module._shifted) == (dtype in shifted)
+    t = torch.tensor(threshold, dtype=dtype)
+    special = torch.stack(
+        [t, torch.nextafter(t, torch.tensor(1e9, dtype=dtype)), torch.nextafter(t, torch.tensor(-1e9, dtype=dtype))]
+    )
+    special = torch.cat([special, torch.tensor([math.inf, -math.inf, math.nan, 0.0], dtype=dtype)])
+    x = torch.cat([special, 10 * torch.randn(size, generator=torch.Generator().manual_seed(0)).to(dtype)])
+    leaf = x.clone().requires_grad_(True)
+    expected = torch.nn.Threshold(threshold, value)(leaf)
+    assert torch.equal(module(x).nan_to_num(7.0), expected.nan_to_num(7.0))
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+    expected.backward(g)
+    finite = ~x.isnan()  # at NaN torch passes the gradient on, f'(x) = 0 here (NaN > threshold is false)
+    assert torch.equal(module.backward(g)[finite], leaf.grad[finite])
+
+
+def test_threshold_changed_after_construction_still_gives_torchs_output():
+    module = fw.Threshold(0.1, 20.0)
+    module.threshold, module.value = -0.47657051501493, -14.4649949824222
+    x = torch.cat([torch.tensor([module.threshold, -math.inf]), torch.randn(100)])
+    assert torch.equal(module(x), torch.nn.Threshold(module.threshold, module.value)(x))
+
+
 HUGE = [
     pytest.param(lambda: fw.Sigmoid(), lambda: torch.nn.Sigmoid(), id="Sigmoid"),
     pytest.param(lambda: fw.Softplus(), lambda: torch.nn.Softplus(), id="Softplus"),
