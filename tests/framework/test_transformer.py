@@ -101,7 +101,7 @@ def test_parameter_names_and_shapes_are_torchs():
         ({"nhead": 3}, ValueError, "MultiheadAttention: expected embed_dim divisible by num_heads"),
         ({"dropout": 2.0}, ValueError, "expected dropout in"),
     ],
-    ids=str,
+    ids=["activation-name", "activation-lambda", "activation-torch-function", "nhead", "dropout"],
 )
 def test_invalid_arguments_are_rejected(kwargs, error, match):
     with pytest.raises(error, match=match):
