@@ -54,3 +54,12 @@ def sum_of(fn: Callable[..., Tensor], *tensors: Tensor) -> Tensor:
         return fn(*tensors).sum()
     partial = [fn(*parts).sum() for parts in zip(*(blocks(t) for t in tensors))]
     return torch.stack(partial).sum()
+
+
+def row_blocks(rows: Tensor) -> list[slice] | None:
+    """Slices of consecutive whole rows of a contiguous (rows, n) CPU tensor, about BLOCK elements
+    per intra-op thread each, for row-wise formulas (normalisations); None when it is not blocked."""
+    if not blocked(rows) or rows.dim() != 2:
+        return None
+    per_block = max(1, BLOCK * torch.get_num_threads() // max(1, rows.shape[1]))
+    return [slice(start, start + per_block) for start in range(0, rows.shape[0], per_block)]

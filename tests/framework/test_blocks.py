@@ -87,3 +87,35 @@ def test_each_thread_gets_a_block_of_its_own(threads, monkeypatch):
     _blocked(monkeypatch)
     x = torch.zeros(8 * BLOCK)
     assert [b.numel() for b in _blocks.blocks(x)] == [threads * BLOCK] * (8 // threads)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"bias": False}, {"elementwise_affine": False}], ids=str)
+def test_blocked_layer_norm_equals_the_whole_tensor_evaluation(kwargs, threads, monkeypatch):
+    """A few rows at a time (with a last, shorter block): the same output and gradients; the
+    parameter gradients add the blocks' column sums, another order of the same sum."""
+    generator = torch.Generator().manual_seed(0)
+    x = 3 * torch.randn(37, 300, generator=generator, dtype=torch.float64) + 1
+    g = torch.randn(37, 300, generator=generator, dtype=torch.float64)
+    results = []
+    for split in (_blocked, _whole):
+        split(monkeypatch)
+        module = fw.LayerNorm(300, dtype=torch.float64, **kwargs)
+        for _, p, _ in module.named_param():
+            p.copy_(torch.rand(p.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64) + 0.5)
+        assert (_blocks.row_blocks(x) is not None) == (split is _blocked)
+        y = module(x)
+        results.append([y, module.backward(g), *(module.grad(name) for name, _, _ in module.named_param())])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"bias": False}, {"elementwise_affine": False}], ids=str)
+def test_a_large_layer_norm_output_survives_the_next_call(kwargs, monkeypatch):
+    """The large-input path keeps x_hat in a reused buffer: an earlier output is never that buffer."""
+    _blocked(monkeypatch)
+    module = fw.LayerNorm(300, dtype=torch.float64, **kwargs)
+    first_input = torch.randn(37, 300, dtype=torch.float64)
+    first = module(first_input)
+    kept = first.clone()
+    module(torch.randn(37, 300, dtype=torch.float64))
+    assert torch.equal(first, kept)
