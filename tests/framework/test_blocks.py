@@ -9,7 +9,7 @@ import torch
 from hypothesis import find, settings
 
 import framework as fw
-from framework import _blocks
+from framework import _blocks, softmax
 from verification.specs import SPECS
 
 BLOCK = 1024  # small blocks, so that small tensors take the blocked path
@@ -119,3 +119,22 @@ def test_a_large_layer_norm_output_survives_the_next_call(kwargs, monkeypatch):
     kept = first.clone()
     module(torch.randn(37, 300, dtype=torch.float64))
     assert torch.equal(first, kept)
+
+
+@pytest.mark.parametrize("cls", [fw.Softmax, fw.LogSoftmax], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("dim", [-1, 2, 1], ids=lambda d: f"dim={d}")
+def test_blocked_softmax_backward_equals_the_whole_tensor_evaluation(cls, dim, threads, monkeypatch):
+    """Along the last dimension of a large input the backward runs a few rows at a time (with a last,
+    shorter block), element for element the whole-tensor formula; along another it is never blocked."""
+    generator = torch.Generator().manual_seed(0)
+    x = 4 * torch.randn(5, 7, 150, generator=generator, dtype=torch.float64)
+    g = torch.randn(5, 7, 150, generator=generator, dtype=torch.float64)
+    results = []
+    for split in (_blocked, _whole):
+        split(monkeypatch)
+        module = cls(dim=dim)
+        module(x)
+        results.append(module.backward(g))
+    torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
+    monkeypatch.setattr(_blocks, "BLOCK", BLOCK)
+    assert (softmax._row_blocks(dim % 3, g, g) is not None) == (dim % 3 == 2)
