@@ -116,7 +116,7 @@ def window_offset(canvas: Tensor, i: int, j: int, out: Pair, stride: Pair, dilat
     return canvas[:, :, rows, columns]
 
 
-@functools.lru_cache(maxsize=64)  # each at most SMALL indices (512 KiB)
+@functools.lru_cache(maxsize=64)  # one index per window entry of a small tensor: a few MiB at most
 def _flat_window_index(kernel: Pair, out: Pair, canvas_size: Pair, stride: Pair, dilation: Pair) -> Tensor:
     """For each entry (i, j, h, w) of the window view, in that order, its flat position in a canvas plane."""
     i = torch.arange(kernel[0]).view(-1, 1, 1, 1) * dilation[0]
