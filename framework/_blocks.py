@@ -61,5 +61,5 @@ def row_blocks(rows: Tensor) -> list[slice] | None:
     per intra-op thread each, for row-wise formulas (normalisations); None when it is not blocked."""
     if not blocked(rows) or rows.dim() != 2:
         return None
-    per_block = max(1, BLOCK * torch.get_num_threads() // max(1, rows.shape[1]))
+    per_block = min(rows.shape[0], max(1, BLOCK * torch.get_num_threads() // max(1, rows.shape[1])))
     return [slice(start, start + per_block) for start in range(0, rows.shape[0], per_block)]

@@ -407,6 +407,9 @@ class Threshold(Elementwise):
     def _forward(self, x: Tensor, out: Tensor) -> Tensor:
         if x.dtype in self._shifted:
             return self._forward_shifted(x, out)
+        return self._forward_general(x, out)
+
+    def _forward_general(self, x: Tensor, out: Tensor) -> Tensor:
         # With s the 0/1 step of x > threshold, y = max(x, threshold) s + value (1 - s), exact in
         # both branches (clamping at the threshold keeps x = -inf out of 0 * inf); value (1 - s)
         # is added as -value (s - 1), exactly value or 0.
@@ -424,7 +427,7 @@ class Threshold(Elementwise):
         return out.add_(at_threshold, alpha=self._value - self._threshold)
 
     def _shift_is_exact(self, dtype: torch.dtype) -> bool:
-        """The three-operation forward against the five-operation one in ``dtype`` (whose clamps and
+        """The three-operation forward against the general one in ``dtype`` (whose clamps and
         comparisons take the scalars in the dtype itself) on the inputs that decide it: the floats
         next to the threshold, 0 and the infinities."""
         t = torch.tensor(self._threshold, dtype=dtype)
@@ -436,9 +439,8 @@ class Threshold(Elementwise):
                 near.append(point)
         extremes = torch.tensor([0.0, 1.0, -1.0, 1e30, -1e30, math.inf, -math.inf], dtype=dtype)
         sample = torch.cat([torch.stack(near), extremes])
-        step = _step_above(sample, self._threshold)
-        general = torch.clamp(sample, min=self._threshold).mul_(step).add_(step.sub_(1), alpha=-self._value)
-        return torch.equal(self._forward_shifted(sample, torch.empty_like(sample)), general)
+        shifted = self._forward_shifted(sample, torch.empty_like(sample))
+        return torch.equal(shifted, self._forward_general(sample, torch.empty_like(sample)))
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
         return _step_above(x, self._at(x.dtype))
