@@ -56,6 +56,9 @@ class Elementwise(Module):
             large CPU tensors; off for single-operation formulas, which gain nothing from blocks.
         saves_derivative: forward computes f'(x) along with y (``_forward_and_derivative``, when the
             two share most of their work) and keeps it, so backward is one product.
+        allocates_output: ``_forward`` and ``_gradient`` also take ``out=None`` and then let their
+            first torch operation allocate the result: one dispatch fewer than an ``empty_like``
+            first, which shows on small tensors (single-operation formulas, where not blocked).
 
     Those with torch's ``inplace`` argument (ReLU, LeakyReLU, ELU, SELU, Threshold) write the
     output into the input tensor and return it when ``inplace=True``; f'(x) is then computed in
@@ -68,6 +71,7 @@ class Elementwise(Module):
     blocked_forward: ClassVar[bool] = True
     blocked_backward: ClassVar[bool] = True
     saves_derivative: ClassVar[bool] = False
+    allocates_output: ClassVar[bool] = False
     inplace: bool = False
 
     def _set_inplace(self, inplace: Any) -> None:
@@ -107,7 +111,7 @@ class Elementwise(Module):
         if self.blocked_forward:
             y = _blocks.map_into(self._forward, torch.empty_like(x), x)
         else:
-            y = self._forward(x, torch.empty_like(x))
+            y = self._forward(x, None if self.allocates_output else torch.empty_like(x))
         self._save_for_backward(x=x, y=y, derivative=None)
         return y
 
@@ -117,10 +121,9 @@ class Elementwise(Module):
         grad_output = self._check_grad_output(grad_output, y)
         if saved["derivative"] is not None:
             return torch.mul(saved["derivative"], grad_output)
-        grad = torch.empty_like(grad_output)
         if self.blocked_backward:
-            return _blocks.map_into(self._gradient, grad, x, y, grad_output)
-        return self._gradient(x, y, grad_output, grad)
+            return _blocks.map_into(self._gradient, torch.empty_like(grad_output), x, y, grad_output)
+        return self._gradient(x, y, grad_output, None if self.allocates_output else torch.empty_like(grad_output))
 
     def extra_repr(self) -> str:
         return "inplace=True" if self.inplace else ""
@@ -135,18 +138,19 @@ class ReLU(Elementwise):
 
     blocked_forward = False
     blocked_backward = False
+    allocates_output = True
 
     def __init__(self, inplace: bool = False) -> None:
         super().__init__()
         self._set_inplace(inplace)
 
-    def _forward(self, x: Tensor, out: Tensor) -> Tensor:
-        return torch.clamp(x, min=0, out=out)
+    def _forward(self, x: Tensor, out: Tensor | None) -> Tensor:
+        return torch.clamp_min(x, 0, out=out)
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
         return torch.sign(y)  # y = max(x, 0): the step of x in one pass
 
-    def _gradient(self, x: Tensor, y: Tensor, grad_output: Tensor, out: Tensor) -> Tensor:
+    def _gradient(self, x: Tensor, y: Tensor, grad_output: Tensor, out: Tensor | None) -> Tensor:
         return torch.sign(y, out=out).mul_(grad_output)
 
 
@@ -154,14 +158,15 @@ class Tanh(Elementwise):
     """y = tanh(x);   f'(x) = 1 - y^2."""
 
     blocked_forward = False
+    allocates_output = True
 
-    def _forward(self, x: Tensor, out: Tensor) -> Tensor:
+    def _forward(self, x: Tensor, out: Tensor | None) -> Tensor:
         return torch.tanh(x, out=out)
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
         return torch.addcmul(y.new_ones(()), y, y, value=-1)
 
-    def _gradient(self, x: Tensor, y: Tensor, grad_output: Tensor, out: Tensor) -> Tensor:
+    def _gradient(self, x: Tensor, y: Tensor, grad_output: Tensor, out: Tensor | None) -> Tensor:
         return torch.addcmul(y.new_ones(()), y, y, value=-1, out=out).mul_(grad_output)
 
 
@@ -172,14 +177,15 @@ class Sigmoid(Elementwise):
     """
 
     blocked_forward = False
+    allocates_output = True
 
-    def _forward(self, x: Tensor, out: Tensor) -> Tensor:
+    def _forward(self, x: Tensor, out: Tensor | None) -> Tensor:
         return torch.sigmoid(x, out=out)
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
         return torch.addcmul(y, y, y, value=-1)  # y - y^2
 
-    def _gradient(self, x: Tensor, y: Tensor, grad_output: Tensor, out: Tensor) -> Tensor:
+    def _gradient(self, x: Tensor, y: Tensor, grad_output: Tensor, out: Tensor | None) -> Tensor:
         return torch.addcmul(y, y, y, value=-1, out=out).mul_(grad_output)
 
 
