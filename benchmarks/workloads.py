@@ -13,7 +13,8 @@
 * ``LSTMSequence``: an LSTM over the sequence and a Linear on its last output, CrossEntropyLoss,
   SGD with lr 0.1 and momentum 0.9, against ``torch.nn.LSTM`` and ``torch.nn.Linear``.
 
-The framework side uses ``framework.optim.SGD``; the torch side the twin network,
+The framework side uses ``framework.optim.SGD`` and ``backward_to_params`` (no gradient for the
+data, which autograd skips too: the batch does not require grad); the torch side the twin network,
 ``torch.nn`` losses and ``torch.optim.SGD``. Before timing, both take two steps from the same
 parameters on the same batch (the second exercises the momentum buffer) and must agree; the
 two newer workloads first agree in float64 too, whatever dtype is timed.
@@ -95,7 +96,8 @@ class Step:
 
     def framework_step(self) -> Tensor:
         loss = self.criterion(self.model(self.x), self.target)
-        self.model.backward(self.criterion.backward())
+        # As autograd, which skips dL/dx for an input that does not require grad.
+        self.model.backward_to_params(self.criterion.backward())
         self.optimizer.step()
         self.optimizer.zero_grad()
         return loss

@@ -78,7 +78,7 @@ def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
 def framework_step(model: fw.Module, optimizer: fw.optim.SGD, criterion: fw.Loss, x: Tensor, t: Tensor) -> Tensor:
     loss = criterion(model(x), t)
     optimizer.zero_grad()
-    model.backward(criterion.backward())
+    model.backward_to_params(criterion.backward())  # dL/dx of the data is not needed
     optimizer.step()
     return loss
 

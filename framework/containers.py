@@ -13,6 +13,7 @@ class Sequential(Module):
 
     forward:  y = f_n(... f_2(f_1(x)));   backward: dL/dx = J_1^T (... J_n^T dL/dy)
     (each child's backward in reverse order); ``param()`` concatenates the children's.
+    ``backward_to_params`` stops at the first child with parameters, without its input gradient.
     """
 
     def __init__(self, *modules: Module) -> None:
@@ -40,6 +41,17 @@ class Sequential(Module):
         for module in reversed(self._modules):
             grad_output = module._backward_unwrapped(grad_output)
         return grad_output
+
+    def backward_to_params(self, grad_output: Tensor) -> None:
+        # The children before the first one with parameters need no backward at all, and that
+        # one only its parameters' gradients.
+        self._saved_tensors()
+        modules = self._modules
+        first = next((i for i, module in enumerate(modules) if module.named_param()), len(modules))
+        for module in reversed(modules[first + 1 :]):
+            grad_output = module._backward_unwrapped(grad_output)
+        if first < len(modules):
+            modules[first]._backward_to_params_unwrapped(grad_output)
 
     def __len__(self) -> int:
         return len(self._modules)

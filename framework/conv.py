@@ -227,18 +227,9 @@ class _Conv(_ConvNd):
 
     @optional_batch
     def backward(self, grad_output: Tensor) -> Tensor:
-        saved = self._saved_tensors()
-        grad_output = self._check_grad_output(grad_output, saved["like"])
-        g = grad_output.unsqueeze(2) if self.spatial == 1 else grad_output
+        saved, g = self._accumulate(grad_output)
         pads = saved["pads"]
-        kernel, stride, dilation = (
-            self._as2d(self.kernel_size, 1),
-            self._as2d(self.stride, 1),
-            self._as2d(self.dilation, 1),
-        )
-        grad_weight = self.grad("weight")
-        grad_weight.add_(sliding.weight_grad_columns(g, saved["cols"], kernel).reshape(grad_weight.shape))
-        self._grad_bias(g)
+        stride, dilation = self._as2d(self.stride, 1), self._as2d(self.dilation, 1)
         weight = self._weight2d()
         if saved["sources"] is not None:
             grad_canvas = sliding.correlate_input_grad(g, weight, self.groups, saved["canvas_size"], stride, dilation)
@@ -249,6 +240,21 @@ class _Conv(_ConvNd):
         buffer = self._workspace("input_grad_columns", sliding.input_grad_chunk(g, weight, self.groups), g)
         sliding.correlate_input_grad_into(g, weight, self.groups, grad_input, pads, stride, dilation, buffer)
         return self._finish(grad_input)
+
+    @optional_batch
+    def backward_to_params(self, grad_output: Tensor) -> None:
+        self._accumulate(grad_output)
+
+    def _accumulate(self, grad_output: Tensor) -> tuple[dict[str, Any], Tensor]:
+        """Adds dL/dW and dL/db to the gradients; returns what forward saved and dL/dy (4-d)."""
+        saved = self._saved_tensors()
+        grad_output = self._check_grad_output(grad_output, saved["like"])
+        g = grad_output.unsqueeze(2) if self.spatial == 1 else grad_output
+        grad_weight = self.grad("weight")
+        kernel = self._as2d(self.kernel_size, 1)
+        grad_weight.add_(sliding.weight_grad_columns(g, saved["cols"], kernel).reshape(grad_weight.shape))
+        self._grad_bias(g)
+        return saved, g
 
 
 _CONV_ARGS = """

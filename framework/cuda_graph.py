@@ -26,7 +26,7 @@ class CapturedStep:
 
         optimizer.zero_grad()
         loss = criterion(model(static_input), static_target)
-        model.backward(criterion.backward(1.0))
+        model.backward_to_params(criterion.backward(1.0))
         optimizer.step()
 
     ``captured(x, target)`` copies the batch into the static buffers and runs the step; it returns
@@ -112,7 +112,7 @@ class CapturedStep:
     def _step(self) -> Tensor:
         self.optimizer.zero_grad()
         loss = self.criterion(self.model(self.static_input), self.static_target)
-        self.model.backward(self.criterion.backward(1.0))
+        self.model.backward_to_params(self.criterion.backward(1.0))
         self.optimizer.step()
         return loss
 

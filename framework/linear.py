@@ -68,6 +68,15 @@ class Linear(Module):
         return x.reshape(-1, self.in_features)
 
     def backward(self, grad_output: Tensor) -> Tensor:
+        x, g2 = self._accumulate(grad_output)
+        grad = torch.mm(g2, self.weight)
+        return grad if x.dim() == 2 else grad.reshape(x.shape)
+
+    def backward_to_params(self, grad_output: Tensor) -> None:
+        self._accumulate(grad_output)
+
+    def _accumulate(self, grad_output: Tensor) -> tuple[Tensor, Tensor]:
+        """Adds dL/dW and dL/db to the gradients; returns x and dL/dy as a matrix."""
         saved = self._saved_tensors()
         x = saved["x"]
         grad_output = self._check_grad_output(grad_output, saved["like"])
@@ -80,8 +89,7 @@ class Linear(Module):
         if self.bias is not None:
             # The sum over the batch as a product with ones: one kernel that accumulates in place.
             gradients["bias"].addmv_(g2t, self._ones(g2.shape[0], g2))
-        grad = torch.mm(g2, self.weight)
-        return grad if matrix else grad.reshape(x.shape)
+        return x, g2
 
     def _weight_t(self) -> Tensor:
         # W^T as a view, made once per weight tensor (a view costs as much as a small product;

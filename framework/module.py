@@ -55,9 +55,10 @@ def _without_grad_mode(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def optional_batch(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Lets ``forward(x, ...)`` and ``backward(grad_output)`` take one sample without its batch
-    dimension, as torch's layers do: an input of rank ``self.unbatched_ndim`` runs as a batch of
-    one, and the output (in backward, the input gradient) comes back without that dimension.
+    """Lets ``forward(x, ...)`` and ``backward(grad_output)`` (or ``backward_to_params``) take one
+    sample without its batch dimension, as torch's layers do: an input of rank
+    ``self.unbatched_ndim`` runs as a batch of one, and the output (in backward, the input
+    gradient) comes back without that dimension.
     An input of any rank but those two is refused, naming both."""
     is_forward = method.__name__ == "forward"
 
@@ -72,7 +73,8 @@ def optional_batch(method: Callable[..., Any]) -> Callable[..., Any]:
         else:
             unbatched = self.__dict__.get("_unbatched", False)
         if unbatched and isinstance(x, Tensor):
-            return method(self, x.unsqueeze(0), *args, **kwargs).squeeze(0)
+            result = method(self, x.unsqueeze(0), *args, **kwargs)
+            return None if result is None else result.squeeze(0)  # backward_to_params returns None
         return method(self, x, *args, **kwargs)
 
     return wrapper
@@ -94,7 +96,7 @@ class Module:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for name in ("forward", "backward"):
+        for name in ("forward", "backward", "backward_to_params"):
             method = cls.__dict__.get(name)
             if method is not None and not getattr(method, "_grad_mode_off", False):
                 setattr(cls, name, _without_grad_mode(method))
@@ -226,6 +228,22 @@ class Module:
 
     def backward(self, *grad_outputs: Tensor) -> Tensor | tuple[Tensor, ...]:
         raise NotImplementedError
+
+    def backward_to_params(self, *grad_outputs: Tensor) -> None:
+        """Backward as far as the parameters: accumulates every parameter's gradient, exactly as
+        ``backward`` does, and returns nothing.
+
+        Where that saves work the input's gradient is not computed at all, as autograd skips it
+        for an input that does not require grad: a training step calls it on the whole network
+        (``model.backward_to_params(criterion.backward())``), so that no one pays for dL/dx of the
+        data. Linear and the convolutions skip their input gradient; a Sequential runs its children
+        back to the first one with parameters, and that one to its parameters only. Any other
+        module runs ``backward`` and drops its result.
+        """
+        self.backward(*grad_outputs)
+
+    def _backward_to_params_unwrapped(self, *grad_outputs: Tensor) -> None:
+        self._backward_unwrapped(*grad_outputs)
 
     def __call__(self, *inputs: Any, **kwargs: Any) -> Any:
         return self.forward(*inputs, **kwargs)

@@ -383,6 +383,25 @@ class ProtocolPass(Pass):
         params = [g.detach().clone() for _, _, g in target.named()]
         return Gradients(inputs, params, notes)
 
+    def backward_to_params(self, grads: Sequence[Tensor | None]) -> list[Tensor]:
+        """The parameters' gradients from the module's ``backward_to_params`` (which skips the input
+        gradient), after zeroing them; the module must take upstream gradients."""
+        target, module = self.target, self.target.module
+        target.zero_grad()
+        with torch.no_grad():
+            structured = self.outputs.structured(grads)
+            module.backward_to_params(*(structured if isinstance(structured, tuple | list) else (structured,)))
+        return [g.detach().clone() for _, _, g in target.named()]
+
+
+def has_backward_to_params(target: Any) -> bool:
+    """A framework-protocol module with a ``backward_to_params`` (this framework's modules)."""
+    return (
+        isinstance(target, ProtocolTarget)
+        and target.takes_upstream
+        and callable(getattr(target.module, "backward_to_params", None))
+    )
+
 
 def _scale(result: Any, upstream: Tensor) -> Any:
     if isinstance(result, Tensor):

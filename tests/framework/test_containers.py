@@ -82,3 +82,37 @@ def test_only_modules_can_be_chained():
 def test_backward_before_forward_is_rejected():
     with pytest.raises(ModuleValueError, match="Sequential: backward called before forward"):
         fw.Sequential(fw.ReLU()).backward(torch.zeros(1))
+
+
+class NoInputGradient(fw.Linear):
+    """A Linear whose input gradient must not be asked for."""
+
+    def backward(self, grad_output):
+        raise AssertionError("the input gradient was computed")
+
+
+def test_backward_to_params_stops_at_the_first_layer_with_parameters_without_its_input_gradient():
+    torch.manual_seed(0)
+    layers = [Recorder("head"), NoInputGradient(3, 4), fw.ReLU(), fw.Linear(4, 2), Recorder("tail")]
+    reference = fw.Sequential(Recorder("head"), fw.Linear(3, 4), fw.ReLU(), fw.Linear(4, 2), Recorder("tail"))
+    model = fw.Sequential(*layers).to(dtype=F64)
+    reference.to(dtype=F64)
+    for (_, p, _), (_, q, _) in zip(model.named_param(), reference.named_param()):
+        q.copy_(p)
+    x, g = torch.randn(5, 3, dtype=F64), torch.randn(5, 2, dtype=F64)
+    reference(x)
+    reference.backward(g)
+    Recorder.log.clear()
+    model(x)
+    assert model.backward_to_params(g) is None
+    assert Recorder.log == [("forward", "head"), ("forward", "tail"), ("backward", "tail")]
+    for (name, _, got), (_, _, expected) in zip(model.named_param(), reference.named_param(), strict=True):
+        assert torch.equal(got, expected), name
+
+
+def test_backward_to_params_without_any_parameters_runs_no_backward():
+    model = fw.Sequential(Recorder("a"), fw.ReLU(), Recorder("b"))
+    model(torch.randn(3, dtype=F64))
+    Recorder.log.clear()
+    assert model.backward_to_params(torch.randn(3, dtype=F64)) is None
+    assert Recorder.log == []

@@ -1,5 +1,6 @@
 """The Module protocol, on every registered module (cases drawn from the verification specs)."""
 
+import copy
 import functools
 import re
 from pathlib import Path
@@ -95,6 +96,22 @@ def test_backward_returns_one_gradient_per_input_of_its_shape_none_for_indices(s
             assert isinstance(g, torch.Tensor) and g.shape == x.shape
         else:
             assert g is None
+
+
+@pytest.mark.parametrize("spec", [s for s in SPECS if s.target is None], ids=str)
+@FEW
+@given(data=st.data())
+def test_backward_to_params_accumulates_what_backward_does_and_returns_none(spec, data):
+    built = data.draw(spec.cases()).build(torch.float64)
+    twin = copy.deepcopy(built.module)  # the same state, random generators included
+    out = run(built)
+    run(built, twin)
+    upstream = pytree.tree_map(lambda x: None if x is None else torch.randn_like(x), out)
+    upstream = upstream if isinstance(upstream, tuple) else (upstream,)
+    built.module.backward(*upstream)
+    assert twin.backward_to_params(*upstream) is None
+    for (name, _, expected), (_, _, got) in zip(built.module.named_param(), twin.named_param(), strict=True):
+        assert torch.equal(got, expected), name
 
 
 @pytest.mark.parametrize("cls", framework.modules(), ids=lambda c: c.__name__)

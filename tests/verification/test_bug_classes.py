@@ -401,3 +401,20 @@ def test_a_target_that_does_not_run_in_float64_is_judged_against_the_reference()
     assert check_gradients(float32_only, randn(4, 3, dtype=torch.float32), reference=torch.exp).ok
     wrong = check_gradients(lambda x: float32_only(x) * 1.001, randn(4, 3, dtype=torch.float32), reference=torch.exp)
     assert not wrong["low_precision"].ok
+
+
+def test_a_backward_to_params_that_forgets_the_bias_fails_while_backward_passes():
+    class ForgetsBias(fw.Linear):
+        def backward_to_params(self, grad_output):
+            super().backward_to_params(grad_output)
+            self.grad("bias").zero_()
+
+    report = check_gradients(ForgetsBias(4, 3), randn(5, 4, dtype=torch.float32))
+    assert report["finite_differences"].ok
+    assert not report["determinism"].ok
+    assert "backward_to_params" in report["determinism"].detail and "bias" in report["determinism"].detail
+
+
+def test_a_correct_backward_to_params_passes_the_determinism_check():
+    model = fw.Sequential(fw.Linear(4, 3), fw.Tanh(), fw.Linear(3, 2))
+    assert check_gradients(model, randn(5, 4, dtype=torch.float32))["determinism"].ok

@@ -6,6 +6,10 @@ and so does a second backward after one forward (saved state intact, the re-entr
 ``nondet_tol`` (the largest absolute difference allowed, as in ``gradcheck``): a kernel that
 accumulates with atomic adds declares its own.
 
+For a module with ``backward_to_params`` (backward to the parameters only, skipping the input
+gradient), that path must give the parameters the same gradients as ``backward``, bit for bit
+(or within ``nondet_tol``).
+
 ``side_effects``: forward and backward leave their inputs, the loss target and the upstream
 gradients unchanged (modules constructed with ``inplace=True`` may modify their input, as torch's do).
 """
@@ -19,7 +23,7 @@ from torch import Tensor
 
 from ..context import Context, named
 from ..report import CheckResult, _where
-from ..targets import ProtocolTarget
+from ..targets import ProtocolTarget, has_backward_to_params
 
 
 def _run(ctx: Context) -> tuple[dict[str, Tensor], Any]:
@@ -28,7 +32,14 @@ def _run(ctx: Context) -> tuple[dict[str, Tensor], Any]:
     return named(pass_.outputs, pass_.backward(ctx.grads), ctx.call, target), (target, pass_)
 
 
-def _compare(result: CheckResult, first: dict[str, Tensor], second: dict[str, Tensor], what: str, tol: float) -> None:
+def _compare(
+    result: CheckResult,
+    first: dict[str, Tensor],
+    second: dict[str, Tensor],
+    what: str,
+    tol: float,
+    hint: str | None = None,
+) -> None:
     for name, a in first.items():
         b = second.get(name)
         if b is None:
@@ -41,12 +52,13 @@ def _compare(result: CheckResult, first: dict[str, Tensor], second: dict[str, Te
         if (tol == 0 and not same) or largest > tol:
             where = int(torch.nan_to_num(difference, nan=float("inf")).reshape(-1).argmax())
             index = _where(a.shape, where)
-            hint = (
-                "; if the kernel is nondeterministic by design (atomic adds), pass nondet_tol= the difference "
-                "you accept"
-                if tol == 0
-                else ""
-            )
+            if hint is None:
+                hint = (
+                    "; if the kernel is nondeterministic by design (atomic adds), pass nondet_tol= the difference "
+                    "you accept"
+                    if tol == 0
+                    else ""
+                )
             result.fail(
                 f"{what} differ: {name}{index} is {float(a.reshape(-1)[where]):.17g} then "
                 f"{float(b.reshape(-1)[where]):.17g} (largest difference {largest:.3g}, nondet_tol {tol:g}){hint}"
@@ -62,6 +74,18 @@ def check_determinism(ctx: Context) -> CheckResult:
     _compare(result, first, second, "two forward + backward passes on the same inputs", tol)
     again = named(pass_.outputs, pass_.backward(ctx.grads), ctx.call, target)
     _compare(result, first, again, "two backward calls after one forward", tol)
+    if has_backward_to_params(ctx.target):
+        target = ctx.pristine.copy()
+        names = [f"{name}.grad" for name, _ in target.parameters()]
+        params_only = target.start(ctx.call).backward_to_params(ctx.grads)
+        _compare(
+            result,
+            {name: first[name] for name in names if name in first},
+            {name: g.double() for name, g in zip(names, params_only)},
+            "the parameter gradients of backward and backward_to_params",
+            tol,
+            hint="; backward_to_params must accumulate what backward does, only without the input gradient",
+        )
     result.worst_ratio = 0.0 if result.ok else float("inf")
     return result
 
