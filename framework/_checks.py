@@ -154,32 +154,34 @@ def within(
     name: str,
     high_open: bool = False,
     allowed: tuple[float, str] | None = None,
-) -> None:
+) -> tuple[float, float] | None:
     """Every element of ``value`` in [low, high] (or [low, high) with ``high_open``), or equal to the
     ``allowed`` value (with its description, e.g. ``(-100, "ignore_index=-100")``); NaN is outside.
 
-    CPU tensors: a :class:`ModuleValueError` naming the first offending element. Other devices:
-    a non-blocking device-side assertion with the same message, without the element.
+    CPU tensors: a :class:`ModuleValueError` naming the first offending element; the smallest
+    and the largest element are returned (None for an empty tensor). Other devices: a
+    non-blocking device-side assertion with the same message, without the element; None.
     """
     if value.numel() == 0:
-        return
+        return None
     interval = f"[{low:g}, {high:g}{')' if high_open else ']'}" + (f" or {allowed[1]}" if allowed else "")
-    if allowed is None:
-        smallest, largest = torch.aminmax(value)  # two numbers to test instead of every element
-        ok = (smallest >= low) & ((largest < high) if high_open else (largest <= high))
-    else:
-        elementwise = _inside(value, low, high, high_open).logical_or_(value == allowed[0])
-        ok = elementwise.all()
     if value.device.type != "cpu":
+        if allowed is None:
+            smallest, largest = torch.aminmax(value)  # two numbers to test instead of every element
+            ok = (smallest >= low) & ((largest < high) if high_open else (largest <= high))
+        else:
+            ok = _inside(value, low, high, high_open).logical_or_(value == allowed[0]).all()
         torch._assert_async(ok, f"{_owner(owner)}: expected every {what} in {interval} ({name})")
-        return
-    if not bool(ok):
-        inside = _inside(value, low, high, high_open)
-        if allowed is not None:
-            inside.logical_or_(value == allowed[0])
-        worst = value[~inside].flatten()[0].item()
-        shown = f"{worst:g}" if isinstance(worst, float) else str(worst)
-        raise fail(owner, f"expected every {what} in {interval}, got {shown}")
+        return None
+    smallest, largest = (v.item() for v in torch.aminmax(value))  # they decide the common case
+    if smallest >= low and (largest < high if high_open else largest <= high):
+        return smallest, largest
+    inside = _inside(value, low, high, high_open)
+    if allowed is not None and bool(inside.logical_or_(value == allowed[0]).all()):
+        return smallest, largest
+    worst = value[~inside].flatten()[0].item()
+    shown = f"{worst:g}" if isinstance(worst, float) else str(worst)
+    raise fail(owner, f"expected every {what} in {interval}, got {shown}")
 
 
 def _inside(value: Tensor, low: float, high: float, high_open: bool) -> Tensor:

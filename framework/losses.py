@@ -346,7 +346,7 @@ class CrossEntropyLoss(Loss):
         self.label_smoothing = check.number(self, label_smoothing, "label_smoothing", 0.0, 1.0)
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
-        prediction, target, probabilities = self._check_logits_and_target(prediction, target)
+        prediction, target, probabilities, every_kept = self._check_logits_and_target(prediction, target)
         unbatched = prediction.dim() == 1
         x = prediction.unsqueeze(0) if unbatched else prediction
         t = target.unsqueeze(0) if unbatched else target
@@ -356,6 +356,8 @@ class CrossEntropyLoss(Loss):
         # so torch.logsumexp would only find that maximum again (the same arithmetic, bit for bit,
         # in half the time: 74 against 150 us at 256 x 1000, one thread).
         log_probs = shifted - shifted.exp().sum(1, keepdim=True).log_()
+        if every_kept and self.weight is None and e == 0:
+            return self._plain_forward(log_probs, t, unbatched)
         weight = None if self.weight is None else self.weight.reshape(1, classes, *[1] * (x.dim() - 2))
         if probabilities:
             dist = t if e == 0 else t * (1 - e) + e / classes
@@ -385,6 +387,18 @@ class CrossEntropyLoss(Loss):
         total = elementwise.sum()
         return total / denominator if self.reduction == "mean" else total
 
+    def _plain_forward(self, log_probs: Tensor, t: Tensor, unbatched: bool) -> Tensor:
+        # Class indices, every position kept, no weight, no smoothing (known on the CPU, where the
+        # target's values are read anyway): l = -P_y, D = the number of positions. The same
+        # arithmetic as the general path without its masks and weights, which are all ones here.
+        index = t.unsqueeze(1)
+        elementwise = log_probs.gather(1, index).squeeze(1).neg_()
+        self._save_for_backward(log_probs=log_probs, unbatched=unbatched, index=index, positions=elementwise.numel())
+        if self.reduction == "none":
+            return elementwise.squeeze(0) if unbatched else elementwise
+        total = elementwise.sum()
+        return total / elementwise.numel() if self.reduction == "mean" else total
+
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         saved = self._saved_tensors()
         log_probs, unbatched = saved["log_probs"], saved["unbatched"]
@@ -393,9 +407,23 @@ class CrossEntropyLoss(Loss):
         # The factor of each position's gradient: dL/dl, over D for 'mean'.
         if self.reduction == "none":
             coefficient = upstream.unsqueeze(0) if unbatched else upstream
+        elif "positions" in saved:
+            coefficient = upstream / max(saved["positions"], 1) if self.reduction == "mean" else upstream
         else:
-            coefficient = upstream / saved["denominator"] if self.reduction == "mean" else torch.as_tensor(upstream)
+            denominator = saved["denominator"]
+            # A float upstream divided as a tensor: float / tensor would multiply by a rounded 1 / D.
+            numerator = upstream if isinstance(upstream, Tensor) else denominator.new_full((), upstream)
+            coefficient = numerator / denominator if self.reduction == "mean" else torch.as_tensor(upstream)
         classes, e = log_probs.shape[1], self.label_smoothing
+        if "positions" in saved:  # dl/dx = S - onehot(y), each position's times its coefficient
+            index = saved["index"]
+            if isinstance(coefficient, Tensor):
+                factor = coefficient.unsqueeze(1) if coefficient.dim() else coefficient
+                minus = torch.neg(factor).expand(index.shape)
+            else:
+                factor, minus = coefficient, log_probs.new_full(index.shape, -coefficient)
+            grad = torch.exp(log_probs).mul_(factor).scatter_add_(1, index, minus)
+            return grad.squeeze(0) if unbatched else grad
         dist = saved.get("dist")
         if dist is None and e == 0:
             # Class indices without smoothing: B = m w_y onehot(y), sum_c B_c = m w_y, by one scatter.
@@ -415,8 +443,9 @@ class CrossEntropyLoss(Loss):
         grad = torch.exp(log_probs).mul_(dist.sum(1, keepdim=True) * factor).sub_(dist * factor)
         return grad.squeeze(0) if unbatched else grad
 
-    def _check_logits_and_target(self, prediction: Any, target: Any) -> tuple[Tensor, Tensor, bool]:
-        """The checked prediction and target, and whether the target holds class probabilities."""
+    def _check_logits_and_target(self, prediction: Any, target: Any) -> tuple[Tensor, Tensor, bool, bool]:
+        """The checked prediction and target, whether the target holds class probabilities, and
+        whether no position is ignored, as far as is known without a host read (only on the CPU)."""
         prediction = check.floating(self, prediction, "prediction")
         if prediction.dim() < 1:
             raise check.fail(self, "expected prediction of shape (C), (N, C) or (N, C, d1, ...), got a 0-d tensor")
@@ -443,7 +472,7 @@ class CrossEntropyLoss(Loss):
                     f"ignore_index={self.ignore_index} is not supported with class probabilities (as torch): "
                     "use a negative ignore_index",
                 )
-            return prediction, target, True
+            return prediction, target, True, False
         if target.dtype not in (torch.int64, torch.uint8):
             raise check.ModuleTypeError(
                 f"CrossEntropyLoss: expected target to be class indices of dtype torch.int64 (or torch.uint8, "
@@ -454,7 +483,7 @@ class CrossEntropyLoss(Loss):
         check.same_shape(self, target, expected, "target (the prediction's shape without the class dimension)")
         target = target.long()
         # Values are read on the CPU only; on a GPU this is a non-blocking device-side assertion.
-        check.within(
+        extremes = check.within(
             self,
             target,
             0,
@@ -464,7 +493,8 @@ class CrossEntropyLoss(Loss):
             high_open=True,
             allowed=(self.ignore_index, f"ignore_index={self.ignore_index}"),
         )
-        return prediction, target, False
+        every_kept = extremes is not None and not extremes[0] <= self.ignore_index <= extremes[1]
+        return prediction, target, False, every_kept
 
     def extra_repr(self) -> str:
         extra = "" if self.weight is None else ", weight=..."

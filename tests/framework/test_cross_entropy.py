@@ -91,6 +91,50 @@ def test_float32_matches_torch_float32(kind, weight):
     torch.testing.assert_close(grad, grad_ref)
 
 
+def every_position_kept(shape, seed=0, dtype=F64, classes=(0, 2)):
+    """Logits of ``shape`` and class indices drawn from ``classes``, none of them ignored."""
+    prediction, target = make_case(shape, "indices", 0, seed=seed, dtype=dtype)
+    generator = torch.Generator().manual_seed(seed + 1)
+    choice = torch.randint(0, len(classes), target.shape, generator=generator)
+    if choice.numel() > 1:  # the smallest and the largest class both present
+        choice.view(-1)[:2] = torch.tensor([0, len(classes) - 1])
+    return prediction, torch.tensor(classes)[choice]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{len(s)}d")
+def test_with_no_position_ignored_loss_and_gradient_match_torch(reduction, shape):
+    ours, theirs = both(reduction)
+    prediction, target = every_position_kept(shape, seed=len(shape))
+    loss = ours(prediction, target)
+    g = upstream(loss)
+    loss_ref, grad_ref = torch_loss_and_gradient(theirs, prediction, target, g)
+    torch.testing.assert_close(loss, loss_ref, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(ours.backward(g), grad_ref, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64], ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("shape", SHAPES[1:], ids=lambda s: f"{len(s)}d")  # two positions at least
+@pytest.mark.parametrize("grad_output", ["default", "float", "tensor"])
+def test_with_no_position_ignored_the_shortcut_equals_the_general_path_bit_for_bit(
+    dtype, reduction, shape, grad_output
+):
+    # On the CPU the target's values are read: with none ignored (and no weight or smoothing) the
+    # masks are skipped. An ignore_index between the classes present, matching none, forces the
+    # general path on the same positions.
+    prediction, target = every_position_kept(shape, dtype=dtype)
+    shortcut, general = fw.CrossEntropyLoss(reduction), fw.CrossEntropyLoss(reduction, ignore_index=1)
+    loss, loss_general = shortcut(prediction, target), general(prediction, target)
+    assert ("positions" in shortcut._saved_tensors()) and ("positions" not in general._saved_tensors())
+    if reduction == "none":
+        g = upstream(loss)
+    else:
+        g = {"default": None, "float": 2.5, "tensor": torch.tensor(-1.5, dtype=dtype)}[grad_output]
+    assert torch.equal(loss, loss_general)
+    assert torch.equal(shortcut.backward(g), general.backward(g))
+
+
 def test_ignored_positions_get_no_gradient_and_do_not_count_in_the_mean():
     prediction, _ = make_case((4, CLASSES), "indices", -100, seed=5)
     target = torch.tensor([1, -100, 3, -100])
