@@ -232,12 +232,32 @@ def correlate(canvas: Tensor, weight: Tensor, groups: int, out: Pair, stride: Pa
     return correlate_columns(columns(canvas, groups, out, weight.shape[2:], stride, dilation), weight, out)
 
 
-def correlate_columns(cols: Tensor, weight: Tensor, out: Pair) -> Tensor:
-    """:func:`correlate` from the columns: one (C_out/g, C_in/g kh kw) x (C_in/g kh kw, Ho Wo) product per group."""
+def correlate_columns(cols: Tensor, weight: Tensor, out: Pair, bias: Tensor | None = None) -> Tensor:
+    """:func:`correlate` from the columns: one (C_out/g, C_in/g kh kw) x (C_in/g kh kw, Ho Wo) product per group.
+
+    With ``bias``, ``cols`` ends each group's rows with a row of ones (see :func:`bias_row`) and the
+    bias joins the weight as its last column: the product adds it, with no pass of its own over y.
+    """
     n, groups = cols.shape[:2]
     c_out = weight.shape[0]
     w = weight.reshape(groups, c_out // groups, -1)
+    if bias is not None:
+        w = torch.cat((w, bias.reshape(groups, c_out // groups, 1)), dim=2)
     return torch.matmul(w, cols).reshape(n, c_out, *out)
+
+
+def fuses_bias(canvas: Tensor) -> bool:
+    """Whether a convolution's bias rides in its product (a row of ones in the columns): not for
+    small CPU tensors, whose columns come from one indexed operation into a contiguous buffer."""
+    return not _small(canvas)
+
+
+def bias_row(buffer: Tensor) -> Tensor:
+    """The columns in ``buffer`` (N, groups, rows + 1, Ho Wo), after its last row of each group is
+    set to ones: that row multiplies the bias in the forward product and sums dL/dy into the bias
+    gradient in the weight's. Returns the view of the other rows, for :func:`columns` to fill."""
+    buffer[:, :, -1].fill_(1)
+    return buffer[:, :, :-1]
 
 
 def correlate_input_grad(
@@ -305,19 +325,26 @@ def correlate_weight_grad(
 ) -> Tensor:
     """Adjoint of :func:`correlate` in its weight: dL/dweight (C_out, C_in / groups, kh, kw)."""
     cols = columns(canvas, groups, tuple(grad.shape[2:]), kernel, stride, dilation)
-    return weight_grad_columns(grad, cols, kernel)
+    return weight_grad_columns(grad, cols, kernel)[0]
 
 
-def weight_grad_columns(grad: Tensor, cols: Tensor, kernel: Pair) -> Tensor:
-    """:func:`correlate_weight_grad` from the forward's columns."""
+def weight_grad_columns(
+    grad: Tensor, cols: Tensor, kernel: Pair, with_bias: bool = False
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`correlate_weight_grad` from the forward's columns; ``with_bias`` (columns ending
+    in a row of ones, see :func:`bias_row`), also the bias gradient, sum_{n, p} g[n, o, p], from the
+    same product. Returns (dW, db or None)."""
     n, c_out = grad.shape[:2]
     groups = cols.shape[1]
-    c_group = cols.shape[2] // (kernel[0] * kernel[1])
+    c_group = (cols.shape[2] - with_bias) // (kernel[0] * kernel[1])
     # dW^T: one (C_in/g kh kw, Ho Wo) x (Ho Wo, C_out/g) product per sample and group, the columns
     # read as they lie and the small gradient transposed in place (no copy of the large column
     # tensor), summed over the samples. The same product as dW = g cols^T, in the orientation the
     # CPU's matrix-multiply kernel prefers: 2.3 times faster at the benchmarks' large Conv2d size
     # (6.4 -> 2.8 ms, one thread), no slower at the others measured.
     g = grad.reshape(n, groups, c_out // groups, grad.shape[2:].numel())  # explicit: n may be 0
-    grad_t = torch.matmul(cols, g.transpose(-1, -2)).sum(0)  # (groups, C_in/g kh kw, C_out/g)
-    return grad_t.transpose(-1, -2).reshape(c_out, c_group, *kernel)
+    grad_t = torch.matmul(cols, g.transpose(-1, -2)).sum(0)  # (groups, C_in/g kh kw [+ 1], C_out/g)
+    if not with_bias:
+        return grad_t.transpose(-1, -2).reshape(c_out, c_group, *kernel), None
+    grad_weight = grad_t[:, :-1].transpose(-1, -2).reshape(c_out, c_group, *kernel)
+    return grad_weight, grad_t[:, -1].reshape(c_out)

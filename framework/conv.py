@@ -200,15 +200,26 @@ class _Conv(_ConvNd):
             canvas, sources = sliding.pad_by_copy(x2, pads, self.padding_mode)
         # The columns (im2col) are kept for the weight gradient rather than rebuilt in backward, in
         # a buffer reused by the next forward (a fresh one would cost its page faults every call).
+        # With a bias (on all but small CPU tensors), the columns carry a row of ones and the product
+        # adds the bias, the weight's product its gradient: no pass over y or dL/dy for either.
+        fused = self.bias is not None and sliding.fuses_bias(canvas)
         n, c = canvas.shape[:2]
-        shape = (n, self.groups, (c // self.groups) * kernel[0] * kernel[1], out[0] * out[1])
-        cols = sliding.columns(canvas, self.groups, out, kernel, stride, dilation, self._workspace("cols", shape, x))
-        y = sliding.correlate_columns(cols, self._weight2d(), out)
-        if self.bias is not None:
+        shape = (n, self.groups, (c // self.groups) * kernel[0] * kernel[1] + fused, out[0] * out[1])
+        buffer = self._workspace("cols", shape, x)
+        target = sliding.bias_row(buffer) if fused else buffer
+        sliding.columns(canvas, self.groups, out, kernel, stride, dilation, target)
+        y = sliding.correlate_columns(buffer, self._weight2d(), out, self.bias if fused else None)
+        if self.bias is not None and not fused:
             y.add_(self.bias.reshape(1, -1, 1, 1))  # y is the product's fresh output
         y = self._finish(y)
         self._save_for_backward(
-            cols=cols, canvas_size=tuple(canvas.shape[2:]), pads=pads, sources=sources, size=size, like=y
+            cols=buffer,
+            bias_row=fused,
+            canvas_size=tuple(canvas.shape[2:]),
+            pads=pads,
+            sources=sources,
+            size=size,
+            like=y,
         )
         return y
 
@@ -252,8 +263,12 @@ class _Conv(_ConvNd):
         g = grad_output.unsqueeze(2) if self.spatial == 1 else grad_output
         grad_weight = self.grad("weight")
         kernel = self._as2d(self.kernel_size, 1)
-        grad_weight.add_(sliding.weight_grad_columns(g, saved["cols"], kernel).reshape(grad_weight.shape))
-        self._grad_bias(g)
+        dw, db = sliding.weight_grad_columns(g, saved["cols"], kernel, saved["bias_row"])
+        grad_weight.add_(dw.reshape(grad_weight.shape))
+        if db is None:
+            self._grad_bias(g)
+        else:
+            self.grad("bias").add_(db)
         return saved, g
 
 
