@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -295,6 +296,60 @@ def _cubic_far(t: Tensor) -> Tensor:
     return ((_CUBIC_A * t - 5 * _CUBIC_A) * t + 8 * _CUBIC_A) * t - 4 * _CUBIC_A
 
 
+def _block_factors(geometry: list[tuple[int, int, float | None]]) -> list[int] | None:
+    """Per spatial dimension the factor s when nearest neighbours repeat each entry s times
+    (src(p) = p // s), else None: when out = s n with s a power of two and the scale exactly 1/s,
+    torch's float32 floor((p [+ 0.5]) / s) is exact, so both nearest modes reduce to blocks."""
+    factors = []
+    for n, out, ratio in geometry:
+        s, rest = divmod(out, n)
+        if rest or s & (s - 1) or (n / out if ratio is None else ratio) != 1 / s:
+            return None
+        factors.append(s)
+    return factors
+
+
+def _repeat_blocks(x: Tensor, factors: list[int], workspace: Callable[[str, tuple[int, ...]], Tensor]) -> Tensor:
+    """Each entry repeated s times along its spatial dimension: one broadcast copy per dimension,
+    the last first (the copies that follow move contiguous rows). 2-3 times faster than a gather.
+    The intermediate results go into ``workspace(name, shape)`` buffers, reused from call to call."""
+    stages = [dim for dim in reversed(range(len(factors))) if factors[dim] > 1]
+    y = x
+    for number, dim in enumerate(stages):
+        s, d, shape = factors[dim], 2 + dim, list(y.shape)
+        expanded = y.unsqueeze(d + 1).expand(*shape[: d + 1], s, *shape[d + 1 :])
+        result = [*shape[:d], shape[d] * s, *shape[d + 1 :]]
+        if number == len(stages) - 1:
+            y = expanded.reshape(result)  # the output: a fresh tensor
+        else:
+            y = workspace(f"repeat{dim}", tuple(result))
+            y.view(expanded.shape).copy_(expanded)
+    return x.clone() if y is x else y  # a fresh output even when every factor is 1
+
+
+def _sum_blocks(g: Tensor, factors: list[int], workspace: Callable[[str, tuple[int, ...]], Tensor]) -> Tensor:
+    """Adjoint of :func:`_repeat_blocks`: each block of s entries summed, by s - 1 additions of strided
+    views per dimension, the first dimension first (its views are whole contiguous rows); the
+    intermediate sums in ``workspace(name, shape)`` buffers."""
+    view = list(g.shape[:2])
+    for size, s in zip(g.shape[2:], factors):
+        view += [size // s, s]
+    t = g.reshape(view)
+    last = max((i for i, s in enumerate(factors) if s > 1), default=-1)
+    for i, s in enumerate(factors):
+        d = 3 + i  # s_i's dimension once the i before it are summed away
+        if s == 1:
+            t = t.squeeze(d)
+            continue
+        first = t.select(d, 0)
+        out = None if i == last else workspace(f"sum{i}", tuple(first.shape))
+        total = torch.add(first, t.select(d, 1), out=out)
+        for j in range(2, s):
+            total.add_(t.select(d, j))
+        t = total
+    return t.clone() if last < 0 else t  # a fresh gradient even when every factor is 1
+
+
 class Upsample(Module):
     r"""Upsampling (or downsampling) of the spatial dimensions by nearest neighbours, (multi-)linear or bicubic
     interpolation, or area averaging.
@@ -458,6 +513,11 @@ class Upsample(Module):
                 y = torch.lerp(y.index_select(2 + dim, first), y.index_select(2 + dim, second), weight)
             self._save_for_backward(taps=taps, sources=None, shape=x.shape, like=y)
             return y
+        factors = _block_factors(geometry)
+        if factors is not None:
+            y = _repeat_blocks(x, factors, lambda name, shape: self._workspace(name, shape, x))
+            self._save_for_backward(taps=None, sources=None, factors=factors, shape=x.shape, like=y)
+            return y
         sources = [self._nearest(n, out, ratio, x.device) for n, out, ratio in geometry]
         # One gather: the per-dimension indices broadcast against each other (an outer product).
         spatial = len(sources)
@@ -487,6 +547,8 @@ class Upsample(Module):
                     .index_add_(2 + dim, second, g * weight)
                 )
             return g
+        if saved.get("factors") is not None:
+            return _sum_blocks(g, saved["factors"], lambda name, shape: self._workspace(name, shape, g))
         for dim in reversed(range(len(saved["sources"]))):
             target = list(g.shape)
             target[2 + dim] = shape[2 + dim]

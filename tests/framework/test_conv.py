@@ -330,6 +330,19 @@ def test_one_sample_without_a_batch_dimension_matches_torch_and_the_batch_of_one
 
 
 @pytest.mark.parametrize(("make", "shape"), UNBATCHED)
+def test_backward_to_params_on_one_sample_without_a_batch_dimension_accumulates_what_backward_does(make, shape):
+    ours = make().to(dtype=torch.float64)
+    params_only = copy.deepcopy(ours)
+    x = torch.randn(shape, dtype=torch.float64)
+    g = torch.randn(ours(x).shape, dtype=torch.float64)
+    ours.backward(g)
+    params_only(x)
+    assert params_only.backward_to_params(g) is None
+    for name, _, expected in ours.named_param():
+        assert torch.equal(params_only.grad(name), expected), name
+
+
+@pytest.mark.parametrize(("make", "shape"), UNBATCHED)
 def test_an_empty_batch_gives_an_empty_output_and_gradient_as_torch(make, shape):
     ours = make().to(dtype=torch.float64)
     x = torch.zeros((0, *shape), dtype=torch.float64)

@@ -7,6 +7,7 @@ import torch
 
 import framework as fw
 from framework import _sliding as sliding
+from framework import pooling
 
 DEVICES = [
     "cpu",
@@ -143,6 +144,13 @@ UPSAMPLE_CASES = [
     (dict(scale_factor=2), (2, 3, 5)),
     (dict(scale_factor=2), (1, 2, 2, 3, 4)),
     (dict(scale_factor=(1.7, 2.2), recompute_scale_factor=True), (1, 2, 4, 5)),
+    # Power-of-two factors repeat blocks instead of gathering: one dimension, unequal factors,
+    # a factor of 1, a size that is an exact multiple, and no change at all.
+    (dict(scale_factor=4), (2, 3, 5)),
+    (dict(scale_factor=(1, 2)), (2, 2, 3, 4)),
+    (dict(size=(8, 20)), (2, 2, 4, 5)),
+    (dict(scale_factor=(2, 4, 1)), (1, 2, 2, 3, 4)),
+    (dict(scale_factor=1), (2, 2, 3, 4)),
 ]
 
 
@@ -150,6 +158,34 @@ UPSAMPLE_CASES = [
 def test_upsample_matches_torch(kwargs, shape):
     torch.manual_seed(0)
     assert_matches_twin(fw.Upsample(**kwargs), torch.nn.Upsample(**kwargs), torch.randn(shape, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "shape"),
+    [(dict(scale_factor=2), (2, 3, 4, 5)), (dict(scale_factor=(4, 2, 1)), (1, 2, 2, 3, 4)), (dict(size=8), (2, 3, 2))],
+    ids=str,
+)
+@pytest.mark.parametrize("mode", ["nearest", "nearest-exact"])
+def test_power_of_two_blocks_equal_the_gather(kwargs, shape, mode, monkeypatch):
+    x = torch.randn(shape, dtype=torch.float64)
+    blocks = fw.Upsample(mode=mode, **kwargs)
+    y = blocks(x)
+    g = torch.randn_like(y)
+    grad = blocks.backward(g)
+    assert blocks._saved_tensors()["factors"] is not None
+    monkeypatch.setattr(pooling, "_block_factors", lambda geometry: None)
+    gather = fw.Upsample(mode=mode, **kwargs)
+    assert torch.equal(gather(x), y)
+    torch.testing.assert_close(gather.backward(g), grad, rtol=1e-15, atol=1e-15)  # sums in another order
+
+
+def test_an_upsample_by_one_returns_a_new_tensor_and_gradient():
+    x, g = torch.randn(1, 2, 3, 3), torch.randn(1, 2, 3, 3)
+    m = fw.Upsample(scale_factor=1)
+    y = m(x)
+    grad = m.backward(g)
+    assert torch.equal(y, x) and y.data_ptr() != x.data_ptr()
+    assert torch.equal(grad, g) and grad.data_ptr() != g.data_ptr()
 
 
 INTERPOLATION_CASES = [
