@@ -9,6 +9,27 @@ from . import _checks as check
 from .module import Module
 
 
+def generator_on(generator: torch.Generator, device: torch.device | str) -> torch.Generator:
+    """``generator`` if it lives on ``device``, else a new generator there seeded with its seed:
+    masks are drawn where the data is, never copied from the host."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    if generator.device != device:
+        return torch.Generator(device=device).manual_seed(generator.initial_seed())
+    return generator
+
+
+def keep_mask(shape: tuple[int, ...], p: float, generator: torch.Generator) -> Tensor:
+    """A float32 mask on the generator's device: 1 with probability 1 - p, else 0, drawn in
+    row-major order (one seed, one mask, whatever the data's dtype and strides)."""
+    mask = torch.empty(shape, dtype=torch.float32, device=generator.device)
+    if mask.device.type == "cpu":
+        # u < 1 - p written over u: three times faster than the CPU's bernoulli_.
+        return torch.lt(mask.uniform_(generator=generator), 1.0 - p, out=mask)
+    return mask.bernoulli_(1.0 - p, generator=generator)  # one kernel
+
+
 class Dropout(Module):
     r"""Inverted dropout.
 
@@ -49,18 +70,10 @@ class Dropout(Module):
             raise check.ModuleTypeError(f"Dropout: expected generator to be a torch.Generator, got {generator!r}")
         self.generator = generator
 
-    def _generator_on(self, device: torch.device) -> torch.Generator:
-        if self.generator.device != device:
-            self.generator = torch.Generator(device=device).manual_seed(self.generator.initial_seed())
-        return self.generator
-
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Module:
         super().to(device=device, dtype=dtype)
         if device is not None:
-            device = torch.device(device)
-            if device.type == "cuda" and device.index is None:
-                device = torch.device("cuda", torch.cuda.current_device())
-            self._generator_on(device)
+            self.generator = generator_on(self.generator, device)
         return self
 
     def _zero(self, like: Tensor) -> Tensor:
@@ -83,13 +96,8 @@ class Dropout(Module):
             # m is 0 or 1, a float32 tensor drawn in row-major order whatever x's dtype and strides:
             # one seed, one mask, in every dtype and layout. y = 0 + (1/(1-p)) x m in one pass is
             # exactly x * s with s = 1/(1-p) rounded to x's dtype, torch's scaled mask.
-            mask = torch.empty(x.shape, dtype=torch.float32, device=x.device)
-            generator = self._generator_on(x.device)
-            if x.device.type == "cpu":
-                # u < 1 - p written over u: three times faster than the CPU's bernoulli_.
-                torch.lt(mask.uniform_(generator=generator), 1.0 - self.p, out=mask)
-            else:
-                mask.bernoulli_(1.0 - self.p, generator=generator)  # one kernel
+            self.generator = generator_on(self.generator, x.device)
+            mask = keep_mask(x.shape, self.p, self.generator)
             out = x if self.inplace else None
             y = torch.addcmul(self._zero(x), x, mask, value=1.0 / (1.0 - self.p), out=out)
         self._save_for_backward(mask=mask, like=y)

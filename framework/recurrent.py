@@ -22,6 +22,7 @@ from torch import Tensor
 
 from . import _checks as check
 from . import init as initializers
+from .dropout import generator_on, keep_mask
 from .module import Module
 
 
@@ -187,11 +188,18 @@ class _RNNBase(Module):
         return output, ((h_n, c_n) if self.has_cell else h_n)
 
     def _dropout_mask(self, like: Tensor) -> Tensor:
-        """0 or 1/(1-p) per element, drawn on the CPU from ``generator`` (as ``Dropout``)."""
+        """0 or 1/(1-p) per element, drawn on ``like``'s device from ``generator`` (as ``Dropout``:
+        a generator on another device is replaced by one there with the same seed)."""
         if self.dropout >= 1.0:
             return like.new_zeros(like.shape)
-        keep = torch.rand(like.shape, generator=self.generator, dtype=torch.float64) >= self.dropout
-        return keep.to(device=like.device, dtype=like.dtype) / (1.0 - self.dropout)
+        self.generator = generator_on(self.generator, like.device)
+        return keep_mask(like.shape, self.dropout, self.generator).to(like.dtype).div_(1.0 - self.dropout)
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Module:
+        super().to(device=device, dtype=dtype)
+        if device is not None:
+            self.generator = generator_on(self.generator, device)
+        return self
 
     def _run(
         self, x: Tensor, h: Tensor, c: Tensor | None, layer: int, direction: int
@@ -370,7 +378,8 @@ class LSTM(_RNNBase):
         num_layers: stacked layers (each layer's input is the previous layer's output).
         bias: learn ``bias_ih_l*`` and ``bias_hh_l*``.
         batch_first: input and output (N, L, features) instead of (L, N, features).
-        dropout: dropout on every layer's output but the last, in training mode (``generator``).
+        dropout: dropout on every layer's output but the last, in training mode (masks drawn on the
+            input's device from ``generator``, as Dropout's).
         bidirectional: a second direction over the reversed sequence (``*_reverse`` parameters);
             outputs concatenated, forward direction first.
         proj_size: LSTM only, below hidden_size: h_t = W_hr (o * tanh(c_t)) of that size (``weight_hr_l{k}``,

@@ -173,6 +173,38 @@ def test_dropout_between_layers_uses_one_mask_in_forward_and_backward(ours_cls, 
     torch.testing.assert_close(ours(x)[0], theirs(x)[0].detach())
 
 
+def with_dropout(cls, seed, device="cpu"):
+    """A 3-layer network with dropout 0.5 between layers (the same weights every time), its mask
+    generator seeded with ``seed``, and an input for it."""
+    module = cls(3, 8, num_layers=3, dropout=0.5, generator=torch.Generator().manual_seed(0)).to(device=device)
+    module.generator.manual_seed(seed)
+    return module, torch.ones(5, 4, 3, device=device)
+
+
+@pytest.mark.parametrize("cls", [fw.LSTM, fw.GRU], ids=IDS)
+def test_the_same_dropout_seed_gives_the_same_masks_and_another_seed_others(cls):
+    first, again, other = (m(x)[0] for m, x in (with_dropout(cls, 1), with_dropout(cls, 1), with_dropout(cls, 2)))
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("cls", [fw.LSTM, fw.GRU], ids=IDS)
+def test_on_cuda_dropout_masks_are_drawn_on_the_device_without_a_host_sync(cls):
+    (module, x), (twin, _) = with_dropout(cls, 1, "cuda"), with_dropout(cls, 1, "cuda")
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        first = module(x)[0]
+        module.backward(torch.ones_like(first))
+        again = twin(x)[0]
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+    assert module.generator.device.type == "cuda" and first.is_cuda
+    assert torch.equal(first, again)
+
+
 @pytest.mark.parametrize("cls", [fw.LSTM, fw.GRU], ids=IDS)
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
