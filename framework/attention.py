@@ -10,6 +10,7 @@ from torch import Tensor
 
 from . import _checks as check
 from . import init as initializers
+from .dropout import generator_on, keep_mask
 from .linear import Linear
 from .module import Module
 
@@ -61,7 +62,8 @@ def scaled_dot_product_attention(
 
     Returns ``(output, weights, context)``: the output (..., L, Ev), the attention weights P'
     (..., L, S) and what :func:`scaled_dot_product_attention_backward` needs. Dropout draws its
-    mask from ``generator`` (torch's global stream if None) on the CPU.
+    mask on the data's device, from ``generator`` (which must be on that device), or from torch's
+    default stream there if None.
     """
     if is_causal and attn_mask is not None:
         raise check.fail("scaled_dot_product_attention", "expected attn_mask=None with is_causal=True, got both")
@@ -81,11 +83,16 @@ def scaled_dot_product_attention(
     keep = None
     weights = probabilities
     if dropout_p > 0.0:
-        draws = torch.rand(probabilities.shape, generator=generator, dtype=torch.float64)
+        if generator is not None and generator.device != probabilities.device:
+            raise check.ModuleTypeError(
+                f"scaled_dot_product_attention: expected a generator on {probabilities.device} (the data's "
+                f"device: masks are drawn there), got one on {generator.device}"
+            )
         if dropout_p >= 1.0:
             keep = torch.zeros(probabilities.shape, dtype=probabilities.dtype, device=probabilities.device)
         else:
-            keep = (draws >= dropout_p).to(device=probabilities.device, dtype=probabilities.dtype) / (1.0 - dropout_p)
+            draws = keep_mask(probabilities.shape, dropout_p, generator, probabilities.device)
+            keep = draws.to(probabilities.dtype).div_(1.0 - dropout_p)
         weights = probabilities * keep
         e = e * keep
     output = (e @ value).div_(total)
@@ -138,7 +145,7 @@ class MultiheadAttention(Module):
         embed_dim: E, the width of queries and of the output.
         num_heads: heads, which must divide E.
         dropout: probability of zeroing an attention weight in training mode (drawn from
-            ``generator``, as ``Dropout``).
+            ``generator``, on the data's device, as ``Dropout``).
         bias: learn ``in_proj_bias`` and ``out_proj.bias``.
         add_bias_kv: learn ``bias_k``, ``bias_v`` (1, 1, E), appended to the projected keys and values.
         add_zero_attn: append a zero key and value to each head.
@@ -375,7 +382,15 @@ class MultiheadAttention(Module):
     def _attention(
         self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float
     ) -> tuple[Tensor, Tensor, AttentionContext]:
+        if dropout_p > 0.0:
+            self.generator = generator_on(self.generator, q.device)
         return scaled_dot_product_attention(q, k, v, mask, dropout_p, generator=self.generator)
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Module:
+        super().to(device=device, dtype=dtype)
+        if device is not None:
+            self.generator = generator_on(self.generator, device)
+        return self
 
     def _attention_backward(
         self, grad_heads: Tensor, context: AttentionContext, grad_weights: Tensor | None

@@ -20,10 +20,13 @@ def generator_on(generator: torch.Generator, device: torch.device | str) -> torc
     return generator
 
 
-def keep_mask(shape: tuple[int, ...], p: float, generator: torch.Generator) -> Tensor:
-    """A float32 mask on the generator's device: 1 with probability 1 - p, else 0, drawn in
-    row-major order (one seed, one mask, whatever the data's dtype and strides)."""
-    mask = torch.empty(shape, dtype=torch.float32, device=generator.device)
+def keep_mask(
+    shape: tuple[int, ...], p: float, generator: torch.Generator | None, device: torch.device | None = None
+) -> Tensor:
+    """A float32 mask on the generator's device (``device``, from its default stream, without one):
+    1 with probability 1 - p, else 0, drawn in row-major order (one seed, one mask, whatever the
+    data's dtype and strides)."""
+    mask = torch.empty(shape, dtype=torch.float32, device=device if generator is None else generator.device)
     if mask.device.type == "cpu":
         # u < 1 - p written over u: three times faster than the CPU's bernoulli_.
         return torch.lt(mask.uniform_(generator=generator), 1.0 - p, out=mask)

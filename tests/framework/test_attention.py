@@ -199,6 +199,47 @@ def test_dropout_backward_matches_finite_differences_with_the_mask_fixed():
     assert (weights == 0).any() and not torch.allclose(weights.sum(-1), torch.ones(2, 2, 3, dtype=F64))
 
 
+def attention_with_dropout(seed, device="cpu"):
+    """Self-attention with dropout 0.5 (the same weights every time), its mask generator seeded
+    with ``seed``, and an input for it."""
+    module = fw.MultiheadAttention(8, 2, dropout=0.5, batch_first=True, generator=torch.Generator().manual_seed(0))
+    module.to(device=device)
+    module.generator.manual_seed(seed)
+    return module, torch.ones(2, 5, 8, device=device)
+
+
+def test_the_same_dropout_seed_gives_the_same_attention_weights_and_another_seed_others():
+    first, again, other = (
+        m(x, x, x)[1] for m, x in (attention_with_dropout(1), attention_with_dropout(1), attention_with_dropout(2))
+    )
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_attention_dropout_is_drawn_on_the_device_without_a_host_sync():
+    (module, x), (twin, _) = attention_with_dropout(1, "cuda"), attention_with_dropout(1, "cuda")
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        output, first = module(x, x, x)
+        module.backward(torch.ones_like(output), torch.ones_like(first))
+        again = twin(x, x, x)[1]
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+    assert module.generator.device.type == "cuda" and first.is_cuda
+    assert torch.equal(first, again)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_attention_dropout_refuses_a_generator_on_another_device_than_the_data():
+    q = torch.randn(2, 3, 4, device="cuda")
+    with pytest.raises(TypeError, match="expected a generator on cuda"):
+        scaled_dot_product_attention(q, q, q, dropout_p=0.5, generator=torch.Generator().manual_seed(0))
+
+
 def test_dropout_is_off_in_evaluation_mode():
     ours, theirs = pair(dropout=0.5)
     ours.eval()
