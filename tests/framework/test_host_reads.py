@@ -2,7 +2,8 @@
 
 On a GPU such a read (``.item()``, ``bool(t)``, ``.tolist()``, ``.cpu()``, a boolean-mask index, a
 tensor built from Python data) stalls the host until the stream drains, and makes the step
-impossible to capture in a CUDA graph. CI has no GPU, so this runs every registered module on
+impossible to capture in a CUDA graph; so does a tensor made on the host and moved to the data's
+device (``.to(device)``: a no-op on the CPU, refused all the same). CI has no GPU, so this runs every registered module on
 the CPU under a torch-function mode that raises on every such call: the CPU stands in for the
 device. The one sanctioned exception is :func:`framework._checks.within`, the value checks
 that read CPU tensors only (on a GPU it asserts on the device; tests/framework/test_cuda.py
@@ -25,6 +26,7 @@ import framework as fw
 from framework import _checks, optim
 from verification.composition import STACK_SPEC
 from verification.specs import SPECS
+from verification.specs import attention as attention_spec
 
 # Calls whose result is a Python value computed from tensor data, or a host/device copy.
 READS = {
@@ -52,8 +54,10 @@ READS = {
 # Tensors made from Python data: a host-to-device copy when placed on a device (on the CPU, as
 # scalars that torch's kernels take by value, they are harmless).
 FROM_DATA = {"tensor", "as_tensor", "asarray"}
-# Reads that the named framework functions make on CPU tensors only (their device path asserts).
-ALLOWED_IN = {_checks.within.__code__}
+# Reads that the named framework functions make on CPU tensors only (their device path asserts),
+# and the attention spec's wrapper, which turns a case's masks (Python data) into tensors on the
+# query's device: the caller's input, not the module's work.
+ALLOWED_IN = {_checks.within.__code__, attention_spec._forward_options.__code__}
 
 
 class HostReadError(AssertionError):
@@ -86,8 +90,12 @@ class ForbidHostReads(TorchFunctionMode):
         if name in FROM_DATA:
             reads = kwargs.get("device") is not None
         if name == "to" and args and isinstance(args[0], torch.Tensor):
+            # Any explicit device, even the tensor's own: on the CPU a move to the data's device is a
+            # no-op, on a GPU it is a copy from the host on every call (a tensor made on the host, a
+            # mask drawn there). Nothing in a forward or backward needs one: make it on the device.
             target = kwargs.get("device", next((a for a in args[1:] if isinstance(a, (str, torch.device))), None))
-            reads = target is not None and torch.device(target) != args[0].device
+            other = next((a for a in args[1:] if isinstance(a, torch.Tensor)), None)
+            reads = target is not None or other is not None
         if reads and not _allowed():
             raise HostReadError(f"{name} reads a tensor value into Python (a host-device sync on a GPU)")
         return func(*args, **kwargs)
@@ -115,6 +123,27 @@ def _forward_backward(built: Any) -> None:
 @given(data=st.data())
 def test_forward_and_backward_read_no_tensor_value(spec, data):
     _forward_backward(data.draw(spec.cases()).build(torch.float64))
+
+
+@pytest.mark.parametrize(
+    ("build", "shape"),
+    [
+        (lambda: fw.LSTM(3, 4, num_layers=2, dropout=0.5), (5, 2, 3)),
+        (lambda: fw.GRU(3, 4, num_layers=2, dropout=0.5), (5, 2, 3)),
+        (lambda: fw.MultiheadAttention(4, 2, dropout=0.5), (5, 2, 4)),
+        (lambda: fw.TransformerEncoderLayer(4, 2, dim_feedforward=8, dropout=0.5), (5, 2, 4)),
+        (lambda: fw.Dropout(0.5), (5, 2, 4)),
+    ],
+    ids=["LSTM", "GRU", "MultiheadAttention", "TransformerEncoderLayer", "Dropout"],
+)
+def test_dropout_in_training_mode_reads_no_tensor_value_and_moves_nothing_between_devices(build, shape):
+    module = build().train()
+    x = torch.randn(shape)
+    with ForbidHostReads():
+        out = module(x, x, x) if isinstance(module, fw.MultiheadAttention) else module(x)
+    grads = pytree.tree_map(lambda y: None if y is None else torch.ones_like(y), out)
+    with ForbidHostReads():
+        module.backward(*(grads if isinstance(grads, tuple) else (grads,)))
 
 
 @pytest.mark.parametrize(
@@ -149,6 +178,8 @@ READERS = {
     "mask index": lambda x: x[x > 0],
     "tensor from Python data, on a device": lambda x: torch.tensor([1.0], device=x.device),
     "copy to another device": lambda x: x.to("meta"),
+    "a mask drawn on the host, moved to the data's device": lambda x: torch.rand(x.shape).to(device=x.device),
+    "a tensor moved to another's device": lambda x: torch.zeros(3).to(x),
     "format": lambda x: f"{x.sum():.3f}",
 }
 
