@@ -409,11 +409,13 @@ class CrossEntropyLoss(Loss):
             coefficient = upstream.unsqueeze(0) if unbatched else upstream
         elif "positions" in saved:
             coefficient = upstream / max(saved["positions"], 1) if self.reduction == "mean" else upstream
-        else:
+        elif self.reduction == "mean":
             denominator = saved["denominator"]
             # A float upstream divided as a tensor: float / tensor would multiply by a rounded 1 / D.
             numerator = upstream if isinstance(upstream, Tensor) else denominator.new_full((), upstream)
-            coefficient = numerator / denominator if self.reduction == "mean" else torch.as_tensor(upstream)
+            coefficient = numerator / denominator
+        else:
+            coefficient = torch.as_tensor(upstream)
         classes, e = log_probs.shape[1], self.label_smoothing
         if "positions" in saved:  # dl/dx = S - onehot(y), each position's times its coefficient
             index = saved["index"]
