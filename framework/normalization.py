@@ -274,8 +274,14 @@ class GroupNorm(Module):
             )
         grouped = self._grouped(x)
         # y = x_hat w_c + b_c = (x - mu) (inv_std w_c) + b_c: one pass from the centred input, which
-        # backward keeps in place of x_hat (x_hat = centred * inv_std, per sample and group).
-        centred = grouped - grouped.mean(-1, keepdim=True)
+        # backward keeps in place of x_hat (x_hat = centred * inv_std, per sample and group). On a
+        # large CPU input the centred values go into a buffer reused from call to call (never
+        # returned; only the last forward's is used), sparing a fresh allocation's page faults.
+        mean = grouped.mean(-1, keepdim=True)
+        if _blocks.blocked(grouped):
+            centred = torch.sub(grouped, mean, out=self._workspace("centred", tuple(grouped.shape), grouped))
+        else:
+            centred = grouped - mean
         inv_std = torch.linalg.vector_norm(centred, 2, -1, keepdim=True).square_()
         inv_std = inv_std.div_(grouped.shape[-1]).add_(self.eps).rsqrt_()
         scale = self._channels(inv_std)

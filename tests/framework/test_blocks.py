@@ -121,6 +121,28 @@ def test_a_large_layer_norm_output_survives_the_next_call(kwargs, monkeypatch):
     assert torch.equal(first, kept)
 
 
+@pytest.mark.parametrize("affine", [True, False], ids=["affine", "no-affine"])
+def test_a_large_group_norm_keeps_its_centred_input_in_a_buffer_without_changing_a_result(affine, monkeypatch):
+    """The large-input path keeps x - mean in a reused buffer: the same output and gradients as the
+    small-input path, and an earlier output and gradient survive the next call."""
+    generator = torch.Generator().manual_seed(0)
+    x = [3 * torch.randn(3, 8, 13, 17, generator=generator, dtype=torch.float64) + 1 for _ in range(2)]
+    g = torch.randn(3, 8, 13, 17, generator=generator, dtype=torch.float64)
+    results = []
+    for split in (_blocked, _whole):
+        split(monkeypatch)
+        module = fw.GroupNorm(4, 8, affine=affine, dtype=torch.float64)
+        y = module(x[0])
+        grad = module.backward(g)
+        kept = y.clone(), grad.clone()
+        module(x[1])
+        module.backward(g)
+        assert torch.equal(y, kept[0]) and torch.equal(grad, kept[1])
+        results.append([y, grad, *(module.grad(name) for name, _, _ in module.named_param())])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("cls", [fw.Softmax, fw.LogSoftmax], ids=lambda c: c.__name__)
 @pytest.mark.parametrize("dim", [-1, 2, 1], ids=lambda d: f"dim={d}")
 def test_blocked_softmax_backward_equals_the_whole_tensor_evaluation(cls, dim, threads, monkeypatch):
