@@ -7,6 +7,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from . import _blocks
 from . import _checks as check
 from .module import Module
 
@@ -108,7 +109,7 @@ class _BatchNorm(Module):
             # Two passes (mean, then the centred second moment): as accurate as a fused
             # var_mean, and several times faster than its CPU reduction over the batch dim.
             mean = x.mean(dims)
-            var = (x - mean.reshape(shape)).square().mean(dims)
+            var = torch.sub(x, mean.reshape(shape), out=self._scratch("centred", x)).square_().mean(dims)
             if self.training and self.track_running_stats:
                 self._update_running_stats(mean, var, n)
         else:
@@ -133,6 +134,11 @@ class _BatchNorm(Module):
         self.running_mean.mul_(1 - factor).add_(factor * mean)
         self.running_var.mul_(1 - factor).add_(factor * var * (n / (n - 1)))
 
+    def _scratch(self, name: str, like: Tensor) -> Tensor | None:
+        """A reused buffer of ``like``'s shape for a temporary on a large CPU input (a fresh one would
+        cost its page faults on every call, several times the arithmetic); None (allocate) otherwise."""
+        return self._workspace(name, tuple(like.shape), like) if _blocks.blocked(like) else None
+
     def backward(self, grad_output: Tensor) -> Tensor:
         saved = self._saved_tensors()
         grad_output = self._check_grad_output(grad_output, saved["like"])
@@ -143,8 +149,8 @@ class _BatchNorm(Module):
         shape = [1, self.num_features] + [1] * (x.dim() - 2)
         sum_g = grad_output.sum(dims)
         # Centred once, not x - mean folded into constants: a large mean would cancel in float32.
-        centred = x - mean.reshape(shape)
-        sum_g_xhat = (grad_output * centred).sum(dims) * inv_std
+        centred = torch.sub(x, mean.reshape(shape), out=self._scratch("centred", x))
+        sum_g_xhat = torch.mul(grad_output, centred, out=self._scratch("product", x)).sum(dims) * inv_std
         if self.weight is not None:
             self.grad("weight").add_(sum_g_xhat)
         if self.bias is not None:

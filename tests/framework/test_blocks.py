@@ -143,6 +143,30 @@ def test_a_large_group_norm_keeps_its_centred_input_in_a_buffer_without_changing
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("training", [True, False], ids=["training", "eval"])
+@pytest.mark.parametrize("shape", [(6, 8, 11, 13), (600, 8)], ids=["2d", "1d"])
+def test_a_large_batch_norm_keeps_its_temporaries_in_buffers_without_changing_a_result(shape, training, monkeypatch):
+    """On a large input x - mean and g (x - mean) go into reused buffers: the same output, gradients
+    and running statistics as the small-input path, and an earlier output and gradient survive."""
+    generator = torch.Generator().manual_seed(0)
+    x = [3 * torch.randn(shape, generator=generator, dtype=torch.float64) + 1 for _ in range(2)]
+    g = torch.randn(shape, generator=generator, dtype=torch.float64)
+    cls = fw.BatchNorm2d if len(shape) == 4 else fw.BatchNorm1d
+    results = []
+    for split in (_blocked, _whole):
+        split(monkeypatch)
+        module = cls(8, dtype=torch.float64).train(training)
+        y = module(x[0])
+        grad = module.backward(g)
+        kept = y.clone(), grad.clone()
+        module(x[1])
+        module.backward(g)
+        assert torch.equal(y, kept[0]) and torch.equal(grad, kept[1])
+        results.append([y, grad, module.running_mean, module.running_var, module.grad("weight"), module.grad("bias")])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("cls", [fw.Softmax, fw.LogSoftmax], ids=lambda c: c.__name__)
 @pytest.mark.parametrize("dim", [-1, 2, 1], ids=lambda d: f"dim={d}")
 def test_blocked_softmax_backward_equals_the_whole_tensor_evaluation(cls, dim, threads, monkeypatch):
