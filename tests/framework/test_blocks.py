@@ -121,6 +121,17 @@ def test_a_large_layer_norm_output_survives_the_next_call(kwargs, monkeypatch):
     assert torch.equal(first, kept)
 
 
+def _first_of_two_calls(module, x, g):
+    """The output and input gradient of a forward+backward on x[0], checked unchanged after another on x[1]."""
+    y = module(x[0])
+    grad = module.backward(g)
+    kept = y.clone(), grad.clone()
+    module(x[1])
+    module.backward(g)
+    assert torch.equal(y, kept[0]) and torch.equal(grad, kept[1])
+    return y, grad
+
+
 @pytest.mark.parametrize("affine", [True, False], ids=["affine", "no-affine"])
 def test_a_large_group_norm_keeps_its_centred_input_in_a_buffer_without_changing_a_result(affine, monkeypatch):
     """The large-input path keeps x - mean in a reused buffer: the same output and gradients as the
@@ -132,12 +143,7 @@ def test_a_large_group_norm_keeps_its_centred_input_in_a_buffer_without_changing
     for split in (_blocked, _whole):
         split(monkeypatch)
         module = fw.GroupNorm(4, 8, affine=affine, dtype=torch.float64)
-        y = module(x[0])
-        grad = module.backward(g)
-        kept = y.clone(), grad.clone()
-        module(x[1])
-        module.backward(g)
-        assert torch.equal(y, kept[0]) and torch.equal(grad, kept[1])
+        y, grad = _first_of_two_calls(module, x, g)
         results.append([y, grad, *(module.grad(name) for name, _, _ in module.named_param())])
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -156,12 +162,7 @@ def test_a_large_batch_norm_keeps_its_temporaries_in_buffers_without_changing_a_
     for split in (_blocked, _whole):
         split(monkeypatch)
         module = cls(8, dtype=torch.float64).train(training)
-        y = module(x[0])
-        grad = module.backward(g)
-        kept = y.clone(), grad.clone()
-        module(x[1])
-        module.backward(g)
-        assert torch.equal(y, kept[0]) and torch.equal(grad, kept[1])
+        y, grad = _first_of_two_calls(module, x, g)
         results.append([y, grad, module.running_mean, module.running_var, module.grad("weight"), module.grad("bias")])
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
