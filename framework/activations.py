@@ -373,22 +373,12 @@ class Threshold(Elementwise):
         self.value = value
         self._set_inplace(inplace)
 
-    @property
-    def threshold(self) -> float:
-        return self._threshold
+    threshold = property(lambda self: self._threshold, lambda self, v: self._assign("threshold", v))
+    value = property(lambda self: self._value, lambda self, v: self._assign("value", v))
 
-    @threshold.setter
-    def threshold(self, threshold: float) -> None:
-        object.__setattr__(self, "_threshold", _finite(self, threshold, "threshold"))
-        self._decide()
-
-    @property
-    def value(self) -> float:
-        return self._value
-
-    @value.setter
-    def value(self, value: float) -> None:
-        object.__setattr__(self, "_value", _finite(self, value, "value"))
+    def _assign(self, name: str, number: float) -> None:
+        """A new threshold or value: validated, then the forward re-decided for it."""
+        object.__setattr__(self, f"_{name}", _finite(self, number, name))
         self._decide()
 
     def _decide(self) -> None:

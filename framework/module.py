@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from . import _blocks
 from . import _checks as check
 
 _REGISTRY: list[type[Module]] = []
@@ -292,6 +293,11 @@ class Module:
         if space is None or space.shape != shape or space.dtype != like.dtype or space.device != like.device:
             space = spaces[name] = like.new_empty(shape)
         return space
+
+    def _scratch(self, name: str, like: Tensor) -> Tensor | None:
+        """A :meth:`_workspace` of ``like``'s shape for a temporary on a large CPU input (one the
+        elementwise formulas would run in blocks), else None, for the operation to allocate."""
+        return self._workspace(name, tuple(like.shape), like) if _blocks.blocked(like) else None
 
     def _save_for_backward(self, **tensors: Any) -> None:
         object.__setattr__(self, "_saved", tensors)

@@ -7,7 +7,6 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from . import _blocks
 from . import _checks as check
 from .module import Module
 
@@ -134,11 +133,6 @@ class _BatchNorm(Module):
         self.running_mean.mul_(1 - factor).add_(factor * mean)
         self.running_var.mul_(1 - factor).add_(factor * var * (n / (n - 1)))
 
-    def _scratch(self, name: str, like: Tensor) -> Tensor | None:
-        """A reused buffer of ``like``'s shape for a temporary on a large CPU input (a fresh one would
-        cost its page faults on every call, several times the arithmetic); None (allocate) otherwise."""
-        return self._workspace(name, tuple(like.shape), like) if _blocks.blocked(like) else None
-
     def backward(self, grad_output: Tensor) -> Tensor:
         saved = self._saved_tensors()
         grad_output = self._check_grad_output(grad_output, saved["like"])
@@ -149,6 +143,8 @@ class _BatchNorm(Module):
         shape = [1, self.num_features] + [1] * (x.dim() - 2)
         sum_g = grad_output.sum(dims)
         # Centred once, not x - mean folded into constants: a large mean would cancel in float32.
+        # On a large CPU input the temporaries go into reused buffers: a fresh one would cost its
+        # page faults on every call, several times the arithmetic.
         centred = torch.sub(x, mean.reshape(shape), out=self._scratch("centred", x))
         sum_g_xhat = torch.mul(grad_output, centred, out=self._scratch("product", x)).sum(dims) * inv_std
         if self.weight is not None:

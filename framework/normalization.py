@@ -277,11 +277,7 @@ class GroupNorm(Module):
         # backward keeps in place of x_hat (x_hat = centred * inv_std, per sample and group). On a
         # large CPU input the centred values go into a buffer reused from call to call (never
         # returned; only the last forward's is used), sparing a fresh allocation's page faults.
-        mean = grouped.mean(-1, keepdim=True)
-        if _blocks.blocked(grouped):
-            centred = torch.sub(grouped, mean, out=self._workspace("centred", tuple(grouped.shape), grouped))
-        else:
-            centred = grouped - mean
+        centred = torch.sub(grouped, grouped.mean(-1, keepdim=True), out=self._scratch("centred", grouped))
         inv_std = torch.linalg.vector_norm(centred, 2, -1, keepdim=True).square_()
         inv_std = inv_std.div_(grouped.shape[-1]).add_(self.eps).rsqrt_()
         scale = self._channels(inv_std)
