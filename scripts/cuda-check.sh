@@ -1,35 +1,46 @@
 #!/usr/bin/env bash
 # Check the CUDA paths on a GPU machine, in one go:
-#   (a) every CUDA test                      pytest -m cuda (the graph tests are left to (b))
-#   (b) no host sync, CUDA graph replay      tests/framework/test_cuda.py (+ the CPU host-read test)
-#   (c) the benchmarks at the GPU sizes      python -m benchmarks --device cuda -> results/benchmarks-cuda.json
+#   (a) the verifier on the GPU              python -m verification --device cuda
+#   (b) every CUDA test                      pytest -m cuda: CUDA test cases, the verification plugin's
+#                                            CUDA spec items, no host sync and CUDA graph replay
+#                                            (tests/framework/test_cuda.py), the CPU host-read test
+#   (c) the benchmarks at the GPU sizes      python -m benchmarks --device cuda -> benchmarks-cuda.json
 #   (d) the experiment on the GPU            python -m experiment --device cuda --runs 2
 # Each step runs under `timeout`, prints a header, and a failing step does not stop the others;
 # the summary at the end lists each step's status, and the exit code is non-zero if any failed.
-# Logs: results/cuda-check/<step>.log.
+# (a) and (b) only check correctness, so --parallel runs them side by side; (c) and (d) time
+# things and always run alone.
 #
-# Usage:  scripts/cuda-check.sh [--full] [--cpu] [--dry-run]
-#   --full     benchmarks with the full timing and every size (default: --quick timing, seed and large
-#              sizes, about a minute on an H100)
-#   --cpu      the same commands on the CPU with tiny sizes (to check this script without a GPU)
-#   --dry-run  print the commands, run nothing
-# Environment: PYTHON (default python3), TIMEOUT_TESTS, TIMEOUT_BENCH, TIMEOUT_TRAIN (seconds).
+# Usage:  scripts/cuda-check.sh [--full] [--parallel] [--cpu] [--dry-run]
+#   --full      the verifier with its mutants, benchmarks at every size (default: no mutants on
+#               the GPU, since the CPU run already scores them; seed and large sizes)
+#   --parallel  run (a) and (b) at the same time, (b) on WORKERS pytest-xdist workers
+#   --cpu       the same commands on the CPU with tiny sizes (to check this script without a GPU)
+#   --dry-run   print the commands, run nothing
+# Environment: PYTHON (default python3), LOGS (default results/cuda-check: logs and JSON results),
+# WORKERS (default 4, with --parallel), TIMEOUT_VERIFY, TIMEOUT_TESTS, TIMEOUT_BENCH,
+# TIMEOUT_TRAIN (seconds). Without the package installed (a bare GPU machine, run from the
+# repository root), the verification pytest plugin is loaded by module name.
 set -u
 
 PYTHON="${PYTHON:-python3}"
+TIMEOUT_VERIFY="${TIMEOUT_VERIFY:-420}"
 TIMEOUT_TESTS="${TIMEOUT_TESTS:-420}"
 TIMEOUT_BENCH="${TIMEOUT_BENCH:-420}"
 TIMEOUT_TRAIN="${TIMEOUT_TRAIN:-300}"
+WORKERS="${WORKERS:-4}"
 FULL=0
+PARALLEL=0
 CPU=0
 DRY=0
 for arg in "$@"; do
     case "$arg" in
         --full) FULL=1 ;;
+        --parallel) PARALLEL=1 ;;
         --cpu) CPU=1 ;;
         --dry-run) DRY=1 ;;
         -h | --help)
-            sed -n '2,18p' "$0"
+            sed -n '2,23p' "$0"
             exit 0
             ;;
         *)
@@ -40,31 +51,48 @@ for arg in "$@"; do
 done
 
 cd "$(dirname "$0")/.." || exit 2
-LOGS=results/cuda-check
+LOGS="${LOGS:-results/cuda-check}"
 mkdir -p "$LOGS"
+STATUS_DIR="$(mktemp -d)"
+trap 'rm -rf "$STATUS_DIR"' EXIT
 
 DEVICE=cuda
 BENCH_SIZES="seed,large"
-BENCH_TIMING=(--quick)
+BENCH_TIMING=()
 BENCH_ONLY=()
+VERIFY_ARGS=(--no-mutants)
+TEST_ONLY=(-m cuda)
 TRAIN_ARGS=(--runs 2)
 if [ "$FULL" = 1 ]; then
     BENCH_SIZES="seed,medium,large"
-    BENCH_TIMING=()
+    VERIFY_ARGS=()
 fi
 if [ "$CPU" = 1 ]; then
     DEVICE=cpu
     BENCH_SIZES="seed"
     BENCH_TIMING=(--quick)
     BENCH_ONLY=(--only ReLU Linear SeedMLP-b50)
+    VERIFY_ARGS=(--no-mutants --only Linear ReLU)
+    TEST_ONLY=(-m cuda tests/framework/test_cuda.py tests/framework/test_host_reads.py)
     TRAIN_ARGS=(--runs 1 --epochs 2 --n-train 100 --n-test 40)
+fi
+TEST_WORKERS=()
+if [ "$PARALLEL" = 1 ] && "$PYTHON" -c "import xdist" 2>/dev/null; then
+    TEST_WORKERS=(-n "$WORKERS")
+fi
+
+# The package's entry point registers the verification plugin; a bare checkout has none.
+if [ "$DRY" = 0 ] && ! "$PYTHON" -c "
+import sys, importlib.metadata as m
+sys.exit(not any(e.name == 'verification' for e in m.entry_points(group='pytest11')))" 2>/dev/null; then
+    export PYTEST_PLUGINS=verification.pytest_plugin
+    echo "cuda-check: the package is not installed; loading verification.pytest_plugin by name"
 fi
 
 NAMES=()
-STATUS=()
 
 run_step() {
-    # run_step NAME SECONDS COMMAND...: header, command under timeout, log, status recorded.
+    # run_step NAME SECONDS COMMAND...: header, command under timeout, log, status in STATUS_DIR.
     local name="$1" seconds="$2"
     shift 2
     echo
@@ -74,23 +102,25 @@ run_step() {
     echo "=================================================================================="
     NAMES+=("$name")
     if [ "$DRY" = 1 ]; then
-        STATUS+=("dry run")
+        echo "dry run" >"$STATUS_DIR/$name"
         return
     fi
     local started=$SECONDS
-    timeout --kill-after=20 "$seconds" "$@" 2>&1 | tee "$LOGS/$name.log"
-    local code=${PIPESTATUS[0]}
+    timeout --kill-after=20 "$seconds" "$@" >"$LOGS/$name.log" 2>&1
+    local code=$?
     local took=$((SECONDS - started))
     if [ "$code" = 0 ]; then
-        STATUS+=("ok (${took}s)")
+        echo "ok (${took}s)" >"$STATUS_DIR/$name"
     elif [ "$code" = 124 ] || [ "$code" = 137 ]; then
-        STATUS+=("TIMED OUT after ${seconds}s")
+        echo "TIMED OUT after ${seconds}s" >"$STATUS_DIR/$name"
     else
-        STATUS+=("FAILED with exit code $code (${took}s)")
+        echo "FAILED with exit code $code (${took}s)" >"$STATUS_DIR/$name"
     fi
+    echo "-- $name: $(cat "$STATUS_DIR/$name"); the log's last lines:"
+    tail -n 25 "$LOGS/$name.log"
 }
 
-echo "cuda-check: device $DEVICE, python $PYTHON, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo "cuda-check: device $DEVICE, python $PYTHON, $(date -u +%Y-%m-%dT%H:%M:%SZ), logs in $LOGS/"
 if [ "$DRY" = 0 ]; then
     "$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'available', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" \
@@ -98,24 +128,39 @@ if [ "$DRY" = 0 ]; then
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 fi
 
-run_step a-cuda-tests "$TIMEOUT_TESTS" \
-    "$PYTHON" -m pytest -m cuda -q -x -p no:cacheprovider --ignore=tests/framework/test_cuda.py tests
-run_step b-sync-and-graphs "$TIMEOUT_TESTS" \
-    "$PYTHON" -m pytest -q -p no:cacheprovider -rs tests/framework/test_cuda.py tests/framework/test_host_reads.py
+verify_step() {
+    run_step a-verify "$TIMEOUT_VERIFY" \
+        "$PYTHON" -m verification --device "$DEVICE" "${VERIFY_ARGS[@]}" --json "$LOGS/verification-$DEVICE.json"
+}
+tests_step() {
+    run_step b-cuda-tests "$TIMEOUT_TESTS" \
+        "$PYTHON" -m pytest "${TEST_ONLY[@]}" -q -p no:cacheprovider -rs ${TEST_WORKERS[@]+"${TEST_WORKERS[@]}"}
+}
+if [ "$PARALLEL" = 1 ]; then
+    NAMES+=(a-verify b-cuda-tests)
+    verify_step >"$STATUS_DIR/a.out" 2>&1 &
+    tests_step >"$STATUS_DIR/b.out" 2>&1 &
+    wait
+    cat "$STATUS_DIR/a.out" "$STATUS_DIR/b.out"
+else
+    verify_step
+    tests_step
+fi
 run_step c-benchmarks "$TIMEOUT_BENCH" \
     "$PYTHON" -m benchmarks --device "$DEVICE" --sizes "$BENCH_SIZES" \
     ${BENCH_TIMING[@]+"${BENCH_TIMING[@]}"} ${BENCH_ONLY[@]+"${BENCH_ONLY[@]}"} \
-    --json "results/benchmarks-$DEVICE.json"
+    --json "$LOGS/benchmarks-$DEVICE.json"
 run_step d-experiment "$TIMEOUT_TRAIN" \
-    "$PYTHON" -m experiment --device "$DEVICE" "${TRAIN_ARGS[@]}" --quiet --json "results/training-$DEVICE.json"
+    "$PYTHON" -m experiment --device "$DEVICE" "${TRAIN_ARGS[@]}" --quiet --json "$LOGS/training-$DEVICE.json"
 
 echo
 echo "=================================================================================="
-echo "== summary (logs in $LOGS/)"
+echo "== summary (logs and results in $LOGS/)"
 echo "=================================================================================="
 failed=0
-for i in "${!NAMES[@]}"; do
-    printf '  %-20s %s\n' "${NAMES[$i]}" "${STATUS[$i]}"
-    case "${STATUS[$i]}" in ok* | "dry run") ;; *) failed=1 ;; esac
+for name in "${NAMES[@]}"; do
+    status="$(cat "$STATUS_DIR/$name" 2>/dev/null || echo "did not run")"
+    printf '  %-20s %s\n' "$name" "$status"
+    case "$status" in ok* | "dry run") ;; *) failed=1 ;; esac
 done
 exit "$failed"
