@@ -150,9 +150,10 @@ def rounding_noise(
         return jitter64
     scale = unit_roundoff(torch.float64) / unit_roundoff(torch.float32)
     estimate = {}
-    for name, value in jitter64.items():
+    for name, value in jitter64.items():  # on the CPU, as spread() returns it, whatever device ran
         if name in low and low[name].shape == base[name].shape:
-            estimate[name] = torch.maximum(value, (low[name] - base[name]).abs() * scale)
+            scaled = (low[name].double().cpu() - base[name].double().cpu()).abs() * scale
+            estimate[name] = torch.maximum(value, scaled)
         else:
             estimate[name] = value
     return estimate

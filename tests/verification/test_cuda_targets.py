@@ -43,3 +43,23 @@ def test_bug_classes_are_caught_on_the_gpu():
     assert check_gradients(Matmul, x, w, reference=lambda a, b: a @ b).ok
     assert not check_gradients(ReadsUpstreamAsContiguous, cuda(4, 3))["layouts"].ok
     assert not check_gradients(AccumulatesInRandomOrder, cuda(64, 3), cuda(3, 2, seed=1))["determinism"].ok
+
+
+def test_the_rounding_noise_of_a_reference_on_the_gpu_is_measured_as_on_the_cpu():
+    # A LayerNorm case over three values far from zero (|mean| / std about 8): its input gradient
+    # cancels, and both computations err by about that conditioning times the unit round-off, which
+    # only the measured noise allows for. Its noise estimate once mixed CPU and CUDA tensors and fell
+    # back to the bare rounding bound, and the twin check failed on the GPU alone.
+    x = torch.tensor([[-2.0660701368835532, -2.0022314560749694, -1.520417255101698]], dtype=torch.float64)
+    g = torch.tensor([[-0.9187220715545735, 0.13713351065395513, -0.9124741551967064]], dtype=torch.float64)
+    reports = {}
+    for device in ("cpu", "cuda"):
+        module = fw.LayerNorm(3).to(device=device, dtype=torch.float64)
+        module.weight.copy_(torch.tensor([-0.04716446250677109, -0.29916176199913025, -0.3416759967803955]))
+        module.bias.copy_(torch.tensor([0.6787415742874146, -0.48262789845466614, -0.0556318573653698]))
+        reports[device] = check_gradients(
+            module, x.to(device), reference=torch.nn.LayerNorm(3), grad_output=g.to(device), checks=["twin"]
+        )
+    for device, report in reports.items():
+        assert report.ok, f"{device}: {report}"
+        assert not any("rounding noise not measured" in note for note in report.notes), report.notes

@@ -256,3 +256,16 @@ def test_a_parameter_gradient_never_written_fails_and_is_named():
     report = check_gradients(ForgetsWeight(3, 2).to(dtype=torch.float64), x64(4, 3))
     assert not report["finite_differences"].ok
     assert "never written" in report["finite_differences"].detail
+
+
+def test_when_the_rounding_noise_cannot_be_measured_the_report_says_its_tolerances_are_the_bound_alone(
+    monkeypatch,
+):
+    from verification import error_model
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("cannot jitter this reference")
+
+    monkeypatch.setattr(error_model, "rounding_noise", broken)
+    report = check_gradients(fw.Tanh(), x64(4, 3), reference=torch.tanh)
+    assert any("rounding noise not measured (RuntimeError: cannot jitter this reference)" in n for n in report.notes)

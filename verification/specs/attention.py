@@ -108,9 +108,15 @@ class AttentionCase(fw.MultiheadAttention):
     def __init__(self, **kwargs: Any) -> None:
         constructor, self.options = _split_kwargs(kwargs)
         super().__init__(**constructor)
+        self._masks: dict[tuple[torch.device, torch.dtype], dict[str, Any]] = {}
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor | None]:
-        return super().forward(query, key, value, **_forward_options(self.options, query))
+        # The masks are made once per device and dtype: copying them to a GPU on every call would be
+        # a host-to-device copy inside the forward, which the no-sync and graph tests refuse.
+        where = (query.device, query.dtype)
+        if where not in self._masks:
+            self._masks[where] = _forward_options(self.options, query)
+        return super().forward(query, key, value, **self._masks[where])
 
 
 class TorchAttentionCase(torch.nn.MultiheadAttention):
