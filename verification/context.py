@@ -267,7 +267,8 @@ class Context:
             return error_model.rounding_noise(run64, run32, generator)
         except Exception as error:  # a reference that cannot be copied or jittered: the rounding bound alone
             self.report.notes.append(
-                f"rounding noise not measured ({type(error).__name__}: {error}); tolerances are the rounding bound alone"
+                f"rounding noise not measured ({type(error).__name__}: {error}); "
+                "tolerances are the rounding bound alone"
             )
             return {}
 
