@@ -14,7 +14,7 @@ RUNS ?= 10
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install verify verify-thorough test lint format bench bench-compare bench-baseline \
+.PHONY: help install verify verify-thorough test lint format bench bench-compare bench-baseline kernels \
         report report-check train clean
 
 help: ## List the targets
@@ -58,6 +58,9 @@ bench-baseline: $(STAMP) ## Save the latest benchmark run as the baseline for be
 bench-compare: $(STAMP) ## Compare framework/torch ratios against the saved baseline; fail on a regression
 	$(PY) -m benchmarks --device $(DEVICE) --json $(RESULTS)/benchmarks-$(DEVICE).json
 	$(PY) -m benchmarks.compare --recheck $(RESULTS)/benchmarks-$(DEVICE).json benchmarks/baseline-$(DEVICE).json
+
+kernels: $(STAMP) ## Count the kernels each module launches on a GPU, framework against torch (no GPU needed)
+	$(PY) -m benchmarks.kernels
 
 train: $(STAMP) ## Run the disk-classification experiment, framework against torch (RUNS=10, DEVICE=cuda for the GPU)
 	$(PY) -m experiment --runs $(RUNS) --device $(DEVICE) --json $(RESULTS)/training.json
