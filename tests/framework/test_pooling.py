@@ -15,11 +15,13 @@ DEVICES = [
 ]
 
 
-@pytest.fixture(autouse=True, params=["indexed", "strided"])
+@pytest.fixture(autouse=True, params=["indexed", "strided", "reduced"])
 def window_path(request, monkeypatch):
-    """Every test runs on both ways of making and scattering windows on the CPU: one indexed
-    operation (how small tensors go) and one strided operation per kernel offset (large ones)."""
+    """Every test runs on each way of making and scattering windows: one indexed operation (how
+    small CPU tensors go), one strided operation per kernel offset (large CPU ones), and the
+    windows copied and reduced in one operation, as MaxPool2d takes its maxima on a GPU."""
     monkeypatch.setattr(sliding, "SMALL", 1 << 40 if request.param == "indexed" else -1)
+    monkeypatch.setattr(sliding, "reduces_windows", lambda canvas: request.param == "reduced")
     return request.param
 
 
