@@ -214,9 +214,7 @@ def window_max(canvas: Tensor, out: Pair, kernel: Pair, stride: Pair, dilation: 
     return best, where.to(torch.long)
 
 
-def _window_max_reduced(
-    canvas: Tensor, out: Pair, kernel: Pair, stride: Pair, dilation: Pair
-) -> tuple[Tensor, Tensor]:
+def _window_max_reduced(canvas: Tensor, out: Pair, kernel: Pair, stride: Pair, dilation: Pair) -> tuple[Tensor, Tensor]:
     """:func:`window_max` in a fixed number of operations whatever the window size: the windows
     copied to (N, C, Ho, Wo, kh kw), then one ``max`` over the last dimension, which returns the
     first maximum of each row, as torch documents. A window whose maximum is NaN points instead at
