@@ -34,10 +34,11 @@ def output_size(size: int, kernel: int, stride: int, dilation: int, pad_total: i
     return (size + pad_total - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def pad(x: Tensor, pads: Pads, value: float = 0.0, buffer: Tensor | None = None) -> Tensor:
+def pad(x: Tensor, pads: Pads, value: float = 0.0, buffer: Tensor | None = None, border_filled: bool = False) -> Tensor:
     """``x`` (N, C, H, W) placed in a canvas filled with ``value``; pads are (top, bottom, left, right).
     The canvas is ``buffer`` when given (of the padded shape, reused from call to call) and not
-    small: its border is filled and its interior overwritten, so nothing of its earlier contents
+    small: its border is filled (unless ``border_filled``: the caller keeps it holding ``value``,
+    see :func:`fill_border`) and its interior overwritten, so nothing of its earlier contents
     remains (a small fresh canvas costs less than the four border fills)."""
     top, bottom, left, right = pads
     if top == bottom == left == right == 0:
@@ -47,12 +48,20 @@ def pad(x: Tensor, pads: Pads, value: float = 0.0, buffer: Tensor | None = None)
     if buffer is None or _small(buffer):
         canvas = x.new_full(shape, value)
     else:
-        canvas = buffer
-        canvas[:, :, :top].fill_(value)
-        canvas[:, :, top + h :].fill_(value)
-        canvas[:, :, top : top + h, :left].fill_(value)
-        canvas[:, :, top : top + h, left + w :].fill_(value)
+        canvas = buffer if border_filled else fill_border(buffer, pads, value)
     canvas[:, :, top : top + h, left : left + w] = x
+    return canvas
+
+
+def fill_border(canvas: Tensor, pads: Pads, value: float = 0.0) -> Tensor:
+    """Sets the border of ``canvas`` (N, C, H + top + bottom, W + left + right) that :func:`pad`
+    leaves around its input to ``value``; returns ``canvas``."""
+    top, bottom, left, right = pads
+    h, w = canvas.shape[2] - top - bottom, canvas.shape[3] - left - right
+    canvas[:, :, :top].fill_(value)
+    canvas[:, :, top + h :].fill_(value)
+    canvas[:, :, top : top + h, :left].fill_(value)
+    canvas[:, :, top : top + h, left + w :].fill_(value)
     return canvas
 
 
@@ -277,11 +286,17 @@ def fuses_bias(canvas: Tensor) -> bool:
 
 
 def bias_row(buffer: Tensor) -> Tensor:
-    """The columns in ``buffer`` (N, groups, rows + 1, Ho Wo), after its last row of each group is
-    set to ones: that row multiplies the bias in the forward product and sums dL/dy into the bias
-    gradient in the weight's. Returns the view of the other rows, for :func:`columns` to fill."""
-    buffer[:, :, -1].fill_(1)
+    """The columns in ``buffer`` (N, groups, rows + 1, Ho Wo) but the last row of each group, for
+    :func:`columns` to fill: that row holds ones (see :func:`set_bias_row`), which multiply the
+    bias in the forward product and sum dL/dy into the bias gradient in the weight's."""
     return buffer[:, :, :-1]
+
+
+def set_bias_row(buffer: Tensor) -> Tensor:
+    """Sets the last row of each group of the columns in ``buffer`` to ones (once per buffer:
+    :func:`columns` never writes it); returns ``buffer``."""
+    buffer[:, :, -1].fill_(1)
+    return buffer
 
 
 def correlate_input_grad(

@@ -194,7 +194,12 @@ class _Conv(_ConvNd):
             )
         sources = None
         if self.padding_mode == "zeros":
-            canvas = sliding.pad(x2, pads, buffer=self._workspace("canvas", sliding.padded_shape(x2, pads), x))
+            # The canvas's zero border is written once, when the buffer is made: the calls overwrite
+            # its interior alone.
+            buffer = self._workspace(
+                f"canvas {pads}", sliding.padded_shape(x2, pads), x, init=lambda b: sliding.fill_border(b, pads)
+            )
+            canvas = sliding.pad(x2, pads, buffer=buffer, border_filled=True)
         else:
             self._check_copy_padding(x, pads, size)
             canvas, sources = sliding.pad_by_copy(x2, pads, self.padding_mode)
@@ -205,7 +210,7 @@ class _Conv(_ConvNd):
         fused = self.bias is not None and sliding.fuses_bias(canvas)
         n, c = canvas.shape[:2]
         shape = (n, self.groups, (c // self.groups) * kernel[0] * kernel[1] + fused, out[0] * out[1])
-        buffer = self._workspace("cols", shape, x)
+        buffer = self._workspace("cols", shape, x, init=sliding.set_bias_row if fused else None)
         target = sliding.bias_row(buffer) if fused else buffer
         sliding.columns(canvas, self.groups, out, kernel, stride, dilation, target)
         y = sliding.correlate_columns(buffer, self._weight2d(), out, self.bias if fused else None)

@@ -279,6 +279,27 @@ def test_reused_buffers_carry_nothing_from_one_call_to_the_next():
     assert_matches_twin(ours, theirs, torch.randn(4, 3, 6, 6, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_reused_buffers_border_and_row_of_ones_are_written_when_it_is_made(bias, monkeypatch):
+    """The canvas's zero border and the columns' row of ones (the bias) are written once, when the
+    buffer is made, and never by a call: every new floating tensor starts as NaN here (a fresh
+    page is often zeros by luck), so a part left unwritten would show in the results."""
+    real_new_empty = torch.Tensor.new_empty
+
+    def new_nan(self, *args, **kwargs):
+        made = real_new_empty(self, *args, **kwargs)
+        return made.fill_(float("nan")) if made.is_floating_point() else made
+
+    monkeypatch.setattr(torch.Tensor, "new_empty", new_nan)
+    torch.manual_seed(0)
+    ours = randomised(fw.Conv2d(3, 5, 3, padding=(2, 1), bias=bias, dtype=torch.float64))
+    theirs = torch.nn.Conv2d(3, 5, 3, padding=(2, 1), bias=bias)
+    for batch in (4, 4, 7):  # a new buffer, the same one again, another new one
+        ours.zero_grad()
+        theirs.zero_grad()
+        assert_matches_twin(ours, theirs, torch.randn(batch, 3, 6, 6, dtype=torch.float64))
+
+
 def test_transposed_convolution_is_the_adjoint_of_convolution():
     """<conv(x), y> = <x, conv_transpose(y)> with the same weight and geometry, no bias."""
     torch.manual_seed(3)
