@@ -430,8 +430,9 @@ class CrossEntropyLoss(Loss):
         if dist is None and e == 0:
             # Class indices without smoothing: B = m w_y onehot(y), sum_c B_c = m w_y, by one scatter.
             picked_weight, index = saved["picked_weight"], saved["index"]
-            grad = torch.exp(log_probs).mul_((picked_weight * coefficient).unsqueeze(1))
-            grad.scatter_add_(1, index, (-picked_weight * coefficient).unsqueeze(1))
+            scaled = (picked_weight * coefficient).unsqueeze(1)  # -(m w_y c) = (-m w_y) c exactly
+            grad = torch.exp(log_probs).mul_(scaled)
+            grad.scatter_add_(1, index, scaled.neg())
             return grad.squeeze(0) if unbatched else grad
         if dist is None:  # class indices with smoothing: B = m ((1 - e) w_y onehot(y) + (e / C) w), dense
             mask, picked_weight, index = saved["mask"], saved["picked_weight"], saved["index"]
