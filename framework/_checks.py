@@ -164,14 +164,13 @@ def within(
     """
     if value.numel() == 0:
         return None
-    interval = f"[{low:g}, {high:g}{')' if high_open else ']'}" + (f" or {allowed[1]}" if allowed else "")
+    interval = _interval(low, high, high_open, allowed)
     if value.device.type != "cpu":
         if allowed is None:
-            smallest, largest = torch.aminmax(value)  # two numbers to test instead of every element
-            ok = (smallest >= low) & ((largest < high) if high_open else (largest <= high))
+            assert_within_on_device(owner, value, low, high, what, name, high_open)
         else:
             ok = _inside(value, low, high, high_open).logical_or_(value == allowed[0]).all()
-        torch._assert_async(ok, f"{_owner(owner)}: expected every {what} in {interval} ({name})")
+            torch._assert_async(ok, f"{_owner(owner)}: expected every {what} in {interval} ({name})")
         return None
     smallest, largest = (v.item() for v in torch.aminmax(value))  # they decide the common case
     if smallest >= low and (largest < high if high_open else largest <= high):
@@ -182,6 +181,31 @@ def within(
     worst = value[~inside].flatten()[0].item()
     shown = f"{worst:g}" if isinstance(worst, float) else str(worst)
     raise fail(owner, f"expected every {what} in {interval}, got {shown}")
+
+
+def assert_within_on_device(
+    owner: Any,
+    value: Tensor,
+    low: float,
+    high: float,
+    what: str,
+    name: str,
+    high_open: bool = False,
+    allowed: tuple[float, str] | None = None,
+) -> None:
+    """:func:`within`'s device-side assertion, from the smallest and the largest element of ``value``
+    (a handful of kernels, no host read). ``allowed`` only names what the caller has already
+    mapped into the interval (a class index that stands for an ignored position) in the message."""
+    if value.numel() == 0:
+        return
+    smallest, largest = torch.aminmax(value)  # two numbers to test instead of every element
+    ok = (smallest >= low) & ((largest < high) if high_open else (largest <= high))
+    interval = _interval(low, high, high_open, allowed)
+    torch._assert_async(ok, f"{_owner(owner)}: expected every {what} in {interval} ({name})")
+
+
+def _interval(low: float, high: float, high_open: bool, allowed: tuple[float, str] | None) -> str:
+    return f"[{low:g}, {high:g}{')' if high_open else ']'}" + (f" or {allowed[1]}" if allowed else "")
 
 
 def _inside(value: Tensor, low: float, high: float, high_open: bool) -> Tensor:

@@ -287,6 +287,18 @@ class BCEWithLogitsLoss(Loss):
         return super().extra_repr() + extra + ("" if self.pos_weight is None else ", pos_weight=...")
 
 
+def _nonzero(denominator: Tensor, counts: bool) -> Tensor:
+    """D, or 1 where D = 0; ``counts``: D counts positions (0, 1, 2, ...), so clamping is the same."""
+    return denominator.clamp_min(1) if counts else denominator.masked_fill(denominator == 0, 1)
+
+
+def reads_target_on_host(target: Tensor) -> bool:
+    """Whether CrossEntropyLoss reads its class indices on the host (on the CPU: a precise error
+    naming the offending class, and the shortcut when none is ignored) or checks them on the device
+    without a host read (elsewhere: a GPU must not wait for it)."""
+    return target.device.type == "cpu"
+
+
 class CrossEntropyLoss(Loss):
     r"""Cross-entropy of logits x against class indices or class probabilities, as torch.
 
@@ -368,7 +380,20 @@ class CrossEntropyLoss(Loss):
             saved = {"dist": dist}
         else:
             kept = t != self.ignore_index
-            index = t.masked_fill(~kept, 0).unsqueeze(1)  # ignored positions read class 0, weighted 0
+            index = (t * kept).unsqueeze(1)  # ignored positions read class 0, weighted 0
+            if not reads_target_on_host(t):
+                # The range check on the device, of the index just made (an ignored position
+                # reads 0, in range): its extremes, no host read, no pass of its own over t.
+                check.assert_within_on_device(
+                    self,
+                    index,
+                    0,
+                    classes,
+                    "target class index",
+                    "target",
+                    high_open=True,
+                    allowed=(self.ignore_index, f"ignore_index={self.ignore_index}"),
+                )
             mask = kept.to(x.dtype)
             picked_weight = mask if self.weight is None else self.weight[index.squeeze(1)] * mask
             elementwise = -log_probs.gather(1, index).squeeze(1) * picked_weight
@@ -380,7 +405,7 @@ class CrossEntropyLoss(Loss):
         # D = 0 (an empty batch, every position ignored): a nan 'mean', as torch, but a zero
         # gradient rather than 0 / 0.
         self._save_for_backward(
-            log_probs=log_probs, unbatched=unbatched, denominator=denominator.masked_fill(denominator == 0, 1), **saved
+            log_probs=log_probs, unbatched=unbatched, denominator=_nonzero(denominator, self.weight is None), **saved
         )
         if self.reduction == "none":
             return elementwise.squeeze(0) if unbatched else elementwise
@@ -485,7 +510,10 @@ class CrossEntropyLoss(Loss):
         expected = () if prediction.dim() == 1 else (prediction.shape[0], *prediction.shape[2:])
         check.same_shape(self, target, expected, "target (the prediction's shape without the class dimension)")
         target = target.long()
-        # Values are read on the CPU only; on a GPU this is a non-blocking device-side assertion.
+        if not reads_target_on_host(target):
+            # Checked in forward, on the device, from the class indices it makes (no host read).
+            return prediction, target, False, False
+        # The values are read on the CPU (the smallest and largest class, then the offender if any).
         extremes = check.within(
             self,
             target,

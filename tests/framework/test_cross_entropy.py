@@ -10,8 +10,19 @@ import pytest
 import torch
 
 import framework as fw
+from framework import losses
 
 F64 = torch.float64
+
+
+@pytest.fixture(autouse=True, params=["host", "device"])
+def target_checks(request, monkeypatch):
+    """Every test runs with the class indices read on the host (the CPU's way: a precise error,
+    the shortcut when none is ignored) and checked on the device instead (a GPU's way, no host read)."""
+    monkeypatch.setattr(losses, "reads_target_on_host", lambda target: request.param == "host")
+    return request.param
+
+
 CLASSES = 4
 WEIGHT = [0.5, 2.0, 1.25, 0.75]
 SHAPES = [(CLASSES,), (3, CLASSES), (2, CLASSES, 3), (2, CLASSES, 2, 3)]
@@ -118,15 +129,16 @@ def test_with_no_position_ignored_loss_and_gradient_match_torch(reduction, shape
 @pytest.mark.parametrize("shape", SHAPES[1:], ids=lambda s: f"{len(s)}d")  # two positions at least
 @pytest.mark.parametrize("grad_output", ["default", "float", "tensor"])
 def test_with_no_position_ignored_the_shortcut_equals_the_general_path_bit_for_bit(
-    dtype, reduction, shape, grad_output
+    dtype, reduction, shape, grad_output, target_checks
 ):
     # On the CPU the target's values are read: with none ignored (and no weight or smoothing) the
     # masks are skipped. An ignore_index between the classes present, matching none, forces the
-    # general path on the same positions.
+    # general path on the same positions. Checked on the device, nothing is known: no shortcut.
     prediction, target = every_position_kept(shape, dtype=dtype)
     shortcut, general = fw.CrossEntropyLoss(reduction), fw.CrossEntropyLoss(reduction, ignore_index=1)
     loss, loss_general = shortcut(prediction, target), general(prediction, target)
-    assert ("positions" in shortcut._saved_tensors()) and ("positions" not in general._saved_tensors())
+    assert ("positions" in shortcut._saved_tensors()) == (target_checks == "host")
+    assert "positions" not in general._saved_tensors()
     if reduction == "none":
         g = upstream(loss)
     else:
@@ -261,3 +273,26 @@ def test_cuda_results_equal_cpu_results(kind):
     grad_cuda = cuda.backward(torch.tensor(0.5, dtype=F64, device="cuda"))
     torch.testing.assert_close(loss_cuda.cpu(), loss, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(grad_cuda.cpu(), grad, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("bad", [4, -1, -99, 7])
+@pytest.mark.parametrize("ignore_index", [-100, 2])
+def test_a_class_index_out_of_range_is_refused_on_the_host_and_on_the_device(bad, ignore_index, target_checks):
+    prediction, _ = make_case((4, CLASSES), "indices", ignore_index)
+    target = torch.tensor([0, ignore_index, bad, 1])
+    words = rf"CrossEntropyLoss: expected every target class index in \[0, {CLASSES}\) or ignore_index={ignore_index}"
+    if target_checks == "host":  # the offending class, named
+        with pytest.raises(ValueError, match=rf"{words}, got"):
+            fw.CrossEntropyLoss(ignore_index=ignore_index)(prediction, target)
+    else:  # a device-side assertion: the same words, without the value (reading it would stall)
+        with pytest.raises(RuntimeError, match=words):
+            fw.CrossEntropyLoss(ignore_index=ignore_index)(prediction, target)
+
+
+def test_ignored_positions_pass_the_device_side_range_check_whatever_their_value():
+    prediction, _ = make_case((4, CLASSES), "indices", -100)
+    for ignore_index in (-100, 50, 3):
+        target = torch.tensor([0, ignore_index, ignore_index, 1])
+        loss = fw.CrossEntropyLoss(ignore_index=ignore_index)(prediction, target)
+        expected = torch.nn.CrossEntropyLoss(ignore_index=ignore_index)(prediction, target)
+        torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-14)
