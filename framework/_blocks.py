@@ -20,6 +20,14 @@ from torch import Tensor
 BLOCK = 1 << 16
 
 
+def one_pass_moments(x: Tensor) -> bool:
+    """Whether a normalisation takes its mean and variance from one ``torch.var_mean`` pass (a
+    Welford reduction, as accurate as two passes) rather than a mean, then the centred second
+    moment: on a GPU each pass over x costs its bandwidth, on the CPU the fused reduction is
+    several times slower over a batch dimension."""
+    return x.device.type != "cpu"
+
+
 def blocked(*tensors: Tensor) -> bool:
     """Whether formulas on these same-shape tensors run block by block."""
     first = tensors[0]

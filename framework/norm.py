@@ -7,6 +7,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from . import _blocks
 from . import _checks as check
 from .module import Module
 
@@ -105,10 +106,13 @@ class _BatchNorm(Module):
                     f"expected more than 1 value per channel in training mode (batch statistics), "
                     f"got input shape {tuple(x.shape)}",
                 )
-            # Two passes (mean, then the centred second moment): as accurate as a fused
-            # var_mean, and several times faster than its CPU reduction over the batch dim.
-            mean = x.mean(dims)
-            var = torch.sub(x, mean.reshape(shape), out=self._scratch("centred", x)).square_().mean(dims)
+            if _blocks.one_pass_moments(x):
+                var, mean = torch.var_mean(x, dims, correction=0)
+            else:
+                # Two passes (mean, then the centred second moment): as accurate as a fused
+                # var_mean, and several times faster than its CPU reduction over the batch dim.
+                mean = x.mean(dims)
+                var = torch.sub(x, mean.reshape(shape), out=self._scratch("centred", x)).square_().mean(dims)
             if self.training and self.track_running_stats:
                 self._update_running_stats(mean, var, n)
         else:

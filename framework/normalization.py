@@ -54,6 +54,10 @@ def _standardize_rows(
     Centred before squaring (mean(x^2) - mean^2 would cancel for a large mean); the sum of
     squares as a vector norm, one pass without a squared temporary.
     """
+    if centre and out is None and _blocks.one_pass_moments(rows):  # one pass for both moments
+        var, mean = torch.var_mean(rows, -1, keepdim=True, correction=0)
+        inv = var.add_(eps).rsqrt_()
+        return torch.sub(rows, mean).mul_(inv), inv
     centred = rows
     if centre:
         centred = torch.sub(rows, rows.mean(-1, keepdim=True), out=None if out is None else out[0])
@@ -277,9 +281,13 @@ class GroupNorm(Module):
         # backward keeps in place of x_hat (x_hat = centred * inv_std, per sample and group). On a
         # large CPU input the centred values go into a buffer reused from call to call (never
         # returned; only the last forward's is used), sparing a fresh allocation's page faults.
-        centred = torch.sub(grouped, grouped.mean(-1, keepdim=True), out=self._scratch("centred", grouped))
-        inv_std = torch.linalg.vector_norm(centred, 2, -1, keepdim=True).square_()
-        inv_std = inv_std.div_(grouped.shape[-1]).add_(self.eps).rsqrt_()
+        if _blocks.one_pass_moments(grouped):  # both moments in one pass (see _blocks)
+            var, mean = torch.var_mean(grouped, -1, keepdim=True, correction=0)
+            centred, inv_std = grouped - mean, var.add_(self.eps).rsqrt_()
+        else:
+            centred = torch.sub(grouped, grouped.mean(-1, keepdim=True), out=self._scratch("centred", grouped))
+            inv_std = torch.linalg.vector_norm(centred, 2, -1, keepdim=True).square_()
+            inv_std = inv_std.div_(grouped.shape[-1]).add_(self.eps).rsqrt_()
         scale = self._channels(inv_std)
         if self.weight is not None:
             scale = scale * self.weight

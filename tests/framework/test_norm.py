@@ -4,7 +4,17 @@ import pytest
 import torch
 
 import framework as fw
+from framework import _blocks
 from verification.twins import copy_state
+
+
+@pytest.fixture(autouse=True, params=["two-pass", "one-pass"])
+def moments(request, monkeypatch):
+    """Every test runs with BatchNorm's mean and variance in two passes (the CPU's way) and in one
+    torch.var_mean pass (a GPU's way)."""
+    monkeypatch.setattr(_blocks, "one_pass_moments", lambda x: request.param == "one-pass")
+    return request.param
+
 
 DEVICES = [
     "cpu",
