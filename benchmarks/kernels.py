@@ -1,4 +1,4 @@
-"""Kernels a forward and a forward+backward launch on a GPU, counted without one.
+"""Kernels a forward, a forward+backward and a training step launch on a GPU, counted without one.
 
 ``python -m benchmarks.kernels [--only NAME ...] [--size seed|medium|large]``
 
@@ -33,6 +33,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .cases import SIZES, available_cases
 from .harness import PASSES, build
+from .workloads import available_workloads
 
 # Operators that launch no kernel: views and metadata changes, and allocations whose contents
 # are left undefined.
@@ -116,12 +117,22 @@ def count(fn: Callable[[], Any], full: int) -> Count:
     return Count(len(counter.kernels), len(counter.full_passes), counter.kernels)
 
 
+def known_names() -> list[str]:
+    """The module cases, then the training steps that run on the CPU as well (a CUDA-graph step
+    cannot be counted here)."""
+    steps = [w.name for w in available_workloads() if "cpu" in w.devices]
+    return [case.name for case in available_cases()] + steps
+
+
 def count_case(name: str, size: str = "large") -> dict[str, dict[str, Count]] | str:
-    """``{pass: {"framework": Count, "torch": Count}}`` for one benchmark case on the meta device,
-    or why it cannot be counted there."""
+    """``{pass: {"framework": Count, "torch": Count}}`` for one benchmark case on the meta device
+    (a training step: the one pass ``train_step``), or why it cannot be counted there."""
+    workloads = {w.name: w for w in available_workloads() if "cpu" in w.devices}
+    if name in workloads:
+        return _count_step(workloads[name], size)
     cases = {case.name: case for case in available_cases()}
     if name not in cases:
-        raise ValueError(f"no benchmark case {name!r}; known: {sorted(cases)}")
+        raise ValueError(f"no benchmark case {name!r}; known: {known_names()}")
     case = cases[name]
     try:
         pair = build(case, size, torch.float32, "meta")
@@ -139,6 +150,26 @@ def count_case(name: str, size: str = "large") -> dict[str, dict[str, Count]] | 
             except (RuntimeError, NotImplementedError) as error:
                 return f"{impl} {pass_} does not run on the meta device ({type(error).__name__}: {error})"
     return result
+
+
+def _count_step(workload: Any, size: str) -> dict[str, dict[str, Count]] | str:
+    sizes = workload.sizes_for("cpu")
+    if size not in sizes:
+        return f"has no {size} size (sizes: {', '.join(sizes)})"
+    try:
+        step = workload.build(dtype=torch.float32, device="meta", **sizes[size])
+    except (RuntimeError, NotImplementedError) as error:
+        return f"does not run on the meta device ({type(error).__name__}: {str(error).splitlines()[0]})"
+    full = max(1, step.x.numel() // 4)
+    sides: dict[str, Count] = {}
+    for impl in ("framework", "torch"):
+        fn = step.callable(impl)
+        try:
+            fn()  # a first step outside the count: buffers and optimizer state are made on it
+            sides[impl] = count(fn, full)
+        except (RuntimeError, NotImplementedError) as error:
+            return f"{impl} step does not run on the meta device ({type(error).__name__}: {error})"
+    return {"train_step": sides}
 
 
 def table(names: list[str], size: str) -> str:
@@ -164,7 +195,7 @@ def table(names: list[str], size: str) -> str:
                 )
             )
     counted_rows = [r for r in rows if r[1] != "-"]
-    widths = [max(len(header[i]), *(len(r[i]) for r in counted_rows)) for i in range(len(header))]
+    widths = [max([len(header[i]), *(len(r[i]) for r in counted_rows)]) for i in range(len(header))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(), "  ".join("-" * w for w in widths)]
     for row in rows:
         if row[1] == "-":
@@ -176,11 +207,13 @@ def table(names: list[str], size: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.kernels", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", nargs="+", metavar="NAME", help="benchmark cases (module names) to count")
+    parser.add_argument(
+        "--only", nargs="+", metavar="NAME", help="benchmark cases (module names) and training steps to count"
+    )
     parser.add_argument("--size", choices=SIZES, default="large", help="the CPU size table's entry (default large)")
     parser.add_argument("--operators", action="store_true", help="also list each side's operators")
     args = parser.parse_args(argv)
-    known = [case.name for case in available_cases()]
+    known = known_names()
     unknown = sorted(set(args.only or []) - set(known))
     if unknown:
         parser.error(f"--only: unknown cases {unknown}; known: {known}")

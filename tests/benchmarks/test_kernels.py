@@ -57,3 +57,15 @@ def test_an_unknown_case_is_refused_with_the_known_names():
         kernels.main(["--only", "NoSuchModule"])
     with pytest.raises(ValueError, match="no benchmark case 'NoSuchModule'"):
         kernels.count_case("NoSuchModule")
+
+
+def test_a_training_step_is_counted_as_one_pass_on_both_sides():
+    counted = kernels.count_case("SmallCNN", "seed")
+    assert list(counted) == ["train_step"]
+    assert counted["train_step"]["framework"].kernels > 0 and counted["train_step"]["torch"].kernels > 0
+
+
+def test_a_step_without_the_size_asked_for_is_reported_and_the_table_still_prints(capsys):
+    assert "has no large size" in kernels.count_case("SeedMLP-b50", "large")
+    assert kernels.main(["--only", "SeedMLP-b50", "--size", "large"]) == 0
+    assert "SeedMLP-b50  has no large size" in capsys.readouterr().out
