@@ -141,14 +141,10 @@ def count_case(name: str, size: str = "large") -> dict[str, dict[str, Count]] | 
     full = max(1, pair.x.numel() // 4)
     result: dict[str, dict[str, Count]] = {}
     for pass_ in PASSES:
-        result[pass_] = {}
-        for impl in ("framework", "torch"):
-            fn = pair.callable(impl, pass_)
-            try:
-                fn()  # once outside the count: caches (offsets, workspaces) are built on a first call
-                result[pass_][impl] = count(fn, full)
-            except (RuntimeError, NotImplementedError) as error:
-                return f"{impl} {pass_} does not run on the meta device ({type(error).__name__}: {error})"
+        sides = _count_sides(lambda impl, p=pass_: pair.callable(impl, p), full, pass_)
+        if isinstance(sides, str):
+            return sides
+        result[pass_] = sides
     return result
 
 
@@ -160,23 +156,29 @@ def _count_step(workload: Any, size: str) -> dict[str, dict[str, Count]] | str:
         step = workload.build(dtype=torch.float32, device="meta", **sizes[size])
     except (RuntimeError, NotImplementedError) as error:
         return f"does not run on the meta device ({type(error).__name__}: {str(error).splitlines()[0]})"
-    full = max(1, step.x.numel() // 4)
+    sides = _count_sides(step.callable, max(1, step.x.numel() // 4), "step")
+    return sides if isinstance(sides, str) else {"train_step": sides}
+
+
+def _count_sides(callable_of: Callable[[str], Callable[[], Any]], full: int, what: str) -> dict[str, Count] | str:
+    """Each side's count of one pass, after a first call outside the count (caches, workspaces and
+    optimizer state are made on it), or why a side does not run on the meta device."""
     sides: dict[str, Count] = {}
     for impl in ("framework", "torch"):
-        fn = step.callable(impl)
+        fn = callable_of(impl)
         try:
-            fn()  # a first step outside the count: buffers and optimizer state are made on it
+            fn()
             sides[impl] = count(fn, full)
         except (RuntimeError, NotImplementedError) as error:
-            return f"{impl} step does not run on the meta device ({type(error).__name__}: {error})"
-    return {"train_step": sides}
+            return f"{impl} {what} does not run on the meta device ({type(error).__name__}: {error})"
+    return sides
 
 
-def table(names: list[str], size: str) -> str:
+def table(counts: dict[str, dict[str, dict[str, Count]] | str]) -> str:
+    """The table of :func:`count_case` results, by case name."""
     header = ("case", "pass", "fw kernels", "torch kernels", "ratio", "fw full passes", "torch full passes")
     rows: list[tuple[str, ...]] = []
-    for name in names:
-        counted = count_case(name, size)
+    for name, counted in counts.items():
         if isinstance(counted, str):
             rows.append((name, "-", counted, "", "", "", ""))
             continue
@@ -217,11 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.only or []) - set(known))
     if unknown:
         parser.error(f"--only: unknown cases {unknown}; known: {known}")
-    names = args.only or known
-    print(table(names, args.size))
+    counts = {name: count_case(name, args.size) for name in args.only or known}
+    print(table(counts))
     if args.operators:
-        for name in names:
-            counted = count_case(name, args.size)
+        for name, counted in counts.items():
             if isinstance(counted, str):
                 continue
             for pass_, sides in counted.items():
