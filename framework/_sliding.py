@@ -225,15 +225,19 @@ def window_max(canvas: Tensor, out: Pair, kernel: Pair, stride: Pair, dilation: 
 
 def _window_max_reduced(canvas: Tensor, out: Pair, kernel: Pair, stride: Pair, dilation: Pair) -> tuple[Tensor, Tensor]:
     """:func:`window_max` in a fixed number of operations whatever the window size: the windows
-    copied to (N, C, Ho, Wo, kh kw), then one ``max`` over the last dimension, which returns the
-    first maximum of each row, as torch documents. A window whose maximum is NaN points instead at
-    its last NaN (torch's pooling kernel keeps the latest NaN): the largest index j whose entry is NaN."""
+    copied to (kh kw, N, C, Ho, Wo), then one ``max`` over the first dimension, which returns the
+    first maximum of each window, as torch documents. A window whose maximum is NaN points instead
+    at its last NaN (torch's pooling kernel keeps the latest NaN): the largest offset j whose entry
+    is NaN, from a one-byte mask.
+
+    The kernel offsets lead: a reduction over an outer dimension runs one thread per window, where
+    one over a tiny innermost dimension (N, C, Ho, Wo, kh kw) leaves most of each block idle."""
     n, c = canvas.shape[:2]
     k = kernel[0] * kernel[1]
-    rows = windows(canvas, out, kernel, stride, dilation).reshape(n, c, out[0], out[1], k)
-    best, where = rows.max(dim=-1)
-    entries = torch.arange(k, device=rows.device)
-    last_nan = torch.where(torch.isnan(rows), entries, -1).amax(dim=-1)
+    rows = windows(canvas, out, kernel, stride, dilation).permute(4, 5, 0, 1, 2, 3).reshape(k, n, c, *out)
+    best, where = rows.max(dim=0)
+    entries = torch.arange(k, device=rows.device, dtype=torch.uint8 if k <= 256 else torch.int32)
+    last_nan = torch.isnan(rows).mul(entries.view(k, 1, 1, 1, 1)).amax(dim=0)
     return best, torch.where(torch.isnan(best), last_nan, where)
 
 
