@@ -4,8 +4,8 @@
   MSE against one-hot targets, SGD with lr 0.5, batches of 50 and 100.
 * ``SmallCNN``: Conv2d(3x3, padding 1), ReLU, MaxPool2d(2), Flatten, Linear, CrossEntropyLoss,
   SGD with lr 0.01 and momentum 0.9 (on a GPU, ``medium`` and ``large`` are bigger networks).
-* ``SeedMLP-b50-graph`` (GPU only): the seed step captured in a CUDA graph
-  (:class:`framework.cuda_graph.CapturedStep`) against torch's eager step.
+* ``SeedMLP-b50-graph``, ``SmallCNN-graph`` (GPU only, seed size): those steps captured in a
+  CUDA graph (:class:`framework.cuda_graph.CapturedStep`) against torch's eager step.
 * ``TransformerBlock``: one pre-norm encoder block (LayerNorm, MultiheadAttention, residual,
   LayerNorm, MLP with GELU, residual) against ``torch.nn.TransformerEncoderLayer(norm_first=True,
   activation='gelu', dropout=0, batch_first=True)``, MSE against a random target, SGD with lr
@@ -186,11 +186,20 @@ class CapturedStep(Step):
         return captured(self.x, self.target)
 
 
+def captured(build: Callable[..., Step]) -> Callable[..., Step]:
+    """``build``'s step with the framework side replayed from a CUDA graph (:class:`CapturedStep`)."""
+
+    def build_captured(*, device: str | torch.device = "cuda", **kwargs: Any) -> Step:
+        step = build(device=device, **kwargs)
+        return CapturedStep(**{f.name: getattr(step, f.name) for f in dataclasses.fields(Step)})
+
+    return build_captured
+
+
 def seed_mlp_captured(
     batch: int, dtype: torch.dtype = torch.float32, device: str | torch.device = "cuda", seed: int = 0
 ) -> Step:
-    step = seed_mlp(batch, dtype, device, seed)
-    return CapturedStep(**{f.name: getattr(step, f.name) for f in dataclasses.fields(Step)})
+    return captured(seed_mlp)(batch=batch, dtype=dtype, device=device, seed=seed)
 
 
 def small_cnn(
@@ -360,6 +369,13 @@ WORKLOADS: list[Workload] = [
         {"seed": {"batch": 50}},
         ("Linear", "ReLU", "MSELoss", "Sequential"),
         seed_mlp_captured,
+        devices=("cuda",),
+    ),
+    Workload(
+        "SmallCNN-graph",
+        {"seed": {"batch": 50, "channels": 1, "side": 8, "filters": 4}},
+        ("Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear", "CrossEntropyLoss", "Sequential"),
+        captured(small_cnn),
         devices=("cuda",),
     ),
     Workload(
