@@ -192,7 +192,7 @@ def window_sum(canvas: Tensor, out: Pair, kernel: Pair, stride: Pair, dilation: 
 def reduces_windows(canvas: Tensor) -> bool:
     """Whether :func:`window_max` copies the windows and reduces them in one operation (on a GPU:
     a fixed handful of kernels, where a pass per kernel offset costs a launch and a pass each)
-    rather than making one pass per kernel offset (on the CPU: 3 to 4 times faster there)."""
+    rather than making one pass per kernel offset (on the CPU: about 3 times faster there)."""
     return canvas.device.type != "cpu"
 
 
