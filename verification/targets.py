@@ -280,6 +280,11 @@ class ProtocolTarget(Target):
                     f"{self.name}.param()[{i}]: the gradient has shape {tuple(pair[1].shape)}, "
                     f"the parameter {tuple(pair[0].shape)}"
                 )
+            if (pair[0].dtype, pair[0].device) != (pair[1].dtype, pair[1].device):
+                raise TargetError(
+                    f"{self.name}.param()[{i}]: the gradient is {pair[1].dtype} on {pair[1].device}, "
+                    f"the parameter {pair[0].dtype} on {pair[0].device}"
+                )
 
     def named(self) -> list[tuple[str, Tensor, Tensor]]:
         if hasattr(self.module, "named_param"):
@@ -444,6 +449,14 @@ def _match_gradients(name: str, result: Any, call: Call) -> list[Tensor | None]:
             raise ValueError(
                 f"{name}.backward returned a gradient of shape {tuple(g.shape)} for input[{i}], "
                 f"whose shape is {tuple(call.args[i].shape)}"
+            )
+        if g is not None and (g.dtype, g.device) != (call.args[i].dtype, call.args[i].device):
+            # A gradient in another dtype would pass every value check (a float64 gradient of a
+            # float32 input is only more accurate) and then break or promote the backward of the
+            # layer before it: the layer's input gradient has the input's dtype and device.
+            raise ValueError(
+                f"{name}.backward returned a gradient of dtype {g.dtype} on {g.device} for input[{i}], "
+                f"which is {call.args[i].dtype} on {call.args[i].device}: a gradient has its input's dtype and device"
             )
         grads.append(None if g is None else g.detach().clone())
     return grads

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import framework as fw
+from framework import dropout as dropout_module
 
 DEVICES = [
     "cpu",
@@ -27,9 +28,25 @@ def test_kept_fraction_is_one_minus_p_within_six_sigma(p):
     assert abs(kept - (1 - p)) < 6 * math.sqrt(p * (1 - p) / n)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("p", [0.2, 0.5, 0.75])
-def test_kept_values_are_scaled_by_exactly_one_over_one_minus_p(p, dtype):
+@pytest.fixture(params=["float32 mask", "uint8 mask"])
+def mask_kind(request, monkeypatch):
+    """Each test below runs with the CPU's float32 mask and with the uint8 mask drawn elsewhere."""
+    if request.param == "uint8 mask":
+        monkeypatch.setattr(dropout_module, "draws_float_mask", lambda device: False)
+    return request.param
+
+
+def test_the_uint8_path_draws_a_uint8_mask(mask_kind):
+    mask = dropout_module.keep_mask((3, 4), 0.5, torch.Generator().manual_seed(0))
+    assert mask.dtype == (torch.uint8 if mask_kind == "uint8 mask" else torch.float32)
+
+
+LOW_AND_FULL = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+
+
+@pytest.mark.parametrize("dtype", LOW_AND_FULL, ids=str)
+@pytest.mark.parametrize("p", [0.2, 0.3, 0.5, 0.75])
+def test_kept_values_are_scaled_by_exactly_one_over_one_minus_p(p, dtype, mask_kind):
     x = torch.randn(1000, dtype=dtype)
     y = seeded(p)(x)
     kept = y != 0
@@ -38,8 +55,24 @@ def test_kept_values_are_scaled_by_exactly_one_over_one_minus_p(p, dtype):
     assert torch.equal(y[kept], x[kept] * scale)
 
 
+@pytest.mark.parametrize("inplace", [False, True])
+@pytest.mark.parametrize("dtype", LOW_AND_FULL, ids=str)
+def test_output_and_gradient_keep_the_input_dtype(dtype, inplace, mask_kind):
+    m = fw.Dropout(0.3, inplace=inplace, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(40, 9, dtype=dtype) + 1.0  # no zeros, so y == 0 marks a dropped entry
+    original = x.clone()
+    y = m(x)
+    g = torch.randn(40, 9, dtype=dtype)
+    dx = m.backward(g)
+    assert y.dtype == dtype and dx.dtype == dtype
+    scale = torch.tensor(1.0 / 0.7, dtype=dtype)
+    assert torch.equal(y, torch.where(y != 0, original * scale, torch.zeros_like(y)))
+    assert torch.equal(dx, torch.where(y != 0, g * scale, torch.zeros_like(g)))
+    assert (y.data_ptr() == x.data_ptr()) == inplace
+
+
 @pytest.mark.parametrize("device", DEVICES)
-def test_backward_reuses_the_forward_mask(device):
+def test_backward_reuses_the_forward_mask(device, mask_kind):
     m = seeded(0.4)
     x = torch.rand(50, 7, dtype=torch.float64, device=device) + 1.0  # no zeros, so y == 0 marks a dropped entry
     y = m(x)

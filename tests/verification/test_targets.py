@@ -225,6 +225,34 @@ def test_a_gradient_of_the_wrong_shape_is_a_clear_error():
         check_gradients(WrongShape(), x64(2, 3))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_a_gradient_in_another_dtype_than_its_input_is_a_clear_error(dtype):
+    # Every value check would pass it (a float64 gradient of a float32 input is only more
+    # accurate), but the layer before would receive a gradient in the wrong dtype.
+    class Promotes:
+        def forward(self, x):
+            return x * 2
+
+        def backward(self, g):
+            return (g * 2).to(torch.float16 if g.dtype == torch.float64 else torch.float64)
+
+        def param(self):
+            return []
+
+    with pytest.raises(ValueError, match=rf"gradient of dtype torch\.float\d+ on cpu for input\[0\], which is {dtype}"):
+        check_gradients(Promotes(), x64(2, 3).to(dtype))
+
+
+def test_a_parameter_gradient_in_another_dtype_than_its_parameter_is_a_clear_error():
+    class HalfGradient(fw.Linear):
+        def param(self):
+            return [(p, g.half()) for p, g in super().param()]
+
+    expected = r"param\(\)\[0\]: the gradient is torch\.float16 on cpu, the parameter torch\.float64"
+    with pytest.raises(TypeError, match=expected):
+        check_gradients(HalfGradient(3, 2).to(dtype=torch.float64), x64(4, 3))
+
+
 def test_a_grad_output_of_the_wrong_shape_is_a_clear_error():
     with pytest.raises(ValueError, match=r"grad_output has shape \(4,\), but the output .* has shape \(3,\)"):
         check_gradients(torch.sin, x64(3), grad_output=x64(4))
