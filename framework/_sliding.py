@@ -223,6 +223,14 @@ def window_max(canvas: Tensor, out: Pair, kernel: Pair, stride: Pair, dilation: 
     return best, where.to(torch.long)
 
 
+@functools.lru_cache(maxsize=32)  # a few bytes per (window size, device)
+def _window_offsets(k: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """0, 1, ..., k - 1 in the smallest integer dtype that holds them, and a 0-d zero of it: made
+    once, not by two kernels per call."""
+    dtype = torch.uint8 if k <= 256 else torch.int32
+    return torch.arange(k, device=device, dtype=dtype), torch.zeros((), device=device, dtype=dtype)
+
+
 def _window_max_reduced(canvas: Tensor, out: Pair, kernel: Pair, stride: Pair, dilation: Pair) -> tuple[Tensor, Tensor]:
     """:func:`window_max` in a fixed number of operations whatever the window size: the windows
     copied to (kh kw, N, C, Ho, Wo), then one ``max`` over the first dimension, which returns the
@@ -238,8 +246,8 @@ def _window_max_reduced(canvas: Tensor, out: Pair, kernel: Pair, stride: Pair, d
     k = kernel[0] * kernel[1]
     rows = windows(canvas, out, kernel, stride, dilation).permute(4, 5, 0, 1, 2, 3).reshape(k, n, c, *out)
     best, where = rows.max(dim=0)
-    entries = torch.arange(k, device=rows.device, dtype=torch.uint8 if k <= 256 else torch.int32)
-    last_nan = torch.where(torch.isnan(rows), entries.view(k, 1, 1, 1, 1), 0).amax(dim=0)
+    entries, zero = _window_offsets(k, rows.device)
+    last_nan = torch.where(torch.isnan(rows), entries.view(k, 1, 1, 1, 1), zero).amax(dim=0)
     return best, torch.where(torch.isnan(best), last_nan, where)
 
 

@@ -21,6 +21,13 @@ from . import _checks as check
 from .module import Module
 
 
+def selects_gradient(t: Tensor) -> bool:
+    """Whether ReLU's backward is a comparison into a one-byte mask and a select (on a GPU: 14 bytes
+    moved per element against 20 for sign then multiply) rather than sign then multiply (on the
+    CPU, where a comparison into a boolean tensor is not vectorised)."""
+    return t.device.type != "cpu"
+
+
 def _step(x: Tensor) -> Tensor:
     """1 where x > 0, 0 where x <= 0 (and where x is NaN), in x's dtype; a new tensor."""
     return _step_above(x, 0.0)
@@ -132,6 +139,9 @@ class Elementwise(Module):
 class ReLU(Elementwise):
     """y = max(x, 0);   f'(x) = 1 if x > 0 else 0 (0 at the kink x = 0, as torch).
 
+    At x = NaN (y = NaN) the backward on a GPU passes the gradient on, as torch's (y <= 0 is
+    false); on the CPU it gives 0 (torch.sign(NaN) is 0). Elsewhere the two agree exactly.
+
     Args:
         inplace: write the output into the input and return it, as torch. Default: False.
     """
@@ -151,6 +161,10 @@ class ReLU(Elementwise):
         return torch.sign(y)  # y = max(x, 0): the step of x in one pass
 
     def _gradient(self, x: Tensor, y: Tensor, grad_output: Tensor, out: Tensor | None) -> Tensor:
+        if selects_gradient(y):
+            # A 0-d zero made once (a Python 0.0 would be made into a tensor on the device per call).
+            zero = self._workspace("zero", (), grad_output, init=torch.Tensor.zero_)
+            return torch.where(torch.le(y, 0), zero, grad_output, out=out)
         return torch.sign(y, out=out).mul_(grad_output)
 
 

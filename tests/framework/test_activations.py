@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import framework as fw
+from framework import activations
 
 F64 = torch.float64
 
@@ -73,6 +74,36 @@ def test_forward_and_backward_match_the_torch_twin_in_float32(make, make_twin):
     eps = torch.finfo(torch.float32).eps
     torch.testing.assert_close(y, y_ref, rtol=16 * eps, atol=16 * eps)
     torch.testing.assert_close(dx, dx_ref, rtol=16 * eps, atol=16 * eps)
+
+
+@pytest.mark.parametrize("inplace", [False, True], ids=["out-of-place", "inplace"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("select", [False, True], ids=["sign-multiply", "select"])
+def test_relu_backward_is_torchs_bit_for_bit_on_both_paths(select, dtype, inplace, monkeypatch):
+    monkeypatch.setattr(activations, "selects_gradient", lambda t: select)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(4099, generator=generator, dtype=torch.float64).to(dtype)
+    x[::7] = 0.0  # the kink: derivative 0, as torch
+    g = torch.randn(4099, generator=generator, dtype=torch.float64).to(dtype)
+    x_ref = x.clone().requires_grad_(True)
+    torch.nn.functional.relu(x_ref).backward(g)
+    module = fw.ReLU(inplace)
+    y = module(x.clone())
+    assert torch.equal(y, torch.nn.functional.relu(x))
+    dx = module.backward(g)
+    assert dx.dtype == dtype and torch.equal(dx, x_ref.grad)
+
+
+@pytest.mark.parametrize("select", [False, True], ids=["sign-multiply", "select"])
+def test_relu_backward_at_nan_is_zero_on_the_cpu_path_and_passes_the_gradient_on_as_torch_on_the_gpu_path(
+    select, monkeypatch
+):
+    monkeypatch.setattr(activations, "selects_gradient", lambda t: select)
+    module = fw.ReLU()
+    module(torch.tensor([math.nan, 1.0, -1.0], dtype=torch.float64))
+    dx = module.backward(torch.full((3,), 2.0, dtype=torch.float64))
+    assert dx[1:].tolist() == [2.0, 0.0]
+    assert dx[0].item() == (2.0 if select else 0.0)
 
 
 def test_leaky_relu_derivative_at_zero_is_the_negative_slope():
