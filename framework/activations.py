@@ -178,10 +178,10 @@ class Tanh(Elementwise):
         return torch.tanh(x, out=out)
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
-        return torch.addcmul(y.new_ones(()), y, y, value=-1)
+        return torch.addcmul(self._constant(1.0, y), y, y, value=-1)
 
     def _gradient(self, x: Tensor, y: Tensor, grad_output: Tensor, out: Tensor | None) -> Tensor:
-        return torch.addcmul(y.new_ones(()), y, y, value=-1, out=out).mul_(grad_output)
+        return torch.addcmul(self._constant(1.0, y), y, y, value=-1, out=out).mul_(grad_output)
 
 
 class Sigmoid(Elementwise):
@@ -272,13 +272,21 @@ def _elu(x: Tensor, out: Tensor, negative: float, positive: float = 1.0) -> Tens
     return torch.add(head, tail, alpha=negative, out=out)
 
 
-def _elu_gradient(x: Tensor, grad_output: Tensor, out: Tensor, negative: float, positive: float = 1.0) -> Tensor:
+def _elu_gradient(
+    x: Tensor,
+    grad_output: Tensor,
+    out: Tensor,
+    negative: float,
+    positive: float = 1.0,
+    positive_t: Tensor | None = None,
+) -> Tensor:
     """grad_output times f'(x): positive for x > 0, negative exp(x) for x <= 0 (exp sees x <= 0
-    only, so exp(0) = 1 stands for x > 0)."""
+    only, so exp(0) = 1 stands for x > 0). ``positive_t``: ``positive`` as a 0-d tensor, if made already."""
     exp = torch.clamp(x, max=0, out=out).exp_()
     if negative == positive == 1.0:
         return exp.mul_(grad_output)  # 1 for x > 0, exp(x) for x <= 0: the derivative itself
-    return _select(_step(x), x.new_full((), positive), exp.mul_(negative)).mul_(grad_output)
+    positive_t = x.new_full((), positive) if positive_t is None else positive_t
+    return _select(_step(x), positive_t, exp.mul_(negative)).mul_(grad_output)
 
 
 def _elu_derivative(x: Tensor, negative: float, positive: float = 1.0) -> Tensor:
@@ -310,7 +318,7 @@ class ELU(Elementwise):
         return _elu_derivative(x, self.alpha)
 
     def _gradient(self, x: Tensor, y: Tensor, grad_output: Tensor, out: Tensor) -> Tensor:
-        return _elu_gradient(x, grad_output, out, self.alpha)
+        return _elu_gradient(x, grad_output, out, self.alpha, 1.0, self._constant(1.0, x))
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}" + (", inplace=True" if self.inplace else "")
@@ -343,7 +351,7 @@ class SELU(Elementwise):
         return _elu_derivative(x, self.alpha * self.scale, self.scale)
 
     def _gradient(self, x: Tensor, y: Tensor, grad_output: Tensor, out: Tensor) -> Tensor:
-        return _elu_gradient(x, grad_output, out, self.alpha * self.scale, self.scale)
+        return _elu_gradient(x, grad_output, out, self.alpha * self.scale, self.scale, self._constant(self.scale, x))
 
 
 class Tanhshrink(Elementwise):
@@ -500,7 +508,7 @@ class Softplus(Elementwise):
         bx = x if self.beta == 1 else x * self.beta
         step = _step_above(bx, self.threshold)
         # log(1 + exp(bx)) = max(bx, 0) + log1p(exp(-|bx|)): logaddexp(bx, 0) is that, in one operation.
-        soft = torch.logaddexp(bx, bx.new_zeros(()))
+        soft = torch.logaddexp(bx, self._constant(0.0, bx))
         if self.beta != 1:
             soft.div_(self.beta)
         # Both branches finite where they are not selected (x = +-inf), so the 0/1 blend is exact.
@@ -550,7 +558,7 @@ class GELU(Elementwise):
             t = torch.addcmul(x, x2, x, value=_GELU_CUBIC).mul_(_SQRT_2_OVER_PI).tanh_()
             du = x2.mul_(3 * _GELU_CUBIC * _SQRT_2_OVER_PI).add_(_SQRT_2_OVER_PI)
             # (1 + t) / 2 + x (1 - t^2) / 2 * du
-            slope = torch.addcmul(x.new_ones(()), t, t, value=-1).mul_(du).mul_(x)
+            slope = torch.addcmul(self._constant(1.0, x), t, t, value=-1).mul_(du).mul_(x)
             return slope.add_(t).add_(1).mul_(0.5)
         cdf = torch.empty_like(x)
         self._forward_keeping_cdf(x, cdf, torch.empty_like(x))
@@ -561,13 +569,12 @@ class GELU(Elementwise):
         torch.mul(x, 1 / _SQRT_2, out=cdf).erf_()
         # (1 + erf) / 2 as 1/2 + erf / 2, one operation. (Written as addcmul(1/2, 1/2, erf), with
         # two 0-dim operands, the CPU kernel leaves its vectorised path: 7 times slower.)
-        torch.add(x.new_full((), 0.5), cdf, alpha=0.5, out=cdf)
+        torch.add(self._constant(0.5, x), cdf, alpha=0.5, out=cdf)
         torch.mul(x, cdf, out=y)
 
-    @staticmethod
-    def _derivative_from_cdf(x: Tensor, cdf: Tensor, out: Tensor) -> Tensor:
+    def _derivative_from_cdf(self, x: Tensor, cdf: Tensor, out: Tensor) -> Tensor:
         """Phi(x) + x phi(x) into ``out`` (which must not be ``cdf``)."""
-        pdf = torch.addcmul(x.new_zeros(()), x, x, value=-0.5, out=out).exp_()  # exp(-x^2 / 2)
+        pdf = torch.addcmul(self._constant(0.0, x), x, x, value=-0.5, out=out).exp_()  # exp(-x^2 / 2)
         return torch.addcmul(cdf, pdf, x, value=_INV_SQRT_2PI, out=out)  # Phi(x) + x phi(x)
 
     def forward(self, x: Tensor) -> Tensor:

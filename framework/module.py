@@ -300,6 +300,11 @@ class Module:
                 init(space)
         return space
 
+    def _constant(self, value: float, like: Tensor) -> Tensor:
+        """A 0-d tensor holding ``value`` in ``like``'s dtype and device, made once per value and
+        only ever read (an operand of the formulas): on a GPU a fresh one is a kernel per call."""
+        return self._workspace(f"constant {value!r}", (), like, init=lambda t: t.fill_(value))
+
     def _scratch(self, name: str, like: Tensor) -> Tensor | None:
         """A :meth:`_workspace` of ``like``'s shape for a temporary on a large CPU input (one the
         elementwise formulas would run in blocks), else None, for the operation to allocate."""
