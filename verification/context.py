@@ -128,6 +128,14 @@ class Context:
         self.report = GradientReport(self.name, kind=self.target.kind, dtype=str(self.dtype).replace("torch.", ""))
         self.report.device = str(self.device)
 
+        for name, x in zip(self.call.names(), self.call.tensors()):
+            if not bool(torch.isfinite(x).all()):
+                bad = int((~torch.isfinite(x)).reshape(-1).nonzero()[0])
+                value = float(x.detach().reshape(-1)[bad])
+                self.report.notes.append(
+                    f"{name} holds non-finite values ({value} at flat index {bad}): no derivative is defined there, "
+                    "so the checks that need one are inconclusive"
+                )
         self.main = self.target.start(self.call)
         self.outputs = self.main.outputs
         self.grads = self._upstream(grad_output)

@@ -42,33 +42,58 @@ class CheckResult:
     def merge(
         self, tensor_name: str, analytic: Tensor, expected: Tensor, tolerance: Tensor, what: tuple[str, str]
     ) -> None:
-        """Compare ``analytic`` to ``expected`` elementwise under ``tolerance``; keep the worst."""
+        """Compare ``analytic`` to ``expected`` elementwise under ``tolerance``; keep the worst.
+
+        Equal values agree, infinities included. A non-finite ``analytic`` where ``expected`` is
+        finite fails. Where ``expected`` or the tolerance is not finite and the two differ (a finite
+        difference across an overflow, a NaN), nothing can be judged: those elements are left out
+        and the check is inconclusive, never passed on their account.
+        """
         expected = expected.detach().double().cpu()
         analytic = analytic.detach().double().cpu().reshape(expected.shape)
         tolerance = tolerance.detach().double().cpu().expand(expected.shape)
         if expected.numel() == 0:
             return
         self.compared += 1
-        finite = torch.isfinite(analytic)
-        if not bool(finite.all()) and bool(torch.isfinite(expected).all()):
-            index = int((~finite).reshape(-1).nonzero()[0])
+        equal = analytic == expected
+        broken = ~torch.isfinite(analytic) & torch.isfinite(expected)
+        if bool(broken.any()):
+            index = int(broken.reshape(-1).nonzero()[0])
             self._record(tensor_name, expected.shape, index, analytic, expected, tolerance, math.inf, math.inf, what)
             return
-        error = (analytic - expected).abs()
-        error = torch.where(analytic == expected, torch.zeros_like(error), error)  # inf == inf, nan stays nan
-        scale = expected.abs().mean().item() if bool(torch.isfinite(expected).all()) else 0.0
+        unjudged = ~equal & ~(torch.isfinite(expected) & torch.isfinite(tolerance))
+        if bool(unjudged.any()):
+            self._unjudged(tensor_name, expected, analytic, unjudged, what)
+        judged = ~unjudged
+        error = torch.where(equal | unjudged, torch.zeros_like(expected), (analytic - expected).abs())
+        finite_expected = torch.where(torch.isfinite(expected), expected, torch.zeros_like(expected))
+        scale = finite_expected.abs().sum().item() / max(int(torch.isfinite(expected).sum()), 1)
         # Relative to the element, floored at the tensor's mean magnitude and at the tolerance
         # (an error below what the precision can resolve is not reported as a large one).
-        floor = torch.clamp(tolerance, min=max(scale, _TINY))
-        relative = error / torch.maximum(expected.abs(), floor)
-        ratio = torch.nan_to_num(error / torch.clamp(tolerance, min=_TINY), nan=math.inf)
+        safe_tolerance = torch.where(judged, tolerance, torch.ones_like(tolerance))
+        floor = torch.clamp(safe_tolerance, min=max(scale, _TINY))
+        relative = error / torch.maximum(finite_expected.abs(), floor)
+        ratio = error / torch.clamp(safe_tolerance, min=_TINY)
         index = int(ratio.reshape(-1).argmax())
         worst_ratio = float(ratio.reshape(-1)[index])
-        self.worst_error = max(self.worst_error, float(torch.nan_to_num(relative, nan=math.inf).max()))
+        self.worst_error = max(self.worst_error, float(relative.max()))
         if worst_ratio > self.worst_ratio or (worst_ratio > 1 and self.ok):
             self._record(
                 tensor_name, expected.shape, index, analytic, expected, tolerance, worst_ratio, self.worst_error, what
             )
+
+    def _unjudged(self, tensor_name: str, expected: Tensor, analytic: Tensor, unjudged: Tensor, what: tuple[str, str]):
+        """Note, once, elements that could not be judged (see :meth:`merge`)."""
+        if self.inconclusive:
+            return
+        index = int(unjudged.reshape(-1).nonzero()[0])
+        count = int(unjudged.sum())
+        a, e = float(analytic.reshape(-1)[index]), float(expected.reshape(-1)[index])
+        self.inconclusive = (
+            f"{count} element(s) not judged, where {what[1]} or its tolerance is not finite "
+            f"(first: {tensor_name}{_where(expected.shape, index)}, {what[0]} {a:.17g} vs {what[1]} {e:.17g}): "
+            "the function overflows or is undefined near these inputs; check at inputs where it is finite"
+        )
 
     def merge_norms(
         self, tensor_name: str, analytic: Tensor, expected: Tensor, bounds: dict[str, float], what: tuple[str, str]
@@ -82,10 +107,16 @@ class CheckResult:
         if expected.numel() == 0:
             return
         self.compared += 1
-        error = torch.nan_to_num((analytic - expected).abs(), nan=math.inf)
+        equal = analytic == expected
+        unjudged = ~equal & ~torch.isfinite(expected)
+        if bool(unjudged.any()):
+            self._unjudged(tensor_name, expected, analytic, unjudged, what)
+        error = torch.where(equal | unjudged, torch.zeros_like(expected), (analytic - expected).abs())
+        error = torch.nan_to_num(error, nan=math.inf)  # a NaN where the truth is finite fails
         largest, average = float(error.max()), float(error.mean())
         ratio = max(largest / max(bounds["max"], _TINY), average / max(bounds["mean"], _TINY))
-        scale = max(float(expected.abs().max()), _TINY)
+        finite = expected[torch.isfinite(expected)]
+        scale = max(float(finite.abs().max()) if finite.numel() else 0.0, _TINY)
         self.worst_error = max(self.worst_error, largest / scale)
         if ratio > self.worst_ratio or (ratio > 1 and self.ok):
             index = int(error.reshape(-1).argmax())

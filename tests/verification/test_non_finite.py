@@ -1,0 +1,79 @@
+"""Where the function or its inputs are not finite, the verifier never passes what it could not
+judge: those checks are inconclusive (and the report says why), while a NaN or infinite
+gradient where the truth is finite still fails."""
+
+import math
+
+import torch
+
+from verification import check_gradients
+from verification.report import CheckResult
+
+F64 = torch.float64
+
+
+def statuses(report) -> dict[str, str]:
+    return {c.name: c.status for c in report.checks}
+
+
+def test_an_overflowing_function_is_inconclusive_not_failed_nor_passed():
+    report = check_gradients(torch.exp, torch.tensor([700.0, 710.0], dtype=F64))  # exp(710) = inf
+    assert report.verdict == "inconclusive" and not report.ok
+    checks = statuses(report)
+    assert checks["finite_differences"] == "inconclusive"
+    assert "overflows or is undefined" in report["finite_differences"].inconclusive
+
+
+def test_a_non_finite_input_is_named_in_the_report_and_nothing_passes_on_its_account():
+    report = check_gradients(torch.sin, torch.tensor([math.inf, 1.0], dtype=F64))
+    assert report.verdict == "inconclusive"
+    assert any("input[0] holds non-finite values (inf at flat index 0)" in note for note in report.notes)
+
+
+def test_a_nan_gradient_where_the_true_gradient_is_finite_still_fails():
+    class ZeroOverZero(torch.autograd.Function):
+        """y = x^2 with a backward that computes 2 x^2 / x: NaN at x = 0, where the truth is 0."""
+
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * 2 * x * x / x
+
+    report = check_gradients(ZeroOverZero, torch.tensor([0.0, 1.5, -2.0], dtype=F64))
+    assert report.verdict == "failed"
+    assert statuses(report)["finite_differences"] == "failed"
+
+
+def test_identical_infinities_in_two_runs_are_deterministic():
+    report = check_gradients(torch.exp, torch.tensor([700.0, 710.0], dtype=F64))
+    assert statuses(report)["determinism"] == "passed"
+
+
+def test_an_element_whose_tolerance_is_infinite_is_not_judged_and_the_check_is_not_passed():
+    result = CheckResult("example")
+    result.merge(
+        "output",
+        torch.tensor([1.0, 5.0], dtype=F64),
+        torch.tensor([1.0, 2.0], dtype=F64),
+        torch.tensor([1e-9, math.inf], dtype=F64),
+        ("ours", "truth"),
+    )
+    assert result.status == "inconclusive" and "1 element(s) not judged" in result.inconclusive
+
+
+def test_equal_infinities_agree_and_a_wrong_finite_element_beside_them_still_fails():
+    result = CheckResult("example")
+    result.merge(
+        "output",
+        torch.tensor([-math.inf, 2.5], dtype=F64),
+        torch.tensor([-math.inf, 2.0], dtype=F64),
+        torch.tensor([1e-9, 1e-9], dtype=F64),
+        ("ours", "truth"),
+    )
+    assert result.status == "failed"
+    assert "output[1]" in result.detail
