@@ -55,11 +55,40 @@ class Options:
         known = {f.name for f in fields(cls)}
         unknown = set(kwargs) - known
         if unknown:
-            raise TypeError(f"unknown options {sorted(unknown)}; known: {sorted(known)}")
+            tensors = sorted(k for k in unknown if isinstance(kwargs[k], Tensor))
+            hint = (
+                f" ({', '.join(tensors)}: tensors are passed positionally, in the target's argument order; "
+                "bind keyword-only ones with functools.partial or a lambda)"
+                if tensors
+                else ""
+            )
+            raise TypeError(f"unknown options {sorted(unknown)}; known: {sorted(known)}{hint}")
         options = cls(**kwargs)
         if options.nondet_tol < 0 or options.eps <= 0 or options.safety <= 0 or options.probes < 1:
             raise ValueError("nondet_tol must be >= 0, eps and safety > 0, probes >= 1")
         return options
+
+
+def _why_no_floating(inputs: Sequence[Any]) -> str:
+    """What the caller most likely meant, when no input is a floating-point tensor."""
+    if any(isinstance(x, Tensor) and x.is_complex() for x in inputs):
+        return (
+            " (complex tensors are not supported: check a complex function through its real and imaginary "
+            "parts, as real inputs and outputs)"
+        )
+    if any(isinstance(x, list | tuple | dict) and any(isinstance(t, Tensor) for t in _leaves(x)) for x in inputs):
+        return " (tensors inside a list, tuple or dict are not differentiated: pass each tensor as its own argument)"
+    if not inputs:
+        return " (no inputs were given: check_gradients(target, *inputs))"
+    return ""
+
+
+def _leaves(x: Any) -> list[Any]:
+    if isinstance(x, dict):
+        return [leaf for v in x.values() for leaf in _leaves(v)]
+    if isinstance(x, list | tuple):
+        return [leaf for v in x for leaf in _leaves(v)]
+    return [x]
 
 
 def collect(target: Target, call: Call, grads: Sequence[Tensor | None]) -> dict[str, Tensor]:
@@ -114,6 +143,7 @@ class Context:
         if not differentiated:
             raise ValueError(
                 f"{self.name}: no floating-point tensor among the inputs or parameters, nothing to differentiate"
+                + _why_no_floating(inputs)
             )
         dtypes = {a.dtype for a in differentiated}
         if len(dtypes) > 1:
@@ -128,6 +158,12 @@ class Context:
         self.report = GradientReport(self.name, kind=self.target.kind, dtype=str(self.dtype).replace("torch.", ""))
         self.report.device = str(self.device)
 
+        for i, x in enumerate(inputs):
+            if isinstance(x, Tensor) and x.is_complex():
+                self.report.notes.append(
+                    f"input[{i}] is complex: not differentiated (complex tensors are not supported; check through "
+                    "real and imaginary parts as real inputs)"
+                )
         for name, x in zip(self.call.names(), self.call.tensors()):
             if not bool(torch.isfinite(x).all()):
                 bad = int((~torch.isfinite(x)).reshape(-1).nonzero()[0])

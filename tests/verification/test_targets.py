@@ -253,6 +253,24 @@ def test_a_parameter_gradient_in_another_dtype_than_its_parameter_is_a_clear_err
         check_gradients(HalfGradient(3, 2).to(dtype=torch.float64), x64(4, 3))
 
 
+def test_tensors_inside_a_list_are_a_clear_error_naming_the_fix():
+    with pytest.raises(ValueError, match=r"inside a list, tuple or dict are not differentiated: pass each tensor"):
+        check_gradients(lambda xs: xs[0] * xs[1], [x64(3), x64(3, seed=1)])
+
+
+def test_a_tensor_keyword_argument_is_a_clear_error_naming_the_fix():
+    with pytest.raises(TypeError, match=r"w: tensors are passed positionally"):
+        check_gradients(lambda x, *, w: x * w, x64(3), w=x64(3, seed=1))
+
+
+def test_complex_inputs_are_named_as_unsupported_never_silently_skipped():
+    z = torch.randn(3, dtype=torch.complex128)
+    with pytest.raises(ValueError, match=r"complex tensors are not supported"):
+        check_gradients(torch.sin, z)
+    report = check_gradients(lambda x, z: x * z.real, x64(3), z)
+    assert any("input[1] is complex: not differentiated" in note for note in report.notes)
+
+
 def test_a_grad_output_of_the_wrong_shape_is_a_clear_error():
     with pytest.raises(ValueError, match=r"grad_output has shape \(4,\), but the output .* has shape \(3,\)"):
         check_gradients(torch.sin, x64(3), grad_output=x64(4))
