@@ -40,7 +40,7 @@ from torch import Tensor
 from .. import error_model
 from ..context import Context, Options
 from ..error_model import rounding_tolerance, unit_roundoff
-from ..report import CheckResult
+from ..report import CheckResult, _where
 from ..targets import Call, Gradients, Target
 
 LOCATE_LIMIT = 1024  # tensors up to this size are searched element by element when a probe fails
@@ -122,11 +122,41 @@ def _measured_noise(target: Target, call: Call, grads: Sequence[Tensor | None], 
 
 def richardson(f: Callable[[float], float], h: float) -> tuple[float, float]:
     """(R, |R - R_2|): the twice-extrapolated central difference of ``f`` at 0 and its truncation estimate."""
-    d = [(f(s) - f(-s)) / (2 * s) for s in (h, h / 2, h / 4)]
+    r, truncation, _ = _extrapolate(f, h)
+    return r, truncation
+
+
+def _extrapolate(f: Callable[[float], float], h: float) -> tuple[float, float, list[tuple[float, float]]]:
+    """:func:`richardson`, and the values f(-s), f(s) it used at s = h, h/2, h/4."""
+    values = [(f(-s), f(s)) for s in (h, h / 2, h / 4)]
+    d = [(right - left) / (2 * s) for (left, right), s in zip(values, (h, h / 2, h / 4))]
     r1 = (4 * d[1] - d[0]) / 3
     r2 = (4 * d[2] - d[1]) / 3
     r = (16 * r2 - r1) / 15
-    return r, abs(r - r2)
+    return r, abs(r - r2), values
+
+
+def kink(values: list[tuple[float, float]], f0: float, h: float, tolerance: float) -> tuple[float, float] | None:
+    """(left, right) one-sided difference quotients at 0 when they jump apart (a kink: their gap
+    stays as the step halves, beyond ``tolerance``), else None (smooth there), from the values
+    f(-s), f(s) at s = h, h/2, h/4 (see :func:`_extrapolate`) and f0 = f(0).
+
+    At a kink no derivative exists: a central difference gives the mean of the two slopes
+    (ReLU at 0: 1/2), while a backward pass picks one of them, or a value between, by convention."""
+    slopes = [((f0 - left) / s, (right - f0) / s) for (left, right), s in zip(values[1:], (h / 2, h / 4))]
+    gap, gap_half = slopes[0][1] - slopes[0][0], slopes[1][1] - slopes[1][0]
+    if abs(gap_half) > tolerance and abs(gap_half) > 0.75 * abs(gap):  # a smooth gap halves with the step
+        return slopes[1]
+    return None
+
+
+def _kink_note(name: str, count: int, what: str, first: str, left: float, right: float, value: float) -> str:
+    between = ", between them" if min(left, right) <= value <= max(left, right) else ""
+    return (
+        f"{count} {what} of {name} sit on a kink (the first, {first}: one-sided derivatives {left:.6g} and "
+        f"{right:.6g}, backward {value:.6g}{between}): no derivative exists there, so the backward's choice cannot "
+        "be judged; move the inputs off the kink (verification.away_from) to check it"
+    )
 
 
 class _Shifter:
@@ -136,6 +166,10 @@ class _Shifter:
         self, target: Target, call: Call, grads: Sequence[Tensor | None], position: int | None, tensor: Tensor
     ):
         self.target, self.call, self.grads, self.position, self.tensor = target, call, grads, position, tensor
+
+    def base(self) -> float:
+        """phi at the unshifted point."""
+        return phi(self.target, self.call, self.grads)
 
     def __call__(self, delta: Tensor, index: int = -1) -> float:
         if self.position is not None:  # an input: a shifted copy in the call
@@ -206,8 +240,12 @@ def compare(
                 located = CheckResult(result.name)
                 _elementwise(located, name, shift, tensor, a, own, delta, u, options)
                 if not located.ok:  # name the wrong element rather than the probe
+                    result.ok = False
                     result.detail = located.detail
                     result.worst_error = max(result.worst_error, located.worst_error)
+                    result.worst_ratio = max(result.worst_ratio, located.worst_ratio)
+                elif located.inconclusive:  # the elements name the kink better than a probe
+                    result.inconclusive = located.inconclusive
 
 
 def _elementwise(
@@ -224,15 +262,27 @@ def _elementwise(
     flat = tensor.detach().double().cpu().reshape(-1)
     numeric = torch.empty(tensor.numel(), dtype=torch.float64)
     bound = torch.empty_like(numeric)
+    a, own_flat = analytic.reshape(-1), own.expand(tensor.shape).reshape(-1)
+    kinks: list[tuple[int, float, float]] = []
+    f0 = shift.base()
     for j in range(tensor.numel()):
         h = options.eps * max(1.0, abs(float(flat[j])))
 
         def f(step: float, j: int = j) -> float:
             return shift(torch.tensor(step, dtype=tensor.dtype, device=tensor.device), j)
 
-        numeric[j], truncation = richardson(f, h)
+        numeric[j], truncation, values = _extrapolate(f, h)
         stepping = 8 * u * abs(float(flat[j])) / h * abs(float(numeric[j]))
         bound[j] = options.safety * (7 * delta / h + truncation + stepping)
+        tolerance = float(bound[j] + own_flat[j])
+        sides = kink(values, f0, h, tolerance)
+        if sides is not None and min(sides) - tolerance <= float(a[j]) <= max(sides) + tolerance:
+            numeric[j] = a[j]  # not judged: any value between the one-sided slopes is a valid choice
+            kinks.append((j, *sides))
+    if kinks and not result.inconclusive:
+        j, left, right = kinks[0]
+        first = f"{name}{_where(tensor.shape, j)}"
+        result.inconclusive = _kink_note(name, len(kinks), "element(s)", first, left, right, float(a[j]))
     numeric = numeric.reshape(tensor.shape)
     before = result.ok
     result.merge(name, analytic, numeric, bound.reshape(tensor.shape) + own, ("backward", "finite difference"))
@@ -257,6 +307,7 @@ def _probes(
     h = options.eps * max(1.0, float(x.abs().max()))
     a = analytic.reshape(-1)
     failed = False
+    f0 = shift.base()
     for k in range(options.probes):
         direction = torch.randn(tensor.shape, generator=generator, dtype=torch.float64)
         step_direction = direction.to(device=tensor.device, dtype=tensor.dtype)
@@ -264,13 +315,20 @@ def _probes(
         def f(step: float, d: Tensor = step_direction) -> float:
             return shift(step * d)
 
-        numeric, truncation = richardson(f, h)
+        numeric, truncation, values = _extrapolate(f, h)
         d = direction.reshape(-1)
         projected = float((d * a).sum())
         rounding = u * n_terms * float((d.abs() * a.abs()).sum())
         stepping = 8 * u * float((x.abs() * (d * a).abs()).sum()) / h
         tolerance = options.safety * (7 * delta / h + truncation + rounding + stepping)
-        failed = failed or not abs(projected - numeric) <= tolerance
+        sides = kink(values, f0, h, tolerance)
+        if sides is not None:  # a kink along this direction: not judged; the elements decide (see compare)
+            failed = True
+            if not result.inconclusive:
+                result.inconclusive = _kink_note(name, 1, "probe direction(s)", f"probe {k}", *sides, projected)
+            numeric = projected
+        elif not abs(projected - numeric) <= tolerance:
+            failed = True
         result.merge(
             f"{name} probe {k}",
             torch.tensor([projected], dtype=torch.float64),
