@@ -315,3 +315,11 @@ def test_when_the_rounding_noise_cannot_be_measured_the_report_says_its_toleranc
     monkeypatch.setattr(error_model, "rounding_noise", broken)
     report = check_gradients(fw.Tanh(), x64(4, 3), reference=torch.tanh)
     assert any("rounding noise not measured (RuntimeError: cannot jitter this reference)" in n for n in report.notes)
+
+
+def test_a_forward_that_depends_on_the_memory_layout_is_named_as_such():
+    # torch's dropout draws its mask in memory order: a transposed input gets another mask.
+    torch.manual_seed(0)
+    report = check_gradients(torch.nn.Dropout(0.3), x64(5, 3))
+    assert report["layouts"].status == "failed"
+    assert "the forward itself gives another output with transposed inputs" in report["layouts"].detail

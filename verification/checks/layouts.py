@@ -69,6 +69,7 @@ def check_layouts(ctx: Context) -> CheckResult:
                 f"with {label} inputs and upstream gradients, the target raised {type(error).__name__}: {error}"
             )
             continue
+        forward_differs = []
         for name, c in contiguous.items():
             value = seen.get(name)
             if value is None:
@@ -81,4 +82,12 @@ def check_layouts(ctx: Context) -> CheckResult:
             noise = estimated(ctx.noise, name, c) * (u / unit_roundoff(torch.float64))
             tolerance = safety * (u * (c.abs() + floor) + u_acc * ctx.n_terms * floor + 2 * noise)
             result.merge(f"{name} ({label})", value, c, tolerance, (f"{label} layout", "contiguous"))
+            if name.startswith("output") and bool(((value.cpu().double() - c).abs() > tolerance).any()):
+                forward_differs.append(name)
+        if forward_differs and not result.ok and "the forward itself" not in result.detail:
+            result.detail += (
+                f"; the forward itself gives another {forward_differs[0]} with {label} inputs: it depends on the "
+                "inputs' memory layout (a kernel that reads its input as if contiguous, or randomness drawn in memory "
+                "order, as torch's dropout: check a random target with its randomness fixed, or without this check)"
+            )
     return result
