@@ -203,13 +203,18 @@ class GradientReport:
 
     @property
     def ok(self) -> bool:
-        return all(c.ok and not c.inconclusive for c in self.checks)
+        return self.verdict == "passed"
+
+    @property
+    def nothing_checked(self) -> bool:
+        """Whether no check applied (every one was skipped, or none was asked for): not a pass."""
+        return all(c.skipped and c.ok and not c.inconclusive for c in self.checks)
 
     @property
     def verdict(self) -> str:
         if any(not c.ok for c in self.checks):
             return "failed"
-        if any(c.inconclusive for c in self.checks):
+        if any(c.inconclusive for c in self.checks) or self.nothing_checked:
             return "inconclusive"
         return "passed"
 
@@ -234,6 +239,8 @@ class GradientReport:
             "failed": "GRADIENT CHECK FAILED",
             "inconclusive": "INCONCLUSIVE (some checks could not be carried out; not a pass)",
         }[self.verdict]
+        if self.verdict == "inconclusive" and self.nothing_checked:
+            headline = "INCONCLUSIVE (no check applied to this target: nothing was verified; not a pass)"
         about = ", ".join(x for x in (self.kind, self.dtype, self.device) if x)
         head = f"{self.module}{f' ({about})' if about else ''}: {headline}"
         if self.case:

@@ -323,3 +323,9 @@ def test_a_forward_that_depends_on_the_memory_layout_is_named_as_such():
     report = check_gradients(torch.nn.Dropout(0.3), x64(5, 3))
     assert report["layouts"].status == "failed"
     assert "the forward itself gives another output with transposed inputs" in report["layouts"].detail
+
+
+def test_a_report_where_no_check_applied_is_inconclusive_never_passed():
+    report = check_gradients(torch.sin, x64(3), checks=["twin"])  # no reference: the twin check cannot apply
+    assert report.verdict == "inconclusive" and not report.ok
+    assert "nothing was verified" in str(report)
