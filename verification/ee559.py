@@ -39,12 +39,15 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
+import inspect
 import json
 import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from . import domains
 from .__main__ import label, payload_of, print_failures, print_table, verify, write_results
@@ -110,6 +113,8 @@ def module_spec(student: Any, entry: dict[str, Any]) -> Spec:
     loss = entry.get("loss")
     if loss is not None and loss not in LOSS_TARGETS:
         raise CourseError(f"{name}: unknown loss target {loss!r}; known: {sorted(LOSS_TARGETS)}")
+    if loss is None:
+        _require_loss_target_if_needed(name, cls, len(shapes), entry.get("twin"))
     twin = None
     if entry.get("twin"):
         twin_cls = _resolve(entry["twin"])
@@ -125,6 +130,35 @@ def module_spec(student: Any, entry: dict[str, Any]) -> Spec:
         name=name,
         origin=(student.__name__, student.__file__ or "", 0),
     )
+
+
+def _require_loss_target_if_needed(name: str, cls: type, n_inputs: int, twin: str | None) -> None:
+    """A loss given without its target (``--loss`` / ``loss =``) is named as such, before any case
+    runs: its forward wants one argument more than the inputs given, or its twin is a torch loss."""
+    try:
+        parameters = list(inspect.signature(cls.forward).parameters.values())[1:]  # without self
+    except (TypeError, ValueError):
+        parameters = []
+    required = [
+        p for p in parameters if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    wants_more = len(required) > n_inputs and not any(p.kind is p.VAR_POSITIONAL for p in parameters)
+    twin_is_loss = False
+    if twin:
+        try:
+            twin_is_loss = issubclass(_resolve(twin), torch.nn.modules.loss._Loss)
+        except (CourseError, TypeError):
+            pass
+    if wants_more or twin_is_loss:
+        why = (
+            f"its forward takes {len(required)} arguments and {n_inputs} input shape(s) were given"
+            if wants_more
+            else f"its twin {twin} is a torch loss"
+        )
+        raise CourseError(
+            f"{name} looks like a loss ({why}): say what its target is with --loss (loss = in a course file): "
+            f"{', '.join(sorted(LOSS_TARGETS))}"
+        )
 
 
 def course_entries(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -52,3 +52,10 @@ def test_what_cannot_be_built_is_a_one_line_usage_error(argv, message, capsys):
     assert main([CORRECT, *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("twin", [[], ["--twin", "torch.nn.MSELoss"]], ids=["forward-signature", "torch-loss-twin"])
+def test_a_loss_given_without_its_target_is_named_before_any_case_runs(twin, capsys):
+    assert main([CORRECT, "--module", "LossMSE", *twin, "--input-shape", "8", "3", *DEV]) != 0
+    err = capsys.readouterr().err
+    assert "LossMSE looks like a loss" in err and "--loss" in err and "Traceback" not in err
