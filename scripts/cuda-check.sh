@@ -17,7 +17,7 @@
 #   --parallel  run (a) and (b) at the same time, (b) on WORKERS pytest-xdist workers
 #   --cpu       the same commands on the CPU with tiny sizes (to check this script without a GPU)
 #   --dry-run   print the commands, run nothing
-# Measured on one H100 (16 cores): (a) about 4 min, (b) 2.5 min on 6 workers, (c) about 7.5 min (43% done at 190 s)
+# Measured on one H100 (16 cores): (a) about 4 min, (b) 2.5 min on 6 workers (2 min on 8 to 12), (c) about 7.5 min (43% done at 190 s)
 # (the JSON is written at the end only: a timeout loses it), (d) 25 s; with --parallel about 13 min.
 # Environment: PYTHON (default python3), LOGS (default results/cuda-check: logs and JSON results),
 # WORKERS (default 6, with --parallel), TIMEOUT_VERIFY, TIMEOUT_TESTS, TIMEOUT_BENCH,
