@@ -27,6 +27,11 @@ Each derivative is extrapolated from central differences :math:`D(s)` at ``s = h
 each times ``safety``, plus the analytic gradient's own rounding bound (floored normwise).
 With ``eps = 1e-4`` these are orders of magnitude below one part in a million of the
 gradient's scale.
+
+A kink (ReLU at 0, tied maxima) has no derivative: the same evaluations give the one-sided
+quotients :math:`(f(s) - f(0))/s` and :math:`(f(0) - f(-s))/s`, which stay apart as ``s``
+halves there (a smooth function's gap halves with ``s``). A backward value between them is a
+convention, left unjudged (the check is then inconclusive, naming the element); one outside fails.
 """
 
 from __future__ import annotations
