@@ -163,8 +163,7 @@ class ReLU(Elementwise):
     def _gradient(self, x: Tensor, y: Tensor, grad_output: Tensor, out: Tensor | None) -> Tensor:
         if selects_gradient(y):
             # A 0-d zero made once (a Python 0.0 would be made into a tensor on the device per call).
-            zero = self._workspace("zero", (), grad_output, init=torch.Tensor.zero_)
-            return torch.where(torch.le(y, 0), zero, grad_output, out=out)
+            return torch.where(torch.le(y, 0), self._constant(0.0, grad_output), grad_output, out=out)
         return torch.sign(y, out=out).mul_(grad_output)
 
 

@@ -92,14 +92,6 @@ class Dropout(Module):
             self.generator = generator_on(self.generator, device)
         return self
 
-    def _zero(self, like: Tensor) -> Tensor:
-        """A 0-d zero of ``like``'s dtype and device, made once (the addend of the fused products)."""
-        zero = self.__dict__.get("_zero_cache")
-        if zero is None or zero.dtype != like.dtype or zero.device != like.device:
-            zero = like.new_zeros(())
-            object.__setattr__(self, "_zero_cache", zero)
-        return zero
-
     def forward(self, x: Tensor) -> Tensor:
         x = self._check_input(x)
         if not self.training or self.p == 0.0:
@@ -121,7 +113,7 @@ class Dropout(Module):
                 mask = mask.to(x.dtype).mul_(x.new_full((), 1.0 / (1.0 - self.p)))
                 y = torch.mul(x, mask, out=out)
             else:
-                y = torch.addcmul(self._zero(x), x, mask, value=1.0 / (1.0 - self.p), out=out)
+                y = torch.addcmul(self._constant(0.0, x), x, mask, value=1.0 / (1.0 - self.p), out=out)
         self._save_for_backward(mask=mask, like=y)
         return y
 
@@ -133,7 +125,7 @@ class Dropout(Module):
             return grad_output
         if self.p == 1.0 or mask.dtype in _CARRIES_SCALE:
             return grad_output * mask
-        return torch.addcmul(self._zero(grad_output), grad_output, mask, value=1.0 / (1.0 - self.p))
+        return torch.addcmul(self._constant(0.0, grad_output), grad_output, mask, value=1.0 / (1.0 - self.p))
 
     def extra_repr(self) -> str:
         return f"p={self.p:g}, inplace={self.inplace}"
