@@ -56,6 +56,22 @@ class Input:
     domain: Domain = REAL
     requires_grad: bool = True
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.shape, st.SearchStrategy):
+            shape = self.shape
+            if not isinstance(shape, tuple | list) or not all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+            ):
+                raise ValueError(
+                    f"Input: expected a shape (a tuple of sizes >= 0) or a hypothesis strategy of shapes, got {shape!r}"
+                )
+            object.__setattr__(self, "shape", tuple(shape))
+        if not isinstance(self.domain, Domain):
+            raise TypeError(
+                f"Input: expected a verification.domains.Domain (REAL, POSITIVE, UNIT, away_from(0.0), ...), "
+                f"got {self.domain!r}"
+            )
+
 
 # -- targets of losses ---------------------------------------------------------------------------
 def values(domain: Domain) -> TargetMaker:

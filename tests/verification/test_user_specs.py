@@ -187,3 +187,21 @@ def test_with_isolation_a_hang_out_of_reach_of_the_workers_timer_is_killed_at_th
 def test_an_unknown_path_in_the_worker_is_not_a_silent_pass():
     with pytest.raises(DiscoveryError):
         discover([str(HERE / "missing_ops.py")])
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        (((-1,),), ValueError, r"expected a shape \(a tuple of sizes >= 0\)"),
+        (((2, 3.5),), ValueError, r"expected a shape"),
+        (((3,), "positive"), TypeError, r"expected a verification\.domains\.Domain"),
+    ],
+    ids=["negative-size", "float-size", "domain-by-name"],
+)
+def test_an_input_with_a_bad_shape_or_domain_is_refused_where_it_is_written(arguments, error, message):
+    with pytest.raises(error, match=message):
+        Input(*arguments)
+
+
+def test_an_input_shape_given_as_a_list_is_kept_as_a_tuple():
+    assert Input([3, 4]).shape == (3, 4)
