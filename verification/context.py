@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils import _pytree as pytree
 
 from . import error_model
 from .report import GradientReport
@@ -76,19 +77,12 @@ def _why_no_floating(inputs: Sequence[Any]) -> str:
             " (complex tensors are not supported: check a complex function through its real and imaginary "
             "parts, as real inputs and outputs)"
         )
-    if any(isinstance(x, list | tuple | dict) and any(isinstance(t, Tensor) for t in _leaves(x)) for x in inputs):
+    nested = [x for x in inputs if isinstance(x, list | tuple | dict)]
+    if any(isinstance(t, Tensor) for t in pytree.tree_leaves(nested)):
         return " (tensors inside a list, tuple or dict are not differentiated: pass each tensor as its own argument)"
     if not inputs:
         return " (no inputs were given: check_gradients(target, *inputs))"
     return ""
-
-
-def _leaves(x: Any) -> list[Any]:
-    if isinstance(x, dict):
-        return [leaf for v in x.values() for leaf in _leaves(v)]
-    if isinstance(x, list | tuple):
-        return [leaf for v in x for leaf in _leaves(v)]
-    return [x]
 
 
 def collect(target: Target, call: Call, grads: Sequence[Tensor | None]) -> dict[str, Tensor]:

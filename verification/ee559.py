@@ -113,11 +113,11 @@ def module_spec(student: Any, entry: dict[str, Any]) -> Spec:
     loss = entry.get("loss")
     if loss is not None and loss not in LOSS_TARGETS:
         raise CourseError(f"{name}: unknown loss target {loss!r}; known: {sorted(LOSS_TARGETS)}")
+    twin_cls = _resolve(entry["twin"]) if entry.get("twin") else None
     if loss is None:
-        _require_loss_target_if_needed(name, cls, len(shapes), entry.get("twin"))
+        _require_loss_target_if_needed(name, cls, len(shapes), entry.get("twin"), twin_cls)
     twin = None
-    if entry.get("twin"):
-        twin_cls = _resolve(entry["twin"])
+    if twin_cls is not None:
         twin_args, twin_kwargs = list(entry.get("twin_args", args)), dict(entry.get("twin_kwargs", kwargs))
         twin = lambda module: twin_cls(*twin_args, **twin_kwargs)  # noqa: E731
     return Spec(
@@ -132,7 +132,7 @@ def module_spec(student: Any, entry: dict[str, Any]) -> Spec:
     )
 
 
-def _require_loss_target_if_needed(name: str, cls: type, n_inputs: int, twin: str | None) -> None:
+def _require_loss_target_if_needed(name: str, cls: type, n_inputs: int, twin: str | None, twin_cls: Any) -> None:
     """A loss given without its target (``--loss`` / ``loss =``) is named as such, before any case
     runs: its forward wants one argument more than the inputs given, or its twin is a torch loss."""
     try:
@@ -143,12 +143,7 @@ def _require_loss_target_if_needed(name: str, cls: type, n_inputs: int, twin: st
         p for p in parameters if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
     wants_more = len(required) > n_inputs and not any(p.kind is p.VAR_POSITIONAL for p in parameters)
-    twin_is_loss = False
-    if twin:
-        try:
-            twin_is_loss = issubclass(_resolve(twin), torch.nn.modules.loss._Loss)
-        except (CourseError, TypeError):
-            pass
+    twin_is_loss = isinstance(twin_cls, type) and issubclass(twin_cls, torch.nn.modules.loss._Loss)
     if wants_more or twin_is_loss:
         why = (
             f"its forward takes {len(required)} arguments and {n_inputs} input shape(s) were given"

@@ -125,14 +125,9 @@ def _measured_noise(target: Target, call: Call, grads: Sequence[Tensor | None], 
     return noise
 
 
-def richardson(f: Callable[[float], float], h: float) -> tuple[float, float]:
-    """(R, |R - R_2|): the twice-extrapolated central difference of ``f`` at 0 and its truncation estimate."""
-    r, truncation, _ = _extrapolate(f, h)
-    return r, truncation
-
-
-def _extrapolate(f: Callable[[float], float], h: float) -> tuple[float, float, list[tuple[float, float]]]:
-    """:func:`richardson`, and the values f(-s), f(s) it used at s = h, h/2, h/4."""
+def richardson(f: Callable[[float], float], h: float) -> tuple[float, float, list[tuple[float, float]]]:
+    """(R, |R - R_2|, values): the twice-extrapolated central difference of ``f`` at 0, its truncation
+    estimate, and the values f(-s), f(s) it used at s = h, h/2, h/4 (for :func:`kink`)."""
     values = [(f(-s), f(s)) for s in (h, h / 2, h / 4)]
     d = [(right - left) / (2 * s) for (left, right), s in zip(values, (h, h / 2, h / 4))]
     r1 = (4 * d[1] - d[0]) / 3
@@ -144,7 +139,7 @@ def _extrapolate(f: Callable[[float], float], h: float) -> tuple[float, float, l
 def kink(values: list[tuple[float, float]], f0: float, h: float, tolerance: float) -> tuple[float, float] | None:
     """(left, right) one-sided difference quotients at 0 when they jump apart (a kink: their gap
     stays as the step halves, beyond ``tolerance``), else None (smooth there), from the values
-    f(-s), f(s) at s = h, h/2, h/4 (see :func:`_extrapolate`) and f0 = f(0).
+    f(-s), f(s) at s = h, h/2, h/4 (see :func:`richardson`) and f0 = f(0).
 
     At a kink no derivative exists: a central difference gives the mean of the two slopes
     (ReLU at 0: 1/2), while a backward pass picks one of them, or a value between, by convention."""
@@ -276,7 +271,7 @@ def _elementwise(
         def f(step: float, j: int = j) -> float:
             return shift(torch.tensor(step, dtype=tensor.dtype, device=tensor.device), j)
 
-        numeric[j], truncation, values = _extrapolate(f, h)
+        numeric[j], truncation, values = richardson(f, h)
         stepping = 8 * u * abs(float(flat[j])) / h * abs(float(numeric[j]))
         bound[j] = options.safety * (7 * delta / h + truncation + stepping)
         tolerance = float(bound[j] + own_flat[j])
@@ -320,7 +315,7 @@ def _probes(
         def f(step: float, d: Tensor = step_direction) -> float:
             return shift(step * d)
 
-        numeric, truncation, values = _extrapolate(f, h)
+        numeric, truncation, values = richardson(f, h)
         d = direction.reshape(-1)
         projected = float((d * a).sum())
         rounding = u * n_terms * float((d.abs() * a.abs()).sum())
