@@ -131,6 +131,16 @@ def test_backward_before_forward_names_the_module(spec):
         module.backward(torch.zeros(1, dtype=torch.float64)) if spec.target is None else module.backward()
 
 
+@pytest.mark.parametrize("spec", SPECS, ids=str)
+def test_backward_after_a_failed_forward_refuses_rather_than_using_the_forward_before(spec):
+    built = example(spec).build(torch.float64)
+    out = run(built)
+    with pytest.raises((ValueError, TypeError)):
+        built.module("not a tensor")
+    with pytest.raises(ValueError, match="backward called before forward"):
+        backward(built.module, out, spec.target is not None)
+
+
 @pytest.mark.parametrize("spec", [s for s in SPECS if s.target is None], ids=str)
 def test_grad_output_of_the_wrong_shape_is_rejected(spec):
     built = example(spec).build(torch.float64)
