@@ -331,7 +331,7 @@ class Module:
     def _saved_tensors(self) -> dict[str, Any]:
         saved = self.__dict__.get("_saved")
         if saved is None:
-            raise check.fail(self, "backward called before forward (or after a forward that failed): call forward first")
+            raise check.fail(self, "backward called before forward (or after a failed forward): call forward first")
         return saved
 
     def _check_grad_output(self, grad_output: Any, expected: Tensor, name: str = "grad_output") -> Tensor:
