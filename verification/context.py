@@ -166,11 +166,29 @@ class Context:
                     f"{name} holds non-finite values ({value} at flat index {bad}): no derivative is defined there, "
                     "so the checks that need one are inconclusive"
                 )
-        self.main = self.target.start(self.call)
+        try:
+            self.main = self.target.start(self.call)
+        except Exception as error:
+            hint = self._placement_hint()
+            if hint:
+                error.add_note(hint)
+            raise
         self.outputs = self.main.outputs
         self.grads = self._upstream(grad_output)
         self.gradients = self.main.backward(self.grads)
         self.report.notes += self.gradients.notes
+
+    def _placement_hint(self) -> str | None:
+        """When the target's forward raised: the first parameter whose dtype or device differs from
+        the inputs' (a float32 module given float64 inputs), the usual cause, named with the fix."""
+        for name, p in self.target.parameters():
+            if p.is_floating_point() and (p.dtype != self.dtype or p.device != self.device):
+                return (
+                    f"{self.name}: its parameter {name!r} is {str(p.dtype).replace('torch.', '')} on {p.device}, the "
+                    f"inputs {str(self.dtype).replace('torch.', '')} on {self.device}: move one to the other "
+                    f"(module.to(dtype=..., device=...) or the inputs' .to(...))"
+                )
+        return None
 
     # -- upstream gradients ---------------------------------------------------------------------------
     def _upstream(self, grad_output: Any) -> list[Tensor | None]:

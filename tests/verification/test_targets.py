@@ -263,6 +263,12 @@ def test_a_tensor_keyword_argument_is_a_clear_error_naming_the_fix():
         check_gradients(lambda x, *, w: x * w, x64(3), w=x64(3, seed=1))
 
 
+def test_a_module_whose_forward_fails_on_inputs_of_another_dtype_is_told_which_parameter_differs():
+    with pytest.raises(RuntimeError) as raised:
+        check_gradients(torch.nn.Linear(4, 3), x64(5, 4))  # a float32 module, float64 inputs
+    assert any("parameter 'weight' is float32" in note and "float64" in note for note in raised.value.__notes__)
+
+
 def test_complex_inputs_are_named_as_unsupported_never_silently_skipped():
     z = torch.randn(3, dtype=torch.complex128)
     with pytest.raises(ValueError, match=r"complex tensors are not supported"):
