@@ -175,6 +175,9 @@ class Context:
             raise
         self.outputs = self.main.outputs
         self.grads = self._upstream(grad_output)
+        # Drawn here (independent Gaussians), not given: the finite-difference error model may treat
+        # sums weighted by them probabilistically.
+        self.upstream_drawn = grad_output is None
         self.gradients = self.main.backward(self.grads)
         self.report.notes += self.gradients.notes
 

@@ -67,6 +67,53 @@ def test_a_single_wrong_element_of_a_large_weight_fails_the_probes():
     assert not report["finite_differences"].ok
 
 
+@pytest.mark.parametrize("index", [0, 417, 1199])
+def test_one_part_in_a_million_in_one_element_of_a_large_weight_fails_the_probes_without_a_twin(index):
+    module = Affine(40, 30, error=(index, 1e-6))
+    report = check_gradients(module, x_of(8, 40))
+    assert not report["finite_differences"].ok, str(report)
+
+
+class TanhFunction(torch.autograd.Function):
+    """y = tanh(x), its backward with an optional (flat index, relative error) planted."""
+
+    @staticmethod
+    def forward(ctx, x, error):
+        y = torch.tanh(x)
+        ctx.save_for_backward(y)
+        ctx.error = error
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        grad = (g * (1 - y * y)).contiguous()
+        if ctx.error is not None:
+            index, relative = ctx.error
+            grad.view(-1)[index] *= 1 + relative
+        return grad, None
+
+
+@pytest.mark.parametrize("index", [0, 12345, 39999])
+def test_one_part_in_a_million_in_one_element_of_a_40000_element_input_fails_the_probes(index):
+    x = torch.randn(200, 200, generator=torch.Generator().manual_seed(index), dtype=torch.float64)
+    report = check_gradients(TanhFunction, x, (index, 1e-6))
+    assert not report["finite_differences"].ok, str(report)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_correct_large_targets_pass_the_probes_whatever_the_draw(seed):
+    x = torch.randn(200, 200, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    assert check_gradients(TanhFunction, x, None, seed=seed)["finite_differences"].ok
+    assert check_gradients(Affine(40, 30, seed=seed), x_of(8, 40), seed=seed)["finite_differences"].ok
+
+
+def test_correct_large_targets_pass_the_probes_with_the_callers_own_upstream_gradient():
+    x = torch.randn(200, 200, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert check_gradients(TanhFunction, x, None, grad_output=torch.ones_like(x))["finite_differences"].ok
+    assert check_gradients(Affine(40, 30), x_of(8, 40), grad_output=torch.ones(8, 30, dtype=torch.float64)).ok
+
+
 def test_the_report_names_the_check_the_tensor_the_element_and_the_tolerance():
     module = Affine(4, 3, error=(5, 1e-3))
     text = str(check_gradients(module, x_of(5, 4)))

@@ -14,19 +14,31 @@ wrong element.
 Each derivative is extrapolated from central differences :math:`D(s)` at ``s = h, h/2, h/4``
 (``h = eps * max(1, |x|)``): two Richardson levels, :math:`R_1 = (4D(h/2) - D(h))/3`,
 :math:`R_2 = (4D(h/4) - D(h/2))/3` (truncation :math:`O(h^4)`) and
-:math:`R = (16R_2 - R_1)/15` (:math:`O(h^6)`). Its error is bounded by
+:math:`R = (16R_2 - R_1)/15` (:math:`O(h^6)`). The differences are of
+:math:`\Delta\phi(s) = \sum_k \langle g_k, y_k(x + s) - y_k(x)\rangle`, subtracted output element
+by output element before the sum (not :math:`\phi(x + s) - \phi(x)`, two large sums whose
+rounding at the scale of :math:`\sum|g||y|` would swamp one element's error in a large tensor),
+and the sums are correctly rounded (``math.fsum``) up to ``EXACT_SUM_LIMIT`` terms. The error of
+``R`` is bounded by
 
 * truncation: :math:`|R - R_2|`, which over-estimates the error left in ``R``;
-* rounding: each evaluation of :math:`\phi` errs by :math:`\delta = u\sqrt{n}\,(\sum|g||y| + |\phi|)`
-  (``n`` the largest tensor's size; the probabilistic rounding error bound of Higham and Mary,
-  2019, rather than the worst case ``n u``), or by the error the error model's estimator measures
-  (precision scaling and ulp jitter) when that is larger (an ill-conditioned forward), amplified
-  by at most :math:`7\delta/h` in ``R``;
+* rounding: each evaluation of :math:`\Delta\phi` errs by :math:`\delta`, amplified by at most
+  :math:`7\delta/h` in ``R``. Output element k errs by its rounding :math:`\varepsilon_k`, measured
+  by the error model's estimator (precision scaling and ulp jitter, which see an ill-conditioned
+  forward), at least :math:`u|y_k|`; so :math:`\delta \le \sum_k |g_k| 2\varepsilon_k`, and with the
+  verifier's own Gaussian ``g`` (independent of those errors, whatever their correlation)
+  :math:`\delta` is Gaussian with deviation at most :math:`\sqrt{\sum_k 4\varepsilon_k^2}`. When the
+  estimator cannot run, a bound on :math:`\phi`'s own rounding,
+  :math:`u\sqrt{n}\,(\sum|g||y| + |\phi|)` (Higham and Mary, 2019), twice;
 * stepping: ``x + s`` is rounded, a relative error of at most :math:`8u|x|/h` in ``R``;
 
-each times ``safety``, plus the analytic gradient's own rounding bound (floored normwise).
-With ``eps = 1e-4`` these are orders of magnitude below one part in a million of the
-gradient's scale.
+each times ``safety``, plus the analytic gradient's own rounding bound (floored normwise). A
+probe projects these elementwise bounds onto its Gaussian direction (root sum of squares, with
+the analytic gradient's rounding at the probabilistic :math:`u\sqrt{n}` rate), so its noise grows as
+the square root of the tensor's size. With ``eps = 1e-4`` these are orders of magnitude below one
+part in a million of the gradient's scale: an element of typical size off by one part in a million
+fails in a float64 tensor of a million elements (an element far smaller than its tensor's typical
+one is seen at a larger relative error: the noise is the tensor's, the error the element's).
 
 A kink (ReLU at 0, tied maxima) has no derivative: the same evaluations give the one-sided
 quotients :math:`(f(s) - f(0))/s` and :math:`(f(0) - f(-s))/s`, which stay apart as ``s``
@@ -49,6 +61,7 @@ from ..report import CheckResult, _where
 from ..targets import Call, Gradients, Target
 
 LOCATE_LIMIT = 1024  # tensors up to this size are searched element by element when a probe fails
+EXACT_SUM_LIMIT = 1 << 20  # output terms up to this many are summed correctly rounded (math.fsum: 0.1 s at the limit)
 
 
 def check_finite_differences(ctx: Context) -> CheckResult:
@@ -67,62 +80,90 @@ def check_finite_differences(ctx: Context) -> CheckResult:
         return result
     target = ctx.target64.copy()  # its parameters are shifted in place, and forward may update buffers
     gradients = target.start(ctx.call64).backward(ctx.grads64)
-    compare(result, target, ctx.call64, ctx.grads64, gradients, ctx.options, ctx.generator)
+    compare(result, target, ctx.call64, ctx.grads64, gradients, ctx.options, ctx.generator, ctx.upstream_drawn)
     return result
 
 
-def phi(target: Target, call: Call, grads: Sequence[Tensor | None]) -> float:
-    """:math:`\\sum_k \\langle g_k, y_k\\rangle` in float64."""
-    outputs = target.forward(call)
-    total = 0.0
-    for y, g in zip(outputs.leaves, grads):
+def outputs(target: Target, call: Call) -> list[Tensor | None]:
+    """The forward's outputs at ``call``, detached, in float64 (on their device)."""
+    return [None if y is None else y.detach().double() for y in target.forward(call).leaves]
+
+
+def _a_priori_noise(target: Target, call: Call, grads: Sequence[Tensor | None], n_terms: int) -> float:
+    """A bound on the rounding error of phi itself, :math:`u\\sqrt{n}(\\sum|g||y| + |\\phi|)`: the
+    fallback when the outputs' own rounding cannot be measured."""
+    spread = total = 0.0
+    for y, g in zip(outputs(target, call), grads):
         if y is not None and g is not None:
-            total += float((y.detach().double() * g.double()).sum())
-    return total
+            spread += float((y.abs() * g.double().abs()).sum())
+            total += float((y * g.double()).sum())
+    return unit_roundoff(torch.float64) * math.sqrt(n_terms) * (spread + abs(total))
 
 
-def _spread(target: Target, call: Call, grads: Sequence[Tensor | None]) -> float:
-    outputs = target.forward(call)
-    return sum(
-        float((y.detach().double().abs() * g.double().abs()).sum())
-        for y, g in zip(outputs.leaves, grads)
-        if y is not None and g is not None
-    )
-
-
-def _measured_noise(target: Target, call: Call, grads: Sequence[Tensor | None], generator: torch.Generator) -> float:
-    """The rounding error of one evaluation of phi, measured by the error model's estimator
-    (:func:`~verification.error_model.rounding_noise`: precision scaling and ulp jitter, the
-    larger), which sees conditioning: an ill-conditioned forward (LayerNorm over two nearly equal
-    values) errs far more than the bound above says. The largest over the point and two nearby
-    ones (a single point's float32 error can be small by luck)."""
-    grads32 = [None if g is None else g.float() for g in grads]
+def _output_noise(
+    target: Target, call: Call, grads: Sequence[Tensor | None], generator: torch.Generator, upstream_drawn: bool
+) -> float | None:
+    """The rounding error of one evaluation of :math:`\\Delta\\phi = \\sum_k g_k \\Delta y_k` (see
+    :class:`_Shifter`), whose terms err by :math:`|g_k| e_k`, :math:`|e_k| \\le 2\\varepsilon_k`: at most
+    :math:`\\sum_k |g_k| 2\\varepsilon_k`. When the upstream gradients were drawn by the verifier
+    (independent Gaussians, independent of the forward's rounding errors), :math:`\\sum_k g_k e_k` is
+    itself Gaussian with deviation at most :math:`\\sigma_g \\sqrt{\\sum_k 4\\varepsilon_k^2}`, whatever
+    the errors' correlation: that deviation is returned (the tolerance's ``safety`` factor then
+    bounds it with high probability, as in Higham and Mary's probabilistic analysis).
+    :math:`\\varepsilon_k` is the forward's rounding error in
+    output element k, as the error model's estimator measures it (precision scaling and ulp jitter,
+    the larger, floored at its mean: :func:`~verification.error_model.rounding_noise`), the largest
+    over the point and two nearby ones (a single point's float32 error can be small by luck), and
+    at least the rounding of storing it, :math:`u|y_k|`. It sees conditioning: an ill-conditioned
+    forward (LayerNorm over two nearly equal values) errs far more than u|y|. None when the
+    estimator cannot run (a target that cannot be copied or moved)."""
+    base = outputs(target, call)
+    names = [f"y{i}" for i, y in enumerate(base) if y is not None]
+    epsilon: dict[str, Tensor] = {}
     low: list[Target] = []  # the float32 copy, made once (on first use: a failure there is the estimator's)
-    noise = 0.0
     for shift in (0.0, 1e-3, -1e-3):
         moved = call.with_tensors([x * (1 + shift) for x in call.tensors()])
 
+        def named(ys: list[Tensor | None]) -> dict[str, Tensor]:
+            return {f"y{i}": y.detach().double() for i, y in enumerate(ys) if y is not None}
+
         def run64(size: float, gen: torch.Generator | None, moved: Call = moved) -> dict[str, Tensor]:
             if not size or gen is None:
-                return {"phi": torch.tensor(phi(target, moved, grads))}
+                return named(outputs(target, moved))
             copy = target.copy()
             with torch.no_grad():
                 for _, p in copy.parameters():
                     p.copy_(error_model.jitter(p, gen, size))
             jittered = moved.with_tensors([error_model.jitter(x, gen, size) for x in moved.tensors()])
-            return {"phi": torch.tensor(phi(copy, jittered, grads))}
+            return named(outputs(copy, jittered))
 
         def run32(moved: Call = moved) -> dict[str, Tensor]:
             if not low:
                 low.append(target.copy(torch.float32))
-            return {"phi": torch.tensor(phi(low[0], moved.cast(torch.float32), grads32))}
+            return named(low[0].forward(moved.cast(torch.float32)).leaves)
 
         try:
             estimate = error_model.rounding_noise(run64, run32, generator)
         except Exception:  # a target that cannot be copied or moved: the bound alone
-            return noise
-        noise = max(noise, float(estimate["phi"]))
-    return noise
+            return None
+        for name in names:
+            value = estimate.get(name)
+            if value is None:
+                return None
+            epsilon[name] = value if name not in epsilon else torch.maximum(epsilon[name], value)
+    u = unit_roundoff(torch.float64)
+    noise = 0.0
+    for i, (y, g) in enumerate(zip(base, grads)):
+        if y is None or g is None:
+            continue
+        measured = error_model.estimated(epsilon, f"y{i}", y.cpu())
+        bound = 2 * torch.maximum(measured, u * y.abs().cpu())
+        g = g.double().cpu()
+        if upstream_drawn:
+            noise += float(g.square().mean()) * float(bound.square().sum())  # variances add
+        else:
+            noise += float((g.abs() * bound).sum())
+    return math.sqrt(noise) if upstream_drawn else noise
 
 
 def richardson(f: Callable[[float], float], h: float) -> tuple[float, float, list[tuple[float, float]]]:
@@ -160,16 +201,49 @@ def _kink_note(name: str, count: int, what: str, first: str, left: float, right:
 
 
 class _Shifter:
-    """Evaluates phi with one tensor (an input or a parameter) shifted."""
+    """Evaluates :math:`\\Delta\\phi = \\sum_k \\langle g_k, y_k(\\text{shifted}) - y_k\\rangle` with one tensor
+    (an input or a parameter) shifted: the difference taken output element by output element,
+    before the sum. Differencing phi itself would subtract two sums over every output, each
+    rounded at the scale of :math:`\\sum|g||y|`, a cancellation that grows with the output's size;
+    here the outputs the shift leaves unchanged contribute exactly 0 and the others their own
+    rounding error only, so one element's error is seen even in a tensor of many thousands."""
 
     def __init__(
         self, target: Target, call: Call, grads: Sequence[Tensor | None], position: int | None, tensor: Tensor
     ):
         self.target, self.call, self.grads, self.position, self.tensor = target, call, grads, position, tensor
+        self.start = outputs(target, call)
+        self.weights = [None if g is None else g.detach().double() for g in grads]
+        self.summation = 0.0  # the largest rounding bound of the final sums since the last take_summation()
 
     def base(self) -> float:
-        """phi at the unshifted point."""
-        return phi(self.target, self.call, self.grads)
+        """The change at the unshifted point: exactly 0."""
+        return 0.0
+
+    def take_summation(self) -> float:
+        """The largest rounding bound of the sums :math:`\\sum_k g_k (y_k - y_k^0)` evaluated since the
+        last call, and start afresh: :math:`u|\\text{sum}|` for a correctly rounded sum (``math.fsum``, up
+        to ``EXACT_SUM_LIMIT`` terms), else :math:`u \\sqrt{n} \\sum|g||y - y^0|` (Higham and Mary's
+        probabilistic bound for a sum of n terms in any order)."""
+        value, self.summation = self.summation, 0.0
+        return value
+
+    def _change(self, call: Call) -> float:
+        terms = [
+            torch.sub(y, y0).mul_(g).reshape(-1)
+            for y, y0, g in zip(outputs(self.target, call), self.start, self.weights)
+            if y is not None and y0 is not None and g is not None
+        ]
+        if not terms:
+            return 0.0
+        flat = terms[0] if len(terms) == 1 else torch.cat(terms)
+        if flat.numel() <= EXACT_SUM_LIMIT:  # correctly rounded: no error beyond u |sum|
+            total = math.fsum(flat.cpu().tolist())
+            self.summation = max(self.summation, unit_roundoff(torch.float64) * abs(total))
+            return total
+        spread = float(flat.abs().sum())
+        self.summation = max(self.summation, unit_roundoff(torch.float64) * math.sqrt(flat.numel()) * spread)
+        return float(flat.sum())
 
     def __call__(self, delta: Tensor, index: int = -1) -> float:
         if self.position is not None:  # an input: a shifted copy in the call
@@ -178,7 +252,7 @@ class _Shifter:
                 shifted.view(-1)[index] += delta
             else:
                 shifted += delta
-            return phi(self.target, self.call.replace({self.position: shifted}), self.grads)
+            return self._change(self.call.replace({self.position: shifted}))
         original = self.tensor.detach().clone()
         try:
             with torch.no_grad():
@@ -186,7 +260,7 @@ class _Shifter:
                     self.tensor.view(-1)[index] += delta
                 else:
                     self.tensor += delta
-            return phi(self.target, self.call, self.grads)
+            return self._change(self.call)
         finally:
             with torch.no_grad():
                 self.tensor.copy_(original)
@@ -200,17 +274,18 @@ def compare(
     gradients: Gradients,
     options: Options,
     generator: torch.Generator,
+    upstream_drawn: bool = False,
 ) -> None:
-    """Merge into ``result`` the comparison of ``gradients`` with finite differences of ``target``."""
+    """Merge into ``result`` the comparison of ``gradients`` with finite differences of ``target``.
+    ``upstream_drawn``: ``grads`` are independent Gaussians drawn by the verifier, not the caller's."""
     u = unit_roundoff(torch.float64)
     sizes = [x.numel() for x in call.tensors()] + [p.numel() for _, p in target.parameters()]
     outputs = target.forward(call)
     n_terms = max([*sizes, *(y.numel() for y in outputs.leaves if y is not None)])
-    # Probabilistic rounding error analysis (Higham & Mary, 2019): an accumulation of n terms errs
-    # by about sqrt(n) u sum|terms|, not the worst case n u sum|terms|; the safety factor is the
-    # lambda of their bound.
-    delta = u * math.sqrt(n_terms) * (_spread(target, call, grads) + abs(phi(target, call, grads)))
-    delta = max(delta, _measured_noise(target, call, grads, generator))
+    measured = _output_noise(target, call, grads, generator, upstream_drawn)
+    # Without a measurement, a bound on phi's own rounding (probabilistic rounding error analysis,
+    # Higham & Mary 2019: n terms err by about sqrt(n) u sum|terms|), twice: two evaluations differ.
+    delta = measured if measured is not None else 2 * _a_priori_noise(target, call, grads, n_terms)
     values = [*(g for g in grads if g is not None), *(g for g in gradients.all() if g is not None)]
     scale = max((float(t.double().abs().mean()) for t in values if t.numel()), default=0.0)
 
@@ -235,7 +310,9 @@ def compare(
         if tensor.numel() <= options.full_jacobian_limit:
             _elementwise(result, name, shift, tensor, a, own, delta, u, options)
         else:
-            failed = _probes(result, name, shift, tensor, a, delta, u, n_terms, options, generator)
+            # Each element's own rounding at the probabilistic rate u sqrt(n) (Higham and Mary), where the
+            # element-by-element comparison allows the worst case u n: see _probes.
+            failed = _probes(result, name, shift, tensor, a, own / math.sqrt(n_terms), delta, u, options, generator)
             if failed and tensor.numel() <= LOCATE_LIMIT:
                 located = CheckResult(result.name)
                 _elementwise(located, name, shift, tensor, a, own, delta, u, options)
@@ -246,6 +323,16 @@ def compare(
                     result.worst_ratio = max(result.worst_ratio, located.worst_ratio)
                 elif located.inconclusive:  # the elements name the kink better than a probe
                     result.inconclusive = located.inconclusive
+
+
+def _dot(d: Tensor, a: Tensor, u: float) -> tuple[float, float]:
+    """(<d, a>, a bound on its rounding): correctly rounded up to ``EXACT_SUM_LIMIT`` terms
+    (``math.fsum``), else torch's sum with Higham and Mary's :math:`u\\sqrt{n}\\sum|d a|`."""
+    terms = d * a
+    if terms.numel() <= EXACT_SUM_LIMIT:
+        total = math.fsum(terms.tolist())
+        return total, u * abs(total)
+    return float(terms.sum()), u * math.sqrt(terms.numel()) * float(terms.abs().sum())
 
 
 def _elementwise(
@@ -273,7 +360,8 @@ def _elementwise(
 
         numeric[j], truncation, values = richardson(f, h)
         stepping = 8 * u * abs(float(flat[j])) / h * abs(float(numeric[j]))
-        bound[j] = options.safety * (7 * delta / h + truncation + stepping)
+        rounding = 7 * (delta + shift.take_summation()) / h
+        bound[j] = options.safety * (rounding + truncation + stepping)
         tolerance = float(bound[j] + own_flat[j])
         sides = kink(values, f0, h, tolerance)
         if sides is not None and min(sides) - tolerance <= float(a[j]) <= max(sides) + tolerance:
@@ -296,16 +384,25 @@ def _probes(
     shift: _Shifter,
     tensor: Tensor,
     analytic: Tensor,
+    own: Tensor,
     delta: float,
     u: float,
-    n_terms: int,
     options: Options,
     generator: torch.Generator,
 ) -> bool:
-    """Random-direction probes; True when one failed."""
+    """Random-direction probes; True when one failed.
+
+    The direction ``u`` is drawn here, independent Gaussians independent of every rounding error,
+    so the errors' projections onto it are Gaussian with deviation the root sum of squares of their
+    elementwise bounds (the tolerance's ``safety`` factor bounds them): the analytic gradient's
+    own rounding (``own``: an accumulation of n terms errs by about :math:`u\\sqrt{n}\\sum|terms|`) and the rounding of
+    the shifted inputs :math:`x_j + s u_j` (at most :math:`u|x_j|` each: Higham and Mary's
+    probabilistic model). A single wrong element then stands out against noise that grows as the
+    square root of the tensor's size, not as the size."""
     x = tensor.detach().double().cpu().reshape(-1)
     h = options.eps * max(1.0, float(x.abs().max()))
     a = analytic.reshape(-1)
+    own_deviation = float(own.expand(tensor.shape).reshape(-1).square().sum().sqrt())
     failed = False
     f0 = shift.base()
     for k in range(options.probes):
@@ -317,10 +414,10 @@ def _probes(
 
         numeric, truncation, values = richardson(f, h)
         d = direction.reshape(-1)
-        projected = float((d * a).sum())
-        rounding = u * n_terms * float((d.abs() * a.abs()).sum())
-        stepping = 8 * u * float((x.abs() * (d * a).abs()).sum()) / h
-        tolerance = options.safety * (7 * delta / h + truncation + rounding + stepping)
+        projected, dot = _dot(d, a, u)
+        stepping = 8 * u * float((x * d * a).square().sum().sqrt()) / h
+        evaluation = 7 * (delta + shift.take_summation()) / h
+        tolerance = options.safety * (evaluation + truncation + dot + stepping) + own_deviation
         sides = kink(values, f0, h, tolerance)
         if sides is not None:  # a kink along this direction: not judged; the elements decide (see compare)
             failed = True

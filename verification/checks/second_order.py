@@ -81,5 +81,5 @@ def check_second_order(ctx: Context) -> CheckResult:
             "detached tensors, .data, or under torch.no_grad?)"
         )
         return result
-    compare(result, derived, call2, grads2, gradients, ctx.options, ctx.generator)
+    compare(result, derived, call2, grads2, gradients, ctx.options, ctx.generator, upstream_drawn=True)
     return result
