@@ -101,6 +101,18 @@ def test_one_part_in_a_million_in_one_element_of_a_40000_element_input_fails_the
     assert not report["finite_differences"].ok, str(report)
 
 
+def test_the_wrong_element_of_a_40000_element_input_is_named_by_halving_the_failing_probe():
+    x = torch.randn(200, 200, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    detail = check_gradients(TanhFunction, x, (12345, 1e-6))["finite_differences"].detail
+    assert detail.startswith("input[0][61, 145]: backward"), detail  # 12345 = 61 * 200 + 145
+
+
+def test_the_wrong_element_of_a_weight_too_large_to_search_element_by_element_is_named():
+    module = Affine(40, 30, error=(417, 1e-3))  # 1,200 elements; 417 = 10 * 40 + 17
+    detail = check_gradients(module, x_of(8, 40))["finite_differences"].detail
+    assert detail.startswith("param[0][10, 17]: backward"), detail
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_correct_large_targets_pass_the_probes_whatever_the_draw(seed):
     x = torch.randn(200, 200, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)

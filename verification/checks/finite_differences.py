@@ -237,6 +237,8 @@ class _Shifter:
         if not terms:
             return 0.0
         flat = terms[0] if len(terms) == 1 else torch.cat(terms)
+        if flat.numel() > 4096:
+            flat = flat[flat != 0]  # the outputs a shift leaves unchanged: most of them, for a local one
         if flat.numel() <= EXACT_SUM_LIMIT:  # correctly rounded: no error beyond u |sum|
             total = math.fsum(flat.cpu().tolist())
             self.summation = max(self.summation, unit_roundoff(torch.float64) * abs(total))
@@ -312,10 +314,18 @@ def compare(
         else:
             # Each element's own rounding at the probabilistic rate u sqrt(n) (Higham and Mary), where the
             # element-by-element comparison allows the worst case u n: see _probes.
-            failed = _probes(result, name, shift, tensor, a, own / math.sqrt(n_terms), delta, u, options, generator)
+            probe_own = (own / math.sqrt(n_terms)).expand(tensor.shape).reshape(-1)
+            failed, direction = _probes(result, name, shift, tensor, a, probe_own, delta, u, options, generator)
+            located, element = None, None
             if failed and tensor.numel() <= LOCATE_LIMIT:
                 located = CheckResult(result.name)
                 _elementwise(located, name, shift, tensor, a, own, delta, u, options)
+            elif direction is not None:  # too large to compare every element: halve the failing probe
+                element = _bisect(shift, tensor, a, probe_own, direction, delta, u, options)
+                if element is not None:
+                    located = CheckResult(result.name)
+                    _elementwise(located, name, shift, tensor, a, own, delta, u, options, indices=[element])
+            if located is not None:
                 if not located.ok:  # name the wrong element rather than the probe
                     result.ok = False
                     result.detail = located.detail
@@ -323,6 +333,11 @@ def compare(
                     result.worst_ratio = max(result.worst_ratio, located.worst_ratio)
                 elif located.inconclusive:  # the elements name the kink better than a probe
                     result.inconclusive = located.inconclusive
+                elif element is not None:  # the probe's verdict stands; the element is the suspect
+                    result.detail += (
+                        f"; halving the failing probe points at {located.detail} (within the tolerance of one "
+                        "element's own difference, whose step is smaller than the probe's)"
+                    )
 
 
 def _dot(d: Tensor, a: Tensor, u: float) -> tuple[float, float]:
@@ -345,14 +360,16 @@ def _elementwise(
     delta: float,
     u: float,
     options: Options,
+    indices: Sequence[int] | None = None,
 ) -> None:
+    """One central difference per element (of ``indices`` only, when given: the others are not compared)."""
     flat = tensor.detach().double().cpu().reshape(-1)
-    numeric = torch.empty(tensor.numel(), dtype=torch.float64)
-    bound = torch.empty_like(numeric)
     a, own_flat = analytic.reshape(-1), own.expand(tensor.shape).reshape(-1)
+    numeric = a.clone()
+    bound = torch.zeros_like(numeric)
     kinks: list[tuple[int, float, float]] = []
     f0 = shift.base()
-    for j in range(tensor.numel()):
+    for j in range(tensor.numel()) if indices is None else indices:
         h = options.eps * max(1.0, abs(float(flat[j])))
 
         def f(step: float, j: int = j) -> float:
@@ -389,36 +406,22 @@ def _probes(
     u: float,
     options: Options,
     generator: torch.Generator,
-) -> bool:
-    """Random-direction probes; True when one failed.
+) -> tuple[bool, Tensor | None]:
+    """Random-direction probes: (whether one failed or sat on a kink, the direction of the worst
+    failing probe that is not on a kink, or None).
 
     The direction ``u`` is drawn here, independent Gaussians independent of every rounding error,
     so the errors' projections onto it are Gaussian with deviation the root sum of squares of their
     elementwise bounds (the tolerance's ``safety`` factor bounds them): the analytic gradient's
-    own rounding (``own``: an accumulation of n terms errs by about :math:`u\\sqrt{n}\\sum|terms|`) and the rounding of
-    the shifted inputs :math:`x_j + s u_j` (at most :math:`u|x_j|` each: Higham and Mary's
-    probabilistic model). A single wrong element then stands out against noise that grows as the
-    square root of the tensor's size, not as the size."""
-    x = tensor.detach().double().cpu().reshape(-1)
-    h = options.eps * max(1.0, float(x.abs().max()))
+    own rounding (``own``, flat: an accumulation of n terms errs by about :math:`u\\sqrt{n}\\sum|terms|`)
+    and the rounding of the shifted inputs :math:`x_j + s u_j` (at most :math:`u|x_j|` each: Higham
+    and Mary's probabilistic model). A single wrong element then stands out against noise that
+    grows as the square root of the tensor's size, not as the size."""
     a = analytic.reshape(-1)
-    own_deviation = float(own.expand(tensor.shape).reshape(-1).square().sum().sqrt())
-    failed = False
-    f0 = shift.base()
+    failed, worst, worst_ratio = False, None, 1.0
     for k in range(options.probes):
         direction = torch.randn(tensor.shape, generator=generator, dtype=torch.float64)
-        step_direction = direction.to(device=tensor.device, dtype=tensor.dtype)
-
-        def f(step: float, d: Tensor = step_direction) -> float:
-            return shift(step * d)
-
-        numeric, truncation, values = richardson(f, h)
-        d = direction.reshape(-1)
-        projected, dot = _dot(d, a, u)
-        stepping = 8 * u * float((x * d * a).square().sum().sqrt()) / h
-        evaluation = 7 * (delta + shift.take_summation()) / h
-        tolerance = options.safety * (evaluation + truncation + dot + stepping) + own_deviation
-        sides = kink(values, f0, h, tolerance)
+        projected, numeric, tolerance, sides = _probe(shift, tensor, a, own, direction, delta, u, options)
         if sides is not None:  # a kink along this direction: not judged; the elements decide (see compare)
             failed = True
             if not result.inconclusive:
@@ -426,6 +429,8 @@ def _probes(
             numeric = projected
         elif not abs(projected - numeric) <= tolerance:
             failed = True
+            if abs(projected - numeric) / tolerance > worst_ratio:
+                worst, worst_ratio = direction, abs(projected - numeric) / tolerance
         result.merge(
             f"{name} probe {k}",
             torch.tensor([projected], dtype=torch.float64),
@@ -433,4 +438,68 @@ def _probes(
             torch.tensor([tolerance], dtype=torch.float64),
             ("<u, backward>", "directional finite difference"),
         )
-    return failed
+    return failed, worst
+
+
+def _probe(
+    shift: _Shifter,
+    tensor: Tensor,
+    a: Tensor,
+    own: Tensor,
+    direction: Tensor,
+    delta: float,
+    u: float,
+    options: Options,
+) -> tuple[float, float, float, tuple[float, float] | None]:
+    """One probe along ``direction`` (float64, on the CPU, ``tensor``'s shape; zero off its support):
+    (<direction, backward>, the directional finite difference, its tolerance, the one-sided slopes
+    where the direction crosses a kink, else None). ``a`` and ``own`` are flat."""
+    x = tensor.detach().double().cpu().reshape(-1)
+    h = options.eps * max(1.0, float(x.abs().max()))
+    step_direction = direction.to(device=tensor.device, dtype=tensor.dtype)
+
+    def f(step: float) -> float:
+        return shift(step * step_direction)
+
+    numeric, truncation, values = richardson(f, h)
+    d = direction.reshape(-1)
+    projected, dot = _dot(d, a, u)
+    stepping = 8 * u * float((x * d * a).square().sum().sqrt()) / h
+    evaluation = 7 * (delta + shift.take_summation()) / h
+    own_deviation = float(own[d != 0].square().sum().sqrt())
+    tolerance = options.safety * (evaluation + truncation + dot + stepping) + own_deviation
+    return projected, numeric, tolerance, kink(values, shift.base(), h, tolerance)
+
+
+def _bisect(
+    shift: _Shifter,
+    tensor: Tensor,
+    analytic: Tensor,
+    own: Tensor,
+    direction: Tensor,
+    delta: float,
+    u: float,
+    options: Options,
+) -> int | None:
+    """The flat index of a wrong element, found by halving a failing probe's direction: the half
+    (of the flat indices) whose restriction still fails holds one, as long as the errors do not
+    cancel between halves. None when neither half fails, or one sits on a kink (the probe's
+    verdict then stands without an element). About 1.5 log2(n) probes."""
+    a, flat = analytic.reshape(-1), direction.reshape(-1)
+    low, high = 0, flat.numel()
+    while high - low > 1:
+        middle = (low + high) // 2
+        for start, stop in ((low, middle), (middle, high)):
+            part = torch.zeros_like(flat)
+            part[start:stop] = flat[start:stop]
+            projected, numeric, tolerance, sides = _probe(
+                shift, tensor, a, own, part.reshape(tensor.shape), delta, u, options
+            )
+            if sides is not None:
+                return None
+            if not abs(projected - numeric) <= tolerance:
+                low, high = start, stop
+                break
+        else:
+            return None
+    return low
