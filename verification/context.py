@@ -34,7 +34,8 @@ class Options:
         safety: the factor on every rounding and truncation estimate.
         full_jacobian_limit: tensors up to this size get one central difference per element;
             larger ones get ``probes`` random-direction probes (as many evaluations as 8
-            elements; a probe failure on a tensor of up to 1024 elements then names the element).
+            elements; a failing probe then names the element: by comparing every element up to
+            1024 of them, beyond by halving the probe's direction).
         probes: random directions per large tensor.
         nondet_tol: the largest difference two backward passes on the same inputs may show
             (0: bitwise equal). A kernel that accumulates with atomic adds declares its own.
