@@ -147,9 +147,9 @@ def test_the_replay_command_of_a_user_spec_names_its_path_and_fails_again(capsys
 
 
 def test_a_lower_precision_path_with_its_own_layout_bug_fails_naming_the_precision():
-    from lower_precision_ops import SCALE_BY_TWO
+    (scale_by_two,) = [found.spec for found in discover([str(HERE / "lower_precision_ops.py")])]
 
-    result = run_spec(SCALE_BY_TWO, profile="dev", shrink=False)
+    result = run_spec(scale_by_two, profile="dev", shrink=False)
     assert not result.ok and result.failure["check"] == "layouts"
     assert "in bfloat16" in result.failure["message"]
 

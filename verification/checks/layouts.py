@@ -66,7 +66,9 @@ def check_layouts(ctx: Context) -> CheckResult:
             seen = named(other_pass.outputs, other_pass.backward(grads), call, other)
         except Exception as error:
             result.fail(
-                f"with {label} inputs and upstream gradients, the target raised {type(error).__name__}: {error}"
+                f"with {label} inputs and upstream gradients, the target raised {type(error).__name__}: {error} "
+                "(torch's own operations accept any memory layout, and so must an op used in their place: "
+                "call .contiguous() on what a kernel reads as contiguous, .reshape() rather than .view())"
             )
             continue
         forward_differs = []
