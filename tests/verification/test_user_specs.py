@@ -41,6 +41,7 @@ def test_a_folder_is_every_python_file_below_it():
 
 
 def test_the_decorator_returns_the_op_unchanged_with_its_registered_spec():
+    discover([GOOD])  # imports the file as the CLI does: its folder goes on sys.path
     from good_ops import Cube
 
     assert issubclass(Cube, torch.autograd.Function) and Cube.apply(torch.tensor(2.0)) == 8
