@@ -77,3 +77,10 @@ def test_equal_infinities_agree_and_a_wrong_finite_element_beside_them_still_fai
     )
     assert result.status == "failed"
     assert "output[1]" in result.detail
+
+
+def test_outputs_that_overflow_to_both_infinities_within_a_step_are_inconclusive_not_a_crash():
+    # exp(709.75) is finite, exp(709.75 + h) is not: the changes are +inf and -inf, which no exact sum takes.
+    x, ones = torch.tensor([709.75], dtype=F64), torch.ones(2, 1, dtype=F64)
+    report = check_gradients(lambda x: torch.stack([x.exp(), -x.exp()]), x, grad_output=ones)
+    assert report.verdict == "inconclusive" and report["finite_differences"].inconclusive

@@ -200,6 +200,15 @@ def _kink_note(name: str, count: int, what: str, first: str, left: float, right:
     )
 
 
+def _exact_sum(terms: Tensor) -> float:
+    """The correctly rounded sum (``math.fsum``); with infinities or an overflow on the way, torch's
+    (inf or NaN, which the comparison then leaves unjudged)."""
+    try:
+        return math.fsum(terms.cpu().tolist())
+    except (ValueError, OverflowError):  # inf - inf, or an intermediate overflow
+        return float(terms.sum())
+
+
 class _Shifter:
     """Evaluates :math:`\\Delta\\phi = \\sum_k \\langle g_k, y_k(\\text{shifted}) - y_k\\rangle` with one tensor
     (an input or a parameter) shifted: the difference taken output element by output element,
@@ -240,7 +249,7 @@ class _Shifter:
         if flat.numel() > 4096:
             flat = flat[flat != 0]  # the outputs a shift leaves unchanged: most of them, for a local one
         if flat.numel() <= EXACT_SUM_LIMIT:  # correctly rounded: no error beyond u |sum|
-            total = math.fsum(flat.cpu().tolist())
+            total = _exact_sum(flat)
             self.summation = max(self.summation, unit_roundoff(torch.float64) * abs(total))
             return total
         spread = float(flat.abs().sum())
@@ -345,7 +354,7 @@ def _dot(d: Tensor, a: Tensor, u: float) -> tuple[float, float]:
     (``math.fsum``), else torch's sum with Higham and Mary's :math:`u\\sqrt{n}\\sum|d a|`."""
     terms = d * a
     if terms.numel() <= EXACT_SUM_LIMIT:
-        total = math.fsum(terms.tolist())
+        total = _exact_sum(terms)
         return total, u * abs(total)
     return float(terms.sum()), u * math.sqrt(terms.numel()) * float(terms.abs().sum())
 
