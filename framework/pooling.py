@@ -471,25 +471,30 @@ class Upsample(Module):
         return first, second, weight
 
     def _matrix(self, n: int, out: int, ratio: float | None, x: Tensor) -> Tensor:
-        """The (out, n) matrix of a bicubic or area resampling along one dimension."""
+        """The (out, n) matrix of a bicubic or area resampling along one dimension, in x's dtype.
+
+        Its entries are computed in float64 and rounded once: a bicubic entry sums up to four
+        cubic coefficients (the taps clamped at a border share it), and in float32 each would
+        carry its own rounding (a 1 x 1 input's four coefficients sum to 1 - 5e-7, squared over the
+        two dimensions)."""
         rows = torch.arange(out, device=x.device)
         if self.mode == "area":
             begin, end = (rows * n) // out, ((rows + 1) * n + out - 1) // out
             columns = torch.arange(n, device=x.device)
             inside = (columns >= begin.unsqueeze(1)) & (columns < end.unsqueeze(1))
-            return inside.to(x.dtype) / (end - begin).to(x.dtype).unsqueeze(1)
-        position = rows.to(x.dtype)
+            return (inside.to(torch.float64) / (end - begin).to(torch.float64).unsqueeze(1)).to(x.dtype)
+        position = rows.to(torch.float64)
         if self.align_corners:
             source = position * ((n - 1) / (out - 1) if out > 1 else 0.0)
         else:
             source = (position + 0.5) * (n / out if ratio is None else ratio) - 0.5
         index = source.floor().to(torch.long).clamp(max=n - 1)
-        t = (source - index.to(x.dtype)).clamp(0, 1)
+        t = (source - index.to(torch.float64)).clamp(0, 1)
         coefficients = (_cubic_far(t + 1), _cubic_near(t), _cubic_near(1 - t), _cubic_far(2 - t))
-        matrix = x.new_zeros(out, n)
+        matrix = x.new_zeros(out, n, dtype=torch.float64)
         for k, coefficient in enumerate(coefficients):
             matrix.index_put_((rows, (index + k - 1).clamp(0, n - 1)), coefficient, accumulate=True)
-        return matrix
+        return matrix.to(x.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.mode in _LINEAR_MODES:

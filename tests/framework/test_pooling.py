@@ -343,3 +343,13 @@ def test_backward_checks_call_order_and_grad_output_shape(make):
     module(torch.zeros(1, 1, 4, 4))
     with pytest.raises(ValueError, match=f"{name}: expected grad_output"):
         module.backward(torch.zeros(1, 1, 3, 3))
+
+
+@pytest.mark.parametrize("scale", [1.5, 2.0, 3.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bicubic_upsampling_of_one_pixel_repeats_it_exactly_in_low_precision(scale, dtype):
+    # Keys' kernel sums to one, so every output is the pixel: the resampling matrices, rounded once
+    # from float64, hold exact ones (summed in the low precision, the four coefficients miss by ulps).
+    x = torch.tensor([[[[2.8203125]]]], dtype=dtype)
+    y = fw.Upsample(scale_factor=scale, mode="bicubic")(x)
+    assert torch.equal(y, x.expand_as(y))
