@@ -1,9 +1,10 @@
 """Detection power and cost of gradient checkers on the same planted errors.
 
 ``python -m benchmarks.detection`` plants a relative error ``eps`` in a custom
-``torch.autograd.Function`` (``y = tanh(x @ w)``, ``x`` 8x16, ``w`` 16x8) and reports, for each
-checker, the smallest ``eps`` it catches (every larger one caught too) and its seconds per
-check on the correct Function:
+``torch.autograd.Function`` (``y = tanh(x @ w)``, ``x`` 8x16, ``w`` 16x8; with ``--large``, ``x``
+200x200 and ``w`` 200x16, where a checker cannot afford one difference per element) and reports,
+for each checker, the smallest ``eps`` it catches (every larger one caught too) and its seconds
+per check on the correct Function:
 
 * in one element of the input gradient (``+ eps * max|grad|``) and in all of them (``* (1 + eps)``);
 * at first order in float64 and float32 (the error in every dtype), in float32 and bfloat16
@@ -112,6 +113,12 @@ def _passes(checker: str, fn: type[torch.autograd.Function], args: tuple[torch.T
         return jax_style(fn.apply, args)
 
 
+# With --large: the first-order float64 row only, without the checkers that difference every
+# element (gradcheck's slow mode: one forward per input element, 40,000 here).
+LARGE_ROWS = [
+    ("float64, 40,000-element input", torch.float64, "all", ["check_gradients", "gradcheck fast", "jax-style"])
+]
+
 ROWS = [
     # (label, dtype, where the error is, checkers)
     ("float64", torch.float64, "all", ["check_gradients", "gradcheck", "gradcheck fast", "jax-style"]),
@@ -153,15 +160,17 @@ def seconds(checker: str, args: tuple, repeats: int = 3) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.detection", description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--large", action="store_true", help="x 200x200 and w 200x16, float64 only")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
-    x64 = torch.randn(8, 16, generator=gen, dtype=torch.float64)
-    w64 = torch.randn(16, 8, generator=gen, dtype=torch.float64) / 4
+    (n, k, m), rows = ((200, 200, 16), LARGE_ROWS) if args.large else ((8, 16, 8), ROWS)
+    x64 = torch.randn(n, k, generator=gen, dtype=torch.float64)
+    w64 = torch.randn(k, m, generator=gen, dtype=torch.float64) / (k**0.5)
     print(f"torch {torch.__version__}, {args.threads} thread(s); smallest relative error caught (none: not even 0.1)")
     print("| precision, where the error is | checker | one element | all elements | correct passes | s/check |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for label, dtype, where, checkers in ROWS:
+    for label, dtype, where, checkers in rows:
         inputs = (x64.to(dtype), w64.to(dtype))
         for checker in checkers:
             one = smallest_caught(checker, dtype, where, True, inputs)
