@@ -18,7 +18,8 @@ Each derivative is extrapolated from central differences :math:`D(s)` at ``s = h
 :math:`\Delta\phi(s) = \sum_k \langle g_k, y_k(x + s) - y_k(x)\rangle`, subtracted output element
 by output element before the sum (not :math:`\phi(x + s) - \phi(x)`, two large sums whose
 rounding at the scale of :math:`\sum|g||y|` would swamp one element's error in a large tensor),
-and the sums are correctly rounded (``math.fsum``) up to ``EXACT_SUM_LIMIT`` terms. The error of
+and the sums are all but exact (runs of 8 terms summed, their sums correctly rounded with
+``math.fsum``) up to ``EXACT_SUM_LIMIT`` terms. The error of
 ``R`` is bounded by
 
 * truncation: :math:`|R - R_2|`, which over-estimates the error left in ``R``;
@@ -61,7 +62,9 @@ from ..report import CheckResult, _where
 from ..targets import Call, Gradients, Target
 
 LOCATE_LIMIT = 1024  # tensors up to this size are searched element by element when a probe fails
-EXACT_SUM_LIMIT = 1 << 20  # output terms up to this many are summed correctly rounded (math.fsum: 0.1 s at the limit)
+EXACT_SUM_LIMIT = 1 << 23  # sums of up to this many terms are all but exact (see _accurate_sum)
+CHUNK = 8  # terms summed by torch before the correctly rounded sum of their partial sums
+CHUNKED_ABOVE = 4096  # sums of more terms than this go through the partial sums
 
 
 def check_finite_differences(ctx: Context) -> CheckResult:
@@ -200,13 +203,27 @@ def _kink_note(name: str, count: int, what: str, first: str, left: float, right:
     )
 
 
-def _exact_sum(terms: Tensor) -> float:
-    """The correctly rounded sum (``math.fsum``); with infinities or an overflow on the way, torch's
-    (inf or NaN, which the comparison then leaves unjudged)."""
+def _accurate_sum(terms: Tensor) -> tuple[float, float]:
+    """(the sum of ``terms``, a bound on its rounding error). Up to ``EXACT_SUM_LIMIT`` terms: runs of
+    ``CHUNK`` consecutive terms summed by torch (in any order at most :math:`(c - 1)u\\sum|terms|`,
+    recursive summation's worst case), then those partial sums correctly rounded (``math.fsum``);
+    the bound is :math:`(c - 1)u\\sum|terms| + u|sum|`. Beyond, torch's sum and Higham and Mary's
+    probabilistic :math:`u\\sqrt{n}\\sum|terms|`. Infinities of both signs, or an overflow on the
+    way, give torch's sum (inf or NaN, which the comparison then leaves unjudged)."""
+    u = unit_roundoff(torch.float64)
+    n = terms.numel()
+    if n > EXACT_SUM_LIMIT:
+        return float(terms.sum()), u * math.sqrt(n) * float(terms.abs().sum())
+    spread = 0.0
+    if n > CHUNKED_ABOVE:  # (below, one fsum over the list costs less than the torch operations)
+        padded = torch.cat([terms, terms.new_zeros((-n) % CHUNK)]).view(-1, CHUNK)
+        spread = (CHUNK - 1) * u * float(padded.abs().sum())
+        terms = padded.sum(1)
     try:
-        return math.fsum(terms.cpu().tolist())
+        total = math.fsum(terms.cpu().tolist())
     except (ValueError, OverflowError):  # inf - inf, or an intermediate overflow
-        return float(terms.sum())
+        return float(terms.sum()), math.inf
+    return total, spread + u * abs(total)
 
 
 class _Shifter:
@@ -231,9 +248,7 @@ class _Shifter:
 
     def take_summation(self) -> float:
         """The largest rounding bound of the sums :math:`\\sum_k g_k (y_k - y_k^0)` evaluated since the
-        last call, and start afresh: :math:`u|\\text{sum}|` for a correctly rounded sum (``math.fsum``, up
-        to ``EXACT_SUM_LIMIT`` terms), else :math:`u \\sqrt{n} \\sum|g||y - y^0|` (Higham and Mary's
-        probabilistic bound for a sum of n terms in any order)."""
+        last call (see :func:`_accurate_sum`), and start afresh."""
         value, self.summation = self.summation, 0.0
         return value
 
@@ -246,15 +261,11 @@ class _Shifter:
         if not terms:
             return 0.0
         flat = terms[0] if len(terms) == 1 else torch.cat(terms)
-        if flat.numel() > 4096:
+        if flat.numel() > CHUNKED_ABOVE:
             flat = flat[flat != 0]  # the outputs a shift leaves unchanged: most of them, for a local one
-        if flat.numel() <= EXACT_SUM_LIMIT:  # correctly rounded: no error beyond u |sum|
-            total = _exact_sum(flat)
-            self.summation = max(self.summation, unit_roundoff(torch.float64) * abs(total))
-            return total
-        spread = float(flat.abs().sum())
-        self.summation = max(self.summation, unit_roundoff(torch.float64) * math.sqrt(flat.numel()) * spread)
-        return float(flat.sum())
+        total, error = _accurate_sum(flat)
+        self.summation = max(self.summation, error)
+        return total
 
     def __call__(self, delta: Tensor, index: int = -1) -> float:
         if self.position is not None:  # an input: a shifted copy in the call
@@ -349,14 +360,9 @@ def compare(
                     )
 
 
-def _dot(d: Tensor, a: Tensor, u: float) -> tuple[float, float]:
-    """(<d, a>, a bound on its rounding): correctly rounded up to ``EXACT_SUM_LIMIT`` terms
-    (``math.fsum``), else torch's sum with Higham and Mary's :math:`u\\sqrt{n}\\sum|d a|`."""
-    terms = d * a
-    if terms.numel() <= EXACT_SUM_LIMIT:
-        total = _exact_sum(terms)
-        return total, u * abs(total)
-    return float(terms.sum()), u * math.sqrt(terms.numel()) * float(terms.abs().sum())
+def _dot(d: Tensor, a: Tensor) -> tuple[float, float]:
+    """(<d, a>, a bound on its rounding): :func:`_accurate_sum` of the products."""
+    return _accurate_sum(d * a)
 
 
 def _elementwise(
@@ -472,7 +478,7 @@ def _probe(
 
     numeric, truncation, values = richardson(f, h)
     d = direction.reshape(-1)
-    projected, dot = _dot(d, a, u)
+    projected, dot = _dot(d, a)
     stepping = 8 * u * float((x * d * a).square().sum().sqrt()) / h
     evaluation = 7 * (delta + shift.take_summation()) / h
     own_deviation = float(own[d != 0].square().sum().sqrt())
