@@ -71,11 +71,22 @@ class Softmax(Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self._check_input(x)
         d = _dim(self, self.dim, x)
+        blocked = _row_blocks(d, x) if x.dim() else None
         if x.dim() == 0:
             y = x - x + 1  # exp(x) / exp(x); NaN and inf stay NaN, as torch
-        else:
+        elif blocked is None:
             e = (x - x.amax(d, keepdim=True)).exp_()
             y = e.div_(e.sum(d, keepdim=True))
+        else:
+            # Large CPU input, rows along the last dimension: the same formula a few rows at a time,
+            # its five passes over a block in the cache (one trip to memory for x, one for y).
+            parts, (x2,) = blocked
+            y = torch.empty_like(x2)
+            for part in parts:
+                x_block, y_block = x2[part], y[part]
+                torch.sub(x_block, x_block.amax(-1, keepdim=True), out=y_block).exp_()
+                y_block.div_(y_block.sum(-1, keepdim=True))
+            y = y.view(x.shape)
         self._save_for_backward(y=y, dim=d)
         return y
 
@@ -123,11 +134,23 @@ class LogSoftmax(Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self._check_input(x)
         d = _dim(self, self.dim, x)
+        blocked = _row_blocks(d, x) if x.dim() else None
         if x.dim() == 0:
             y = x - x
-        else:
+        elif blocked is None:
             shifted = x - x.amax(d, keepdim=True)
             y = shifted - shifted.exp().sum(d, keepdim=True).log_()
+        else:
+            # Large CPU input, rows along the last dimension: a few rows at a time, in the cache.
+            parts, (x2,) = blocked
+            y = torch.empty_like(x2)
+            exp = self._workspace("exp", (parts[0].stop - parts[0].start, x2.shape[1]), x2)
+            for part in parts:
+                x_block, y_block = x2[part], y[part]
+                torch.sub(x_block, x_block.amax(-1, keepdim=True), out=y_block)
+                total = torch.exp(y_block, out=exp[: y_block.shape[0]]).sum(-1, keepdim=True)
+                y_block.sub_(total.log_())
+            y = y.view(x.shape)
         self._save_for_backward(y=y, dim=d)
         return y
 

@@ -170,9 +170,9 @@ def test_a_large_batch_norm_keeps_its_temporaries_in_buffers_without_changing_a_
 
 @pytest.mark.parametrize("cls", [fw.Softmax, fw.LogSoftmax], ids=lambda c: c.__name__)
 @pytest.mark.parametrize("dim", [-1, 2, 1], ids=lambda d: f"dim={d}")
-def test_blocked_softmax_backward_equals_the_whole_tensor_evaluation(cls, dim, threads, monkeypatch):
-    """Along the last dimension of a large input the backward runs a few rows at a time (with a last,
-    shorter block), element for element the whole-tensor formula; along another it is never blocked."""
+def test_blocked_softmax_forward_and_backward_equal_the_whole_tensor_evaluation(cls, dim, threads, monkeypatch):
+    """Along the last dimension of a large input forward and backward run a few rows at a time (with a
+    last, shorter block), element for element the whole-tensor formulas; along another, never blocked."""
     generator = torch.Generator().manual_seed(0)
     x = 4 * torch.randn(5, 7, 150, generator=generator, dtype=torch.float64)
     g = torch.randn(5, 7, 150, generator=generator, dtype=torch.float64)
@@ -180,8 +180,8 @@ def test_blocked_softmax_backward_equals_the_whole_tensor_evaluation(cls, dim, t
     for split in (_blocked, _whole):
         split(monkeypatch)
         module = cls(dim=dim)
-        module(x)
-        results.append(module.backward(g))
-    torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
+        results.append((module(x), module.backward(g)))
+    for blocked, whole in zip(*results):
+        torch.testing.assert_close(blocked, whole, rtol=0, atol=0)
     monkeypatch.setattr(_blocks, "BLOCK", BLOCK)
     assert (softmax._row_blocks(dim % 3, g, g) is not None) == (dim % 3 == 2)
