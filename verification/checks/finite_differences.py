@@ -92,11 +92,11 @@ def outputs(target: Target, call: Call) -> list[Tensor | None]:
     return [None if y is None else y.detach().double() for y in target.forward(call).leaves]
 
 
-def _a_priori_noise(target: Target, call: Call, grads: Sequence[Tensor | None], n_terms: int) -> float:
-    """A bound on the rounding error of phi itself, :math:`u\\sqrt{n}(\\sum|g||y| + |\\phi|)`: the
-    fallback when the outputs' own rounding cannot be measured."""
+def _a_priori_noise(start: list[Tensor | None], grads: Sequence[Tensor | None], n_terms: int) -> float:
+    """A bound on the rounding error of phi itself at the outputs ``start``,
+    :math:`u\\sqrt{n}(\\sum|g||y| + |\\phi|)`: the fallback when the outputs' own rounding cannot be measured."""
     spread = total = 0.0
-    for y, g in zip(outputs(target, call), grads):
+    for y, g in zip(start, grads):
         if y is not None and g is not None:
             spread += float((y.abs() * g.double().abs()).sum())
             total += float((y * g.double()).sum())
@@ -104,7 +104,12 @@ def _a_priori_noise(target: Target, call: Call, grads: Sequence[Tensor | None], 
 
 
 def _output_noise(
-    target: Target, call: Call, grads: Sequence[Tensor | None], generator: torch.Generator, upstream_drawn: bool
+    target: Target,
+    call: Call,
+    base: list[Tensor | None],
+    grads: Sequence[Tensor | None],
+    generator: torch.Generator,
+    upstream_drawn: bool,
 ) -> float | None:
     """The rounding error of one evaluation of :math:`\\Delta\\phi = \\sum_k g_k \\Delta y_k` (see
     :class:`_Shifter`), whose terms err by :math:`|g_k| e_k`, :math:`|e_k| \\le 2\\varepsilon_k`: at most
@@ -119,8 +124,7 @@ def _output_noise(
     over the point and two nearby ones (a single point's float32 error can be small by luck), and
     at least the rounding of storing it, :math:`u|y_k|`. It sees conditioning: an ill-conditioned
     forward (LayerNorm over two nearly equal values) errs far more than u|y|. None when the
-    estimator cannot run (a target that cannot be copied or moved)."""
-    base = outputs(target, call)
+    estimator cannot run (a target that cannot be copied or moved). ``base``: the outputs at ``call``."""
     names = [f"y{i}" for i, y in enumerate(base) if y is not None]
     epsilon: dict[str, Tensor] = {}
     low: list[Target] = []  # the float32 copy, made once (on first use: a failure there is the estimator's)
@@ -235,10 +239,16 @@ class _Shifter:
     rounding error only, so one element's error is seen even in a tensor of many thousands."""
 
     def __init__(
-        self, target: Target, call: Call, grads: Sequence[Tensor | None], position: int | None, tensor: Tensor
+        self,
+        target: Target,
+        call: Call,
+        start: list[Tensor | None],
+        grads: Sequence[Tensor | None],
+        position: int | None,
+        tensor: Tensor,
     ):
-        self.target, self.call, self.grads, self.position, self.tensor = target, call, grads, position, tensor
-        self.start = outputs(target, call)
+        """``start``: the outputs at ``call``, unshifted (see :func:`outputs`)."""
+        self.target, self.call, self.start, self.position, self.tensor = target, call, start, position, tensor
         self.weights = [None if g is None else g.detach().double() for g in grads]
         self.summation = 0.0  # the largest rounding bound of the final sums since the last take_summation()
 
@@ -302,12 +312,12 @@ def compare(
     ``upstream_drawn``: ``grads`` are independent Gaussians drawn by the verifier, not the caller's."""
     u = unit_roundoff(torch.float64)
     sizes = [x.numel() for x in call.tensors()] + [p.numel() for _, p in target.parameters()]
-    outputs = target.forward(call)
-    n_terms = max([*sizes, *(y.numel() for y in outputs.leaves if y is not None)])
-    measured = _output_noise(target, call, grads, generator, upstream_drawn)
+    start = outputs(target, call)  # the unshifted point's outputs, which every shift is measured from
+    n_terms = max([*sizes, *(y.numel() for y in start if y is not None)])
+    measured = _output_noise(target, call, start, grads, generator, upstream_drawn)
     # Without a measurement, a bound on phi's own rounding (probabilistic rounding error analysis,
     # Higham & Mary 2019: n terms err by about sqrt(n) u sum|terms|), twice: two evaluations differ.
-    delta = measured if measured is not None else 2 * _a_priori_noise(target, call, grads, n_terms)
+    delta = measured if measured is not None else 2 * _a_priori_noise(start, grads, n_terms)
     values = [*(g for g in grads if g is not None), *(g for g in gradients.all() if g is not None)]
     scale = max((float(t.double().abs().mean()) for t in values if t.numel()), default=0.0)
 
@@ -326,7 +336,7 @@ def compare(
         if tuple(analytic.shape) != tuple(tensor.shape):
             result.fail(f"the gradient of {name} has shape {tuple(analytic.shape)}, expected {tuple(tensor.shape)}")
             continue
-        shift = _Shifter(target, call, grads, position, tensor)
+        shift = _Shifter(target, call, start, grads, position, tensor)
         a = analytic.detach().double().cpu()
         own = rounding_tolerance(a, n_terms, u, options.safety, scale)
         if tensor.numel() <= options.full_jacobian_limit:
