@@ -1,0 +1,105 @@
+"""Framework against torch, timed in alternation: ratios that survive a noisy machine.
+
+``python -m benchmarks`` times each side in its own block of rounds (pytest-benchmark's way), so
+a machine that slows down between the two blocks moves their ratio. Here the two sides alternate,
+one call each, ``--rounds`` times, on the same built pair (the same inputs, parameters and upstream
+gradient as the suite's, checked against each other first), and the report gives the ratio of
+the fastest calls and the median of the per-pair ratios: drift cancels in both.
+
+Usage:
+    python -m benchmarks.paired NAME [NAME ...] [--size large] [--pass forward+backward]
+                                [--rounds 30] [--threads 1] [--device cpu] [--dtype float32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .cases import SIZES, available_cases
+from .harness import PASSES, build, configure
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class Paired:
+    """One case's alternating timings, in seconds."""
+
+    name: str
+    pass_: str
+    framework: list[float]
+    torch: list[float]
+
+    @property
+    def ratio_of_fastest(self) -> float:
+        return min(self.framework) / min(self.torch)
+
+    @property
+    def median_pair_ratio(self) -> float:
+        return statistics.median(f / t for f, t in zip(self.framework, self.torch))
+
+
+def measure(name: str, size: str, pass_: str, rounds: int, device: str, dtype: torch.dtype) -> Paired:
+    """Build and check the suite's pair for ``name`` at ``size``, then time its two sides alternately."""
+    case = next((c for c in available_cases() if c.name == name), None)
+    if case is None:
+        known = ", ".join(sorted(c.name for c in available_cases()))
+        raise SystemExit(f"benchmarks.paired: no benchmark case named {name!r}; known: {known}")
+    pair = build(case, size, dtype, device)
+    pair.check()
+    sides = [pair.callable("framework", pass_), pair.callable("torch", pass_)]
+    for _ in range(2):  # warm-up: first calls allocate, compile kernels and fill caches
+        for side in sides:
+            side()
+    timings: list[list[float]] = [[], []]
+    for _ in range(rounds):
+        for side, times in zip(sides, timings):
+            start = time.perf_counter()
+            side()
+            times.append(time.perf_counter() - start)
+    return Paired(name, pass_, *timings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.paired", description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="+", metavar="NAME", help="benchmark cases (module names, e.g. GELU Conv2d)")
+    parser.add_argument("--size", choices=SIZES, default="large")
+    parser.add_argument("--pass", dest="pass_", choices=PASSES, default="forward+backward")
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("THREADS", "1")),
+        help="torch threads; 0: all CPUs available (default: $THREADS, else 1)",
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32")
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available")
+    threads = configure(args.device, args.threads or None)  # 0: every CPU available
+    print(
+        f"{args.size}, {args.pass_}, {args.rounds} alternating rounds, {threads} thread(s), {args.device}, {args.dtype}"
+    )
+    print(f"{'case':<16} {'framework min':>14} {'torch min':>10} {'min ratio':>10} {'median pair ratio':>18}")
+    for name in args.names:
+        result = measure(name, args.size, args.pass_, args.rounds, args.device, DTYPES[args.dtype])
+        print(
+            f"{name:<16} {min(result.framework) * 1e3:>11.3f} ms {min(result.torch) * 1e3:>7.3f} ms "
+            f"{result.ratio_of_fastest:>10.2f} {result.median_pair_ratio:>18.2f}",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""python -m benchmarks.paired: the suite's pairs timed in alternation."""
+
+import pytest
+
+from benchmarks import paired
+
+
+def test_each_case_gets_its_fastest_times_and_both_ratios(capsys):
+    assert (
+        paired.main(["ReLU", "Linear", "--size", "seed", "--rounds", "3", "--pass", "forward", "--threads", "1"]) == 0
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("seed, forward, 3 alternating rounds, 1 thread(s), cpu, float32")
+    for name, line in zip(("ReLU", "Linear"), lines[2:]):
+        fields = line.split()
+        assert fields[0] == name and float(fields[-1]) > 0 and float(fields[-2]) > 0
+
+
+def test_the_ratios_are_of_the_fastest_calls_and_the_median_of_the_pairs():
+    result = paired.Paired("X", "forward", framework=[3.0, 1.0, 4.0], torch=[2.0, 2.0, 1.0])
+    assert result.ratio_of_fastest == 1.0
+    assert result.median_pair_ratio == 1.5  # 1.5, 0.5, 4.0
+
+
+def test_an_unknown_case_is_named_with_the_known_ones():
+    with pytest.raises(SystemExit, match=r"no benchmark case named 'Nope'; known: .*ReLU"):
+        paired.main(["Nope", "--size", "seed", "--rounds", "1"])
