@@ -1,8 +1,17 @@
 """python -m benchmarks.paired: the suite's pairs timed in alternation."""
 
 import pytest
+import torch
 
 from benchmarks import paired
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """The command sets torch's thread count for its process: the tests' process gets its own back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_each_case_gets_its_fastest_times_and_both_ratios(capsys):
