@@ -24,8 +24,7 @@ import torch
 
 from .cases import SIZES, available_cases
 from .harness import PASSES, build, configure
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from .specs import DTYPES
 
 
 @dataclass

@@ -103,6 +103,11 @@ def _a_priori_noise(start: list[Tensor | None], grads: Sequence[Tensor | None], 
     return unit_roundoff(torch.float64) * math.sqrt(n_terms) * (spread + abs(total))
 
 
+def _named(ys: list[Tensor | None]) -> dict[str, Tensor]:
+    """Outputs as the error model's named float64 tensors: ``y0``, ``y1``, ..."""
+    return {f"y{i}": y.detach().double() for i, y in enumerate(ys) if y is not None}
+
+
 def _output_noise(
     target: Target,
     call: Call,
@@ -131,23 +136,20 @@ def _output_noise(
     for shift in (0.0, 1e-3, -1e-3):
         moved = call.with_tensors([x * (1 + shift) for x in call.tensors()])
 
-        def named(ys: list[Tensor | None]) -> dict[str, Tensor]:
-            return {f"y{i}": y.detach().double() for i, y in enumerate(ys) if y is not None}
-
         def run64(size: float, gen: torch.Generator | None, moved: Call = moved) -> dict[str, Tensor]:
             if not size or gen is None:
-                return named(outputs(target, moved))
+                return _named(outputs(target, moved))
             copy = target.copy()
             with torch.no_grad():
                 for _, p in copy.parameters():
                     p.copy_(error_model.jitter(p, gen, size))
             jittered = moved.with_tensors([error_model.jitter(x, gen, size) for x in moved.tensors()])
-            return named(outputs(copy, jittered))
+            return _named(outputs(copy, jittered))
 
         def run32(moved: Call = moved) -> dict[str, Tensor]:
             if not low:
                 low.append(target.copy(torch.float32))
-            return named(low[0].forward(moved.cast(torch.float32)).leaves)
+            return _named(low[0].forward(moved.cast(torch.float32)).leaves)
 
         try:
             estimate = error_model.rounding_noise(run64, run32, generator)
@@ -249,6 +251,8 @@ class _Shifter:
     ):
         """``start``: the outputs at ``call``, unshifted (see :func:`outputs`)."""
         self.target, self.call, self.start, self.position, self.tensor = target, call, start, position, tensor
+        self.flat = tensor.detach().double().cpu().reshape(-1)  # its values, for the steps and their rounding
+        self.probe_scale = max(1.0, float(self.flat.abs().max())) if self.flat.numel() else 1.0
         self.weights = [None if g is None else g.detach().double() for g in grads]
         self.summation = 0.0  # the largest rounding bound of the final sums since the last take_summation()
 
@@ -370,11 +374,6 @@ def compare(
                     )
 
 
-def _dot(d: Tensor, a: Tensor) -> tuple[float, float]:
-    """(<d, a>, a bound on its rounding): :func:`_accurate_sum` of the products."""
-    return _accurate_sum(d * a)
-
-
 def _elementwise(
     result: CheckResult,
     name: str,
@@ -388,7 +387,7 @@ def _elementwise(
     indices: Sequence[int] | None = None,
 ) -> None:
     """One central difference per element (of ``indices`` only, when given: the others are not compared)."""
-    flat = tensor.detach().double().cpu().reshape(-1)
+    flat = shift.flat
     a, own_flat = analytic.reshape(-1), own.expand(tensor.shape).reshape(-1)
     numeric = a.clone()
     bound = torch.zeros_like(numeric)
@@ -479,8 +478,7 @@ def _probe(
     """One probe along ``direction`` (float64, on the CPU, ``tensor``'s shape; zero off its support):
     (<direction, backward>, the directional finite difference, its tolerance, the one-sided slopes
     where the direction crosses a kink, else None). ``a`` and ``own`` are flat."""
-    x = tensor.detach().double().cpu().reshape(-1)
-    h = options.eps * max(1.0, float(x.abs().max()))
+    x, h = shift.flat, options.eps * shift.probe_scale
     step_direction = direction.to(device=tensor.device, dtype=tensor.dtype)
 
     def f(step: float) -> float:
@@ -488,7 +486,7 @@ def _probe(
 
     numeric, truncation, values = richardson(f, h)
     d = direction.reshape(-1)
-    projected, dot = _dot(d, a)
+    projected, dot = _accurate_sum(d * a)
     stepping = 8 * u * float((x * d * a).square().sum().sqrt()) / h
     evaluation = 7 * (delta + shift.take_summation()) / h
     own_deviation = float(own[d != 0].square().sum().sqrt())
