@@ -12,6 +12,8 @@ PROFILE ?= ci
 RESULTS ?= results
 RUNS ?= 10
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): one per CPU, at most 8 (each holds its own torch); 0 runs them in this one.
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 8 ] && n=8; echo $$n)
 
 .DEFAULT_GOAL := help
 .PHONY: help install verify verify-thorough test lint format bench bench-compare bench-baseline kernels \
@@ -38,7 +40,7 @@ verify-thorough: ## Verify with many more cases per module
 	$(MAKE) verify PROFILE=thorough
 
 test: $(STAMP) ## Run the whole test suite (framework, verifier and its mutants, benchmarks once, reports)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_JOBS) --dist worksteal $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff check and format check
 	$(PY) -m ruff check .

@@ -57,11 +57,14 @@ def map_into(fn: Callable[..., object], out: Tensor, *tensors: Tensor) -> Tensor
 def sum_of(fn: Callable[..., Tensor], *tensors: Tensor) -> Tensor:
     """The sum over every element of ``fn(*tensors)`` (an elementwise formula), block by block:
     the partial sums of the blocks are added in a fixed order, so the result is deterministic for a
-    given number of threads (as torch's own reductions, it may differ in the last bits between two)."""
+    given number of threads (as torch's own reductions, it may differ in the last bits between two).
+    In bfloat16 and float16 the partial sums are float32 (as torch accumulates), rounded once at the end."""
     if not blocked(*tensors):
         return fn(*tensors).sum()
-    partial = [fn(*parts).sum() for parts in zip(*(blocks(t) for t in tensors))]
-    return torch.stack(partial).sum()
+    dtype = tensors[0].dtype
+    accumulate = torch.float32 if dtype in (torch.bfloat16, torch.float16) else None
+    partial = [fn(*parts).sum(dtype=accumulate) for parts in zip(*(blocks(t) for t in tensors))]
+    return torch.stack(partial).sum().to(dtype)
 
 
 def row_blocks(rows: Tensor) -> list[slice] | None:

@@ -8,6 +8,7 @@ is written for the default upstream gradient 1; the framework multiplies it by
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -23,14 +24,46 @@ class MSELoss(Loss):
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         prediction, target = self._check_pair(prediction, target)
-        diff = prediction - target
+        if self.reduction == "none":
+            diff = prediction - target
+            self._save_for_backward(diff=diff)
+            return diff * diff
+        diff, total = _difference_and_sum(self, prediction, target, lambda d: d * d)
         self._save_for_backward(diff=diff)
-        return self._reduce(diff * diff)
+        return _reduced(total, diff.numel(), self.reduction)
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         diff = self._saved_tensors()["diff"]
         scale = self._reduction_scale(diff.numel())
         return self._upstream(grad_output, diff) * (2 * scale) * diff
+
+
+def _difference_and_sum(
+    loss: Loss, prediction: Tensor, target: Tensor, terms: Callable[[Tensor], Tensor]
+) -> tuple[Tensor, Tensor]:
+    """d = p - t (kept for backward) and the sum of the elementwise ``terms(d)``.
+
+    On a large CPU tensor, block by block: each block of d is written once and its terms summed
+    while it is in the cache, one trip to memory for p, t and d (three passes over d otherwise);
+    d then goes into a buffer the loss reuses from call to call (it is never returned), which
+    spares a fresh allocation's page faults."""
+    diff = loss._scratch("diff", prediction)
+    diff = torch.empty_like(prediction) if diff is None else diff
+    return diff, _blocks.sum_of(lambda p, t, d: terms(torch.sub(p, t, out=d)), prediction, target, diff)
+
+
+def _reduced(total: Tensor, count: int, reduction: str) -> Tensor:
+    """A loss's sum over its ``count`` terms, reduced: the mean (an empty one 0 / 0 = nan, as torch) or the sum."""
+    return total / count if reduction == "mean" else total
+
+
+def _scaled_into(formula: Callable[[Tensor, Tensor], Tensor], diff: Tensor, factor: Tensor | float) -> Tensor:
+    """``formula(d, out)`` (written into ``out``) times ``factor``: a number, a 0-d tensor or a tensor of
+    d's shape; block by block in the cache on a large CPU tensor (one trip to memory)."""
+    out = torch.empty_like(diff)
+    if isinstance(factor, Tensor) and factor.dim() > 0:
+        return _blocks.map_into(lambda d, f, o: formula(d, o).mul_(f), out, diff, factor)
+    return _blocks.map_into(lambda d, o: formula(d, o).mul_(factor), out, diff)
 
 
 class L1Loss(Loss):
@@ -48,14 +81,18 @@ class L1Loss(Loss):
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         prediction, target = self._check_pair(prediction, target)
-        diff = prediction - target
+        if self.reduction == "none":
+            diff = prediction - target
+            self._save_for_backward(diff=diff)
+            return diff.abs()
+        diff, total = _difference_and_sum(self, prediction, target, torch.abs)
         self._save_for_backward(diff=diff)
-        return self._reduce(diff.abs())
+        return _reduced(total, diff.numel(), self.reduction)
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         diff = self._saved_tensors()["diff"]
-        scale = self._reduction_scale(diff.numel())
-        return self._upstream(grad_output, diff) * scale * torch.sign(diff)
+        factor = self._upstream(grad_output, diff) * self._reduction_scale(diff.numel())
+        return _scaled_into(lambda d, out: torch.sign(d, out=out), diff, factor)
 
 
 class HuberLoss(Loss):
@@ -81,18 +118,18 @@ class HuberLoss(Loss):
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         prediction, target = self._check_pair(prediction, target)
-        diff = prediction - target
-        self._save_for_backward(diff=diff)
         if self.reduction == "none":
+            diff = prediction - target
+            self._save_for_backward(diff=diff)
             return _huber_terms(diff, self.delta)
-        # (In blocks that stay in the cache on a large CPU tensor: one trip to memory, not five.)
-        total = _blocks.sum_of(lambda d: _huber_terms(d, self.delta), diff)
-        return total / diff.numel() if self.reduction == "mean" else total  # an empty mean: 0 / 0 = nan
+        diff, total = _difference_and_sum(self, prediction, target, lambda d: _huber_terms(d, self.delta))
+        self._save_for_backward(diff=diff)
+        return _reduced(total, diff.numel(), self.reduction)
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         diff = self._saved_tensors()["diff"]
-        scale = self._reduction_scale(diff.numel())
-        return diff.clamp(-self.delta, self.delta).mul_(self._upstream(grad_output, diff) * scale)
+        factor = self._upstream(grad_output, diff) * self._reduction_scale(diff.numel())
+        return _scaled_into(lambda d, out: torch.clamp(d, -self.delta, self.delta, out=out), diff, factor)
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, delta={self.delta}"
@@ -129,21 +166,33 @@ class SmoothL1Loss(Loss):
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         prediction, target = self._check_pair(prediction, target)
-        diff = prediction - target
-        self._save_for_backward(diff=diff)
-        if self.beta == 0:
-            return self._reduce(diff.abs())
-        # Huber's terms divided by beta: d^2/(2 beta) below beta, |d| - beta/2 above.
         if self.reduction == "none":
-            return _huber_terms(diff, self.beta).div_(self.beta)
-        total = _blocks.sum_of(lambda d: _huber_terms(d, self.beta).div_(self.beta), diff)
-        return total / diff.numel() if self.reduction == "mean" else total  # an empty mean: 0 / 0 = nan
+            diff = prediction - target
+            self._save_for_backward(diff=diff)
+            return self._terms(diff)
+        diff, total = _difference_and_sum(self, prediction, target, self._terms)
+        self._save_for_backward(diff=diff)
+        return _reduced(total, diff.numel(), self.reduction)
+
+    def _terms(self, diff: Tensor) -> Tensor:
+        """|d| for beta = 0; else Huber's terms divided by beta: d^2/(2 beta) below beta, |d| - beta/2 above."""
+        if self.beta == 0:
+            return diff.abs()
+        terms = _huber_terms(diff, self.beta)
+        return terms if self.beta == 1 else terms.div_(self.beta)
+
+    def _slope(self, diff: Tensor, out: Tensor) -> Tensor:
+        """sign(d) for beta = 0, else clamp(d / beta, -1, 1) (d / 1 is d: no division), into ``out``."""
+        if self.beta == 0:
+            return torch.sign(diff, out=out)
+        if self.beta == 1:
+            return torch.clamp(diff, -1, 1, out=out)
+        return torch.div(diff, self.beta, out=out).clamp_(-1, 1)
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         diff = self._saved_tensors()["diff"]
-        scale = self._reduction_scale(diff.numel())
-        slope = torch.sign(diff) if self.beta == 0 else torch.div(diff, self.beta).clamp_(-1, 1)
-        return slope.mul_(self._upstream(grad_output, diff) * scale)
+        factor = self._upstream(grad_output, diff) * self._reduction_scale(diff.numel())
+        return _scaled_into(self._slope, diff, factor)
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, beta={self.beta}"

@@ -70,17 +70,74 @@ def test_blocked_activation_equals_the_whole_tensor_evaluation(cls, threads, mon
         torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
 
 
-@pytest.mark.parametrize("cls", [fw.HuberLoss, fw.SmoothL1Loss], ids=lambda c: c.__name__)
-def test_blocked_loss_sum_equals_the_whole_tensor_sum(cls, monkeypatch):
-    x, g = _inputs()
-    x, g = x[8:], g[8:]  # finite
+LOSSES = [
+    (fw.MSELoss, {}),
+    (fw.L1Loss, {"reduction": "sum"}),
+    (fw.HuberLoss, {}),
+    (fw.HuberLoss, {"delta": 0.5, "reduction": "sum"}),
+    (fw.SmoothL1Loss, {}),
+    (fw.SmoothL1Loss, {"beta": 0.5}),
+    (fw.SmoothL1Loss, {"beta": 0.0, "reduction": "sum"}),
+]
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), LOSSES, ids=lambda v: v.__name__ if isinstance(v, type) else str(v))
+@pytest.mark.parametrize("upstream", [None, 0.75], ids=["default-upstream", "0-d-upstream"])
+def test_blocked_loss_sum_equals_the_whole_tensor_sum(cls, kwargs, upstream, threads, monkeypatch):
+    """The difference p - t is written and its terms summed a block at a time: the same loss up to
+    the order of the partial sums, the same gradient element for element."""
+    x, _ = _inputs()
+    x = x[8:]  # finite
     target = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    grad_output = None if upstream is None else torch.tensor(upstream, dtype=torch.float64)
+    results = []
+    for split in (_blocked, _whole):
+        split(monkeypatch)
+        loss = cls(**kwargs)
+        results.append((loss(x, target), loss.backward(grad_output)))
+    (blocked_loss, blocked_grad), (whole_loss, whole_grad) = results
+    torch.testing.assert_close(blocked_loss, whole_loss, rtol=1e-13, atol=0)  # partial sums: another order
+    torch.testing.assert_close(blocked_grad, whole_grad, rtol=0, atol=0)
+    torch.testing.assert_close(whole_grad, _reference_gradient(cls, kwargs, x, target, grad_output), rtol=1e-15, atol=0)
+
+
+def _reference_gradient(cls, kwargs, x, target, grad_output):
+    """torch.autograd's dL/dp of the torch loss of the same name (the framework's twin)."""
+    x = x.clone().requires_grad_()
+    loss = getattr(torch.nn, cls.__name__)(**kwargs)(x, target)
+    loss.backward(grad_output)
+    return x.grad
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), LOSSES, ids=lambda v: v.__name__ if isinstance(v, type) else str(v))
+def test_a_large_loss_keeps_its_difference_in_a_buffer_without_changing_an_earlier_result(cls, kwargs, monkeypatch):
+    """On a large input p - t goes into a buffer the loss reuses: a loss value and gradient taken
+    before the next call are left as they were, and that call's gradient is its own."""
     _blocked(monkeypatch)
-    blocked = _run(cls(), x, g, target)
-    _whole(monkeypatch)
-    whole = _run(cls(), x, g, target)
-    torch.testing.assert_close(blocked[0], whole[0], rtol=1e-13, atol=0)  # partial sums: another order
-    torch.testing.assert_close(blocked[1], whole[1], rtol=0, atol=0)
+    x, g = _inputs()
+    target = torch.zeros_like(x[8:])
+    loss = cls(**kwargs)
+    first_loss, first_grad = loss(x[8:], target), loss.backward()
+    kept = first_loss.clone(), first_grad.clone()
+    second_loss, second_grad = loss(g[8:], target), loss.backward()
+    assert torch.equal(first_loss, kept[0]) and torch.equal(first_grad, kept[1])
+    fresh = cls(**kwargs)
+    assert torch.equal(second_loss, fresh(g[8:], target)) and torch.equal(second_grad, fresh.backward())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_a_blocked_half_precision_loss_sums_in_float32_and_rounds_once(dtype, monkeypatch):
+    """Partial sums of blocks are float32, as torch accumulates: the terms' sum is rounded once to the
+    dtype. Here each block's sum lies just below halfway between two numbers of the dtype: rounded
+    block by block, all five would round down, and their total would be one unit off."""
+    _blocked(monkeypatch)
+    torch.set_num_threads(1)  # one block of BLOCK elements per thread
+    block = torch.ones(BLOCK, dtype=dtype)
+    block[: BLOCK // 2 - 1] += torch.finfo(dtype).eps  # sum: 1024 + 511 eps, just below 1024 + 1024 eps / 2
+    d = block.repeat(5)
+    loss = fw.SmoothL1Loss(beta=0.0, reduction="sum")(d, torch.zeros_like(d))  # the sum of |d|
+    assert loss.dtype == dtype
+    assert loss == d.double().sum().to(dtype)
 
 
 def test_each_thread_gets_a_block_of_its_own(threads, monkeypatch):
