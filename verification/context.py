@@ -140,6 +140,12 @@ class Context:
                 f"{self.name}: no floating-point tensor among the inputs or parameters, nothing to differentiate"
                 + _why_no_floating(inputs)
             )
+        for i, x in enumerate(inputs):
+            if isinstance(x, Tensor) and x.layout != torch.strided:
+                raise ValueError(
+                    f"{self.name}: input[{i}] has layout {x.layout}; the verifier checks dense tensors only: "
+                    "pass x.to_dense() (and densify inside the target if it needs the sparse form)"
+                )
         dtypes = {a.dtype for a in differentiated}
         if len(dtypes) > 1:
             raise ValueError(
@@ -181,6 +187,10 @@ class Context:
         self.upstream_drawn = grad_output is None
         self.gradients = self.main.backward(self.grads)
         self.report.notes += self.gradients.notes
+        if not any(t.numel() for t in [*self.call.tensors(), *(p for _, p in self.pristine.parameters())]):
+            self.report.unverifiable = "every differentiated tensor is empty"
+        elif not any(out is not None and out.numel() for out in self.outputs.leaves):
+            self.report.unverifiable = "every output is empty, so no gradient flows back"
 
     def _placement_hint(self) -> str | None:
         """When the target's forward raised: the first parameter whose dtype or device differs from

@@ -200,6 +200,9 @@ class GradientReport:
     dtype: str = ""
     device: str = ""
     notes: list[str] = field(default_factory=list)
+    # Why the checks, whatever they find, cannot vouch for the gradient (no element to compare): a
+    # report with this set passes nothing, it is inconclusive unless a check failed.
+    unverifiable: str = ""
 
     @property
     def ok(self) -> bool:
@@ -214,7 +217,7 @@ class GradientReport:
     def verdict(self) -> str:
         if any(not c.ok for c in self.checks):
             return "failed"
-        if any(c.inconclusive for c in self.checks) or self.nothing_checked:
+        if any(c.inconclusive for c in self.checks) or self.nothing_checked or self.unverifiable:
             return "inconclusive"
         return "passed"
 
@@ -241,6 +244,8 @@ class GradientReport:
         }[self.verdict]
         if self.verdict == "inconclusive" and self.nothing_checked:
             headline = "INCONCLUSIVE (no check applied to this target: nothing was verified; not a pass)"
+        elif self.verdict == "inconclusive" and self.unverifiable:
+            headline = f"INCONCLUSIVE ({self.unverifiable}; nothing was verified; not a pass)"
         about = ", ".join(x for x in (self.kind, self.dtype, self.device) if x)
         head = f"{self.module}{f' ({about})' if about else ''}: {headline}"
         if self.case:

@@ -92,9 +92,10 @@ class Call:
         return [f"input[{i}]" for i in self.diff]
 
 
-def _copy(x: Tensor) -> Tensor:
-    """A copy of ``x`` with the same strides (so a non-contiguous view stays non-contiguous)."""
-    x = x.detach()
+def _copy(x: Tensor, differentiable: bool = False) -> Tensor:
+    """A copy of ``x`` with the same strides (so a non-contiguous view stays non-contiguous);
+    ``differentiable``: recorded by autograd (under grad mode), a function of ``x``, not a leaf."""
+    x = x if differentiable else x.detach()
     if x.is_contiguous():
         return x.clone()
     try:
@@ -506,19 +507,26 @@ class AutogradTarget(Target):
 
     def start(self, call: Call) -> AutogradPass:
         args = call.fresh()
-        for i in call.diff:
-            args[i].requires_grad_(True)
+        leaves = [args[i].requires_grad_(True) for i in call.diff]
         with torch.enable_grad():
+            # The target receives a differentiable copy of each leaf, not the leaf: torch refuses an
+            # in-place write into a leaf that requires grad, and a target may write into its input
+            # (torch's in-place operations, a Function that marks its input dirty), as it may in a
+            # model, whose inputs are rarely leaves. ``side_effects`` judges such a write.
+            for i, leaf in zip(call.diff, leaves):
+                args[i] = _copy(leaf, differentiable=True)
             outputs = self._run(args, _device_of(call))
-        return AutogradPass(self, call, outputs, args)
+        return AutogradPass(self, call, outputs, args, leaves)
 
 
 class AutogradPass(Pass):
     target: AutogradTarget
 
-    def __init__(self, target: AutogradTarget, call: Call, outputs: Outputs, args: list[Any]) -> None:
+    def __init__(
+        self, target: AutogradTarget, call: Call, outputs: Outputs, args: list[Any], leaves: list[Tensor]
+    ) -> None:
         super().__init__(target, call, outputs, args)
-        self.leaves = [args[i] for i in call.diff]
+        self.leaves = leaves
 
     def backward(self, grads: Sequence[Tensor | None], accumulate: bool = False) -> Gradients:
         params = [p for _, p in self.target.parameters()]

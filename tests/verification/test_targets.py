@@ -335,3 +335,75 @@ def test_a_report_where_no_check_applied_is_inconclusive_never_passed():
     report = check_gradients(torch.sin, x64(3), checks=["twin"])  # no reference: the twin check cannot apply
     assert report.verdict == "inconclusive" and not report.ok
     assert "nothing was verified" in str(report)
+
+
+@pytest.mark.parametrize(
+    ("target", "x", "why"),
+    [
+        (torch.tanh, torch.empty(0, 3, dtype=torch.float64), "every differentiated tensor is empty"),
+        (lambda a: a[:0].sin(), x64(3), "every output is empty"),
+    ],
+    ids=["empty input", "empty output"],
+)
+def test_a_target_with_nothing_to_compare_is_inconclusive_never_passed(target, x, why):
+    report = check_gradients(target, x)
+    assert report.verdict == "inconclusive" and not report.ok
+    assert why in str(report)
+
+
+def test_an_empty_input_beside_a_checked_one_does_not_stop_the_check():
+    report = check_gradients(lambda a, b: a.sum() + b.sin(), torch.empty(0, dtype=torch.float64), x64(3))
+    assert report.ok
+
+
+def test_an_empty_batch_through_a_layer_with_parameters_is_inconclusive():
+    # The weights are non-empty, but no output element exists for a gradient to flow from.
+    report = check_gradients(torch.nn.Linear(3, 2).double(), torch.empty(0, 3, dtype=torch.float64))
+    assert report.verdict == "inconclusive"
+
+
+def test_a_sparse_input_is_a_clear_error_naming_the_fix():
+    with pytest.raises(ValueError, match=r"input\[0\] has layout torch.sparse_coo.*to_dense"):
+        check_gradients(lambda a: torch.sparse.sum(a), x64(3, 2).to_sparse())
+
+
+def _doubled_in_place_then_sin(x):
+    x.mul_(2)
+    return x.sin()
+
+
+def test_a_target_that_writes_into_its_input_is_checked_and_fails_side_effects_alone():
+    # The input is a fresh copy for each call: the gradients are checked as for any function.
+    report = check_gradients(_doubled_in_place_then_sin, x64(4, 3))
+    assert [c.name for c in report.failures()] == ["side_effects"]
+    assert "input[0] was modified by forward or backward (and is not among the outputs)" in str(report)
+    assert report["finite_differences"].status == "passed"
+
+
+class TanhInPlace(torch.autograd.Function):
+    """An in-place kernel's wrapper: writes tanh(x) into x, marks it dirty and returns it."""
+
+    error = 0.0
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(x.tanh_())
+        return x
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * (1 - y * y) * (1 + TanhInPlace.error)
+
+
+def test_an_in_place_autograd_function_that_returns_its_input_passes():
+    report = check_gradients(TanhInPlace, x64(4, 3))
+    assert report.ok, str(report)
+    assert "in place" in report["side_effects"].detail
+
+
+def test_an_in_place_autograd_function_one_part_in_a_million_off_fails(monkeypatch):
+    monkeypatch.setattr(TanhInPlace, "error", 1e-6)
+    report = check_gradients(TanhInPlace, x64(4, 3))
+    assert report["finite_differences"].status == "failed"

@@ -112,16 +112,30 @@ def check_side_effects(ctx: Context) -> CheckResult:
     grads = [None if g is None else g.clone() for g in ctx.grads]
     pass_.backward(grads)
     inplace = _inplace(ctx)
+    returned = []  # inputs written in place and returned: an in-place operation, as torch's relu_
     for i, (given, seen) in enumerate(zip(ctx.call.args, pass_.args)):
         if not isinstance(given, Tensor) or torch.equal(torch.nan_to_num(given), torch.nan_to_num(seen.detach())):
             continue
         if i >= ctx.call.n_inputs:
             result.fail("the loss target was modified by forward or backward")
+        elif _returned(seen, pass_.outputs.leaves):
+            returned.append(f"input[{i}]")
         elif not inplace:
-            result.fail(f"input[{i}] was modified by forward or backward")
+            result.fail(
+                f"input[{i}] was modified by forward or backward (and is not among the outputs): "
+                "a caller's tensor changes under it"
+            )
     for i, (given, seen) in enumerate(zip(ctx.grads, grads)):
         if given is not None and seen is not None and not torch.equal(given, seen):
             result.fail(f"the upstream gradient of output {i} was modified by backward")
     if inplace and result.ok:
         result.detail = "constructed with inplace=True: forward may modify its input"
+    elif returned and result.ok:
+        result.detail = f"forward writes its output into {', '.join(returned)} and returns it (in place)"
     return result
+
+
+def _returned(arg: Tensor, outputs: list[Tensor | None]) -> bool:
+    """Whether an output shares ``arg``'s memory: the input was written in place to be returned."""
+    memory = arg.untyped_storage().data_ptr()
+    return any(out is not None and out.untyped_storage().data_ptr() == memory for out in outputs)
