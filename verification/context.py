@@ -62,7 +62,8 @@ class Options:
                 f" ({', '.join(tensors)}: tensors are passed positionally, in the target's argument order; "
                 "bind keyword-only ones with functools.partial or a lambda)"
                 if tensors
-                else ""
+                else " (keyword arguments are the checker's options; bind the target's own with "
+                "functools.partial(target, ...) or a lambda)"
             )
             raise TypeError(f"unknown options {sorted(unknown)}; known: {sorted(known)}{hint}")
         options = cls(**kwargs)
@@ -141,6 +142,11 @@ class Context:
                 + _why_no_floating(inputs)
             )
         for i, x in enumerate(inputs):
+            if isinstance(x, Tensor) and x.is_meta:
+                raise ValueError(
+                    f"{self.name}: input[{i}] is on the meta device: it has a shape but no values, and "
+                    "gradients are checked on values; make it on 'cpu' or 'cuda'"
+                )
             if isinstance(x, Tensor) and x.layout != torch.strided:
                 raise ValueError(
                     f"{self.name}: input[{i}] has layout {x.layout}; the verifier checks dense tensors only: "

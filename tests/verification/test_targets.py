@@ -362,6 +362,16 @@ def test_an_empty_batch_through_a_layer_with_parameters_is_inconclusive():
     assert report.verdict == "inconclusive"
 
 
+def test_a_meta_input_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"input\[0\] is on the meta device"):
+        check_gradients(torch.sin, torch.empty(3, device="meta", dtype=torch.float64))
+
+
+def test_a_keyword_argument_meant_for_the_target_is_told_how_to_bind_it():
+    with pytest.raises(TypeError, match=r"unknown options \['dim'\].*functools.partial"):
+        check_gradients(lambda a, dim=0: a.softmax(dim), x64(3, 2), dim=1)
+
+
 def test_a_sparse_input_is_a_clear_error_naming_the_fix():
     with pytest.raises(ValueError, match=r"input\[0\] has layout torch.sparse_coo.*to_dense"):
         check_gradients(lambda a: torch.sparse.sum(a), x64(3, 2).to_sparse())
