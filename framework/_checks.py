@@ -73,14 +73,15 @@ def same_shape(owner: Any, value: Tensor, expected: tuple[int, ...] | torch.Size
 
 def like(owner: Any, value: Tensor, reference: Tensor, name: str, reference_name: str) -> None:
     """``value`` must share ``reference``'s dtype and device."""
+    whose = f"{reference_name}'" if reference_name.endswith("s") else f"{reference_name}'s"
     if value.dtype != reference.dtype:
         raise ModuleTypeError(
-            f"{_owner(owner)}: expected {name} of dtype {reference.dtype} (the {reference_name}'s), got {value.dtype}"
+            f"{_owner(owner)}: expected {name} of dtype {reference.dtype} (the {whose}), got {value.dtype}"
         )
     if value.device != reference.device:
         raise ModuleTypeError(
             f"{_owner(owner)}: expected {name} on device {reference.device} "
-            f"(the {reference_name}'s), got {value.device}"
+            f"(the {whose}), got {value.device}"
         )
 
 
