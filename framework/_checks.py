@@ -80,8 +80,7 @@ def like(owner: Any, value: Tensor, reference: Tensor, name: str, reference_name
         )
     if value.device != reference.device:
         raise ModuleTypeError(
-            f"{_owner(owner)}: expected {name} on device {reference.device} "
-            f"(the {whose}), got {value.device}"
+            f"{_owner(owner)}: expected {name} on device {reference.device} (the {whose}), got {value.device}"
         )
 
 

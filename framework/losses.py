@@ -28,9 +28,9 @@ class MSELoss(Loss):
             diff = prediction - target
             self._save_for_backward(diff=diff)
             return diff * diff
-        diff, total = _difference_and_sum(self, prediction, target, lambda d: d * d)
+        diff, loss = _difference_and_reduce(self, prediction, target, lambda d: d * d)
         self._save_for_backward(diff=diff)
-        return _reduced(total, diff.numel(), self.reduction)
+        return loss
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         diff = self._saved_tensors()["diff"]
@@ -38,30 +38,32 @@ class MSELoss(Loss):
         return self._upstream(grad_output, diff) * (2 * scale) * diff
 
 
-def _difference_and_sum(
+def _difference_and_reduce(
     loss: Loss, prediction: Tensor, target: Tensor, terms: Callable[[Tensor], Tensor]
 ) -> tuple[Tensor, Tensor]:
-    """d = p - t (kept for backward) and the sum of the elementwise ``terms(d)``.
+    """d = p - t (kept for backward) and the mean or sum (``loss.reduction``) of the elementwise ``terms(d)``.
 
     On a large CPU tensor, block by block: each block of d is written once and its terms summed
     while it is in the cache, one trip to memory for p, t and d (three passes over d otherwise);
     d then goes into a buffer the loss reuses from call to call (it is never returned), which
-    spares a fresh allocation's page faults."""
-    diff = loss._scratch("diff", prediction)
-    diff = torch.empty_like(prediction) if diff is None else diff
-    return diff, _blocks.sum_of(lambda p, t, d: terms(torch.sub(p, t, out=d)), prediction, target, diff)
+    spares a fresh allocation's page faults. A small tensor takes the fewest operations."""
+    if not _blocks.blocked(prediction, target):
+        diff = prediction - target
+        return diff, loss._reduce(terms(diff))
+    diff = loss._workspace("diff", tuple(prediction.shape), prediction)
+    total = _blocks.sum_of(lambda p, t, d: terms(torch.sub(p, t, out=d)), prediction, target, diff)
+    return diff, total / diff.numel() if loss.reduction == "mean" else total
 
 
-def _reduced(total: Tensor, count: int, reduction: str) -> Tensor:
-    """A loss's sum over its ``count`` terms, reduced: the mean (an empty one 0 / 0 = nan, as torch) or the sum."""
-    return total / count if reduction == "mean" else total
-
-
-def _scaled_into(formula: Callable[[Tensor, Tensor], Tensor], diff: Tensor, factor: Tensor | float) -> Tensor:
-    """``formula(d, out)`` (written into ``out``) times ``factor``: a number, a 0-d tensor or a tensor of
-    d's shape; block by block in the cache on a large CPU tensor (one trip to memory)."""
+def _scaled(formula: Callable[[Tensor, Tensor | None], Tensor], diff: Tensor, factor: Tensor | float) -> Tensor:
+    """``formula(d, out)`` (written into ``out``, or a new tensor for ``out=None``) times ``factor``:
+    a number, a 0-d tensor or a tensor of d's shape; block by block in the cache on a large CPU
+    tensor (one trip to memory)."""
+    per_element = isinstance(factor, Tensor) and factor.dim() > 0
+    if not _blocks.blocked(diff, *([factor] if per_element else [])):
+        return formula(diff, None).mul_(factor)
     out = torch.empty_like(diff)
-    if isinstance(factor, Tensor) and factor.dim() > 0:
+    if per_element:
         return _blocks.map_into(lambda d, f, o: formula(d, o).mul_(f), out, diff, factor)
     return _blocks.map_into(lambda d, o: formula(d, o).mul_(factor), out, diff)
 
@@ -85,14 +87,14 @@ class L1Loss(Loss):
             diff = prediction - target
             self._save_for_backward(diff=diff)
             return diff.abs()
-        diff, total = _difference_and_sum(self, prediction, target, torch.abs)
+        diff, loss = _difference_and_reduce(self, prediction, target, torch.abs)
         self._save_for_backward(diff=diff)
-        return _reduced(total, diff.numel(), self.reduction)
+        return loss
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         diff = self._saved_tensors()["diff"]
         factor = self._upstream(grad_output, diff) * self._reduction_scale(diff.numel())
-        return _scaled_into(lambda d, out: torch.sign(d, out=out), diff, factor)
+        return _scaled(lambda d, out: torch.sign(d, out=out), diff, factor)
 
 
 class HuberLoss(Loss):
@@ -122,14 +124,14 @@ class HuberLoss(Loss):
             diff = prediction - target
             self._save_for_backward(diff=diff)
             return _huber_terms(diff, self.delta)
-        diff, total = _difference_and_sum(self, prediction, target, lambda d: _huber_terms(d, self.delta))
+        diff, loss = _difference_and_reduce(self, prediction, target, lambda d: _huber_terms(d, self.delta))
         self._save_for_backward(diff=diff)
-        return _reduced(total, diff.numel(), self.reduction)
+        return loss
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         diff = self._saved_tensors()["diff"]
         factor = self._upstream(grad_output, diff) * self._reduction_scale(diff.numel())
-        return _scaled_into(lambda d, out: torch.clamp(d, -self.delta, self.delta, out=out), diff, factor)
+        return _scaled(lambda d, out: torch.clamp(d, -self.delta, self.delta, out=out), diff, factor)
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, delta={self.delta}"
@@ -170,9 +172,9 @@ class SmoothL1Loss(Loss):
             diff = prediction - target
             self._save_for_backward(diff=diff)
             return self._terms(diff)
-        diff, total = _difference_and_sum(self, prediction, target, self._terms)
+        diff, loss = _difference_and_reduce(self, prediction, target, self._terms)
         self._save_for_backward(diff=diff)
-        return _reduced(total, diff.numel(), self.reduction)
+        return loss
 
     def _terms(self, diff: Tensor) -> Tensor:
         """|d| for beta = 0; else Huber's terms divided by beta: d^2/(2 beta) below beta, |d| - beta/2 above."""
@@ -181,7 +183,7 @@ class SmoothL1Loss(Loss):
         terms = _huber_terms(diff, self.beta)
         return terms if self.beta == 1 else terms.div_(self.beta)
 
-    def _slope(self, diff: Tensor, out: Tensor) -> Tensor:
+    def _slope(self, diff: Tensor, out: Tensor | None) -> Tensor:
         """sign(d) for beta = 0, else clamp(d / beta, -1, 1) (d / 1 is d: no division), into ``out``."""
         if self.beta == 0:
             return torch.sign(diff, out=out)
@@ -192,7 +194,7 @@ class SmoothL1Loss(Loss):
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         diff = self._saved_tensors()["diff"]
         factor = self._upstream(grad_output, diff) * self._reduction_scale(diff.numel())
-        return _scaled_into(self._slope, diff, factor)
+        return _scaled(self._slope, diff, factor)
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, beta={self.beta}"
