@@ -47,6 +47,10 @@ Low precision (:func:`low_precision_bounds`)
     kernel that accumulates a long reduction in bfloat16 is caught with a reference, and without
     one only when its error exceeds the model's several times): pass a reference for a sharp
     verdict.
+
+    Each element is also held to the same bound taken element by element (``e``, ``c`` and
+    ``|truth|`` at that element; the accumulation floor as it is), with ``ELEMENT_FACTOR`` times
+    both factors: a norm lets one wrong element hide among many right ones.
 """
 
 from __future__ import annotations
@@ -68,6 +72,9 @@ ROUNDING_FLOOR = 2.0
 ACCUMULATION_FLOOR = 4.0
 # Without a reference, the modelled error (see low_precision_bounds) gets this factor.
 MODEL_FACTOR = 4.0
+# Element by element, the same terms with twice the factors: one element's reference error is a
+# noisier measure than the largest or the mean of many (see low_precision_bounds).
+ELEMENT_FACTOR = 2.0
 
 LOW_PRECISION = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -166,8 +173,9 @@ def low_precision_bounds(
     dtype: torch.dtype,
     scale: float = 0.0,
     n_terms: int = 1,
-) -> dict[str, float]:
-    """Bounds on the max and mean absolute error of a low-precision result (see the module docstring).
+) -> dict[str, Any]:
+    """Bounds on the max and mean absolute error of a low-precision result (see the module docstring),
+    and ``"element"``, a bound on each element's error.
 
     ``reference_error``: ``|reference - truth|`` elementwise, or None without a reference: then
     ``spread``, the float64 truth's movement when the inputs move by one unit in the last
@@ -175,12 +183,28 @@ def low_precision_bounds(
     accumulator, ``u_acc sqrt(n) scale``, and multiplied by the factor; a rounding floor of
     ``ROUNDING_FLOOR`` round-offs of the dtype at the result's magnitude (never below the case's
     gradient scale) is added.
+
+    The elementwise bound takes the same terms element by element (the reference's error at that
+    element, the largest over the rounding realisations; the conditioning there; the rounding
+    floor at the element's own magnitude), each factor ``ELEMENT_FACTOR`` times larger. A norm
+    lets one wrong element hide among many right ones: a gradient 10 % off in one element of a
+    bfloat16 kernel passed the max and the mean; this bound sees it.
     """
     truth = truth.detach().double().cpu().abs()
     u, u_acc = unit_roundoff(dtype), accumulation_roundoff(dtype)
     accumulation = ACCUMULATION_FLOOR * u_acc * math.sqrt(n_terms) * scale
     spread = spread.detach().double().cpu()
-    bounds = {}
+    rounding_each = ELEMENT_FACTOR * ROUNDING_FLOOR * u * truth
+    if reference_error is None:
+        each = ELEMENT_FACTOR * MODEL_FACTOR * spread.clamp(min=accumulation)
+    else:
+        measured_each = reference_error.detach().double().cpu()
+        each = (
+            ELEMENT_FACTOR
+            * LOW_PRECISION_FACTOR
+            * torch.maximum(measured_each, (spread * u_acc / u).clamp(min=accumulation))
+        )
+    bounds: dict[str, Any] = {"element": each + rounding_each}
     for name, reduce in (("max", torch.amax), ("mean", torch.mean)):
         rounding = ROUNDING_FLOOR * u * float(reduce(truth))
         if reference_error is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -96,11 +97,14 @@ class CheckResult:
         )
 
     def merge_norms(
-        self, tensor_name: str, analytic: Tensor, expected: Tensor, bounds: dict[str, float], what: tuple[str, str]
+        self, tensor_name: str, analytic: Tensor, expected: Tensor, bounds: dict[str, Any], what: tuple[str, str]
     ) -> None:
-        """Normwise comparison: ``max|a - e| <= bounds['max']`` and ``mean|a - e| <= bounds['mean']``.
+        """Normwise comparison: ``max|a - e| <= bounds['max']`` and ``mean|a - e| <= bounds['mean']``,
+        and, where ``bounds['element']`` (a tensor of e's shape) is given, ``|a - e| <= bounds['element']``
+        element by element.
 
-        The element shown is the one with the largest difference.
+        The element shown is the one with the largest difference, or the one furthest beyond its
+        elementwise bound when that bound is the one exceeded most.
         """
         expected = expected.detach().double().cpu()
         analytic = analytic.detach().double().cpu().reshape(expected.shape)
@@ -114,21 +118,33 @@ class CheckResult:
         error = torch.where(equal | unjudged, torch.zeros_like(expected), (analytic - expected).abs())
         error = torch.nan_to_num(error, nan=math.inf)  # a NaN where the truth is finite fails
         largest, average = float(error.max()), float(error.mean())
-        ratio = max(largest / max(bounds["max"], _TINY), average / max(bounds["mean"], _TINY))
+        ratios = {"max": largest / max(bounds["max"], _TINY), "mean": average / max(bounds["mean"], _TINY)}
+        each = bounds.get("element")
+        if each is not None:
+            each_ratio = error / each.detach().double().cpu().reshape(expected.shape).clamp(min=_TINY)
+            ratios["element"] = float(each_ratio.max())
+        ratio = max(ratios.values())
         finite = expected[torch.isfinite(expected)]
         scale = max(float(finite.abs().max()) if finite.numel() else 0.0, _TINY)
         self.worst_error = max(self.worst_error, largest / scale)
         if ratio > self.worst_ratio or (ratio > 1 and self.ok):
-            index = int(error.reshape(-1).argmax())
+            kind = max(ratios, key=lambda k: ratios[k])
+            index = int((each_ratio if kind == "element" else error).reshape(-1).argmax())
             where = _where(expected.shape, index)
             a, e = float(analytic.reshape(-1)[index]), float(expected.reshape(-1)[index])
-            kind = "max" if largest / max(bounds["max"], _TINY) >= average / max(bounds["mean"], _TINY) else "mean"
             self.worst_ratio = max(self.worst_ratio, ratio)
-            self.detail = (
-                f"{tensor_name}{where}: {what[0]} {a:.9g} vs {what[1]} {e:.17g}; "
-                f"max |difference| {largest:.3g} (bound {bounds['max']:.3g}), "
-                f"mean |difference| {average:.3g} (bound {bounds['mean']:.3g}); the {kind} exceeds most"
-            )
+            self.detail = f"{tensor_name}{where}: {what[0]} {a:.9g} vs {what[1]} {e:.17g}; "
+            if kind == "element":
+                bound = float(each.reshape(-1)[index])
+                self.detail += (
+                    f"|difference| {float(error.reshape(-1)[index]):.3g}, beyond this element's bound {bound:.3g} "
+                    f"(max |difference| {largest:.3g}, bound {bounds['max']:.3g})"
+                )
+            else:
+                self.detail += (
+                    f"max |difference| {largest:.3g} (bound {bounds['max']:.3g}), "
+                    f"mean |difference| {average:.3g} (bound {bounds['mean']:.3g}); the {kind} exceeds most"
+                )
             if ratio > 1:
                 self.ok = False
 
