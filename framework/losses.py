@@ -24,10 +24,6 @@ class MSELoss(Loss):
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         prediction, target = self._check_pair(prediction, target)
-        if self.reduction == "none":
-            diff = prediction - target
-            self._save_for_backward(diff=diff)
-            return diff * diff
         diff, loss = _difference_and_reduce(self, prediction, target, lambda d: d * d)
         self._save_for_backward(diff=diff)
         return loss
@@ -41,13 +37,13 @@ class MSELoss(Loss):
 def _difference_and_reduce(
     loss: Loss, prediction: Tensor, target: Tensor, terms: Callable[[Tensor], Tensor]
 ) -> tuple[Tensor, Tensor]:
-    """d = p - t (kept for backward) and the mean or sum (``loss.reduction``) of the elementwise ``terms(d)``.
+    """d = p - t (kept for backward) and the elementwise ``terms(d)`` reduced as ``loss.reduction`` says.
 
-    On a large CPU tensor, block by block: each block of d is written once and its terms summed
-    while it is in the cache, one trip to memory for p, t and d (three passes over d otherwise);
-    d then goes into a buffer the loss reuses from call to call (it is never returned), which
-    spares a fresh allocation's page faults. A small tensor takes the fewest operations."""
-    if not _blocks.blocked(prediction, target):
+    Reduced on a large CPU tensor, block by block: each block of d is written once and its terms
+    summed while it is in the cache, one trip to memory for p, t and d (three passes over d
+    otherwise); d then goes into a buffer the loss reuses from call to call (it is never returned),
+    which spares a fresh allocation's page faults. A small tensor takes the fewest operations."""
+    if loss.reduction == "none" or not _blocks.blocked(prediction, target):
         diff = prediction - target
         return diff, loss._reduce(terms(diff))
     diff = loss._workspace("diff", tuple(prediction.shape), prediction)
@@ -83,10 +79,6 @@ class L1Loss(Loss):
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         prediction, target = self._check_pair(prediction, target)
-        if self.reduction == "none":
-            diff = prediction - target
-            self._save_for_backward(diff=diff)
-            return diff.abs()
         diff, loss = _difference_and_reduce(self, prediction, target, torch.abs)
         self._save_for_backward(diff=diff)
         return loss
@@ -120,10 +112,6 @@ class HuberLoss(Loss):
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         prediction, target = self._check_pair(prediction, target)
-        if self.reduction == "none":
-            diff = prediction - target
-            self._save_for_backward(diff=diff)
-            return _huber_terms(diff, self.delta)
         diff, loss = _difference_and_reduce(self, prediction, target, lambda d: _huber_terms(d, self.delta))
         self._save_for_backward(diff=diff)
         return loss
@@ -168,10 +156,6 @@ class SmoothL1Loss(Loss):
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         prediction, target = self._check_pair(prediction, target)
-        if self.reduction == "none":
-            diff = prediction - target
-            self._save_for_backward(diff=diff)
-            return self._terms(diff)
         diff, loss = _difference_and_reduce(self, prediction, target, self._terms)
         self._save_for_backward(diff=diff)
         return loss
