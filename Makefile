@@ -12,8 +12,9 @@ PROFILE ?= ci
 RESULTS ?= results
 RUNS ?= 10
 PYTEST_ARGS ?=
-# Test processes (pytest-xdist): one per CPU, at most 8 (each holds its own torch); 0 runs them in this one.
-TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 8 ] && n=8; echo $$n)
+# Test processes (pytest-xdist): one per CPU, at most 8 (each holds its own torch); 0 (the choice on one
+# CPU) runs them in pytest's own process.
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 8 ] && n=8; [ $$n -le 1 ] && n=0; echo $$n)
 
 .DEFAULT_GOAL := help
 .PHONY: help install verify verify-thorough test lint format bench bench-compare bench-baseline kernels \
