@@ -171,6 +171,16 @@ class Context:
                     f"input[{i}] is complex: not differentiated (complex tensors are not supported; check through "
                     "real and imaginary parts as real inputs)"
                 )
+        passed_through = [
+            f"input[{i}]"
+            for i, x in enumerate(inputs)
+            if isinstance(x, Tensor) and x.is_floating_point() and i not in self.call.diff
+        ]
+        if passed_through:
+            self.report.notes.append(
+                f"{', '.join(passed_through)}: floating-point but not requiring grad, passed through and not "
+                "checked (only the inputs that require grad are differentiated; with none requiring grad, all are)"
+            )
         for name, x in zip(self.call.names(), self.call.tensors()):
             if not bool(torch.isfinite(x).all()):
                 bad = int((~torch.isfinite(x)).reshape(-1).nonzero()[0])

@@ -113,6 +113,13 @@ def test_a_missing_gradient_for_an_input_that_requires_grad_fails_and_names_it()
     assert "no gradient (None) for the input input[0]" in report["finite_differences"].detail
 
 
+def test_a_floating_input_left_out_of_the_check_is_named_in_the_report():
+    x = x64(4, 3).requires_grad_()
+    report = check_gradients(lambda a, b: (a @ b).tanh(), x, x64(3, 2, seed=1))
+    assert report.ok
+    assert "input[1]: floating-point but not requiring grad, passed through and not checked" in str(report)
+
+
 def test_integer_index_tensors_are_passed_through():
     index = torch.tensor([2, 0, 2, 1])
     report = check_gradients(lambda table, i: table[i] * 3, x64(3, 5), index)
