@@ -171,6 +171,12 @@ class Context:
                     f"input[{i}] is complex: not differentiated (complex tensors are not supported; check through "
                     "real and imaginary parts as real inputs)"
                 )
+        owner = getattr(target, "__self__", None)  # a bound method: model.forward
+        if isinstance(owner, torch.nn.Module) and any(p.requires_grad for p in owner.parameters()):
+            self.report.notes.append(
+                f"the target is a method of a {type(owner).__name__}: that module's parameters are not "
+                f"differentiated; pass the {type(owner).__name__} itself to check their gradients too"
+            )
         passed_through = [
             f"input[{i}]"
             for i, x in enumerate(inputs)

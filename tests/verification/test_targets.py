@@ -120,6 +120,13 @@ def test_a_floating_input_left_out_of_the_check_is_named_in_the_report():
     assert "input[1]: floating-point but not requiring grad, passed through and not checked" in str(report)
 
 
+def test_a_modules_bound_forward_as_target_says_its_parameters_are_not_checked():
+    module = torch.nn.Linear(3, 2).double()
+    report = check_gradients(module.forward, x64(4, 3))
+    assert "that module's parameters are not differentiated; pass the Linear itself" in str(report)
+    assert "not differentiated" not in str(check_gradients(module, x64(4, 3)))
+
+
 def test_integer_index_tensors_are_passed_through():
     index = torch.tensor([2, 0, 2, 1])
     report = check_gradients(lambda table, i: table[i] * 3, x64(3, 5), index)
