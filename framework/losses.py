@@ -327,6 +327,12 @@ def _nonzero(denominator: Tensor, counts: bool) -> Tensor:
     return denominator.clamp_min(1) if counts else denominator.masked_fill(denominator == 0, 1)
 
 
+def _negative_log_probability(x: Tensor, index: Tensor, largest: Tensor, log_sums: Tensor) -> Tensor:
+    """-log_softmax(x) at ``index`` along dimension 1: log(sum(exp(x - max))) - (x_y - max), rounded
+    as -((x_y - max) - log(sum)) would be."""
+    return torch.sub(log_sums, x.gather(1, index).sub_(largest))
+
+
 def reads_target_on_host(target: Tensor) -> bool:
     """Whether CrossEntropyLoss reads its class indices on the host (on the CPU: a precise error
     naming the offending class, and the shortcut when none is ignored) or checks them on the device
@@ -397,14 +403,77 @@ class CrossEntropyLoss(Loss):
         unbatched = prediction.dim() == 1
         x = prediction.unsqueeze(0) if unbatched else prediction
         t = target.unsqueeze(0) if unbatched else target
+        largest = x.amax(dim=1, keepdim=True)
+        if probabilities or self.label_smoothing > 0:
+            return self._dense_forward(x, t, largest, probabilities, unbatched)
+        # Class indices without smoothing: l = log(sum(exp(x - max))) - (x_y - max), and dl/dx =
+        # S - onehot(y) with S = exp(x - max) / sum(exp(x - max)). exp(x - max) is made in place of
+        # x - max and kept for backward, which scales it in one pass; no log-softmax tensor.
+        exps = torch.sub(x, largest).exp_()
+        sums = exps.sum(1, keepdim=True)
+        log_sums = sums.log()
+        if every_kept and self.weight is None:
+            # Every position kept, no weight (known on the CPU, where the target's values are read
+            # anyway): D = the number of positions. The general path's arithmetic without its masks
+            # and weights, which are all ones here.
+            index = t.unsqueeze(1)
+            elementwise = _negative_log_probability(x, index, largest, log_sums).squeeze(1)
+            self._save_for_backward(
+                exps=exps, sums=sums, unbatched=unbatched, index=index, positions=elementwise.numel()
+            )
+            if self.reduction == "none":
+                return elementwise.squeeze(0) if unbatched else elementwise
+            total = elementwise.sum()
+            return total / elementwise.numel() if self.reduction == "mean" else total
+        index, _, picked_weight = self._kept_index(t, x.dtype, x.shape[1])
+        elementwise = _negative_log_probability(x, index, largest, log_sums).squeeze(1).mul_(picked_weight)
+        denominator = picked_weight.sum()
+        self._save_for_backward(
+            exps=exps,
+            sums=sums,
+            unbatched=unbatched,
+            denominator=_nonzero(denominator, self.weight is None),
+            index=index,
+            picked_weight=picked_weight,
+        )
+        return self._reduce(elementwise, denominator, unbatched)
+
+    def _kept_index(self, t: Tensor, dtype: torch.dtype, classes: int) -> tuple[Tensor, Tensor, Tensor]:
+        """The class index to read at each position (class 0 where ignored), the mask m of kept
+        positions, and m w_y; the index's range checked on the device unless read on the host."""
+        kept = t != self.ignore_index
+        index = (t * kept).unsqueeze(1)  # ignored positions read class 0, weighted 0
+        if not reads_target_on_host(t):
+            # The range check on the device, of the index just made (an ignored position reads 0,
+            # in range): its extremes, no host read, no pass of its own over t.
+            check.assert_within_on_device(
+                self,
+                index,
+                0,
+                classes,
+                "target class index",
+                "target",
+                high_open=True,
+                allowed=(self.ignore_index, f"ignore_index={self.ignore_index}"),
+            )
+        mask = kept.to(dtype)
+        picked_weight = mask if self.weight is None else self.weight[index.squeeze(1)] * mask
+        return index, mask, picked_weight
+
+    def _reduce(self, elementwise: Tensor, denominator: Tensor, unbatched: bool) -> Tensor:
+        if self.reduction == "none":
+            return elementwise.squeeze(0) if unbatched else elementwise
+        total = elementwise.sum()
+        return total / denominator if self.reduction == "mean" else total
+
+    def _dense_forward(self, x: Tensor, t: Tensor, largest: Tensor, probabilities: bool, unbatched: bool) -> Tensor:
+        """Class probabilities, or label smoothing: every class's log-probability counts."""
         classes, e = x.shape[1], self.label_smoothing
-        shifted = x - x.amax(dim=1, keepdim=True)
+        shifted = x - largest
         # log(sum(exp)) of the shifted logits written out: each row's largest entry is already 0,
         # so torch.logsumexp would only find that maximum again (the same arithmetic, bit for bit,
         # in half the time: 74 against 150 us at 256 x 1000, one thread).
         log_probs = shifted - shifted.exp().sum(1, keepdim=True).log_()
-        if every_kept and self.weight is None and e == 0:
-            return self._plain_forward(log_probs, t, unbatched)
         weight = None if self.weight is None else self.weight.reshape(1, classes, *[1] * (x.dim() - 2))
         if probabilities:
             dist = t if e == 0 else t * (1 - e) + e / classes
@@ -414,27 +483,10 @@ class CrossEntropyLoss(Loss):
             denominator = x.new_full((), float(elementwise.numel()))  # made on the device, not copied there
             saved = {"dist": dist}
         else:
-            kept = t != self.ignore_index
-            index = (t * kept).unsqueeze(1)  # ignored positions read class 0, weighted 0
-            if not reads_target_on_host(t):
-                # The range check on the device, of the index just made (an ignored position
-                # reads 0, in range): its extremes, no host read, no pass of its own over t.
-                check.assert_within_on_device(
-                    self,
-                    index,
-                    0,
-                    classes,
-                    "target class index",
-                    "target",
-                    high_open=True,
-                    allowed=(self.ignore_index, f"ignore_index={self.ignore_index}"),
-                )
-            mask = kept.to(x.dtype)
-            picked_weight = mask if self.weight is None else self.weight[index.squeeze(1)] * mask
+            index, mask, picked_weight = self._kept_index(t, x.dtype, classes)
             elementwise = -log_probs.gather(1, index).squeeze(1) * picked_weight
-            if e > 0:
-                smooth = -(log_probs.sum(1) if weight is None else (log_probs * weight).sum(1)) * mask
-                elementwise = (1 - e) * elementwise + (e / classes) * smooth
+            smooth = -(log_probs.sum(1) if weight is None else (log_probs * weight).sum(1)) * mask
+            elementwise = (1 - e) * elementwise + (e / classes) * smooth
             denominator = picked_weight.sum()
             saved = {"index": index, "mask": mask, "picked_weight": picked_weight}
         # D = 0 (an empty batch, every position ignored): a nan 'mean', as torch, but a zero
@@ -442,28 +494,14 @@ class CrossEntropyLoss(Loss):
         self._save_for_backward(
             log_probs=log_probs, unbatched=unbatched, denominator=_nonzero(denominator, self.weight is None), **saved
         )
-        if self.reduction == "none":
-            return elementwise.squeeze(0) if unbatched else elementwise
-        total = elementwise.sum()
-        return total / denominator if self.reduction == "mean" else total
-
-    def _plain_forward(self, log_probs: Tensor, t: Tensor, unbatched: bool) -> Tensor:
-        # Class indices, every position kept, no weight, no smoothing (known on the CPU, where the
-        # target's values are read anyway): l = -P_y, D = the number of positions. The same
-        # arithmetic as the general path without its masks and weights, which are all ones here.
-        index = t.unsqueeze(1)
-        elementwise = log_probs.gather(1, index).squeeze(1).neg_()
-        self._save_for_backward(log_probs=log_probs, unbatched=unbatched, index=index, positions=elementwise.numel())
-        if self.reduction == "none":
-            return elementwise.squeeze(0) if unbatched else elementwise
-        total = elementwise.sum()
-        return total / elementwise.numel() if self.reduction == "mean" else total
+        return self._reduce(elementwise, denominator, unbatched)
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         saved = self._saved_tensors()
-        log_probs, unbatched = saved["log_probs"], saved["unbatched"]
-        positions = (log_probs.shape[0], *log_probs.shape[2:])
-        upstream = self._upstream(grad_output, log_probs, positions[1:] if unbatched else positions)
+        unbatched = saved["unbatched"]
+        values = saved["exps"] if "exps" in saved else saved["log_probs"]
+        positions = (values.shape[0], *values.shape[2:])
+        upstream = self._upstream(grad_output, values, positions[1:] if unbatched else positions)
         # The factor of each position's gradient: dL/dl, over D for 'mean'.
         if self.reduction == "none":
             coefficient = upstream.unsqueeze(0) if unbatched else upstream
@@ -476,24 +514,25 @@ class CrossEntropyLoss(Loss):
             coefficient = numerator / denominator
         else:
             coefficient = torch.as_tensor(upstream)
-        classes, e = log_probs.shape[1], self.label_smoothing
-        if "positions" in saved:  # dl/dx = S - onehot(y), each position's times its coefficient
-            index = saved["index"]
-            if isinstance(coefficient, Tensor):
-                factor = coefficient.unsqueeze(1) if coefficient.dim() else coefficient
-                minus = torch.neg(factor).expand(index.shape)
+        if "exps" in saved:
+            # dl/dx = S - onehot(y), S = exp(x - max) / sum, each position's times its factor c (times
+            # m w_y unless every position is kept unweighted): one pass, then one scatter.
+            exps, index = saved["exps"], saved["index"]
+            if "positions" in saved:
+                if isinstance(coefficient, Tensor):
+                    factor = coefficient.unsqueeze(1) if coefficient.dim() else coefficient
+                    minus = torch.neg(factor).expand(index.shape)
+                else:
+                    factor, minus = coefficient, exps.new_full(index.shape, -coefficient)
             else:
-                factor, minus = coefficient, log_probs.new_full(index.shape, -coefficient)
-            grad = torch.exp(log_probs).mul_(factor).scatter_add_(1, index, minus)
+                factor = (saved["picked_weight"] * coefficient).unsqueeze(1)  # -(m w_y c) = (-m w_y) c exactly
+                minus = factor.neg()
+            # 1 / sum times the factor, the same arithmetic for a float factor and a tensor one.
+            grad = torch.mul(exps, saved["sums"].reciprocal().mul_(factor)).scatter_add_(1, index, minus)
             return grad.squeeze(0) if unbatched else grad
+        log_probs = values
+        classes, e = log_probs.shape[1], self.label_smoothing
         dist = saved.get("dist")
-        if dist is None and e == 0:
-            # Class indices without smoothing: B = m w_y onehot(y), sum_c B_c = m w_y, by one scatter.
-            picked_weight, index = saved["picked_weight"], saved["index"]
-            scaled = (picked_weight * coefficient).unsqueeze(1)  # -(m w_y c) = (-m w_y) c exactly
-            grad = torch.exp(log_probs).mul_(scaled)
-            grad.scatter_add_(1, index, scaled.neg())
-            return grad.squeeze(0) if unbatched else grad
         if dist is None:  # class indices with smoothing: B = m ((1 - e) w_y onehot(y) + (e / C) w), dense
             mask, picked_weight, index = saved["mask"], saved["picked_weight"], saved["index"]
             spread = (mask * (e / classes)).unsqueeze(1)

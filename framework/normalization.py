@@ -142,10 +142,6 @@ class LayerNorm(Module):
         self._save_for_backward(x_hat=x_hat, inv_std=inv_std, like=y)
         return y
 
-    def _input_gradient(self, g_hat: Tensor, x_hat: Tensor, inv_std: Tensor, mean_g: Tensor, mean_gx: Tensor) -> Tensor:
-        """dL/dx from g_hat and the row means of g_hat and g_hat x_hat (all per row)."""
-        return (g_hat - mean_g).addcmul_(x_hat, mean_gx, value=-1).mul_(inv_std)
-
     def backward(self, grad_output: Tensor) -> Tensor:
         saved = self._saved_tensors()
         grad_output = self._check_grad_output(grad_output, saved["like"])
@@ -160,8 +156,16 @@ class LayerNorm(Module):
         if self.bias is not None:
             self.grad("bias").add_(g.sum(0).reshape(self.normalized_shape))
         mean_g, mean_gx = _row_means(g, gx, self.weight)
-        g_hat = g if self.weight is None else g * self.weight.reshape(-1)
-        return self._input_gradient(g_hat, x_hat, inv_std, mean_g, mean_gx).reshape(grad_output.shape)
+        return self._input_gradient(g, x_hat, inv_std, mean_g, mean_gx).reshape(grad_output.shape)
+
+    def _input_gradient(self, g: Tensor, x_hat: Tensor, inv_std: Tensor, mean_g: Tensor, mean_gx: Tensor) -> Tensor:
+        """dL/dx = (g_hat - mean_g - x_hat mean_gx) inv_std, g_hat = weight * g, from the row means
+        of g_hat and g_hat x_hat; g_hat - mean_g in one pass."""
+        if self.weight is None:
+            grad = torch.sub(g, mean_g)
+        else:
+            grad = torch.addcmul(mean_g.neg(), g, self.weight.reshape(-1))
+        return grad.addcmul_(x_hat, mean_gx, value=-1).mul_(inv_std)
 
     def _backward_blocked(self, g: Tensor, x_hat: Tensor, inv_std: Tensor, parts: list[slice]) -> Tensor:
         """:meth:`backward`'s formulas a few rows at a time (large CPU tensors): each block's passes

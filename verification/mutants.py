@@ -236,7 +236,8 @@ class UpsampleAveragesBlocks(fw.Upsample):
 class LayerNormWithoutMeanTerm(fw.LayerNorm):
     """Backward forgets that the mean depends on x: no - mean(g_hat) term."""
 
-    def _input_gradient(self, g_hat: Tensor, x_hat: Tensor, inv_std: Tensor, mean_g: Tensor, mean_gx: Tensor) -> Tensor:
+    def _input_gradient(self, g: Tensor, x_hat: Tensor, inv_std: Tensor, mean_g: Tensor, mean_gx: Tensor) -> Tensor:
+        g_hat = g if self.weight is None else g * self.weight.reshape(-1)
         return torch.addcmul(g_hat, x_hat, mean_gx, value=-1).mul_(inv_std)
 
 
