@@ -244,17 +244,27 @@ class BCELoss(Loss):
         _check_unit_interval(self, prediction, "prediction")
         _check_unit_interval(self, target, "target")
         self._save_for_backward(prediction=prediction, target=target, weight=weight)
-        log_p = torch.log(prediction).clamp(min=_LOG_FLOOR)
-        log_q = torch.log1p(-prediction).clamp(min=_LOG_FLOOR)
-        loss = -(target * log_p + (1 - target) * log_q)
-        return self._reduce(loss if weight is None else loss * weight)
+        log_p = torch.log(prediction).clamp_(min=_LOG_FLOOR)
+        log_q = torch.neg(prediction).log1p_().clamp_(min=_LOG_FLOOR)
+        # t log p + (1 - t) log q as one lerp from log q towards log p (exact at t = 0 and t = 1),
+        # made in place of log q; its negation after the reduction, on one number.
+        log_likelihood = torch.lerp(log_q, log_p, target, out=log_q)
+        if weight is not None:
+            log_likelihood = log_likelihood * weight
+        if self.reduction == "none":
+            return log_likelihood.neg_()
+        return self._reduce(log_likelihood).neg_()
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         saved = self._saved_tensors()
         p, t, weight = saved["prediction"], saved["target"], saved["weight"]
-        scale = self._reduction_scale(p.numel())
-        grad = self._upstream(grad_output, p) * scale * (p - t) / ((1 - p) * p).clamp(min=_BCE_EPSILON)
-        return grad if weight is None else grad * weight
+        coefficient = self._upstream(grad_output, p) * self._reduction_scale(p.numel())
+        denominator = torch.rsub(p, 1).mul_(p).clamp_(min=_BCE_EPSILON)
+        if isinstance(coefficient, Tensor):
+            grad = torch.sub(p, t).div_(denominator).mul_(coefficient)
+        else:  # the quotient and the factor in one pass
+            grad = torch.addcdiv(self._constant(0.0, p), torch.sub(p, t), denominator, value=coefficient)
+        return grad if weight is None else grad.mul_(weight)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ("" if self.weight is None else ", weight=...")
@@ -436,7 +446,7 @@ class CrossEntropyLoss(Loss):
             index=index,
             picked_weight=picked_weight,
         )
-        return self._reduce(elementwise, denominator, unbatched)
+        return self._reduce_positions(elementwise, denominator, unbatched)
 
     def _kept_index(self, t: Tensor, dtype: torch.dtype, classes: int) -> tuple[Tensor, Tensor, Tensor]:
         """The class index to read at each position (class 0 where ignored), the mask m of kept
@@ -460,7 +470,8 @@ class CrossEntropyLoss(Loss):
         picked_weight = mask if self.weight is None else self.weight[index.squeeze(1)] * mask
         return index, mask, picked_weight
 
-    def _reduce(self, elementwise: Tensor, denominator: Tensor, unbatched: bool) -> Tensor:
+    def _reduce_positions(self, elementwise: Tensor, denominator: Tensor, unbatched: bool) -> Tensor:
+        """The reduction over positions, with the mean's denominator D (a weighted count)."""
         if self.reduction == "none":
             return elementwise.squeeze(0) if unbatched else elementwise
         total = elementwise.sum()
@@ -494,7 +505,7 @@ class CrossEntropyLoss(Loss):
         self._save_for_backward(
             log_probs=log_probs, unbatched=unbatched, denominator=_nonzero(denominator, self.weight is None), **saved
         )
-        return self._reduce(elementwise, denominator, unbatched)
+        return self._reduce_positions(elementwise, denominator, unbatched)
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         saved = self._saved_tensors()
