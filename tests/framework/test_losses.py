@@ -242,6 +242,20 @@ def test_bce_at_saturated_probabilities_is_finite_and_equals_torch():
     torch.testing.assert_close(grad, grad_ref, rtol=1e-15, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_bce_with_hard_labels_is_exactly_the_picked_clamped_log(dtype):
+    # t log p + (1 - t) log(1 - p) is taken as one interpolation from log(1 - p) towards log p,
+    # which is exact at its ends: a 0/1 label gives -log p or -log(1 - p) (each clamped at -100),
+    # with no rounding of its own.
+    generator = torch.Generator().manual_seed(0)
+    prediction = torch.rand(64, generator=generator, dtype=F64).to(dtype)
+    prediction[:4] = torch.tensor([0.0, 1.0, 1e-30, 1 - 1e-7], dtype=dtype)
+    target = (torch.rand(64, generator=generator) < 0.5).to(dtype)
+    target[:4] = torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=dtype)  # log 0 and log(1 - 1) clamped at -100
+    picked = torch.where(target == 1, torch.log(prediction), torch.log1p(-prediction)).clamp(min=-100)
+    assert torch.equal(fw.BCELoss("none")(prediction, target), -picked)
+
+
 # -- stability with huge logits -------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
