@@ -15,6 +15,9 @@ PYTEST_ARGS ?=
 # Test processes (pytest-xdist): one per CPU, at most 8 (each holds its own torch); 0 (the choice on one
 # CPU) runs them in pytest's own process.
 TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 8 ] && n=8; [ $$n -le 1 ] && n=0; echo $$n)
+# Verification worker processes (python -m verification --jobs): one per CPU, at most 8; 1 verifies in
+# the command's own process.
+VERIFY_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 8 ] && n=8; echo $$n)
 
 .DEFAULT_GOAL := help
 .PHONY: help install verify verify-thorough test lint format bench bench-compare bench-baseline kernels \
@@ -34,7 +37,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create .venv and install the project (done by every target)
 
 verify: $(STAMP) ## Verify every module's gradients (ci profile) and write the verification report
-	$(PY) -m verification --profile $(PROFILE) --device $(DEVICE) --json $(RESULTS)/verification.json
+	$(PY) -m verification --profile $(PROFILE) --device $(DEVICE) --jobs $(VERIFY_JOBS) --json $(RESULTS)/verification.json
 	$(PY) -m reports --only verification --results $(RESULTS)
 
 verify-thorough: ## Verify with many more cases per module

@@ -12,7 +12,9 @@ does not import).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shlex
 import sys
 import time
@@ -26,6 +28,7 @@ import framework as fw
 from .discovery import DiscoveryError, discover, framework_specs
 from .mutants import MUTANTS, mutant_spec, run_mutant
 from .optimizers import OPTIMIZER_SPECS, check_optimizer, run_optimizer_spec
+from .parallel import Runner, Settings, Task, spec_task
 from .runner import ALL_CHECKS, DEFAULT_COMMAND, PROFILES, SpecResult, check_case, dtype_name, run_spec
 from .spec import Case, Spec
 from .specs import SPECS, all_specs
@@ -79,6 +82,14 @@ def _parser(prog: str = "python -m verification") -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--threads", type=int, default=1, metavar="N", help="torch threads while verifying (default 1; 0: torch's)"
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes that verify specs, optimizers and mutants side by side (default 1: in this "
+        "process; 0: one per CPU)",
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the results JSON here")
     parser.add_argument(
@@ -316,8 +327,75 @@ def payload_of(
     }
 
 
+def _verify_all(
+    args: argparse.Namespace, specs: list[Spec], optimizers: list[Any], mutants: list[Any], command: str
+) -> tuple[list[SpecResult], list[dict[str, Any]]]:
+    """Every spec on its devices, every optimizer, then the mutation run (in ``args.runner``'s
+    worker processes when there is one): the results, and one row per mutant."""
+    runner = getattr(args, "runner", None)
+    if runner is not None:  # the specs and the optimizers in one queue
+        runs = planned_runs(specs, args)
+        not_run = sorted({s.name for s in specs} - {s.name for s, _, _ in runs})
+        if not_run:
+            print(f"not run here (none of their devices or dtypes selected or available): {not_run}")
+        tasks = [
+            spec_task(spec.name, device, dtypes, args.time_limit or spec.time_limit or DEFAULT_TIME_LIMIT)
+            for spec, device, dtypes in runs
+        ] + [Task("optimizer", spec.name) for spec in optimizers]
+        count = iter(range(1, len(tasks) + 1))
+        results = runner.run(tasks, lambda result: progress(next(count), len(tasks), result))
+    else:
+        results = verify(specs, args, args.paths, command)
+        total = len(results) + len(optimizers)
+        for spec in optimizers:
+            results.append(run_optimizer_spec(spec, args.profile, args.seed))
+            progress(len(results), total, results[-1])
+
+    mutation_rows: list[dict[str, Any]] = []
+    if not mutants:
+        return results, mutation_rows
+    print(f"\nmutation run: {len(mutants)} deliberately wrong modules and optimizers, each must fail")
+    device = args.device or "cpu"
+    finished = 0
+
+    def caught_or_not(mutant: Any, outcome: SpecResult) -> None:
+        nonlocal finished
+        finished += 1
+        check = outcome.failure["check"] if outcome.failure else None
+        caught = not outcome.ok and check != "exception"  # a crash of the checker is not a catch
+        verdict = f"caught by {check}" if caught else ("CRASHED the checker" if check else "SURVIVED")
+        print(f"[{finished:>2}/{len(mutants)}] {mutant.name:<38} {verdict}", flush=True)
+
+    if runner is not None:
+        by_name = {m.name: m for m in mutants}
+        outcomes = runner.run(
+            [Task("mutant", m.name, device) for m in mutants],
+            lambda outcome: caught_or_not(by_name[outcome.name], outcome),
+        )
+    else:
+        outcomes = []
+        for mutant in mutants:
+            outcomes.append(run_mutant(mutant, args.profile, args.seed, device))
+            caught_or_not(mutant, outcomes[-1])
+    for mutant, outcome in zip(mutants, outcomes):
+        check = outcome.failure["check"] if outcome.failure else None
+        mutation_rows.append(
+            {
+                "name": mutant.name,
+                "target": mutant.target,
+                "description": mutant.description,
+                "caught": not outcome.ok and check != "exception",
+                "check": check,
+            }
+        )
+    return results, mutation_rows
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.jobs < 0:
+        parser.error(f"--jobs must be 0 (one per CPU) or more, got {args.jobs}")
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda, but torch sees no CUDA device", file=sys.stderr)
         return 2
@@ -351,30 +429,14 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     where = args.device or "each spec's devices"
     what = f"{len(specs) + len(optimizers)} modules and optimizers" if framework else f"{len(specs)} specs"
-    print(f"verifying {what} ({args.profile} profile, {where}, seed {args.seed})")
-    results = verify(specs, args, args.paths, command)
-    for spec in optimizers:
-        results.append(run_optimizer_spec(spec, args.profile, args.seed))
-        progress(len(results), len(specs) + len(optimizers), results[-1])
-
-    mutation_rows = []
-    if mutants:
-        print(f"\nmutation run: {len(mutants)} deliberately wrong modules and optimizers, each must fail")
-        for index, mutant in enumerate(mutants, 1):
-            outcome = run_mutant(mutant, args.profile, args.seed, args.device or "cpu")
-            check = outcome.failure["check"] if outcome.failure else None
-            caught = not outcome.ok and check != "exception"  # a crash of the checker is not a catch
-            mutation_rows.append(
-                {
-                    "name": mutant.name,
-                    "target": mutant.target,
-                    "description": mutant.description,
-                    "caught": caught,
-                    "check": check,
-                }
-            )
-            verdict = f"caught by {check}" if caught else ("CRASHED the checker" if check else "SURVIVED")
-            print(f"[{index:>2}/{len(mutants)}] {mutant.name:<38} {verdict}", flush=True)
+    jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
+    in_workers = f", {jobs} worker processes" if jobs > 1 else ""
+    print(f"verifying {what} ({args.profile} profile, {where}, seed {args.seed}{in_workers})")
+    with contextlib.ExitStack() as stack:
+        if jobs > 1:
+            settings = Settings(tuple(args.paths), args.profile, args.seed, command, args.threads, args.isolate)
+            args.runner = stack.enter_context(Runner(jobs, settings))
+        results, mutation_rows = _verify_all(args, specs, optimizers, mutants, command)
 
     if results:
         print_table(results)
