@@ -431,10 +431,7 @@ class CrossEntropyLoss(Loss):
             self._save_for_backward(
                 exps=exps, sums=sums, unbatched=unbatched, index=index, positions=elementwise.numel()
             )
-            if self.reduction == "none":
-                return elementwise.squeeze(0) if unbatched else elementwise
-            total = elementwise.sum()
-            return total / elementwise.numel() if self.reduction == "mean" else total
+            return self._reduce_positions(elementwise, elementwise.numel(), unbatched)
         index, _, picked_weight = self._kept_index(t, x.dtype, x.shape[1])
         elementwise = _negative_log_probability(x, index, largest, log_sums).squeeze(1).mul_(picked_weight)
         denominator = picked_weight.sum()
@@ -470,7 +467,7 @@ class CrossEntropyLoss(Loss):
         picked_weight = mask if self.weight is None else self.weight[index.squeeze(1)] * mask
         return index, mask, picked_weight
 
-    def _reduce_positions(self, elementwise: Tensor, denominator: Tensor, unbatched: bool) -> Tensor:
+    def _reduce_positions(self, elementwise: Tensor, denominator: Tensor | int, unbatched: bool) -> Tensor:
         """The reduction over positions, with the mean's denominator D (a weighted count)."""
         if self.reduction == "none":
             return elementwise.squeeze(0) if unbatched else elementwise
