@@ -361,8 +361,7 @@ def _verify_all(
     def caught_or_not(mutant: Any, outcome: SpecResult) -> None:
         nonlocal finished
         finished += 1
-        check = outcome.failure["check"] if outcome.failure else None
-        caught = not outcome.ok and check != "exception"  # a crash of the checker is not a catch
+        caught, check = _caught(outcome)
         verdict = f"caught by {check}" if caught else ("CRASHED the checker" if check else "SURVIVED")
         print(f"[{finished:>2}/{len(mutants)}] {mutant.name:<38} {verdict}", flush=True)
 
@@ -378,17 +377,17 @@ def _verify_all(
             outcomes.append(run_mutant(mutant, args.profile, args.seed, device))
             caught_or_not(mutant, outcomes[-1])
     for mutant, outcome in zip(mutants, outcomes):
-        check = outcome.failure["check"] if outcome.failure else None
-        mutation_rows.append(
-            {
-                "name": mutant.name,
-                "target": mutant.target,
-                "description": mutant.description,
-                "caught": not outcome.ok and check != "exception",
-                "check": check,
-            }
-        )
+        caught, check = _caught(outcome)
+        row = {"name": mutant.name, "target": mutant.target, "description": mutant.description}
+        mutation_rows.append({**row, "caught": caught, "check": check})
     return results, mutation_rows
+
+
+def _caught(outcome: SpecResult) -> tuple[bool, str | None]:
+    """Whether a mutant's run caught it, and the check that failed: a crash of the checker (an
+    exception in it, or its worker process dying) is not a catch."""
+    check = outcome.failure["check"] if outcome.failure else None
+    return not outcome.ok and check not in ("exception", "crashed"), check
 
 
 def main(argv: list[str] | None = None) -> int:

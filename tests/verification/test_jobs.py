@@ -58,3 +58,11 @@ def test_with_isolation_worker_threads_report_a_crash_and_verify_the_rest(tmp_pa
     assert main([*arguments, "--json", str(path)]) == 1
     modules = {m["name"]: m for m in json.loads(path.read_text())["modules"]}
     assert "SIGSEGV" in modules["segfaults"]["failure"]["message"] and modules["Doubles"]["ok"]
+
+
+def test_a_mutant_whose_worker_died_is_not_counted_as_caught():
+    from verification.__main__ import _caught
+    from verification.parallel import Task, _crashed
+
+    outcome = _crashed(Task("mutant", "TanhWrongDerivative"), RuntimeError("worker died"))
+    assert _caught(outcome) == (False, "crashed")
