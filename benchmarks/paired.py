@@ -6,9 +6,14 @@ one call each, ``--rounds`` times, on the same built pair (the same inputs, para
 gradient as the suite's, checked against each other first), and the report gives the ratio of
 the fastest calls and the median of the per-pair ratios: drift cancels in both.
 
+``--kernels N`` then profiles one call of each side (``torch.profiler``) and lists its N costliest
+operators: by device time on a GPU, where a memory-bound module's time is its passes over its
+tensors, and by CPU time on the CPU.
+
 Usage:
     python -m benchmarks.paired NAME [NAME ...] [--size large] [--pass forward+backward]
                                 [--rounds 30] [--threads 1] [--device cpu] [--dtype float32]
+                                [--kernels N]
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -35,6 +42,7 @@ class Paired:
     pass_: str
     framework: list[float]
     torch: list[float]
+    operators: str = ""  # each side's costliest operators, with --kernels
 
     @property
     def ratio_of_fastest(self) -> float:
@@ -45,8 +53,9 @@ class Paired:
         return statistics.median(f / t for f, t in zip(self.framework, self.torch))
 
 
-def measure(name: str, size: str, pass_: str, rounds: int, device: str, dtype: torch.dtype) -> Paired:
-    """Build and check the suite's pair for ``name`` at ``size``, then time its two sides alternately."""
+def measure(name: str, size: str, pass_: str, rounds: int, device: str, dtype: torch.dtype, kernels: int = 0) -> Paired:
+    """Build and check the suite's pair for ``name`` at ``size``, then time its two sides alternately
+    (and, with ``kernels``, print each side's costliest operators)."""
     case = next((c for c in available_cases() if c.name == name), None)
     if case is None:
         known = ", ".join(sorted(c.name for c in available_cases()))
@@ -63,7 +72,37 @@ def measure(name: str, size: str, pass_: str, rounds: int, device: str, dtype: t
             start = time.perf_counter()
             side()
             times.append(time.perf_counter() - start)
-    return Paired(name, pass_, *timings)
+    operators = "\n".join(
+        costliest_operators(fn, torch.device(device), kernels, f"{name} {pass_}, {side}")
+        for side, fn in zip(("framework", "torch"), sides)
+        if kernels
+    )
+    return Paired(name, pass_, *timings, operators=operators)
+
+
+def costliest_operators(fn: Callable[[], object], device: torch.device, count: int, title: str) -> str:
+    """The ``count`` operators of one call of ``fn`` (after a warm-up call) with the most self time
+    on ``device`` (CPU time on the CPU), with their calls and the total, as a few lines of text."""
+    from torch.profiler import ProfilerActivity, profile
+
+    on_gpu = device.type == "cuda"
+    fn()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+    with profile(activities=activities) as profiler:
+        fn()
+
+    def self_time(event: Any) -> float:  # microseconds
+        if on_gpu:
+            return float(getattr(event, "self_device_time_total", 0) or getattr(event, "self_cuda_time_total", 0))
+        return float(event.self_cpu_time_total)
+
+    # Operators only (aten::...), so that a kernel's time is not counted again under its launch.
+    events = [e for e in profiler.key_averages() if e.key.startswith("aten::") and self_time(e) > 0]
+    events.sort(key=self_time, reverse=True)
+    where = "device" if on_gpu else "CPU"
+    lines = [f"  {title}: {sum(map(self_time, events)) / 1e3:.3f} ms of {where} time in operators"]
+    lines += [f"    {self_time(e) / 1e3:9.3f} ms  x{e.count:<4d} {e.key}" for e in events[:count]]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,9 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--dtype", choices=DTYPES, default="float32")
+    parser.add_argument(
+        "--kernels", type=int, default=0, metavar="N", help="also list each side's N costliest operators (profiled)"
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.kernels < 0:
+        parser.error("--kernels must be 0 or more")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
     threads = configure(args.device, args.threads or None)  # 0: every CPU available
@@ -91,12 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"{'case':<16} {'framework min':>14} {'torch min':>10} {'min ratio':>10} {'median pair ratio':>18}")
     for name in args.names:
-        result = measure(name, args.size, args.pass_, args.rounds, args.device, DTYPES[args.dtype])
+        result = measure(name, args.size, args.pass_, args.rounds, args.device, DTYPES[args.dtype], args.kernels)
         print(
             f"{name:<16} {min(result.framework) * 1e3:>11.3f} ms {min(result.torch) * 1e3:>7.3f} ms "
             f"{result.ratio_of_fastest:>10.2f} {result.median_pair_ratio:>18.2f}",
             flush=True,
         )
+        if result.operators:
+            print(result.operators, flush=True)
     return 0
 
 

@@ -34,3 +34,15 @@ def test_the_ratios_are_of_the_fastest_calls_and_the_median_of_the_pairs():
 def test_an_unknown_case_is_named_with_the_known_ones():
     with pytest.raises(SystemExit, match=r"no benchmark case named 'Nope'; known: .*ReLU"):
         paired.main(["Nope", "--size", "seed", "--rounds", "1"])
+
+
+def test_kernels_lists_each_sides_costliest_operators_after_its_row(capsys):
+    assert paired.main(["Tanh", "--size", "seed", "--rounds", "2", "--threads", "1", "--kernels", "3"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "USDT" not in line]
+    assert lines[2].split()[0] == "Tanh"
+    framework_title, torch_title = lines[3].strip(), next(line.strip() for line in lines[4:] if "torch:" in line)
+    assert framework_title.startswith("Tanh forward+backward, framework:") and "of CPU time" in framework_title
+    assert torch_title.startswith("Tanh forward+backward, torch:")
+    torch_ops = lines[lines.index("  " + torch_title) + 1 :]
+    assert 1 <= len(torch_ops) <= 3 and all("aten::" in line for line in torch_ops)
+    assert any("aten::tanh_backward" in line for line in torch_ops)  # torch's own backward kernel
