@@ -20,7 +20,7 @@
 # Measured on one H100 (16 cores): (a) about 4 min, (b) 2.5 min on 6 workers (2 min on 8 to 12), (c) about 7.5 min (43% done at 190 s)
 # (the JSON is written at the end only: a timeout loses it), (d) 25 s; with --parallel about 13 min.
 # Environment: PYTHON (default python3), LOGS (default results/cuda-check: logs and JSON results),
-# WORKERS (default 6, with --parallel), TIMEOUT_VERIFY, TIMEOUT_TESTS, TIMEOUT_BENCH,
+# WORKERS (default 6, with --parallel), VERIFY_JOBS (the verifier's worker processes, default 4), TIMEOUT_VERIFY, TIMEOUT_TESTS, TIMEOUT_BENCH,
 # TIMEOUT_TRAIN (seconds). Without the package installed (a bare GPU machine, run from the
 # repository root), the verification pytest plugin is loaded by module name.
 set -u
@@ -31,6 +31,7 @@ TIMEOUT_TESTS="${TIMEOUT_TESTS:-420}"
 TIMEOUT_BENCH="${TIMEOUT_BENCH:-900}"
 TIMEOUT_TRAIN="${TIMEOUT_TRAIN:-300}"
 WORKERS="${WORKERS:-6}"
+VERIFY_JOBS="${VERIFY_JOBS:-4}"
 FULL=0
 PARALLEL=0
 CPU=0
@@ -132,7 +133,8 @@ fi
 
 verify_step() {
     run_step a-verify "$TIMEOUT_VERIFY" \
-        "$PYTHON" -m verification --device "$DEVICE" "${VERIFY_ARGS[@]}" --json "$LOGS/verification-$DEVICE.json"
+        "$PYTHON" -m verification --device "$DEVICE" --jobs "$VERIFY_JOBS" "${VERIFY_ARGS[@]}" \
+        --json "$LOGS/verification-$DEVICE.json"
 }
 tests_step() {
     run_step b-cuda-tests "$TIMEOUT_TESTS" \
