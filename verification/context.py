@@ -203,6 +203,7 @@ class Context:
                 error.add_note(hint)
             raise
         self.outputs = self.main.outputs
+        self._note_captured(owner)
         self.grads = self._upstream(grad_output)
         # Drawn here (independent Gaussians), not given: the finite-difference error model may treat
         # sums weighted by them probabilistically.
@@ -213,6 +214,23 @@ class Context:
             self.report.unverifiable = "every differentiated tensor is empty"
         elif not any(out is not None and out.numel() for out in self.outputs.leaves):
             self.report.unverifiable = "every output is empty, so no gradient flows back"
+
+    def _note_captured(self, owner: Any) -> None:
+        """A note naming the tensors requiring grad that the target reads besides its inputs (a
+        closure's parameter): their gradients are not checked, and the way to check them."""
+        captured = getattr(self.main, "captured", None)
+        if captured is None:
+            return
+        skip = {id(p) for p in owner.parameters()} if isinstance(owner, torch.nn.Module) else set()
+        tensors = [t for t in captured() if id(t) not in skip]  # a bound method's module has its own note
+        if tensors:
+            shown = ", ".join(f"{tuple(t.shape)} {str(t.dtype).replace('torch.', '')}" for t in tensors[:4])
+            more = f" and {len(tensors) - 4} more" if len(tensors) > 4 else ""
+            self.report.notes.append(
+                f"the outputs depend on {len(tensors)} tensor(s) requiring grad that are not inputs ({shown}{more}), "
+                "read by the target from elsewhere (a closure, a global): their gradients are not checked; pass "
+                "them as inputs (lambda x, w: f(x, w)) to check them too"
+            )
 
     def _placement_hint(self) -> str | None:
         """When the target's forward raised: the first parameter whose dtype or device differs from

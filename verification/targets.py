@@ -551,6 +551,25 @@ class AutogradPass(Pass):
         found = [None if g is None else (g if self.target.create_graph else g.detach().clone()) for g in found]
         return Gradients(list(found[: len(self.leaves)]), list(found[len(self.leaves) :]))
 
+    def captured(self) -> list[Tensor]:
+        """Tensors that require grad and that the outputs depend on, other than the differentiated
+        inputs and parameters: tensors the target reads from elsewhere (a closure's, a global), whose
+        gradients autograd would compute but no check compares."""
+        known = {id(t) for t in self.leaves} | {id(p) for _, p in self.target.parameters()}
+        found: dict[int, Tensor] = {}
+        stack = [out.grad_fn for out in self.outputs.leaves if out is not None and out.grad_fn is not None]
+        seen: set[int] = set()
+        while stack:
+            node = stack.pop()
+            if node is None or id(node) in seen:
+                continue
+            seen.add(id(node))
+            variable = getattr(node, "variable", None)  # an AccumulateGrad node: a leaf
+            if isinstance(variable, Tensor) and id(variable) not in known:
+                found.setdefault(id(variable), variable)
+            stack.extend(next_node for next_node, _ in node.next_functions)
+        return list(found.values())
+
 
 def _name_of(fn: Any) -> str:
     if isinstance(fn, torch.nn.Module) or not hasattr(fn, "__name__"):

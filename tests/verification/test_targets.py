@@ -124,7 +124,40 @@ def test_a_modules_bound_forward_as_target_says_its_parameters_are_not_checked()
     module = torch.nn.Linear(3, 2).double()
     report = check_gradients(module.forward, x64(4, 3))
     assert "that module's parameters are not differentiated; pass the Linear itself" in str(report)
+    assert "not inputs" not in str(report)  # one note for the module's parameters, not two
     assert "not differentiated" not in str(check_gradients(module, x64(4, 3)))
+
+
+class MultiplyWithWrongWeightGradient(torch.autograd.Function):
+    """y = x * w; the gradient of w is 1.5 times too large."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return x * w
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        return g * w, 1.5 * g * x
+
+
+def test_a_tensor_requiring_grad_read_from_a_closure_is_named_as_not_checked():
+    weight = torch.nn.Parameter(x64(3, seed=1))
+    report = check_gradients(lambda x: MultiplyWithWrongWeightGradient.apply(x, weight), x64(3))
+    assert report.ok  # the input's gradient is right; the weight's is not compared, and the report says so
+    assert "depend on 1 tensor(s) requiring grad that are not inputs ((3,) float64)" in str(report)
+    assert "their gradients are not checked; pass them as inputs" in str(report)
+
+
+def test_the_same_tensor_passed_as_an_input_is_checked_and_its_wrong_gradient_fails():
+    weight = x64(3, seed=1).requires_grad_()
+    report = check_gradients(MultiplyWithWrongWeightGradient, x64(3).requires_grad_(), weight)
+    assert not report.ok and "not inputs" not in str(report)
+
+
+def test_a_target_reading_only_its_inputs_gets_no_note_about_other_tensors():
+    assert check_gradients(lambda a, b: (a * b).sin(), x64(3), x64(3, seed=1)).notes == []
 
 
 def test_integer_index_tensors_are_passed_through():
