@@ -549,7 +549,14 @@ class AutogradPass(Pass):
                     create_graph=self.target.create_graph,
                 )
         found = [None if g is None else (g if self.target.create_graph else g.detach().clone()) for g in found]
-        return Gradients(list(found[: len(self.leaves)]), list(found[len(self.leaves) :]))
+        notes = []
+        floating = [out for out in self.outputs.leaves if out is not None and out.is_floating_point()]
+        if wrt and floating and not any(out.requires_grad for out in floating):
+            notes.append(
+                "no output requires grad: the target cuts autograd's path from its inputs (torch.no_grad, "
+                ".detach(), .item(), a trip through numpy), so autograd finds no gradient"
+            )
+        return Gradients(list(found[: len(self.leaves)]), list(found[len(self.leaves) :]), notes)
 
     def captured(self) -> list[Tensor]:
         """Tensors that require grad and that the outputs depend on, other than the differentiated

@@ -464,3 +464,15 @@ def test_an_in_place_autograd_function_one_part_in_a_million_off_fails(monkeypat
     monkeypatch.setattr(TanhInPlace, "error", 1e-6)
     report = check_gradients(TanhInPlace, x64(4, 3))
     assert report["finite_differences"].status == "failed"
+
+
+def under_no_grad(x):
+    with torch.no_grad():
+        return x.sin()
+
+
+@pytest.mark.parametrize("cut", [lambda x: x.detach().sin(), under_no_grad], ids=["detach", "no_grad"])
+def test_a_target_that_cuts_autograds_path_fails_and_says_why(cut):
+    report = check_gradients(cut, x64(3, 4))
+    assert not report.ok
+    assert "no output requires grad: the target cuts autograd's path from its inputs" in str(report)
