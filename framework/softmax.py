@@ -161,15 +161,15 @@ class LogSoftmax(Module):
         if y.dim() == 0:
             return grad_output * 0
         blocked = _row_blocks(d, grad_output, y)
-        if blocked is None:
-            return grad_output - y.exp() * grad_output.sum(d, keepdim=True)
+        if blocked is None:  # g - exp(y) sum(g): the product and the difference in one pass
+            return torch.addcmul(grad_output, y.exp(), grad_output.sum(d, keepdim=True), value=-1)
         # Large CPU input, rows along the last dimension: a few rows at a time, in the cache.
         parts, (g, y2) = blocked
         grad = torch.empty_like(g)
         for part in parts:
             g_block, out = g[part], grad[part]
-            torch.exp(y2[part], out=out).mul_(g_block.sum(-1, keepdim=True))
-            torch.sub(g_block, out, out=out)
+            torch.exp(y2[part], out=out)
+            torch.addcmul(g_block, out, g_block.sum(-1, keepdim=True), value=-1, out=out)
         return grad.view(grad_output.shape)
 
     def extra_repr(self) -> str:
