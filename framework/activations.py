@@ -21,10 +21,12 @@ from . import _checks as check
 from .module import Module
 
 
-def selects_gradient(t: Tensor) -> bool:
-    """Whether ReLU's backward is a comparison into a one-byte mask and a select (on a GPU: 14 bytes
-    moved per element against 20 for sign then multiply) rather than sign then multiply (on the
-    CPU, where a comparison into a boolean tensor is not vectorised)."""
+def selects(t: Tensor) -> bool:
+    """Whether a piecewise formula picks its branch with a comparison into a one-byte mask and a
+    ``torch.where`` (on a GPU: ReLU's backward moves 14 bytes per element against 20 for sign then
+    multiply; Threshold's forward 14 against 28 for clamp, compare, add) rather than with exact 0/1
+    steps (on the CPU, where a comparison into a boolean tensor and ``where`` are not vectorised).
+    At NaN a select passes the gradient on, as torch; a 0/1 step gives 0."""
     return t.device.type != "cpu"
 
 
@@ -161,7 +163,7 @@ class ReLU(Elementwise):
         return torch.sign(y)  # y = max(x, 0): the step of x in one pass
 
     def _gradient(self, x: Tensor, y: Tensor, grad_output: Tensor, out: Tensor | None) -> Tensor:
-        if selects_gradient(y):
+        if selects(y):
             # A 0-d zero made once (a Python 0.0 would be made into a tensor on the device per call).
             return torch.where(torch.le(y, 0), self._constant(0.0, grad_output), grad_output, out=out)
         return torch.sign(y, out=out).mul_(grad_output)
@@ -422,6 +424,8 @@ class Threshold(Elementwise):
         return self._compare.get(dtype, self._threshold)
 
     def _forward(self, x: Tensor, out: Tensor) -> Tensor:
+        if selects(x):  # x <= threshold: value; elsewhere (NaN too) x, as torch's kernel
+            return torch.where(torch.le(x, self._at(x.dtype)), self._constant(self._value, x), x, out=out)
         if x.dtype in self._shifted:
             return self._forward_shifted(x, out)
         return self._forward_general(x, out)
@@ -465,6 +469,9 @@ class Threshold(Elementwise):
     def _gradient(self, x: Tensor, y: Tensor, grad_output: Tensor, out: Tensor) -> Tensor:
         # The step again from x (two operations) rather than kept from forward: cheaper than
         # writing it out to memory in forward and reading it back here.
+        if selects(x):
+            zero = self._constant(0.0, grad_output)
+            return torch.where(torch.le(x, self._at(x.dtype)), zero, grad_output, out=out)
         return torch.gt(x, self._at(x.dtype), out=out).mul_(grad_output)
 
     def extra_repr(self) -> str:

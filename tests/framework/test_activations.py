@@ -80,7 +80,7 @@ def test_forward_and_backward_match_the_torch_twin_in_float32(make, make_twin):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("select", [False, True], ids=["sign-multiply", "select"])
 def test_relu_backward_is_torchs_bit_for_bit_on_both_paths(select, dtype, inplace, monkeypatch):
-    monkeypatch.setattr(activations, "selects_gradient", lambda t: select)
+    monkeypatch.setattr(activations, "selects", lambda t: select)
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(4099, generator=generator, dtype=torch.float64).to(dtype)
     x[::7] = 0.0  # the kink: derivative 0, as torch
@@ -98,7 +98,7 @@ def test_relu_backward_is_torchs_bit_for_bit_on_both_paths(select, dtype, inplac
 def test_relu_backward_at_nan_is_zero_on_the_cpu_path_and_passes_the_gradient_on_as_torch_on_the_gpu_path(
     select, monkeypatch
 ):
-    monkeypatch.setattr(activations, "selects_gradient", lambda t: select)
+    monkeypatch.setattr(activations, "selects", lambda t: select)
     module = fw.ReLU()
     module(torch.tensor([math.nan, 1.0, -1.0], dtype=torch.float64))
     dx = module.backward(torch.full((3,), 2.0, dtype=torch.float64))
@@ -130,10 +130,13 @@ THRESHOLD_PAIRS = [
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("threshold, value, shifted", THRESHOLD_PAIRS, ids=["exact", "inexact", "float32-only"])
 @pytest.mark.parametrize("size", [7, 5 * 2**16], ids=["small", "blocked"])
-def test_threshold_output_is_torchs_bit_for_bit(threshold, value, shifted, dtype, size):
+@pytest.mark.parametrize("select", [False, True], ids=["steps", "select"])
+def test_threshold_output_is_torchs_bit_for_bit(threshold, value, shifted, dtype, size, select, monkeypatch):
     """Whichever formula the dtype allows (three operations where threshold + (value - threshold)
-    is exactly value, else five), output and gradient are torch's exactly: at, next to and far
-    from the threshold, at the infinities (and the output at NaN)."""
+    is exactly value, else five; a comparison and a select on a GPU), output and gradient are
+    torch's exactly: at, next to and far from the threshold, at the infinities (and the output at
+    NaN; the gradient at NaN too where the formula selects)."""
+    monkeypatch.setattr(activations, "selects", lambda t: select)
     module = fw.Threshold(threshold, value)
     assert (dtype in module._shifted) == (dtype in shifted)
     t = torch.tensor(threshold, dtype=dtype)
@@ -147,8 +150,9 @@ def test_threshold_output_is_torchs_bit_for_bit(threshold, value, shifted, dtype
     assert torch.equal(module(x).nan_to_num(7.0), expected.nan_to_num(7.0))
     g = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
     expected.backward(g)
-    finite = ~x.isnan()  # at NaN torch passes the gradient on, f'(x) = 0 here (NaN > threshold is false)
-    assert torch.equal(module.backward(g)[finite], leaf.grad[finite])
+    # At NaN torch passes the gradient on; the 0/1 steps give f'(x) = 0 (NaN > threshold is false).
+    compared = torch.ones_like(x, dtype=torch.bool) if select else ~x.isnan()
+    assert torch.equal(module.backward(g)[compared], leaf.grad[compared])
 
 
 def test_threshold_changed_after_construction_still_gives_torchs_output():
