@@ -300,7 +300,11 @@ IN_PLACE = [
 
 @pytest.mark.parametrize(("make", "make_twin"), IN_PLACE)
 @pytest.mark.parametrize("shape", [(), (7,), (3, 4, 2)], ids=str)
-def test_inplace_overwrites_and_returns_the_input_and_its_gradient_matches_torchs_inplace(make, make_twin, shape):
+@pytest.mark.parametrize("select", [False, True], ids=["steps", "select"])
+def test_inplace_overwrites_and_returns_the_input_and_its_gradient_matches_torchs_inplace(
+    make, make_twin, shape, select, monkeypatch
+):
+    monkeypatch.setattr(activations, "selects", lambda t: select)  # both paths: the CPU's and a GPU's
     generator = torch.Generator().manual_seed(len(shape))
     x = 4 * torch.rand(shape, generator=generator, dtype=torch.float64) - 2
     g = torch.randn(shape, generator=generator, dtype=torch.float64)
