@@ -222,6 +222,19 @@ def planned_runs(specs: list[Spec], args: argparse.Namespace) -> list[tuple[Spec
     return [(spec, device, dtypes) for spec, device, dtypes in runs if dtypes]
 
 
+def _announced_runs(specs: list[Spec], args: argparse.Namespace) -> list[tuple[Spec, str, list[torch.dtype]]]:
+    """:func:`planned_runs`, after printing the specs that none of them covers."""
+    runs = planned_runs(specs, args)
+    not_run = sorted({s.name for s in specs} - {s.name for s, _, _ in runs})
+    if not_run:
+        print(f"not run here (none of their devices or dtypes selected or available): {not_run}")
+    return runs
+
+
+def _time_limit(spec: Spec, args: argparse.Namespace) -> float:
+    return args.time_limit or spec.time_limit or DEFAULT_TIME_LIMIT
+
+
 def final_verdict(
     ok: bool, specs: list[Spec], results: list[SpecResult], checked_anything: bool, mutants: int = 0
 ) -> str:
@@ -255,13 +268,10 @@ def verify(
     """Run every spec on each of its devices (in-process, or isolated); print progress."""
     from .isolation import run_isolated
 
-    runs = planned_runs(specs, args)
-    not_run = sorted({s.name for s in specs} - {s.name for s, _, _ in runs})
-    if not_run:
-        print(f"not run here (none of their devices or dtypes selected or available): {not_run}")
+    runs = _announced_runs(specs, args)
     results: list[SpecResult] = []
     for spec, device, dtypes in runs:
-        seconds = args.time_limit or spec.time_limit or DEFAULT_TIME_LIMIT
+        seconds = _time_limit(spec, args)
         threads = getattr(args, "threads", 1)
         if args.isolate:
             result = run_isolated(spec, paths, args.profile, args.seed, device, dtypes, seconds, command, threads)
@@ -334,13 +344,9 @@ def _verify_all(
     worker processes when there is one): the results, and one row per mutant."""
     runner = getattr(args, "runner", None)
     if runner is not None:  # the specs and the optimizers in one queue
-        runs = planned_runs(specs, args)
-        not_run = sorted({s.name for s in specs} - {s.name for s, _, _ in runs})
-        if not_run:
-            print(f"not run here (none of their devices or dtypes selected or available): {not_run}")
         tasks = [
-            spec_task(spec.name, device, dtypes, args.time_limit or spec.time_limit or DEFAULT_TIME_LIMIT)
-            for spec, device, dtypes in runs
+            spec_task(spec.name, device, dtypes, _time_limit(spec, args))
+            for spec, device, dtypes in _announced_runs(specs, args)
         ] + [Task("optimizer", spec.name) for spec in optimizers]
         count = iter(range(1, len(tasks) + 1))
         results = runner.run(tasks, lambda result: progress(next(count), len(tasks), result))
