@@ -55,7 +55,7 @@ class Paired:
 
 def measure(name: str, size: str, pass_: str, rounds: int, device: str, dtype: torch.dtype, kernels: int = 0) -> Paired:
     """Build and check the suite's pair for ``name`` at ``size``, then time its two sides alternately
-    (and, with ``kernels``, print each side's costliest operators)."""
+    (and, with ``kernels``, profile each side: its costliest operators, in ``Paired.operators``)."""
     case = next((c for c in available_cases() if c.name == name), None)
     if case is None:
         known = ", ".join(sorted(c.name for c in available_cases()))
