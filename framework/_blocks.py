@@ -25,13 +25,13 @@ def one_pass_moments(x: Tensor) -> bool:
     Welford reduction, as accurate as two passes) rather than a mean, then the centred second
     moment: on a GPU each pass over x costs its bandwidth, on the CPU the fused reduction is
     several times slower over a batch dimension."""
-    return x.device.type != "cpu"
+    return not x.is_cpu
 
 
 def blocked(*tensors: Tensor) -> bool:
     """Whether formulas on these same-shape tensors run block by block."""
     first = tensors[0]
-    return first.device.type == "cpu" and first.numel() >= 4 * BLOCK and all(t.is_contiguous() for t in tensors)
+    return first.is_cpu and first.numel() >= 4 * BLOCK and all(t.is_contiguous() for t in tensors)
 
 
 def blocks(tensor: Tensor) -> tuple[Tensor, ...]:

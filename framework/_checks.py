@@ -165,7 +165,7 @@ def within(
     if value.numel() == 0:
         return None
     interval = _interval(low, high, high_open, allowed)
-    if value.device.type != "cpu":
+    if not value.is_cpu:
         if allowed is None:
             assert_within_on_device(owner, value, low, high, what, name, high_open)
         else:

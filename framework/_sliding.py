@@ -26,7 +26,7 @@ SMALL = 1 << 16
 
 
 def _small(tensor: Tensor) -> bool:
-    return tensor.device.type == "cpu" and tensor.numel() <= SMALL
+    return tensor.is_cpu and tensor.numel() <= SMALL
 
 
 def output_size(size: int, kernel: int, stride: int, dilation: int, pad_total: int) -> int:
@@ -193,7 +193,7 @@ def reduces_windows(canvas: Tensor) -> bool:
     """Whether :func:`window_max` copies the windows and reduces them in one operation (on a GPU:
     a fixed handful of kernels, where a pass per kernel offset costs a launch and a pass each)
     rather than making one pass per kernel offset (on the CPU: about 3 times faster there)."""
-    return canvas.device.type != "cpu"
+    return not canvas.is_cpu
 
 
 def window_max(canvas: Tensor, out: Pair, kernel: Pair, stride: Pair, dilation: Pair) -> tuple[Tensor, Tensor]:
@@ -340,7 +340,7 @@ def input_grad_chunk(grad: Tensor, weight: Tensor, groups: int) -> tuple[int, in
     n, _, ho, wo = grad.shape
     _, c_group, kh, kw = weight.shape
     rows = groups * c_group * kh * kw
-    step = n if grad.device.type != "cpu" else min(n, max(1, CHUNK // max(1, rows * ho * wo)))
+    step = n if not grad.is_cpu else min(n, max(1, CHUNK // max(1, rows * ho * wo)))
     return (max(step, 1), groups, rows // groups, ho * wo)
 
 

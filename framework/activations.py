@@ -27,7 +27,7 @@ def selects(t: Tensor) -> bool:
     multiply; Threshold's forward 14 against 28 for clamp, compare, add) rather than with exact 0/1
     steps (on the CPU, where a comparison into a boolean tensor and ``where`` are not vectorised).
     At NaN a select passes the gradient on, as torch; a 0/1 step gives 0."""
-    return t.device.type != "cpu"
+    return not t.is_cpu
 
 
 def _step(x: Tensor) -> Tensor:

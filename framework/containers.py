@@ -47,7 +47,7 @@ class Sequential(Module):
         # one only its parameters' gradients.
         self._saved_tensors()
         modules = self._modules
-        first = next((i for i, module in enumerate(modules) if module.named_param()), len(modules))
+        first = next((i for i, module in enumerate(modules) if module.has_parameters()), len(modules))
         for module in reversed(modules[first + 1 :]):
             grad_output = module._backward_unwrapped(grad_output)
         if first < len(modules):

@@ -347,7 +347,7 @@ def reads_target_on_host(target: Tensor) -> bool:
     """Whether CrossEntropyLoss reads its class indices on the host (on the CPU: a precise error
     naming the offending class, and the shortcut when none is ignored) or checks them on the device
     without a host read (elsewhere: a GPU must not wait for it)."""
-    return target.device.type == "cpu"
+    return target.is_cpu
 
 
 class CrossEntropyLoss(Loss):

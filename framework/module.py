@@ -187,6 +187,10 @@ class Module:
             own += child.named_param(f"{prefix}{name}.")
         return own
 
+    def has_parameters(self) -> bool:
+        """Whether this module or a descendant has a parameter (without listing them)."""
+        return bool(self._parameters) or any(child.has_parameters() for child in self.children())
+
     def named_buffers(self, prefix: str = "") -> list[tuple[str, Tensor]]:
         own = [(prefix + n, b) for n, b in self._buffers.items()]
         for name, child in self.named_children():

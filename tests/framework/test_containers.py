@@ -116,3 +116,27 @@ def test_backward_to_params_without_any_parameters_runs_no_backward():
     Recorder.log.clear()
     assert model.backward_to_params(torch.randn(3, dtype=F64)) is None
     assert Recorder.log == []
+
+
+def test_has_parameters_looks_through_nested_containers():
+    assert not fw.ReLU().has_parameters()
+    assert fw.Linear(3, 2).has_parameters()
+    assert not fw.Sequential(fw.ReLU(), fw.Sequential(fw.Tanh())).has_parameters()
+    assert fw.Sequential(fw.ReLU(), fw.Sequential(fw.Tanh(), fw.Linear(3, 2))).has_parameters()
+
+
+def test_backward_to_params_runs_down_to_a_nested_first_layer_with_parameters():
+    torch.manual_seed(0)
+    model = fw.Sequential(Recorder("head"), fw.Sequential(fw.ReLU(), fw.Linear(3, 2)), Recorder("tail")).to(dtype=F64)
+    reference = fw.Sequential(fw.ReLU(), fw.Linear(3, 2)).to(dtype=F64)
+    for (_, p, _), (_, q, _) in zip(model.named_param(), reference.named_param(), strict=True):
+        q.copy_(p)
+    x, g = torch.randn(5, 3, dtype=F64), torch.randn(5, 2, dtype=F64)
+    reference(x)
+    reference.backward(g)
+    model(x)
+    Recorder.log.clear()
+    model.backward_to_params(g)
+    assert Recorder.log == [("backward", "tail")]
+    for (name, _, got), (_, _, expected) in zip(model.named_param(), reference.named_param(), strict=True):
+        assert torch.equal(got, expected), name
