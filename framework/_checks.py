@@ -145,6 +145,12 @@ def pair(owner: Any, value: Any, name: str) -> tuple[int, int]:
     raise ModuleTypeError(f"{_owner(owner)}: expected {name} to be an int or a pair of ints, got {value!r}")
 
 
+def reads_on_host(value: Tensor) -> bool:
+    """Whether :func:`within` reads ``value`` on the host (a CPU tensor: the error names the
+    offending element) rather than asserting on the device (elsewhere: no wait for the device)."""
+    return value.is_cpu
+
+
 def within(
     owner: Any,
     value: Tensor,
@@ -165,7 +171,7 @@ def within(
     if value.numel() == 0:
         return None
     interval = _interval(low, high, high_open, allowed)
-    if not value.is_cpu:
+    if not reads_on_host(value):
         if allowed is None:
             assert_within_on_device(owner, value, low, high, what, name, high_open)
         else:

@@ -334,13 +334,19 @@ def correlate_input_grad(
 CHUNK = 1 << 20
 
 
+def chunks_input_grad(grad: Tensor) -> bool:
+    """Whether the input gradient's columns are made a few samples at a time (on the CPU, where
+    they are then scattered from the cache) rather than for the whole batch in one product."""
+    return grad.is_cpu
+
+
 def input_grad_chunk(grad: Tensor, weight: Tensor, groups: int) -> tuple[int, int, int, int]:
     """Shape of the column buffer :func:`correlate_input_grad_into` fills per product: a few
     samples' worth on the CPU (about CHUNK elements), the whole batch on a GPU."""
     n, _, ho, wo = grad.shape
     _, c_group, kh, kw = weight.shape
     rows = groups * c_group * kh * kw
-    step = n if not grad.is_cpu else min(n, max(1, CHUNK // max(1, rows * ho * wo)))
+    step = min(n, max(1, CHUNK // max(1, rows * ho * wo))) if chunks_input_grad(grad) else n
     return (max(step, 1), groups, rows // groups, ho * wo)
 
 
