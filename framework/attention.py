@@ -120,10 +120,11 @@ def scaled_dot_product_attention_backward(
         row = row + (weights * grad_weights).sum(-1, keepdim=True)
     if context.keep is not None:
         grad_weights_total = grad_weights_total * context.keep
-    # Where P is 0 (masked keys) the product is 0.
-    grad_scores = context.probabilities * (grad_weights_total - row)
-    grad_query = (grad_scores @ context.key) * context.scale
-    grad_key = (grad_scores.transpose(-2, -1) @ context.query) * context.scale
+    # Where P is 0 (masked keys) the product is 0. Every product here is a fresh tensor of ours,
+    # so the elementwise steps run in place: no further (batch, heads, L, S) allocation.
+    grad_scores = grad_weights_total.sub_(row).mul_(context.probabilities)
+    grad_query = (grad_scores @ context.key).mul_(context.scale)
+    grad_key = (grad_scores.transpose(-2, -1) @ context.query).mul_(context.scale)
     return grad_query, grad_key, grad_value
 
 

@@ -53,7 +53,7 @@ def _optional_dim(owner: Module, dim: int | None) -> int | None:
 class Softmax(Module):
     r"""y_i = exp(x_i) / sum_j exp(x_j) along ``dim``.
 
-    dL/dx = y * (g - sum(g * y)),   g = dL/dy, the sum along ``dim``: the full Jacobian
+    dL/dx = y * (g - sum(g * y)) = g y - y sum(g y),   g = dL/dy, the sum along ``dim``: the full Jacobian
     diag(y) - y y^T applied to g (the off-diagonal terms are the -y sum(g y) part).
     The maximum along ``dim`` is subtracted first (softmax is shift-invariant), so exp never
     overflows, whatever the size of the logits.
@@ -96,18 +96,20 @@ class Softmax(Module):
         grad_output = self._check_grad_output(grad_output, y)
         if y.dim() == 0:
             return grad_output * 0
+        # g y - y sum(g y): the product g y is the first term and the sum's operand, so three
+        # operations (product, sum, one fused multiply-subtract) where y (g - sum) takes four.
         blocked = _row_blocks(d, grad_output, y)
         if blocked is None:
-            return y * (grad_output - (grad_output * y).sum(d, keepdim=True))
+            gy = grad_output * y
+            return gy.addcmul_(y, gy.sum(d, keepdim=True), value=-1)
         # Large CPU input, rows along the last dimension: the same formula a few rows at a time,
         # every pass over a block in the cache (4096 x 1024, one thread: 22 -> 6.2 ms).
         parts, (g, y2) = blocked
         grad = torch.empty_like(g)
-        gy = self._workspace("gy", (parts[0].stop - parts[0].start, g.shape[1]), g)
         for part in parts:
-            g_block, y_block = g[part], y2[part]
-            total = torch.mul(g_block, y_block, out=gy[: g_block.shape[0]]).sum(-1, keepdim=True)
-            torch.sub(g_block, total, out=grad[part]).mul_(y_block)
+            y_block = y2[part]
+            gy = torch.mul(g[part], y_block, out=grad[part])
+            gy.addcmul_(y_block, gy.sum(-1, keepdim=True), value=-1)
         return grad.view(grad_output.shape)
 
     def extra_repr(self) -> str:
