@@ -10,6 +10,7 @@ large CPU tensor, a formula of several operations runs block by block in the cac
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, ClassVar
 
@@ -270,6 +271,8 @@ def _elu(x: Tensor, out: Tensor, negative: float, positive: float = 1.0) -> Tens
     head = x.clamp(min=0)
     if positive != 1.0:
         head.mul_(positive)
+    if abs(negative) > torch.finfo(x.dtype).max:  # not a number of the dtype: add() refuses it as alpha
+        return torch.add(head, tail.mul_(negative), out=out)
     return torch.add(head, tail, alpha=negative, out=out)
 
 
@@ -286,8 +289,28 @@ def _elu_gradient(
     exp = torch.clamp(x, max=0, out=out).exp_()
     if negative == positive == 1.0:
         return exp.mul_(grad_output)  # 1 for x > 0, exp(x) for x <= 0: the derivative itself
+    gap = _exact_gap(negative, positive, x.dtype)
+    if gap is not None:
+        # negative exp(x) - (negative - positive) step: negative exp(x) where x <= 0 (step 0), and
+        # negative - gap = positive exactly where x > 0 (exp 1, step 1). One operation fewer than a blend.
+        return exp.mul_(negative).sub_(_step(x), alpha=gap).mul_(grad_output)
+    # No exact gap (constants far apart, or beyond the dtype's range): a select, since negative
+    # exp(0) may overflow where x > 0. Rare constants, so the slower boolean mask does not matter.
     positive_t = x.new_full((), positive) if positive_t is None else positive_t
-    return _select(_step(x), positive_t, exp.mul_(negative)).mul_(grad_output)
+    return torch.where(torch.gt(x, 0), positive_t, exp.mul_(negative), out=out).mul_(grad_output)
+
+
+@functools.lru_cache(maxsize=64)  # per (negative, positive, dtype): two numbers each
+def _exact_gap(negative: float, positive: float, dtype: torch.dtype) -> float | None:
+    """negative - positive in ``dtype`` when subtracting it from negative gives back positive exactly
+    in that dtype (true whenever the two are within a factor of 2, by Sterbenz's lemma: SELU's
+    constants, ELU's alpha in [1/2, 2]), else None. Reduced precisions compute in float32 and
+    round once, which gives the same exact result."""
+    n, p = torch.tensor(negative, dtype=dtype), torch.tensor(positive, dtype=dtype)
+    gap = n - p
+    if not bool(torch.isfinite(gap)) or not bool((n - gap) == p):
+        return None
+    return gap.item()
 
 
 def _elu_derivative(x: Tensor, negative: float, positive: float = 1.0) -> Tensor:
@@ -423,6 +446,22 @@ class Threshold(Elementwise):
     def _at(self, dtype: torch.dtype) -> float:
         return self._compare.get(dtype, self._threshold)
 
+    def _check_range(self, x: Tensor) -> None:
+        """As torch: the value must be a number of x's dtype, the threshold one of the dtype the
+        comparison runs in (float32 for bfloat16 and float16, as torch's kernel); a clear error
+        rather than the cast's overflow from inside a formula."""
+        compared_in = torch.float32 if x.dtype in self._compare else x.dtype
+        for name, number, dtype in (("value", self._value, x.dtype), ("threshold", self._threshold, compared_in)):
+            if abs(number) > torch.finfo(dtype).max:
+                raise check.fail(
+                    self, f"{name}={number:g} is beyond the range of {dtype} (largest {torch.finfo(dtype).max:g})"
+                )
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self._check_input(x)
+        self._check_range(x)
+        return super().forward(x)
+
     def _forward(self, x: Tensor, out: Tensor) -> Tensor:
         if selects(x):  # x <= threshold: value; elsewhere (NaN too) x, as torch's kernel
             return torch.where(torch.le(x, self._at(x.dtype)), self._constant(self._value, x), x, out=out)
@@ -431,11 +470,14 @@ class Threshold(Elementwise):
         return self._forward_general(x, out)
 
     def _forward_general(self, x: Tensor, out: Tensor) -> Tensor:
-        # With s the 0/1 step of x > threshold, y = max(x, threshold) s + value (1 - s), exact in
-        # both branches (clamping at the threshold keeps x = -inf out of 0 * inf); value (1 - s)
-        # is added as -value (s - 1), exactly value or 0.
-        step = _step_above(x, self._at(x.dtype))
-        torch.clamp(x, min=self._threshold, out=out).mul_(step)
+        # With s the 0/1 step of x > t (t: the threshold as compared in this dtype), y = max(x, t) s
+        # + value (1 - s), exact in both branches: s = 1 only where x > t, and clamping at a finite
+        # t keeps x = -inf out of 0 * inf (a threshold beyond a half-precision range clamps at that
+        # range's end instead: the same products). value (1 - s) is added as -value (s - 1),
+        # exactly value or 0.
+        at = self._at(x.dtype)
+        step = _step_above(x, at)
+        torch.clamp(x, min=max(at, -torch.finfo(x.dtype).max), out=out).mul_(step)
         return out.add_(step.sub_(1), alpha=-self._value)
 
     def _forward_shifted(self, x: Tensor, out: Tensor) -> Tensor:
@@ -451,6 +493,9 @@ class Threshold(Elementwise):
         """The three-operation forward against the general one in ``dtype`` (whose clamps and
         comparisons take the scalars in the dtype itself) on the inputs that decide it: the floats
         next to the threshold, 0 and the infinities."""
+        largest = torch.finfo(dtype).max
+        if abs(self._threshold) > largest or abs(self._value) > largest:
+            return False  # not numbers of this dtype: forward refuses them (see _check_range)
         t = torch.tensor(self._threshold, dtype=dtype)
         near = [t]
         for direction in (math.inf, -math.inf):

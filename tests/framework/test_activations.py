@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
 
 import framework as fw
-from framework import activations
+from framework import ModuleValueError, activations
 
 F64 = torch.float64
 
@@ -356,3 +357,61 @@ def test_inplace_leaky_relu_with_a_negative_slope_is_correct_where_torch_refuses
 def test_inplace_that_is_not_a_bool_raises_naming_the_class(make):
     with pytest.raises(TypeError, match="expected inplace to be a bool"):
         make(1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize(
+    ("make", "make_twin", "positive"),
+    [
+        pytest.param(lambda: fw.SELU(), lambda: torch.nn.SELU(), fw.SELU.scale, id="SELU"),
+        pytest.param(lambda: fw.ELU(2.5), lambda: torch.nn.ELU(2.5), 1.0, id="ELU-2.5"),
+        pytest.param(lambda: fw.ELU(-0.5), lambda: torch.nn.ELU(-0.5), 1.0, id="ELU-negative-alpha"),
+        # No exact difference of the two slopes, and alpha beyond the half-precision ranges.
+        pytest.param(lambda: fw.ELU(1e30), lambda: torch.nn.ELU(1e30), 1.0, id="ELU-1e30"),
+    ],
+)
+def test_elu_family_slope_above_zero_is_exact_and_the_rest_is_torchs(make, make_twin, positive, dtype):
+    x = torch.tensor([-3.0, -0.25, 0.0, 1e-3, 0.5, 7.0, math.inf, -math.inf], dtype=dtype)
+    grad_output = torch.ones_like(x)
+    y, dx = ours_forward_backward(make(), x, grad_output)
+    y_ref, dx_ref = torch_forward_backward(make_twin(), x, grad_output)
+    assert torch.equal(dx[3:7], torch.tensor(positive, dtype=dtype).expand(4))
+    assert dx[7] == 0
+    # Below 0 (the exponential branch, overflowing with alpha = 1e30), as torch up to its rounding.
+    tolerance = {"rtol": 2 * torch.finfo(dtype).eps, "atol": 0}
+    torch.testing.assert_close(dx[:3], dx_ref[:3], **tolerance)
+    torch.testing.assert_close(y, y_ref, **tolerance)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_threshold_beyond_a_half_precision_range_thresholds_as_torch(dtype):
+    """torch compares in float32: a threshold above the dtype's largest number is not infinity."""
+    x = torch.tensor([-3.0, 0.5, 2.0, math.inf, -math.inf], dtype=dtype)
+    for threshold in (1e5, -1e5) if dtype == torch.float16 else (1e38 * 3, -1e38 * 3):
+        y, dx = ours_forward_backward(fw.Threshold(threshold, 0.0), x, torch.ones_like(x))
+        y_ref, dx_ref = torch_forward_backward(torch.nn.Threshold(threshold, 0.0), x, torch.ones_like(x))
+        assert torch.equal(y, y_ref) and torch.equal(dx, dx_ref), (threshold, y, y_ref, dx, dx_ref)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "value", "dtype", "named"),
+    [
+        (1e300, 0.0, torch.float32, "threshold=1e+300"),
+        (0.0, 1e300, torch.float32, "value=1e+300"),
+        (0.0, 1e5, torch.float16, "value=100000"),
+    ],
+)
+def test_threshold_refuses_numbers_beyond_the_dtypes_range_by_name(threshold, value, dtype, named):
+    module = fw.Threshold(threshold, value)  # constructing it is fine: the dtype comes with the input
+    with pytest.raises(ModuleValueError, match=re.escape(named)):
+        module(torch.zeros(3, dtype=dtype))
+    with pytest.raises(RuntimeError, match="overflow"):  # torch refuses them too
+        torch.nn.Threshold(threshold, value)(torch.zeros(3, dtype=dtype))
+
+
+def test_threshold_beyond_float32_still_works_in_float64():
+    x = torch.tensor([-3.0, 0.5, math.inf, -math.inf], dtype=torch.float64)
+    for threshold, value in ((1e300, 0.0), (-1e300, 0.0), (0.0, 1e300)):
+        y, dx = ours_forward_backward(fw.Threshold(threshold, value), x, torch.ones_like(x))
+        y_ref, dx_ref = torch_forward_backward(torch.nn.Threshold(threshold, value), x, torch.ones_like(x))
+        assert torch.equal(y, y_ref) and torch.equal(dx, dx_ref), (threshold, value)
