@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import struct
 from typing import Any, ClassVar
 
 import torch
@@ -304,13 +305,40 @@ def _elu_gradient(
 def _exact_gap(negative: float, positive: float, dtype: torch.dtype) -> float | None:
     """negative - positive in ``dtype`` when subtracting it from negative gives back positive exactly
     in that dtype (true whenever the two are within a factor of 2, by Sterbenz's lemma: SELU's
-    constants, ELU's alpha in [1/2, 2]), else None. Reduced precisions compute in float32 and
-    round once, which gives the same exact result."""
-    n, p = torch.tensor(negative, dtype=dtype), torch.tensor(positive, dtype=dtype)
-    gap = n - p
-    if not bool(torch.isfinite(gap)) or not bool((n - gap) == p):
+    constants, ELU's alpha in [1/2, 2]; bfloat16 and float16 compute in float32 and round once, so
+    there it is enough that the rounded result is positive), else None. Python arithmetic on the
+    constants alone: no tensor, so nothing for a device to wait on."""
+    n, p = _as_held(negative, dtype), _as_held(positive, dtype)
+    if n is None or p is None:
         return None
-    return gap.item()
+    computed_in = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    gap = _as_held(n - p, computed_in)
+    if not math.isfinite(gap) or _as_held(_as_held(n - gap, computed_in), dtype) != p:
+        return None
+    return gap
+
+
+def _as_held(number: float, dtype: torch.dtype) -> float | None:
+    """``number`` as torch's kernels hold a scalar in ``dtype`` (bfloat16 and float16 through float32,
+    as they convert), +-inf beyond its range; None for a dtype not listed here."""
+    if dtype == torch.float64:
+        return number
+    try:
+        single = struct.unpack("f", struct.pack("f", number))[0]
+    except OverflowError:
+        return math.copysign(math.inf, number)
+    if dtype == torch.float32:
+        return single
+    if dtype == torch.float16:
+        try:
+            return struct.unpack("e", struct.pack("e", single))[0]
+        except OverflowError:
+            return math.copysign(math.inf, single)
+    if dtype == torch.bfloat16:  # the top half of float32's bits, rounded to nearest even
+        bits = struct.unpack("I", struct.pack("f", single))[0]
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        return struct.unpack("f", struct.pack("I", bits))[0]
+    return None
 
 
 def _elu_derivative(x: Tensor, negative: float, positive: float = 1.0) -> Tensor:
@@ -562,9 +590,15 @@ class Softplus(Elementwise):
         soft = torch.logaddexp(bx, self._constant(0.0, bx))
         if self.beta != 1:
             soft.div_(self.beta)
-        # Both branches finite where they are not selected (x = +-inf), so the 0/1 blend is exact.
         big = torch.finfo(x.dtype).max
-        _select(step, x.clamp(min=-big), soft.clamp_(max=big), out=y)
+        if (max(self.threshold, 0.0) + 1.0) / self.beta < big:
+            # The log branch, where selected (beta x <= threshold), is below (threshold + log 2) / beta:
+            # finite. Both branches are then finite where not selected (x = +-inf): an exact 0/1 blend.
+            _select(step, x.clamp(min=-big), soft.clamp_(max=big), out=y)
+        else:
+            # A beta so small that the log branch overflows the dtype where it is selected (inf, as
+            # torch): branches picked by a mask, which never multiplies that inf by 0.
+            torch.where(step.bool(), x, soft, out=y)
         torch.maximum(torch.sigmoid(bx, out=derivative), step, out=derivative)
 
     def extra_repr(self) -> str:

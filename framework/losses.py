@@ -112,17 +112,36 @@ class HuberLoss(Loss):
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         prediction, target = self._check_pair(prediction, target)
-        diff, loss = _difference_and_reduce(self, prediction, target, lambda d: _huber_terms(d, self.delta))
+        terms = _in_float32_for(self.delta, lambda d: _huber_terms(d, self.delta))
+        diff, loss = _difference_and_reduce(self, prediction, target, terms)
         self._save_for_backward(diff=diff)
         return loss
 
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         diff = self._saved_tensors()["diff"]
         factor = self._upstream(grad_output, diff) * self._reduction_scale(diff.numel())
-        return _scaled(lambda d, out: torch.clamp(d, -self.delta, self.delta, out=out), diff, factor)
+        slope = _in_float32_for(self.delta, lambda d, out: torch.clamp(d, -self.delta, self.delta, out=out))
+        return _scaled(slope, diff, factor)
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, delta={self.delta}"
+
+
+def _in_float32_for(constant: float, formula: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """``formula(d[, out])``, evaluated in float32 (and rounded once to d's dtype, as torch's kernels
+    compute half precisions) where d is bfloat16 or float16 and ``constant`` is not a normal number
+    of that dtype: beyond its range a clamp refuses it, below it rounds to 0 (float16 holds nothing
+    under 6.1e-5 at full precision; a SmoothL1Loss with beta = 1e-9 would lose every term)."""
+
+    def evaluate(d: Tensor, *out: Tensor | None) -> Tensor:  # out: as ``formula`` takes it, or not at all
+        if d.dtype in (torch.float16, torch.bfloat16):
+            info = torch.finfo(d.dtype)
+            if not info.tiny <= constant <= info.max:
+                result = formula(d.float(), *(None for _ in out))
+                return out[0].copy_(result) if out and out[0] is not None else result.to(d.dtype)
+        return formula(d, *out)
+
+    return evaluate
 
 
 def _huber_terms(diff: Tensor, delta: float) -> Tensor:
@@ -156,7 +175,8 @@ class SmoothL1Loss(Loss):
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         prediction, target = self._check_pair(prediction, target)
-        diff, loss = _difference_and_reduce(self, prediction, target, self._terms)
+        terms = self._terms if self.beta == 0 else _in_float32_for(self.beta, self._terms)
+        diff, loss = _difference_and_reduce(self, prediction, target, terms)
         self._save_for_backward(diff=diff)
         return loss
 
@@ -178,7 +198,7 @@ class SmoothL1Loss(Loss):
     def backward(self, grad_output: Tensor | float | None = None) -> Tensor:
         diff = self._saved_tensors()["diff"]
         factor = self._upstream(grad_output, diff) * self._reduction_scale(diff.numel())
-        return _scaled(self._slope, diff, factor)
+        return _scaled(self._slope if self.beta == 0 else _in_float32_for(self.beta, self._slope), diff, factor)
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, beta={self.beta}"

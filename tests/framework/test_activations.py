@@ -415,3 +415,24 @@ def test_threshold_beyond_float32_still_works_in_float64():
         y, dx = ours_forward_backward(fw.Threshold(threshold, value), x, torch.ones_like(x))
         y_ref, dx_ref = torch_forward_backward(torch.nn.Threshold(threshold, value), x, torch.ones_like(x))
         assert torch.equal(y, y_ref) and torch.equal(dx, dx_ref), (threshold, value)
+
+
+def test_softplus_with_a_tiny_beta_overflows_to_infinity_as_torch():
+    """log(1 + exp(beta x)) / beta is about 69,000 at beta = 1e-5: beyond float16's range it is inf,
+    not float16's largest number; x = +-inf still take their branch."""
+    x = torch.tensor([-3.0, 0.0, 2.0, math.inf, -math.inf], dtype=torch.float16)
+    y, dx = ours_forward_backward(fw.Softplus(1e-5), x, torch.ones_like(x))
+    y_ref, dx_ref = torch_forward_backward(torch.nn.Softplus(1e-5), x, torch.ones_like(x))
+    assert torch.equal(y, y_ref), (y, y_ref)
+    torch.testing.assert_close(dx, dx_ref, rtol=2 * torch.finfo(torch.float16).eps, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_a_scalar_is_held_in_each_dtype_as_torch_holds_it(dtype):
+    """The pure-Python rounding behind ELU's exact slope difference agrees with torch's own
+    conversion of a Python float (bfloat16 and float16 through float32), overflow included."""
+    generator = torch.Generator().manual_seed(0)
+    mantissas = torch.rand(2000, generator=generator, dtype=torch.float64) * 2 - 1
+    exponents = torch.randint(-45, 39, (2000,), generator=generator)
+    for number in [*(mantissas * 10.0**exponents).tolist(), 0.1, 1 / 3, 65504.0, 65520.0, 3.4e38]:
+        assert activations._as_held(number, dtype) == torch.full((), number, dtype=dtype).item(), number

@@ -145,3 +145,34 @@ def test_a_single_zero_dimensional_sample_gives_torchs_result(name, reduction):
     ours, theirs, logits = ELEMENTWISE[name]
     prediction, target = draw((), logits, seed=3)
     assert_matches(ours(reduction), theirs(reduction=reduction), prediction, target)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize(
+    ("make", "make_twin"),
+    [
+        pytest.param(lambda: fw.HuberLoss(delta=1e5), lambda: torch.nn.HuberLoss(delta=1e5), id="Huber-delta-1e5"),
+        pytest.param(lambda: fw.SmoothL1Loss(beta=1e5), lambda: torch.nn.SmoothL1Loss(beta=1e5), id="SmoothL1-1e5"),
+        pytest.param(lambda: fw.SmoothL1Loss(beta=1e-9), lambda: torch.nn.SmoothL1Loss(beta=1e-9), id="SmoothL1-1e-9"),
+        pytest.param(lambda: fw.HuberLoss(delta=1e-9), lambda: torch.nn.HuberLoss(delta=1e-9), id="Huber-delta-1e-9"),
+    ],
+)
+def test_half_precision_losses_with_a_constant_outside_the_dtypes_normal_range_are_accurate(make, make_twin, dtype):
+    """beta = 1e-9 rounds to 0 in float16 (every SmoothL1 term was lost: loss 0 against the true 1.1),
+    delta = 1e5 does not convert to float16 (a clamp refused it): the terms are taken in float32 and
+    match the float64 twin's, rounded. (torch's float16 SmoothL1 with beta = 1e5 converts beta to
+    float16, infinity, and gives a loss of 0.)"""
+    generator = torch.Generator().manual_seed(3)
+    prediction = torch.randn(6, 5, generator=generator).to(dtype)
+    target = torch.randn(6, 5, generator=generator).to(dtype)
+    loss_module = make()
+    loss = loss_module(prediction, target)
+    grad = loss_module.backward()
+    expected_loss, expected_grad = torch_loss_and_gradient(
+        make_twin(), prediction.double(), target.double(), torch.ones((), dtype=torch.float64)
+    )
+    expected_loss, expected_grad = expected_loss.to(dtype), expected_grad.to(dtype)
+    info = torch.finfo(dtype)
+    tolerance = {"rtol": 4 * info.eps, "atol": 4 * info.smallest_normal * info.eps}  # a few subnormal steps
+    torch.testing.assert_close(loss, expected_loss, **tolerance)
+    torch.testing.assert_close(grad, expected_grad, **tolerance)
