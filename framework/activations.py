@@ -470,27 +470,24 @@ class Threshold(Elementwise):
         object.__setattr__(
             self, "_shifted", tuple(d for d in (torch.float32, torch.float64) if self._shift_is_exact(d))
         )
+        floats = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
+        object.__setattr__(self, "_fits", frozenset(d for d in floats if self._out_of_range(d) is None))
 
     def _at(self, dtype: torch.dtype) -> float:
         return self._compare.get(dtype, self._threshold)
 
-    def _check_range(self, x: Tensor) -> None:
-        """As torch: the value must be a number of x's dtype, the threshold one of the dtype the
-        comparison runs in (float32 for bfloat16 and float16, as torch's kernel); a clear error
-        rather than the cast's overflow from inside a formula."""
-        compared_in = torch.float32 if x.dtype in self._compare else x.dtype
-        for name, number, dtype in (("value", self._value, x.dtype), ("threshold", self._threshold, compared_in)):
-            if abs(number) > torch.finfo(dtype).max:
-                raise check.fail(
-                    self, f"{name}={number:g} is beyond the range of {dtype} (largest {torch.finfo(dtype).max:g})"
-                )
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self._check_input(x)
-        self._check_range(x)
-        return super().forward(x)
+    def _out_of_range(self, dtype: torch.dtype) -> str | None:
+        """As torch: the value must be a number of the dtype, the threshold one of the dtype the
+        comparison runs in (float32 for bfloat16 and float16, as torch's kernel). What is not, or None."""
+        compared_in = torch.float32 if dtype in self._compare else dtype
+        for name, number, limit in (("value", self._value, dtype), ("threshold", self._threshold, compared_in)):
+            if abs(number) > torch.finfo(limit).max:
+                return f"{name}={number:g} is beyond the range of {limit} (largest {torch.finfo(limit).max:g})"
+        return None
 
     def _forward(self, x: Tensor, out: Tensor) -> Tensor:
+        if x.dtype not in self._fits:  # a clear error, not a cast's overflow inside a formula
+            raise check.fail(self, self._out_of_range(x.dtype) or f"unsupported dtype {x.dtype}")
         if selects(x):  # x <= threshold: value; elsewhere (NaN too) x, as torch's kernel
             return torch.where(torch.le(x, self._at(x.dtype)), self._constant(self._value, x), x, out=out)
         if x.dtype in self._shifted:
