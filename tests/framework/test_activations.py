@@ -52,9 +52,11 @@ def ours_forward_backward(module: fw.Module, x: torch.Tensor, grad_output: torch
     return y, module.backward(grad_output)
 
 
+@pytest.mark.parametrize("select", [False, True], ids=["steps", "select"])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize(("make", "make_twin"), PAIRS)
-def test_forward_and_backward_match_the_torch_twin_in_float64(make, make_twin, shape):
+def test_forward_and_backward_match_the_torch_twin_in_float64(make, make_twin, shape, select, monkeypatch):
+    monkeypatch.setattr(activations, "selects", lambda t: select)  # both paths: the CPU's and a GPU's
     generator = torch.Generator().manual_seed(hash(shape) % 2**31)
     x = 8 * torch.rand(shape, generator=generator, dtype=torch.float64) - 4
     grad_output = torch.randn(shape, generator=generator, dtype=torch.float64)
@@ -64,8 +66,10 @@ def test_forward_and_backward_match_the_torch_twin_in_float64(make, make_twin, s
     torch.testing.assert_close(dx, dx_ref, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("select", [False, True], ids=["steps", "select"])
 @pytest.mark.parametrize(("make", "make_twin"), PAIRS)
-def test_forward_and_backward_match_the_torch_twin_in_float32(make, make_twin):
+def test_forward_and_backward_match_the_torch_twin_in_float32(make, make_twin, select, monkeypatch):
+    monkeypatch.setattr(activations, "selects", lambda t: select)
     generator = torch.Generator().manual_seed(7)
     x = 8 * torch.rand((4, 6), generator=generator) - 4
     grad_output = torch.randn((4, 6), generator=generator)
