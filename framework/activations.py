@@ -348,7 +348,8 @@ def _elu_derivative(x: Tensor, negative: float, positive: float = 1.0) -> Tensor
 class ELU(Elementwise):
     """y = x if x > 0 else alpha (exp(x) - 1);   f'(x) = 1 if x > 0 else alpha exp(x).
 
-    At x = 0 the derivative is ``alpha`` (the x <= 0 branch), as torch.
+    At x = 0 the derivative is ``alpha`` (the x <= 0 branch), as torch. At x = NaN (y = NaN) the
+    gradient is NaN; torch's kernel passes the upstream gradient on there (NaN <= 0 is false).
 
     Args:
         alpha: the scale of the negative branch (any finite number). Default: 1.0.
@@ -380,7 +381,8 @@ class SELU(Elementwise):
     """y = scale * (x if x > 0 else alpha (exp(x) - 1));   f'(x) = scale * (1 if x > 0 else alpha exp(x)).
 
     With torch's constants alpha = 1.6732632423543772848170429916717 and
-    scale = 1.0507009873554804934193349852946. At x = 0 the derivative is scale * alpha, as torch.
+    scale = 1.0507009873554804934193349852946. At x = 0 the derivative is scale * alpha, as torch;
+    at x = NaN the gradient is NaN (torch's kernel gives scale times the upstream gradient).
 
     Args:
         inplace: write the output into the input and return it, as torch. Default: False.
@@ -428,7 +430,9 @@ class Tanhshrink(Elementwise):
 class Threshold(Elementwise):
     """y = x if x > threshold else value;   f'(x) = 1 if x > threshold else 0.
 
-    At x = threshold the output is ``value`` and the derivative 0, as torch. In bfloat16 and
+    At x = threshold the output is ``value`` and the derivative 0, as torch. At x = NaN the output is
+    NaN, as torch; the gradient passes on there on a GPU, as torch's, and is 0 on the CPU (a 0/1
+    step of a NaN is 0). In bfloat16 and
     float16 the comparison is with the threshold itself, not with its rounding to the dtype (as
     torch's kernel, which compares in float32).
 
