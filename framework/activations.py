@@ -524,7 +524,7 @@ class Threshold(Elementwise):
         next to the threshold, 0 and the infinities."""
         largest = torch.finfo(dtype).max
         if abs(self._threshold) > largest or abs(self._value) > largest:
-            return False  # not numbers of this dtype: forward refuses them (see _check_range)
+            return False  # not numbers of this dtype: forward refuses them (see _out_of_range)
         t = torch.tensor(self._threshold, dtype=dtype)
         near = [t]
         for direction in (math.inf, -math.inf):
