@@ -2,16 +2,21 @@
 
 ``python -m benchmarks`` times each side in its own block of rounds (pytest-benchmark's way), so
 a machine that slows down between the two blocks moves their ratio. Here the two sides alternate,
-one call each, ``--rounds`` times, on the same built pair (the same inputs, parameters and upstream
-gradient as the suite's, checked against each other first), and the report gives the ratio of
-the fastest calls and the median of the per-pair ratios: drift cancels in both.
+one round each (a call, or as many calls of a fast one as take ten milliseconds), ``--rounds``
+times, on the same built pair (the same inputs, parameters and upstream gradient as the suite's,
+checked against each other first), and the report gives the ratio of the fastest per-call times
+and the median of the per-pair ratios: drift cancels in both.
+
+A training step (``SeedMLP-b50``, ``SmallCNN``, ... from :mod:`benchmarks.workloads`) is timed the
+same way: both sides take their checked steps alternately (``--pass`` does not apply). Without
+``--size``, a module case runs at ``large`` and a step at its largest size (the seed MLP's only one).
 
 ``--kernels N`` then profiles one call of each side (``torch.profiler``) and lists its N costliest
 operators: by device time on a GPU, where a memory-bound module's time is its passes over its
 tensors, and by CPU time on the CPU.
 
 Usage:
-    python -m benchmarks.paired NAME [NAME ...] [--size large] [--pass forward+backward]
+    python -m benchmarks.paired NAME [NAME ...] [--size SIZE] [--pass forward+backward]
                                 [--rounds 30] [--threads 1] [--device cpu] [--dtype float32]
                                 [--kernels N]
 """
@@ -19,6 +24,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -32,6 +38,7 @@ import torch
 from .cases import SIZES, available_cases
 from .harness import PASSES, build, configure
 from .specs import DTYPES
+from .workloads import Workload, available_workloads
 
 
 @dataclass
@@ -53,31 +60,80 @@ class Paired:
         return statistics.median(f / t for f, t in zip(self.framework, self.torch))
 
 
-def measure(name: str, size: str, pass_: str, rounds: int, device: str, dtype: torch.dtype, kernels: int = 0) -> Paired:
-    """Build and check the suite's pair for ``name`` at ``size``, then time its two sides alternately
-    (and, with ``kernels``, profile each side: its costliest operators, in ``Paired.operators``)."""
+def measure(
+    name: str, size: str | None, pass_: str, rounds: int, device: str, dtype: torch.dtype, kernels: int = 0
+) -> Paired:
+    """Build and check the suite's pair (or training step) for ``name`` at ``size`` (None: see
+    :func:`default_size`), then time its two sides alternately (and, with ``kernels``, profile each
+    side: its costliest operators, in ``Paired.operators``)."""
     case = next((c for c in available_cases() if c.name == name), None)
-    if case is None:
+    workload = next((w for w in available_workloads() if w.name == name), None)
+    if workload is not None and device not in workload.devices:
+        raise SystemExit(f"benchmarks.paired: {name} runs on {', '.join(workload.devices)} only, not {device}")
+    if case is not None:
+        pair = build(case, size or default_size(name, device), dtype, device)
+        pair.check()
+        sides = [pair.callable("framework", pass_), pair.callable("torch", pass_)]
+    elif workload is not None:
+        step = workload.checked(_step_size(workload, size, device), dtype, device)
+        sides = [step.callable("framework"), step.callable("torch")]
+    else:
         known = ", ".join(sorted(c.name for c in available_cases()))
-        raise SystemExit(f"benchmarks.paired: no benchmark case named {name!r}; known: {known}")
-    pair = build(case, size, dtype, device)
-    pair.check()
-    sides = [pair.callable("framework", pass_), pair.callable("torch", pass_)]
+        steps = ", ".join(w.name for w in available_workloads())
+        raise SystemExit(
+            f"benchmarks.paired: no benchmark case named {name!r}; known: {known}; training steps: {steps}"
+        )
     for _ in range(2):  # warm-up: first calls allocate, compile kernels and fill caches
         for side in sides:
             side()
+    calls = calls_per_round(sides)
     timings: list[list[float]] = [[], []]
     for _ in range(rounds):
         for side, times in zip(sides, timings):
             start = time.perf_counter()
-            side()
-            times.append(time.perf_counter() - start)
+            for _ in range(calls):
+                side()
+            times.append((time.perf_counter() - start) / calls)
     operators = "\n".join(
         costliest_operators(fn, torch.device(device), kernels, f"{name} {pass_}, {side}")
         for side, fn in zip(("framework", "torch"), sides)
         if kernels
     )
     return Paired(name, pass_, *timings, operators=operators)
+
+
+# A round times each side for at least this long: a call of a few microseconds, timed alone, is
+# mostly the timer and the caches the other side just left (the seed MLP's step read 0.61 of
+# torch's timed one call at a time, 0.49 timed ten milliseconds at a time, both alternating).
+ROUND_SECONDS = 1e-2
+
+
+def calls_per_round(sides: list[Callable[[], object]]) -> int:
+    """Calls of each side per timed round: enough for the faster side to run ``ROUND_SECONDS``, the
+    same number for both (one for anything slower than that)."""
+    fastest = math.inf
+    for side in sides:
+        start = time.perf_counter()
+        side()
+        fastest = min(fastest, time.perf_counter() - start)
+    return max(1, math.ceil(ROUND_SECONDS / max(fastest, 1e-9)))
+
+
+def default_size(name: str, device: str = "cpu") -> str:
+    """``large`` for a module case; a training step's largest size on ``device``."""
+    workload = next((w for w in available_workloads() if w.name == name), None)
+    if workload is None:
+        return "large"
+    return [s for s in SIZES if s in workload.sizes_for(device)][-1]
+
+
+def _step_size(workload: Workload, size: str | None, device: str) -> str:
+    sizes = workload.sizes_for(device)
+    if size is None:
+        return default_size(workload.name, device)
+    if size not in sizes:
+        raise SystemExit(f"benchmarks.paired: {workload.name} has no {size!r} size; its sizes: {', '.join(sizes)}")
+    return size
 
 
 def costliest_operators(fn: Callable[[], object], device: torch.device, count: int, title: str) -> str:
@@ -107,8 +163,12 @@ def costliest_operators(fn: Callable[[], object], device: torch.device, count: i
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.paired", description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="+", metavar="NAME", help="benchmark cases (module names, e.g. GELU Conv2d)")
-    parser.add_argument("--size", choices=SIZES, default="large")
+    parser.add_argument(
+        "names", nargs="+", metavar="NAME", help="benchmark cases (module names, e.g. GELU Conv2d) or training steps"
+    )
+    parser.add_argument(
+        "--size", choices=SIZES, default=None, help="default: large for a module, a training step's largest"
+    )
     parser.add_argument("--pass", dest="pass_", choices=PASSES, default="forward+backward")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument(
@@ -130,20 +190,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
     threads = configure(args.device, args.threads or None)  # 0: every CPU available
-    print(
-        f"{args.size}, {args.pass_}, {args.rounds} alternating rounds, {threads} thread(s), {args.device}, {args.dtype}"
-    )
-    print(f"{'case':<16} {'framework min':>14} {'torch min':>10} {'min ratio':>10} {'median pair ratio':>18}")
+    size = args.size or "large (modules), largest (training steps)"
+    print(f"{size}, {args.pass_}, {args.rounds} alternating rounds, {threads} thread(s), {args.device}, {args.dtype}")
+    columns = ("framework min", 14), ("torch min", 10), ("min ratio", 10), ("median pair ratio", 18)
+    print(f"{'case':<18} {'size':<7} " + " ".join(f"{title:>{width}}" for title, width in columns))
     for name in args.names:
         result = measure(name, args.size, args.pass_, args.rounds, args.device, DTYPES[args.dtype], args.kernels)
         print(
-            f"{name:<16} {min(result.framework) * 1e3:>11.3f} ms {min(result.torch) * 1e3:>7.3f} ms "
+            f"{name:<18} {args.size or default_size(name, args.device):<7} "
+            f"{_time(min(result.framework)):>14} {_time(min(result.torch)):>10} "
             f"{result.ratio_of_fastest:>10.2f} {result.median_pair_ratio:>18.2f}",
             flush=True,
         )
         if result.operators:
             print(result.operators, flush=True)
     return 0
+
+
+def _time(seconds: float) -> str:
+    return f"{seconds * 1e3:.3f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.1f} us"
 
 
 if __name__ == "__main__":

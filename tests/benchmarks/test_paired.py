@@ -46,3 +46,31 @@ def test_kernels_lists_each_sides_costliest_operators_after_its_row(capsys):
     torch_ops = lines[lines.index("  " + torch_title) + 1 :]
     assert 1 <= len(torch_ops) <= 3 and all("aten::" in line for line in torch_ops)
     assert any("aten::tanh_backward" in line for line in torch_ops)  # torch's own backward kernel
+
+
+def test_a_training_step_is_timed_at_its_largest_size_by_default(capsys):
+    assert paired.main(["SeedMLP-b50", "--rounds", "2", "--threads", "1"]) == 0
+    row = capsys.readouterr().out.splitlines()[2].split()
+    assert row[:2] == ["SeedMLP-b50", "seed"]  # the seed MLP's only size
+    assert float(row[-1]) > 0 and float(row[-2]) > 0
+
+
+def test_a_training_step_without_the_size_asked_for_names_its_sizes():
+    with pytest.raises(SystemExit, match=r"SeedMLP-b50 has no 'large' size; its sizes: seed"):
+        paired.main(["SeedMLP-b50", "--size", "large", "--rounds", "1"])
+
+
+def test_a_gpu_only_training_step_is_refused_on_the_cpu():
+    with pytest.raises(SystemExit, match=r"SeedMLP-b50-graph runs on cuda only, not cpu"):
+        paired.main(["SeedMLP-b50-graph", "--rounds", "1"])
+
+
+def test_a_round_repeats_a_fast_call_until_the_faster_side_has_run_ten_milliseconds(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(paired.time, "perf_counter", lambda: clock[0])
+
+    def taking(seconds):
+        return lambda: clock.__setitem__(0, clock[0] + seconds)
+
+    assert paired.calls_per_round([taking(1e-4), taking(5e-4)]) == 100  # the faster side's 10 ms
+    assert paired.calls_per_round([taking(0.5), taking(0.2)]) == 1  # slow calls: one per round
