@@ -2,10 +2,10 @@
 
 ``python -m benchmarks`` times each side in its own block of rounds (pytest-benchmark's way), so
 a machine that slows down between the two blocks moves their ratio. Here the two sides alternate,
-one round each (a call, or as many calls of a fast one as take ten milliseconds), ``--rounds``
-times, on the same built pair (the same inputs, parameters and upstream gradient as the suite's,
-checked against each other first), and the report gives the ratio of the fastest per-call times
-and the median of the per-pair ratios: drift cancels in both.
+one round each (a call, or as many calls of a sub-millisecond one as take ten milliseconds),
+``--rounds`` times, on the same built pair (the same inputs, parameters and upstream gradient as
+the suite's, checked against each other first), and the report gives the ratio of the fastest
+per-call times and the median of the per-pair ratios: drift cancels in both.
 
 A training step (``SeedMLP-b50``, ``SmallCNN``, ... from :mod:`benchmarks.workloads`) is timed the
 same way: both sides take their checked steps alternately (``--pass`` does not apply). Without
@@ -102,20 +102,24 @@ def measure(
     return Paired(name, pass_, *timings, operators=operators)
 
 
-# A round times each side for at least this long: a call of a few microseconds, timed alone, is
-# mostly the timer and the caches the other side just left (the seed MLP's step read 0.61 of
-# torch's timed one call at a time, 0.49 timed ten milliseconds at a time, both alternating).
+# A call faster than REPEATED_BELOW is repeated until a round of it lasts ROUND_SECONDS: a call of
+# a few hundred microseconds, timed alone, is mostly the timer and the caches the other side just
+# left (the seed MLP's step read 0.61 of torch's timed one call at a time, 0.49 timed ten
+# milliseconds at a time, both alternating). Slower calls keep one call per round, as before.
+REPEATED_BELOW = 1e-3
 ROUND_SECONDS = 1e-2
 
 
 def calls_per_round(sides: list[Callable[[], object]]) -> int:
-    """Calls of each side per timed round: enough for the faster side to run ``ROUND_SECONDS``, the
-    same number for both (one for anything slower than that)."""
+    """Calls of each side per timed round, the same number for both: one, or, when the faster side
+    takes under ``REPEATED_BELOW``, enough for it to run ``ROUND_SECONDS``."""
     fastest = math.inf
     for side in sides:
         start = time.perf_counter()
         side()
         fastest = min(fastest, time.perf_counter() - start)
+    if fastest >= REPEATED_BELOW:
+        return 1
     return max(1, math.ceil(ROUND_SECONDS / max(fastest, 1e-9)))
 
 

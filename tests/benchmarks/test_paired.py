@@ -65,7 +65,7 @@ def test_a_gpu_only_training_step_is_refused_on_the_cpu():
         paired.main(["SeedMLP-b50-graph", "--rounds", "1"])
 
 
-def test_a_round_repeats_a_fast_call_until_the_faster_side_has_run_ten_milliseconds(monkeypatch):
+def test_a_round_repeats_a_sub_millisecond_call_until_the_faster_side_has_run_ten_milliseconds(monkeypatch):
     clock = [0.0]
     monkeypatch.setattr(paired.time, "perf_counter", lambda: clock[0])
 
@@ -73,4 +73,5 @@ def test_a_round_repeats_a_fast_call_until_the_faster_side_has_run_ten_milliseco
         return lambda: clock.__setitem__(0, clock[0] + seconds)
 
     assert paired.calls_per_round([taking(1e-4), taking(5e-4)]) == 100  # the faster side's 10 ms
-    assert paired.calls_per_round([taking(0.5), taking(0.2)]) == 1  # slow calls: one per round
+    assert paired.calls_per_round([taking(2e-3), taking(5e-4)]) == 20
+    assert paired.calls_per_round([taking(2e-3), taking(1.5e-3)]) == 1  # a millisecond or more: one per round
