@@ -101,6 +101,19 @@ def test_blocked_loss_sum_equals_the_whole_tensor_sum(cls, kwargs, upstream, thr
     torch.testing.assert_close(whole_grad, _reference_gradient(cls, kwargs, x, target, grad_output), rtol=1e-15, atol=0)
 
 
+@pytest.mark.parametrize(("cls", "kwargs"), LOSSES, ids=lambda v: v.__name__ if isinstance(v, type) else str(v))
+def test_a_blocked_float32_loss_is_the_float64_loss_to_float32_rounding(cls, kwargs, monkeypatch):
+    """In float32 the blocks' terms are summed by dot products (MSE, Huber, SmoothL1): still the
+    loss, to within float32's rounding of a sum of this many terms."""
+    x, _ = _inputs()
+    x = x[8:]
+    target = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    _blocked(monkeypatch)
+    loss = cls(**kwargs)(x.float(), target.float())
+    truth = getattr(torch.nn, cls.__name__)(**kwargs)(x.float().double(), target.float().double())
+    torch.testing.assert_close(loss.double(), truth, rtol=64 * torch.finfo(torch.float32).eps, atol=0)
+
+
 def _reference_gradient(cls, kwargs, x, target, grad_output):
     """torch.autograd's dL/dp of the torch loss of the same name (the framework's twin)."""
     x = x.clone().requires_grad_()
