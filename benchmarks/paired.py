@@ -77,6 +77,7 @@ def measure(
     elif workload is not None:
         step = workload.checked(_step_size(workload, size, device), dtype, device)
         sides = [step.callable("framework"), step.callable("torch")]
+        pass_ = "training step"
     else:
         known = ", ".join(sorted(c.name for c in available_cases()))
         steps = ", ".join(w.name for w in available_workloads())
