@@ -440,3 +440,19 @@ def test_a_scalar_is_held_in_each_dtype_as_torch_holds_it(dtype):
     exponents = torch.randint(-45, 39, (2000,), generator=generator)
     for number in [*(mantissas * 10.0**exponents).tolist(), 0.1, 1 / 3, 65504.0, 65520.0, 3.4e38]:
         assert activations._as_held(number, dtype) == torch.full((), number, dtype=dtype).item(), number
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_softplus_without_its_switch_is_the_identity_above_the_threshold_to_the_bit(dtype):
+    """With beta = 1 and threshold 20 these dtypes round log(1 + exp(x)) to x and sigmoid(x) to 1
+    above the threshold, so the switch is skipped: above it y = x and f'(x) = 1 exactly, as torch."""
+    module = fw.Softplus()
+    assert module._switch_is_invisible(dtype) and not module._switch_is_invisible(torch.float64)
+    x = torch.linspace(19.0, 60.0, 40001, dtype=torch.float64).to(dtype)
+    x = torch.cat([x, torch.tensor([math.inf, -math.inf, -30.0, 0.0, 5.0], dtype=dtype)])
+    y, dx = ours_forward_backward(module, x, torch.ones_like(x))
+    y_ref, dx_ref = torch_forward_backward(torch.nn.Softplus(), x, torch.ones_like(x))
+    above = x.double() > 20
+    assert torch.equal(y[above], x[above]) and torch.equal(dx[above], torch.ones_like(x[above]))
+    torch.testing.assert_close(y, y_ref, rtol=2 * torch.finfo(dtype).eps, atol=0)
+    torch.testing.assert_close(dx, dx_ref, rtol=2 * torch.finfo(dtype).eps, atol=0)
