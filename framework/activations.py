@@ -287,6 +287,12 @@ def _elu_gradient(
 ) -> Tensor:
     """grad_output times f'(x): positive for x > 0, negative exp(x) for x <= 0 (exp sees x <= 0
     only, so exp(0) = 1 stands for x > 0). ``positive_t``: ``positive`` as a 0-d tensor, if made already."""
+    if selects(x) and not negative == positive == 1.0:
+        # A one-byte mask and a select: five kernels, 42 bytes an element in float32, where the exact
+        # step below takes six and 56. exp(x) may overflow where x > 0: never selected there.
+        positive_t = x.new_full((), positive) if positive_t is None else positive_t
+        scaled = torch.exp(x, out=out).mul_(negative)
+        return torch.where(torch.gt(x, 0), positive_t, scaled, out=out).mul_(grad_output)
     exp = torch.clamp(x, max=0, out=out).exp_()
     if negative == positive == 1.0:
         return exp.mul_(grad_output)  # 1 for x > 0, exp(x) for x <= 0: the derivative itself
