@@ -157,17 +157,16 @@ def _in_float32_for(constant: float, formula: Callable[..., Tensor]) -> Callable
 
 
 def _huber_terms(diff: Tensor, delta: float) -> Tensor:
-    # c = min(|d|, delta): c (|d| - c/2) is d^2/2 below delta and delta (|d| - delta/2) above,
-    # both evaluated as torch evaluates them, without a branch.
-    u, c = _huber_factors(diff, delta)
+    c, u = _huber_factors(diff, delta)
     return u.mul_(c)
 
 
 def _huber_factors(diff: Tensor, delta: float) -> tuple[Tensor, Tensor]:
-    """(|d| - c/2, c) with c = min(|d|, delta): Huber's terms are their product."""
-    size = diff.abs()
-    c = size.clamp(max=delta)
-    return size.add_(c, alpha=-0.5), c
+    """(c, d - c/2) with c = clamp(d, -delta, delta), whose product is Huber's term without a
+    branch or an absolute value: d^2/2 below delta (c = d, d - d/2 exact) and delta (|d| - delta/2)
+    above (the signs of c and d - c/2 agree), each rounded as torch's kernel rounds it."""
+    c = diff.clamp(-delta, delta)
+    return c, torch.add(diff, c, alpha=-0.5)
 
 
 class SmoothL1Loss(Loss):
@@ -208,8 +207,8 @@ class SmoothL1Loss(Loss):
 
     def _factors(self, diff: Tensor) -> tuple[Tensor, Tensor]:
         """Two tensors whose product is :meth:`_terms` (beta > 0): Huber's factors, one divided by beta."""
-        u, c = _huber_factors(diff, self.beta)
-        return u, c if self.beta == 1 else c.div_(self.beta)
+        c, u = _huber_factors(diff, self.beta)
+        return c, u if self.beta == 1 else u.div_(self.beta)
 
     def _slope(self, diff: Tensor, out: Tensor | None) -> Tensor:
         """sign(d) for beta = 0, else clamp(d / beta, -1, 1) (d / 1 is d: no division), into ``out``."""
