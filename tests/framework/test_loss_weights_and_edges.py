@@ -4,6 +4,7 @@ on an empty batch and on a single 0-d sample, against torch in float64."""
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -176,3 +177,16 @@ def test_half_precision_losses_with_a_constant_outside_the_dtypes_normal_range_a
     tolerance = {"rtol": 4 * info.eps, "atol": 4 * info.smallest_normal * info.eps}  # a few subnormal steps
     torch.testing.assert_close(loss, expected_loss, **tolerance)
     torch.testing.assert_close(grad, expected_grad, **tolerance)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("delta", [1.0, 0.5, 3.0, 0.1])
+def test_huber_terms_are_torchs_to_the_bit(delta, dtype):
+    """c (d - c/2) with c = clamp(d, -delta, delta) rounds as torch's 0.5 d^2 and delta (|d| - delta/2)."""
+    generator = torch.Generator().manual_seed(5)
+    prediction = (3 * torch.randn(20000, generator=generator)).to(dtype)
+    target = torch.randn(20000, generator=generator).to(dtype)
+    prediction[:6] = torch.tensor([math.inf, -math.inf, 5.0, -5.0, 0.0, math.nan], dtype=dtype)
+    ours = fw.HuberLoss(reduction="none", delta=delta)(prediction, target)
+    theirs = torch.nn.HuberLoss(reduction="none", delta=delta)(prediction, target)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0, equal_nan=True)
