@@ -68,12 +68,10 @@ def sum_of(fn: Callable[..., Tensor], *tensors: Tensor) -> Tensor:
 
 
 def dot_of(fn: Callable[..., tuple[Tensor, Tensor]], *tensors: Tensor) -> Tensor:
-    """:func:`sum_of` for terms that are a product u v, with ``(u, v) = fn(*tensors)``: block by
-    block, one dot product each (a fused multiply and sum: no tensor of the products is written).
-    In bfloat16 and float16 a dot product would round each block's sum to the dtype: there the
-    products are summed by :func:`sum_of`, in float32."""
-    if not blocked(*tensors) or tensors[0].dtype not in (torch.float32, torch.float64):
-        return sum_of(lambda *parts: torch.mul(*fn(*parts)), *tensors)
+    """:func:`sum_of` for terms that are a product u v, with ``(u, v) = fn(*blocks)``, on blocked
+    float32 or float64 tensors: one dot product per block (a fused multiply and sum: no tensor of
+    the products is written). Not for bfloat16 or float16, where a dot product would round each
+    block's sum to the dtype (:func:`sum_of` keeps float32 partial sums)."""
     partial = [torch.dot(*fn(*parts)) for parts in zip(*(blocks(t) for t in tensors))]
     return torch.stack(partial).sum()
 
