@@ -54,17 +54,21 @@ def map_into(fn: Callable[..., object], out: Tensor, *tensors: Tensor) -> Tensor
     return out
 
 
-def sum_of(fn: Callable[..., Tensor], *tensors: Tensor) -> Tensor:
-    """The sum over every element of ``fn(*tensors)`` (an elementwise formula), block by block:
-    the partial sums of the blocks are added in a fixed order, so the result is deterministic for a
-    given number of threads (as torch's own reductions, it may differ in the last bits between two).
-    In bfloat16 and float16 the partial sums are float32 (as torch accumulates), rounded once at the end."""
+def sum_of(fn: Callable[..., Tensor], *tensors: Tensor, divisor: int = 1) -> Tensor:
+    """The sum over every element of ``fn(*tensors)`` (an elementwise formula), divided by ``divisor``
+    (the element count, for a mean), block by block: the partial sums of the blocks are added in a
+    fixed order, so the result is deterministic for a given number of threads (as torch's own
+    reductions, it may differ in the last bits between two). In bfloat16 and float16 the partial
+    sums and the division are float32 (as torch accumulates), rounded once at the end: a float16
+    mean of many terms is finite even where their sum is beyond float16's range, as torch's."""
     if not blocked(*tensors):
-        return fn(*tensors).sum()
+        total = fn(*tensors).sum()
+        return total if divisor == 1 else total / divisor
     dtype = tensors[0].dtype
     accumulate = torch.float32 if dtype in (torch.bfloat16, torch.float16) else None
     partial = [fn(*parts).sum(dtype=accumulate) for parts in zip(*(blocks(t) for t in tensors))]
-    return torch.stack(partial).sum().to(dtype)
+    total = torch.stack(partial).sum()
+    return (total if divisor == 1 else total / divisor).to(dtype)
 
 
 def dot_of(fn: Callable[..., tuple[Tensor, Tensor]], *tensors: Tensor) -> Tensor:

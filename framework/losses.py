@@ -54,11 +54,12 @@ def _difference_and_reduce(
         diff = prediction - target
         return diff, loss._reduce(terms(diff))
     diff = loss._workspace("diff", tuple(prediction.shape), prediction)
+    divisor = diff.numel() if loss.reduction == "mean" else 1
     if factors is not None and diff.dtype in (torch.float32, torch.float64):
         total = _blocks.dot_of(lambda p, t, d: factors(torch.sub(p, t, out=d)), prediction, target, diff)
-    else:
-        total = _blocks.sum_of(lambda p, t, d: terms(torch.sub(p, t, out=d)), prediction, target, diff)
-    return diff, total / diff.numel() if loss.reduction == "mean" else total
+        return diff, total / divisor if divisor != 1 else total
+    total = _blocks.sum_of(lambda p, t, d: terms(torch.sub(p, t, out=d)), prediction, target, diff, divisor=divisor)
+    return diff, total
 
 
 def _scaled(formula: Callable[[Tensor, Tensor | None], Tensor], diff: Tensor, factor: Tensor | float) -> Tensor:

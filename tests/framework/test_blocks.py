@@ -153,6 +153,30 @@ def test_a_blocked_half_precision_loss_sums_in_float32_and_rounds_once(dtype, mo
     assert loss == d.double().sum().to(dtype)
 
 
+@pytest.mark.parametrize(
+    ("cls", "twin"),
+    [
+        (fw.MSELoss, torch.nn.MSELoss),
+        (fw.L1Loss, torch.nn.L1Loss),
+        (fw.HuberLoss, torch.nn.HuberLoss),
+        (fw.SmoothL1Loss, torch.nn.SmoothL1Loss),
+    ],
+    ids=lambda v: v.__name__,
+)
+def test_a_blocked_float16_mean_is_finite_where_only_the_sum_overflows(cls, twin, monkeypatch):
+    """The mean of terms whose sum is beyond float16's range (65504) is divided before it is rounded
+    to float16, as torch's: 5 x 1024 + 123 terms of about 16 sum to about 83,000, a mean of about 16."""
+    _blocked(monkeypatch)
+    generator = torch.Generator().manual_seed(0)
+    prediction = (4 + torch.rand(SIZE, generator=generator)).half()
+    target = torch.zeros_like(prediction)
+    assert _blocks.blocked(prediction)
+    loss = cls()(prediction, target)
+    expected = twin()(prediction, target)
+    assert torch.isfinite(expected) and expected.dtype == loss.dtype == torch.float16
+    assert loss == expected
+
+
 def test_each_thread_gets_a_block_of_its_own(threads, monkeypatch):
     _blocked(monkeypatch)
     x = torch.zeros(8 * BLOCK)
