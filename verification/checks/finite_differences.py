@@ -41,6 +41,10 @@ part in a million of the gradient's scale: an element of typical size off by one
 fails in a float64 tensor of a million elements (an element far smaller than its tensor's typical
 one is seen at a larger relative error: the noise is the tensor's, the error the element's).
 
+A forward that gives other outputs on a second call at the same inputs (randomness from a
+generator of its own, out of the verifier's reach) has no finite differences to compare with:
+the check is then inconclusive, never passed on the strength of the noise it measured.
+
 A kink (ReLU at 0, tied maxima) has no derivative: the same evaluations give the one-sided
 quotients :math:`(f(s) - f(0))/s` and :math:`(f(0) - f(-s))/s`, which stay apart as ``s``
 halves there (a smooth function's gap halves with ``s``). A backward value between them is a
@@ -90,6 +94,33 @@ def check_finite_differences(ctx: Context) -> CheckResult:
 def outputs(target: Target, call: Call) -> list[Tensor | None]:
     """The forward's outputs at ``call``, detached, in float64 (on their device)."""
     return [None if y is None else y.detach().double() for y in target.forward(call).leaves]
+
+
+def _changes_between_calls(first: list[Tensor | None], second: list[Tensor | None]) -> str:
+    """Why finite differences cannot judge a forward that gave ``first`` then ``second`` at the same
+    inputs, or "" when the two agree to half the digits of float64 (more than any rounding of an
+    atomic-add kernel differs): a difference quotient of a function that changes between calls
+    measures the change, not the derivative, and its measured noise would excuse any gradient."""
+    limit = math.sqrt(unit_roundoff(torch.float64))
+    for i, (a, b) in enumerate(zip(first, second)):
+        if a is None or b is None or a.numel() == 0:
+            continue
+        a, b = a.cpu(), b.cpu()
+        same = (a == b) | (torch.isnan(a) & torch.isnan(b))
+        finite = torch.where(torch.isfinite(a), a, torch.zeros_like(a)).abs()
+        apart = ~same & ~((a - b).abs() <= limit * (finite + finite.mean()))
+        if bool(apart.any()):
+            index = int(apart.reshape(-1).nonzero()[0])
+            name = "output" if len(first) == 1 else f"output[{i}]"
+            return (
+                f"two evaluations of the forward at the same inputs differ ({name}{_where(a.shape, index)} is "
+                f"{float(a.reshape(-1)[index]):.17g}, then {float(b.reshape(-1)[index]):.17g}): the target draws "
+                "randomness the verifier cannot fix (a generator of its own; torch's global generators and framework "
+                "modules' generator are fixed on every call), so finite differences measure the change, not the "
+                "derivative, and no gradient was judged; draw from torch's global generator, or seed the target's "
+                "own generator on every call"
+            )
+    return ""
 
 
 def _a_priori_noise(start: list[Tensor | None], grads: Sequence[Tensor | None], n_terms: int) -> float:
@@ -317,6 +348,10 @@ def compare(
     u = unit_roundoff(torch.float64)
     sizes = [x.numel() for x in call.tensors()] + [p.numel() for _, p in target.parameters()]
     start = outputs(target, call)  # the unshifted point's outputs, which every shift is measured from
+    changed = _changes_between_calls(start, outputs(target, call))
+    if changed:
+        result.inconclusive = changed
+        return
     n_terms = max([*sizes, *(y.numel() for y in start if y is not None)])
     measured = _output_noise(target, call, start, grads, generator, upstream_drawn)
     # Without a measurement, a bound on phi's own rounding (probabilistic rounding error analysis,
