@@ -48,7 +48,7 @@ def check_gradients(
             by default, never all ones, so a backward that forgets to multiply by it fails).
         order: 1, or 2 to check the backward's own backward too (autograd targets).
         options: ``target`` (a loss's target: passed after the inputs, never differentiated),
-            ``seed``, ``name``, ``nondet_tol``, ``checks`` (a subset of names), and the error
+            ``seed``, ``name``, ``nondet_tol``, ``checks`` (a name or a subset of names), and the error
             model's ``eps``, ``safety``, ``full_jacobian_limit``, ``probes`` (see :class:`Options`).
 
     The caller's target, inputs, parameters, running statistics and reference are left exactly

@@ -9,7 +9,8 @@ precision with the target's parameters copied in, and the measured rounding nois
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -39,7 +40,7 @@ class Options:
         probes: random directions per large tensor.
         nondet_tol: the largest difference two backward passes on the same inputs may show
             (0: bitwise equal). A kernel that accumulates with atomic adds declares its own.
-        checks: run only these checks (default: every one that applies).
+        checks: run only these checks, a name or a list of names (default: every one that applies).
     """
 
     target: Any = None
@@ -66,10 +67,41 @@ class Options:
                 "functools.partial(target, ...) or a lambda)"
             )
             raise TypeError(f"unknown options {sorted(unknown)}; known: {sorted(known)}{hint}")
+        if isinstance(kwargs.get("checks"), str):
+            kwargs = {**kwargs, "checks": [kwargs["checks"]]}  # one check, named alone
         options = cls(**kwargs)
-        if options.nondet_tol < 0 or options.eps <= 0 or options.safety <= 0 or options.probes < 1:
-            raise ValueError("nondet_tol must be >= 0, eps and safety > 0, probes >= 1")
+        options._validate()
         return options
+
+    def _validate(self) -> None:
+        """A clear error naming the option whose value cannot mean anything (a NaN tolerance would
+        pass any difference; a string would fail deep inside a check)."""
+
+        def number(name: str, value: Any, ok: Callable[[float], bool], what: str) -> None:
+            real = isinstance(value, int | float) and not isinstance(value, bool)
+            if not real:
+                raise TypeError(f"{name} must be {what}, got {value!r}")
+            if math.isnan(value) or not ok(value):
+                raise ValueError(f"{name} must be {what}, got {value!r}")
+
+        def integer(name: str, value: Any, low: int) -> None:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an integer >= {low}, got {value!r}")
+            if value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+        number("nondet_tol", self.nondet_tol, lambda v: v >= 0, "a number >= 0 (inf accepts any difference)")
+        number("eps", self.eps, lambda v: 0 < v < math.inf, "a finite number > 0")
+        number("safety", self.safety, lambda v: 0 < v < math.inf, "a finite number > 0")
+        integer("seed", self.seed, -(2**63))
+        integer("probes", self.probes, 1)
+        integer("full_jacobian_limit", self.full_jacobian_limit, 0)
+        if self.name is not None and not isinstance(self.name, str):
+            raise TypeError(f"name must be a string, got {self.name!r}")
+        if self.checks is not None and (
+            not isinstance(self.checks, Sequence) or not all(isinstance(c, str) for c in self.checks)
+        ):
+            raise TypeError(f"checks must be a check's name or a list of names, got {self.checks!r}")
 
 
 def _why_no_floating(inputs: Sequence[Any]) -> str:

@@ -1,5 +1,7 @@
 """check_gradients accepts every kind of target a user has, and says clearly what it cannot take."""
 
+import re
+
 import pytest
 import torch
 
@@ -339,6 +341,35 @@ def test_unknown_checks_and_orders_are_rejected():
         check_gradients(torch.sin, x64(3), checks=["no_such_check"])
     with pytest.raises(ValueError, match="order must be 1 or 2"):
         check_gradients(torch.sin, x64(3), order=3)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("nondet_tol", float("nan")),
+        ("nondet_tol", "1e-6"),
+        ("nondet_tol", -1.0),
+        ("eps", float("nan")),
+        ("eps", float("inf")),
+        ("safety", 0.0),
+        ("seed", "a"),
+        ("seed", 1.5),
+        ("probes", 2.5),
+        ("probes", 0),
+        ("full_jacobian_limit", -1),
+        ("full_jacobian_limit", 8.0),
+        ("name", 3),
+        ("checks", ["twin", 3]),
+    ],
+)
+def test_an_option_of_the_wrong_type_or_out_of_range_is_a_clear_error_naming_it(option, value):
+    with pytest.raises((TypeError, ValueError), match=f"^{option} must be .*, got {re.escape(repr(value))}$"):
+        check_gradients(torch.sin, x64(3), **{option: value})
+
+
+def test_one_check_named_by_a_string_runs_that_check_alone():
+    report = check_gradients(torch.sin, x64(3), checks="linearity")
+    assert [check.name for check in report.checks] == ["linearity"]
 
 
 def test_assert_gradients_close_takes_the_same_arguments():
