@@ -283,7 +283,8 @@ class Context:
         if not floating:
             raise TargetError(f"{self.name}: forward returned no floating-point tensor to differentiate")
         if grad_output is None:
-            return [random_like(x, self.generator) if i in floating else None for i, x in enumerate(leaves)]
+            drawn = [random_like(x, self.generator) if i in floating else None for i, x in enumerate(leaves)]
+            return self._without_non_differentiable(drawn)
         given = list(grad_output) if isinstance(grad_output, tuple | list) else [grad_output]
         if len(given) != len(floating):
             raise ValueError(
@@ -306,7 +307,25 @@ class Context:
                     f"{tuple(out.shape)}"
                 )
             grads[i] = g.detach().to(device=out.device, dtype=out.dtype)
-        return grads
+        return self._without_non_differentiable(grads)
+
+    def _without_non_differentiable(self, grads: list[Tensor | None]) -> list[Tensor | None]:
+        """No upstream gradient for a floating-point output that does not require grad beside one that
+        does (a Function's output marked non-differentiable, as torch.max's indices are): no gradient
+        flows back from it, as ``torch.autograd.gradcheck`` has it. When none requires grad, the target
+        cut autograd's path, and that fails (see :class:`~verification.targets.AutogradPass`)."""
+        if not isinstance(self.target, AutogradTarget):
+            return grads
+        leaves, names = self.outputs.leaves, self.outputs.names()
+        floating = self.outputs.floating()
+        cut = [i for i in floating if not leaves[i].requires_grad]  # type: ignore[union-attr]
+        if not cut or len(cut) == len(floating):
+            return grads
+        self.report.notes.append(
+            f"{', '.join(names[i] for i in cut)} {'does' if len(cut) == 1 else 'do'} not require grad (marked "
+            "non-differentiable, or detached): no gradient flows back from it, so it is left out of the check"
+        )
+        return [None if i in cut else g for i, g in enumerate(grads)]
 
     # -- the float64 truth ----------------------------------------------------------------------------
     @functools.cached_property

@@ -507,3 +507,32 @@ def test_a_target_that_cuts_autograds_path_fails_and_says_why(cut):
     report = check_gradients(cut, x64(3, 4))
     assert not report.ok
     assert "no output requires grad: the target cuts autograd's path from its inputs" in str(report)
+
+
+class SineAndItsLargest(torch.autograd.Function):
+    """(sin x, max x), the maximum marked non-differentiable: no gradient flows back from it."""
+
+    error = 0.0
+
+    @staticmethod
+    def forward(ctx, x):
+        largest = x.max()
+        ctx.mark_non_differentiable(largest)
+        ctx.save_for_backward(x)
+        return largest, x.sin()
+
+    @staticmethod
+    def backward(ctx, g_largest, g):
+        (x,) = ctx.saved_tensors
+        return g * x.cos() * (1 + SineAndItsLargest.error)
+
+
+def test_a_floating_output_marked_non_differentiable_is_left_out_and_named():
+    report = check_gradients(SineAndItsLargest, x64(3, 4), order=2)
+    assert report.ok, str(report)
+    assert "output[0] does not require grad" in str(report)
+
+
+def test_beside_an_output_marked_non_differentiable_a_wrong_gradient_fails(monkeypatch):
+    monkeypatch.setattr(SineAndItsLargest, "error", 1e-6)
+    assert check_gradients(SineAndItsLargest, x64(3, 4))["finite_differences"].status == "failed"

@@ -26,8 +26,10 @@ from .finite_differences import compare
 class BackwardAsFunction(AutogradTarget):
     """``(inputs..., upstream gradients...) -> gradients``, the backward of ``base`` as a differentiable function."""
 
-    def __init__(self, base: AutogradTarget, n_args: int, diff: Sequence[int]) -> None:
-        self.base, self.n_args, self.base_diff = base, n_args, list(diff)
+    def __init__(self, base: AutogradTarget, n_args: int, diff: Sequence[int], upstream_of: Sequence[int]) -> None:
+        """``upstream_of``: the positions, among the base's flattened outputs, of the outputs whose
+        upstream gradients follow the arguments (those with one: not an output left out of the check)."""
+        self.base, self.n_args, self.base_diff, self.upstream_of = base, n_args, list(diff), list(upstream_of)
         super().__init__(self._first_order, f"backward of {base.name}")
         self.kind = f"backward of a {base.kind}"
 
@@ -35,7 +37,7 @@ class BackwardAsFunction(AutogradTarget):
         return self.base.parameters()
 
     def copy(self, dtype: torch.dtype | None = None) -> BackwardAsFunction:
-        return BackwardAsFunction(self.base.copy(dtype), self.n_args, self.base_diff)
+        return BackwardAsFunction(self.base.copy(dtype), self.n_args, self.base_diff, self.upstream_of)
 
     def _first_order(self, *everything: Any) -> tuple[Tensor, ...]:
         args, upstream = list(everything[: self.n_args]), list(everything[self.n_args :])
@@ -46,8 +48,8 @@ class BackwardAsFunction(AutogradTarget):
             wrt = [args[i] for i in self.base_diff] + [p for _, p in self.base.parameters()]
             with pinned_rng(args[self.base_diff[0]].device):
                 result = self.base._call(*args)
-            leaves = [x for x in pytree.tree_leaves(result) if isinstance(x, Tensor) and x.is_floating_point()]
-            pairs = [(o, v) for o, v in zip(leaves, upstream) if o.requires_grad]
+            leaves = pytree.tree_leaves(result)
+            pairs = [(leaves[i], v) for i, v in zip(self.upstream_of, upstream) if leaves[i].requires_grad]
             if pairs:
                 found = torch.autograd.grad(
                     [o for o, _ in pairs], wrt, [v for _, v in pairs], create_graph=True, allow_unused=True
@@ -68,8 +70,9 @@ def check_second_order(ctx: Context) -> CheckResult:
         return result
     assert isinstance(base, AutogradTarget)
     call = ctx.call64
-    upstream = [g for g in ctx.grads64 if g is not None]
-    derived = BackwardAsFunction(base.copy(), len(call.args), call.diff)
+    upstream_of = [i for i, g in enumerate(ctx.grads64) if g is not None]
+    upstream = [ctx.grads64[i] for i in upstream_of]
+    derived = BackwardAsFunction(base.copy(), len(call.args), call.diff, upstream_of)
     n = len(call.args)
     call2 = Call(list(call.args) + upstream, list(call.diff) + list(range(n, n + len(upstream))), n + len(upstream))
     pass_ = derived.start(call2)
