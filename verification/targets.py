@@ -180,9 +180,20 @@ class Pass:
     def __init__(self, target: Target, call: Call, outputs: Outputs, args: list[Any]) -> None:
         self.target, self.call, self.outputs = target, call, outputs
         self.args = args  # what forward received: the side-effect check inspects them afterwards
+        self.modified_upstream: list[int] = []  # outputs whose upstream gradient the last backward wrote into
 
     def backward(self, grads: Sequence[Tensor | None], accumulate: bool = False) -> Gradients:
         raise NotImplementedError
+
+    def _handed(self, grads: Sequence[Tensor | None]) -> list[Tensor | None]:
+        """Copies of the upstream gradients (strides kept) for the target's backward: a backward that
+        writes into its ``grad_output`` corrupts its copy, never the checks' shared gradients."""
+        return [g if g is None or g.requires_grad else _copy(g) for g in grads]
+
+    def _note_modified(self, grads: Sequence[Tensor | None], handed: Sequence[Tensor | None]) -> None:
+        self.modified_upstream = [
+            i for i, (g, h) in enumerate(zip(grads, handed)) if g is not None and h is not None and not _same(g, h)
+        ]
 
 
 @contextlib.contextmanager
@@ -199,6 +210,11 @@ def pinned_rng(device: torch.device | None) -> Iterator[None]:
     finally:
         for g, state in zip(generators, saved):
             g.set_state(state)
+
+
+def _same(a: Tensor, b: Tensor) -> bool:
+    """Equal values, NaN where both hold NaN."""
+    return a.shape == b.shape and bool(((a == b) | (torch.isnan(a) & torch.isnan(b))).all())
 
 
 def _device_of(call: Call) -> torch.device | None:
@@ -364,6 +380,7 @@ class ProtocolPass(Pass):
         if not accumulate:
             target.zero_grad()
         notes = []
+        given, grads = grads, self._handed(grads)
         with torch.no_grad():
             if target.takes_upstream:
                 structured = self.outputs.structured(grads)
@@ -385,6 +402,7 @@ class ProtocolPass(Pass):
                     f"{target.name}.backward() takes no upstream gradient (the EE-559 loss protocol): its result "
                     f"was multiplied by the upstream gradient the verifier drew"
                 )
+        self._note_modified(given, grads)
         inputs = _match_gradients(target.name, result, self.call)
         params = [g.detach().clone() for _, _, g in target.named()]
         return Gradients(inputs, params, notes)
@@ -530,6 +548,7 @@ class AutogradPass(Pass):
 
     def backward(self, grads: Sequence[Tensor | None], accumulate: bool = False) -> Gradients:
         params = [p for _, p in self.target.parameters()]
+        given, grads = grads, self._handed(grads)
         pairs = [
             (out, g)
             for out, g in zip(self.outputs.leaves, grads)
@@ -548,6 +567,7 @@ class AutogradPass(Pass):
                     allow_unused=True,
                     create_graph=self.target.create_graph,
                 )
+        self._note_modified(given, grads)
         found = [None if g is None else (g if self.target.create_graph else g.detach().clone()) for g in found]
         notes = []
         floating = [out for out in self.outputs.leaves if out is not None and out.is_floating_point()]

@@ -447,3 +447,22 @@ def test_a_backward_to_params_that_forgets_the_bias_fails_while_backward_passes(
 def test_a_correct_backward_to_params_passes_the_determinism_check():
     model = fw.Sequential(fw.Linear(4, 3), fw.Tanh(), fw.Linear(3, 2))
     assert check_gradients(model, randn(5, 4, dtype=torch.float32))["determinism"].ok
+
+
+class ModifiesUpstreamEE559:
+    """The framework protocol's ModifiesUpstream: a right gradient, written into grad_output."""
+
+    def forward(self, x):
+        return 3 * x
+
+    def backward(self, g):
+        return g.mul_(3)
+
+    def param(self):
+        return []
+
+
+@pytest.mark.parametrize("target", [ModifiesUpstream, ModifiesUpstreamEE559()], ids=["Function", "EE-559"])
+def test_a_backward_that_modifies_grad_output_fails_side_effects_and_no_other_check(target):
+    report = check_gradients(target, randn(6))
+    assert [check.name for check in report.checks if check.status == "failed"] == ["side_effects"]
