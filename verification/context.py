@@ -299,6 +299,16 @@ class Context:
                 g = torch.full_like(out, float(g))
             if not isinstance(g, Tensor):
                 raise TypeError(f"{self.name}: grad_output must be a Tensor or a number, got {type(g).__name__}")
+            if g.is_complex():
+                raise ValueError(
+                    f"{self.name}: grad_output is complex ({g.dtype}), but the output it belongs to is real "
+                    f"({out.dtype}): its imaginary part would be dropped; give a real tensor"
+                )
+            if not bool(torch.isfinite(g).all()):
+                raise ValueError(
+                    f"{self.name}: grad_output holds non-finite values (inf or NaN): every gradient it weighs would "
+                    "be non-finite, and nothing could be judged; give finite upstream gradients"
+                )
             if g.numel() == out.numel() == 1:
                 g = g.reshape(out.shape)
             if tuple(g.shape) != tuple(out.shape):

@@ -331,6 +331,20 @@ def test_a_grad_output_of_the_wrong_shape_is_a_clear_error():
         check_gradients(torch.sin, x64(3), grad_output=x64(4))
 
 
+@pytest.mark.parametrize(
+    ("grad_output", "message"),
+    [
+        (torch.ones(3, dtype=torch.complex128), "grad_output is complex"),
+        (torch.tensor([1.0, float("nan"), 2.0], dtype=torch.float64), "grad_output holds non-finite values"),
+        (torch.tensor([1.0, float("inf"), 2.0], dtype=torch.float64), "grad_output holds non-finite values"),
+    ],
+    ids=["complex", "nan", "inf"],
+)
+def test_a_grad_output_that_is_complex_or_not_finite_is_a_clear_error(grad_output, message):
+    with pytest.raises(ValueError, match=message):
+        check_gradients(torch.sin, x64(3), grad_output=grad_output)
+
+
 def test_order_two_on_hand_written_backward_code_without_a_graph_is_a_clear_error():
     with pytest.raises(TypeError, match=r"order=2 needs a backward that torch\.autograd can differentiate"):
         check_gradients(fw.Tanh(), x64(3), order=2)
