@@ -550,3 +550,40 @@ def test_a_floating_output_marked_non_differentiable_is_left_out_and_named():
 def test_beside_an_output_marked_non_differentiable_a_wrong_gradient_fails(monkeypatch):
     monkeypatch.setattr(SineAndItsLargest, "error", 1e-6)
     assert check_gradients(SineAndItsLargest, x64(3, 4))["finite_differences"].status == "failed"
+
+
+class MaskedByASign(torch.autograd.Function):
+    """x where mask > 0, else 0: the output depends on the mask only through its sign, so the mask's
+    gradient is zero, which backward says with None (torch's convention)."""
+
+    @staticmethod
+    def forward(ctx, x, mask):
+        keep = (mask > 0).to(x.dtype)
+        ctx.save_for_backward(keep)
+        return x * keep
+
+    @staticmethod
+    def backward(ctx, g):
+        (keep,) = ctx.saved_tensors
+        return g * keep, None
+
+
+class WithAnUnusedParameter(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(x64(3, seed=3))
+        self.unused = torch.nn.Parameter(x64(3, seed=4))
+
+    def forward(self, x):
+        return x * self.weight
+
+
+@pytest.mark.parametrize(
+    ("target", "dtype"),
+    [(MaskedByASign, torch.float64), (MaskedByASign, torch.float32), (WithAnUnusedParameter(), torch.float64)],
+    ids=["input", "input-float32", "parameter"],
+)
+def test_a_none_gradient_where_the_derivative_is_zero_passes(target, dtype):
+    inputs = (x64(4, 3).to(dtype), x64(4, 3, seed=1).to(dtype)) if target is MaskedByASign else (x64(4, 3),)
+    report = check_gradients(target, *inputs)
+    assert report.ok, str(report)

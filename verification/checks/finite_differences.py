@@ -363,15 +363,10 @@ def compare(
     items = [(f"input[{i}]", i, x) for i, x in zip(call.diff, call.tensors())]
     items += [(name, None, p) for name, p in target.parameters()]
     for (name, position, tensor), analytic in zip(items, gradients.all()):
+        missing = analytic is None  # torch's convention for a zero gradient: judged as zeros
         if analytic is None:
-            what = "input" if position is not None else "parameter"
-            hint = (
-                "; if the output does not depend on it, pass it with requires_grad=False"
-                if position is not None
-                else ""
-            )
-            result.fail(f"backward returned no gradient (None) for the {what} {name}, which requires grad{hint}")
-            continue
+            analytic = torch.zeros_like(tensor)
+        before = result.ok
         if tuple(analytic.shape) != tuple(tensor.shape):
             result.fail(f"the gradient of {name} has shape {tuple(analytic.shape)}, expected {tuple(tensor.shape)}")
             continue
@@ -407,6 +402,13 @@ def compare(
                         f"; halving the failing probe points at {located.detail} (within the tolerance of one "
                         "element's own difference, whose step is smaller than the probe's)"
                     )
+        if missing and before and not result.ok:
+            what = "input" if position is not None else "parameter"
+            result.detail = (
+                f"backward returned no gradient (None) for the {what} {name}, which requires grad, but the output "
+                "depends on it: "
+                + result.detail.removeprefix(f"the gradient of {name} is zero everywhere (never written?); ")
+            )
 
 
 def _elementwise(
