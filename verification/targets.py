@@ -510,6 +510,7 @@ class AutogradTarget(Target):
                 fn = copy.deepcopy(fn)
             except Exception as error:
                 raise TargetError(f"{self.name}: copy.deepcopy of the module failed: {error}") from error
+            _copy_parameter_hooks(self.fn, fn)
             if dtype is not None:
                 fn.to(dtype=dtype)
         return AutogradTarget(fn, self.name, self.create_graph)
@@ -596,6 +597,15 @@ class AutogradPass(Pass):
                 found.setdefault(id(variable), variable)
             stack.extend(next_node for next_node, _ in node.next_functions)
         return list(found.values())
+
+
+def _copy_parameter_hooks(source: torch.nn.Module, copied: torch.nn.Module) -> None:
+    """Register on ``copied``'s parameters the hooks registered on ``source``'s (``p.register_hook``),
+    which ``copy.deepcopy`` leaves behind: autograd applies them to the gradient it returns, so they
+    are part of the backward under test."""
+    for original, twin in zip(source.parameters(), copied.parameters()):
+        for hook in (original._backward_hooks or {}).values():
+            twin.register_hook(hook)
 
 
 def _name_of(fn: Any) -> str:

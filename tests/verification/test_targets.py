@@ -587,3 +587,11 @@ def test_a_none_gradient_where_the_derivative_is_zero_passes(target, dtype):
     inputs = (x64(4, 3).to(dtype), x64(4, 3, seed=1).to(dtype)) if target is MaskedByASign else (x64(4, 3),)
     report = check_gradients(target, *inputs)
     assert report.ok, str(report)
+
+
+def test_a_hook_on_a_modules_parameter_is_part_of_its_backward_and_a_wrong_one_fails():
+    module = torch.nn.Linear(4, 3).double()
+    module.weight.register_hook(lambda g: 2 * g)  # as torch.autograd.grad and .backward() both apply it
+    report = check_gradients(module, x64(5, 4))
+    assert report["finite_differences"].status == "failed"
+    assert "weight" in report["finite_differences"].detail
