@@ -31,7 +31,8 @@ def check_gradients(
     Args:
         target: any of
             1. an object with ``forward``, ``backward`` and ``param()`` (a framework module, another
-               EE-559 framework's module; a loss whose ``backward()`` takes no argument too);
+               EE-559 framework's module, one written on ``torch.nn.Module`` too, whose own backward is
+               then what is checked; a loss whose ``backward()`` takes no argument too);
             2. a ``torch.autograd.Function`` subclass (called through ``.apply``);
             3. any callable on tensors: a function using custom Functions inside, a
                ``torch.library`` custom op, a ``torch.nn.Module`` with custom backward code

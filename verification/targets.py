@@ -1,7 +1,8 @@
 """One interface over every kind of target the verifier accepts.
 
 * :class:`ProtocolTarget`: an object with ``forward``, ``backward`` and ``param()`` (the
-  framework's modules, other EE-559 frameworks' modules). ``backward(*grad_outputs)`` returns
+  framework's modules, other EE-559 frameworks' modules, a ``torch.nn.Module`` that defines them:
+  its hand-written backward is checked, not autograd's). ``backward(*grad_outputs)`` returns
   the input gradients and *adds* the parameter gradients into the tensors ``param()`` pairs
   with each parameter. A loss whose ``backward()`` takes no argument is supported: its result
   is multiplied by the upstream gradient the verifier draws.
@@ -324,14 +325,19 @@ class ProtocolTarget(Target):
                     module.to(dtype=dtype)
                 except TypeError:
                     module.to(dtype)
-            else:
+            if any(p.is_floating_point() and p.dtype != dtype for pair in module.param() for p in pair):
+                # No .to(), or one that leaves plain tensor attributes behind (torch.nn.Module.to
+                # converts its Parameters and buffers only): every floating-point tensor it holds.
                 _cast_tree(module, dtype, {})
         clone = ProtocolTarget.__new__(ProtocolTarget)
         clone.module, clone.name, clone.takes_upstream = module, self.name, self.takes_upstream
         return clone
 
     def zero_grad(self) -> None:
-        if callable(getattr(self.module, "zero_grad", None)):
+        # torch.nn.Module's own zero_grad() clears .grad, not the gradients param() pairs: those of
+        # an EE-559 module written on torch.nn.Module are zeroed here unless it defines its own.
+        own = getattr(type(self.module), "zero_grad", None) is not torch.nn.Module.zero_grad
+        if own and callable(getattr(self.module, "zero_grad", None)):
             self.module.zero_grad()
         else:
             for _, g in self.module.param():
@@ -630,8 +636,9 @@ def as_target(target: Any, name: str | None = None) -> Target:
             f"{target.__name__} is a class: pass an instance (a module), a torch.autograd.Function subclass, "
             f"or a callable"
         )
-    is_protocol = all(callable(getattr(target, m, None)) for m in ("forward", "backward", "param"))
-    if is_protocol and not isinstance(target, torch.nn.Module):
+    # A torch.nn.Module too: one that defines backward and param() is an EE-559 module written on
+    # torch.nn.Module, whose hand-written backward autograd would never call.
+    if all(callable(getattr(target, m, None)) for m in ("forward", "backward", "param")):
         return ProtocolTarget(target, name)
     if callable(target):
         return AutogradTarget(target, name)

@@ -595,3 +595,38 @@ def test_a_hook_on_a_modules_parameter_is_part_of_its_backward_and_a_wrong_one_f
     report = check_gradients(module, x64(5, 4))
     assert report["finite_differences"].status == "failed"
     assert "weight" in report["finite_differences"].detail
+
+
+class LinearOnTorchModule(torch.nn.Module):
+    """An EE-559 module written on torch.nn.Module: forward, a hand-written backward, param()."""
+
+    def __init__(self, error=0.0):
+        super().__init__()
+        self.weight = x64(3, 4, seed=6)
+        self.grad_weight = torch.zeros_like(self.weight)
+        self.error = error
+
+    def forward(self, x):
+        self.x = x
+        return x @ self.weight.T
+
+    def backward(self, g):
+        self.grad_weight += g.T @ self.x
+        return g @ self.weight * (1 + self.error)
+
+    def param(self):
+        return [(self.weight, self.grad_weight)]
+
+
+def test_a_torch_module_with_its_own_backward_and_param_is_checked_through_them():
+    report = check_gradients(LinearOnTorchModule(error=1e-6), x64(5, 4))
+    assert report.kind == "framework protocol"
+    assert report["finite_differences"].status == "failed"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_correct_torch_module_with_its_own_backward_and_param_passes(dtype):
+    module = LinearOnTorchModule()
+    module.weight, module.grad_weight = module.weight.to(dtype), module.grad_weight.to(dtype)
+    report = check_gradients(module, x64(5, 4).to(dtype))
+    assert report.ok, str(report)
