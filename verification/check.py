@@ -45,8 +45,10 @@ def check_gradients(
         reference: optional; a callable or ``torch.nn.Module`` computing the same function with
             ordinary torch ops. A module's parameters are set to the target's (by name, else by
             order). Without one, no ``twin`` check, and low precision is judged by a model.
-        grad_output: the upstream gradient(s), one per floating-point output, real and finite (random Gaussian
-            by default, never all ones, so a backward that forgets to multiply by it fails).
+        grad_output: the upstream gradient(s), real and finite: one per floating-point output, in a
+            flat sequence or shaped as the output (a dict, nested lists; None at its other leaves)
+            (random Gaussian by default, never all ones, so a backward that forgets to multiply by
+            it fails).
         order: 1, or 2 to check the backward's own backward too (autograd targets).
         options: ``target`` (a loss's target: passed after the inputs, never differentiated),
             ``seed``, ``name``, ``nondet_tol``, ``checks`` (a name or a subset of names), and the error

@@ -285,7 +285,12 @@ class Context:
         if grad_output is None:
             drawn = [random_like(x, self.generator) if i in floating else None for i, x in enumerate(leaves)]
             return self._without_non_differentiable(drawn)
-        given = list(grad_output) if isinstance(grad_output, tuple | list) else [grad_output]
+        if isinstance(grad_output, tuple | list | dict):
+            given, structure = pytree.tree_flatten(grad_output)
+            if structure == self.outputs.spec:  # shaped as the output: leaf by leaf, its non-floating ones skipped
+                given = [given[i] for i in floating]
+        else:
+            given = [grad_output]
         if len(given) != len(floating):
             raise ValueError(
                 f"{self.name}: {len(given)} grad_output(s) given, but forward returned {len(floating)} "

@@ -332,6 +332,19 @@ def test_a_grad_output_of_the_wrong_shape_is_a_clear_error():
 
 
 @pytest.mark.parametrize(
+    ("target", "grad_output"),
+    [
+        (lambda a: {"sin": a.sin(), "cos": a.cos()}, {"sin": x64(3, seed=1), "cos": x64(3, seed=2)}),
+        (lambda a: (a.sin(), [a.cos(), {"exp": a.exp()}]), (x64(3, seed=1), [x64(3, seed=2), {"exp": x64(3, seed=3)}])),
+        (lambda a: (a.sin(), a.argmax()), (x64(3, seed=1), None)),
+    ],
+    ids=["dict", "nested", "with an integer output"],
+)
+def test_a_grad_output_shaped_as_the_output_is_matched_to_it_leaf_by_leaf(target, grad_output):
+    assert check_gradients(target, x64(3), grad_output=grad_output).ok
+
+
+@pytest.mark.parametrize(
     ("grad_output", "message"),
     [
         (torch.ones(3, dtype=torch.complex128), "grad_output is complex"),
