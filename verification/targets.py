@@ -527,8 +527,31 @@ class AutogradTarget(Target):
         return Outputs.of(result, self.name)
 
     def forward(self, call: Call) -> Outputs:
-        with torch.no_grad():
-            return self._run(call.fresh(), _device_of(call))
+        if not self.forward_needs_grad:
+            try:
+                with torch.no_grad():
+                    return self._run(call.fresh(), _device_of(call))
+            except Exception as error:
+                try:
+                    outputs = self._forward_with_grad(call)
+                except Exception:
+                    raise error from None
+                self.forward_needs_grad = True
+                return outputs
+        return self._forward_with_grad(call)
+
+    forward_needs_grad = False  # set when the forward raised under torch.no_grad and ran with grad
+
+    def _forward_with_grad(self, call: Call) -> Outputs:
+        """Forward with the differentiated inputs requiring grad, its outputs detached: for a target
+        that calls torch.autograd.grad inside its forward (forces from an energy, a gradient penalty),
+        which needs its input to require grad, as it does in training."""
+        args = call.fresh()
+        for i in call.diff:
+            args[i].requires_grad_(True)
+        with torch.enable_grad():
+            outputs = self._run(args, _device_of(call))
+        return Outputs([None if x is None else x.detach() for x in outputs.leaves], outputs.spec)
 
     def start(self, call: Call) -> AutogradPass:
         args = call.fresh()

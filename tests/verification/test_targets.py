@@ -643,3 +643,14 @@ def test_a_correct_torch_module_with_its_own_backward_and_param_passes(dtype):
     module.weight, module.grad_weight = module.weight.to(dtype), module.grad_weight.to(dtype)
     report = check_gradients(module, x64(5, 4).to(dtype))
     assert report.ok, str(report)
+
+
+def forces(positions):
+    """-dE/dx of E = sum(x^4) / 4, by autograd inside the forward (as its input requires grad in training)."""
+    energy = (positions**4).sum() / 4
+    return -torch.autograd.grad(energy, positions, create_graph=True)[0]
+
+
+def test_a_target_that_differentiates_inside_its_forward_is_checked():
+    report = check_gradients(forces, x64(3, 4), order=2)
+    assert report.ok, str(report)
