@@ -280,8 +280,19 @@ class Context:
     def _upstream(self, grad_output: Any) -> list[Tensor | None]:
         leaves = self.outputs.leaves
         floating = self.outputs.floating()
+        complex_ = [i for i, x in enumerate(leaves) if x is not None and x.is_complex()]
+        how = "complex tensors are not supported: return torch.view_as_real(...) of it to check it"
         if not floating:
-            raise TargetError(f"{self.name}: forward returned no floating-point tensor to differentiate")
+            raise TargetError(
+                f"{self.name}: forward returned no floating-point tensor to differentiate"
+                + (f" (its output is complex; {how})" if complex_ else "")
+            )
+        names = self.outputs.names()
+        for i in complex_:
+            self.report.notes.append(
+                f"{names[i]} is complex: it gets no upstream gradient, so the part of the gradients that flows "
+                f"back from it is not checked ({how})"
+            )
         if grad_output is None:
             drawn = [random_like(x, self.generator) if i in floating else None for i, x in enumerate(leaves)]
             return self._without_non_differentiable(drawn)

@@ -92,8 +92,9 @@ def check_finite_differences(ctx: Context) -> CheckResult:
 
 
 def outputs(target: Target, call: Call) -> list[Tensor | None]:
-    """The forward's outputs at ``call``, detached, in float64 (on their device)."""
-    return [None if y is None else y.detach().double() for y in target.forward(call).leaves]
+    """The forward's outputs at ``call``, detached, in float64 (on their device); None for a complex one
+    (it gets no upstream gradient: see :meth:`~verification.context.Context._upstream`)."""
+    return [None if y is None or y.is_complex() else y.detach().double() for y in target.forward(call).leaves]
 
 
 def _changes_between_calls(first: list[Tensor | None], second: list[Tensor | None]) -> str:
@@ -135,8 +136,8 @@ def _a_priori_noise(start: list[Tensor | None], grads: Sequence[Tensor | None], 
 
 
 def _named(ys: list[Tensor | None]) -> dict[str, Tensor]:
-    """Outputs as the error model's named float64 tensors: ``y0``, ``y1``, ..."""
-    return {f"y{i}": y.detach().double() for i, y in enumerate(ys) if y is not None}
+    """Outputs as the error model's named float64 tensors: ``y0``, ``y1``, ... (complex ones left out)."""
+    return {f"y{i}": y.detach().double() for i, y in enumerate(ys) if y is not None and not y.is_complex()}
 
 
 def _output_noise(
