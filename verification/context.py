@@ -487,6 +487,12 @@ def _buffers(source: Target | None) -> list[tuple[str, Tensor]]:
 def _as_reference(reference: Any, name: str) -> AutogradTarget:
     if isinstance(reference, type) and issubclass(reference, torch.autograd.Function):
         return AutogradTarget(reference, f"reference of {name}")
+    if isinstance(reference, type) and issubclass(reference, torch.nn.Module):
+        # Called on the inputs, the class would construct a module from them, and fail or return one.
+        raise TargetError(
+            f"{name}: reference is the class {reference.__name__}, not a module: pass an instance, "
+            f"{reference.__name__}(...) (its parameters are then set to the target's)"
+        )
     if not callable(reference):
         raise TargetError(f"{name}: reference must be a callable or a torch.nn.Module, got {type(reference).__name__}")
     return AutogradTarget(reference, f"reference of {name}").copy()

@@ -350,6 +350,11 @@ def test_a_target_with_only_complex_outputs_is_a_clear_error_naming_the_fix():
         check_gradients(lambda a: torch.polar(torch.ones_like(a), a), x64(3))
 
 
+def test_a_module_class_given_as_reference_is_a_clear_error_naming_the_fix():
+    with pytest.raises(TypeError, match=r"reference is the class Tanh, not a module: pass an instance, Tanh\(\.\.\.\)"):
+        check_gradients(torch.tanh, x64(3), reference=torch.nn.Tanh)
+
+
 def test_a_grad_output_of_the_wrong_shape_is_a_clear_error():
     with pytest.raises(ValueError, match=r"grad_output has shape \(4,\), but the output .* has shape \(3,\)"):
         check_gradients(torch.sin, x64(3), grad_output=x64(4))
