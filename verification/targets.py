@@ -598,6 +598,8 @@ class AutogradPass(Pass):
                     create_graph=self.target.create_graph,
                 )
         self._note_modified(given, grads)
+        # A sparse gradient (torch.nn.Embedding(sparse=True)) holds the same values as its dense form.
+        found = [g if g is None or g.layout == torch.strided else g.to_dense() for g in found]
         found = [None if g is None else (g if self.target.create_graph else g.detach().clone()) for g in found]
         notes = []
         floating = [out for out in self.outputs.leaves if out is not None and out.is_floating_point()]

@@ -683,3 +683,9 @@ def forces(positions):
 def test_a_target_that_differentiates_inside_its_forward_is_checked():
     report = check_gradients(forces, x64(3, 4), order=2)
     assert report.ok, str(report)
+
+
+def test_a_module_with_sparse_parameter_gradients_is_checked_on_their_values():
+    embedding = torch.nn.Embedding(6, 3, sparse=True).double()
+    report = check_gradients(embedding, torch.tensor([1, 2, 2, 5]))
+    assert report.ok, str(report)
