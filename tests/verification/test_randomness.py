@@ -32,3 +32,12 @@ def test_a_forward_that_changes_between_calls_on_the_same_inputs_leaves_finite_d
     assert not report.ok
     assert report["finite_differences"].status == "inconclusive"
     assert "two evaluations of the forward at the same inputs differ" in report["finite_differences"].inconclusive
+
+
+def test_a_forward_that_updates_the_state_it_reads_is_inconclusive_and_named_as_such():
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        layer = torch.nn.utils.spectral_norm(torch.nn.Linear(4, 3).double())  # a power iteration per call
+    report = check_gradients(layer, x64(5, 4))
+    assert report["finite_differences"].status == "inconclusive"
+    assert "updates state its output depends on" in report["finite_differences"].inconclusive

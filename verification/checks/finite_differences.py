@@ -42,7 +42,8 @@ fails in a float64 tensor of a million elements (an element far smaller than its
 one is seen at a larger relative error: the noise is the tensor's, the error the element's).
 
 A forward that gives other outputs on a second call at the same inputs (randomness from a
-generator of its own, out of the verifier's reach) has no finite differences to compare with:
+generator of its own, out of the verifier's reach; a state it updates on every call and reads,
+as spectral norm's power iteration in train mode) has no finite differences to compare with:
 the check is then inconclusive, never passed on the strength of the noise it measured.
 
 A kink (ReLU at 0, tied maxima) has no derivative: the same evaluations give the one-sided
@@ -117,9 +118,10 @@ def _changes_between_calls(first: list[Tensor | None], second: list[Tensor | Non
                 f"two evaluations of the forward at the same inputs differ ({name}{_where(a.shape, index)} is "
                 f"{float(a.reshape(-1)[index]):.17g}, then {float(b.reshape(-1)[index]):.17g}): the target draws "
                 "randomness the verifier cannot fix (a generator of its own; torch's global generators and framework "
-                "modules' generator are fixed on every call), so finite differences measure the change, not the "
-                "derivative, and no gradient was judged; draw from torch's global generator, or seed the target's "
-                "own generator on every call"
+                "modules' generator are fixed on every call), or updates state its output depends on (a power "
+                "iteration, as spectral norm's in train mode), so finite differences measure the change, not the "
+                "derivative, and no gradient was judged; draw from torch's global generator or seed the target's own "
+                "generator on every call, and check a stateful module in eval mode"
             )
     return ""
 
