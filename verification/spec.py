@@ -110,10 +110,10 @@ def _randomize_parameters(module: Any, generator: torch.Generator) -> None:
     # weight and bias, or drops a factor of the weight, cannot pass by luck.
     if callable(getattr(module, "named_param", None)):
         params = [p for _, p, _ in module.named_param()]
+    elif _protocol(module):  # another EE-559 framework, on torch.nn.Module too: [parameter, gradient] pairs
+        params = [pair[0] for pair in module.param()]
     elif isinstance(module, torch.nn.Module):
         params = [p for p in module.parameters() if p.is_floating_point()]
-    elif callable(getattr(module, "param", None)):  # another EE-559 framework: [parameter, gradient] pairs
-        params = [pair[0] for pair in module.param()]
     else:
         return
     with torch.no_grad():
@@ -121,11 +121,18 @@ def _randomize_parameters(module: Any, generator: torch.Generator) -> None:
             p.copy_(torch.empty(p.shape, dtype=torch.float64).uniform_(-1.0, 1.0, generator=generator))
 
 
+def _protocol(module: Any) -> bool:
+    """An EE-559 module (forward, backward, param()), written on torch.nn.Module or not."""
+    return all(callable(getattr(module, m, None)) for m in ("forward", "backward", "param"))
+
+
 def _move(module: Any, device: str | torch.device, dtype: torch.dtype) -> None:
     if callable(getattr(module, "to", None)):
         module.to(device=device, dtype=dtype)
-        return
-    # An EE-559 module without .to(): every floating-point tensor it holds, cast in place.
+        if not _protocol(module) or all(p.dtype == dtype for pair in module.param() for p in pair):
+            return
+    # An EE-559 module without .to(), or on torch.nn.Module, whose .to() moves Parameters and buffers
+    # only: every floating-point tensor it holds, cast in place.
     from .targets import _cast_tree
 
     _cast_tree(module, dtype, {})

@@ -59,3 +59,40 @@ def test_a_loss_given_without_its_target_is_named_before_any_case_runs(twin, cap
     assert main([CORRECT, "--module", "LossMSE", *twin, "--input-shape", "8", "3", *DEV]) != 0
     err = capsys.readouterr().err
     assert "LossMSE looks like a loss" in err and "--loss" in err and "Traceback" not in err
+
+
+STUDENT_ON_TORCH_MODULE = """
+import torch
+
+
+class Linear(torch.nn.Module):
+    def __init__(self, in_features, out_features):
+        super().__init__()
+        self.w = torch.empty(out_features, in_features).uniform_(-0.5, 0.5)
+        self.b = torch.zeros(out_features)
+        self.dw, self.db = torch.zeros_like(self.w), torch.zeros_like(self.b)
+
+    def forward(self, *input):
+        (self.x,) = input
+        return self.x @ self.w.T + self.b
+
+    def backward(self, *gradwrtoutput):
+        (g,) = gradwrtoutput
+        self.dw += g.T @ self.x
+        self.db += g.sum(0)
+        return g @ self.w * FACTOR
+
+    def param(self):
+        return [[self.w, self.dw], [self.b, self.db]]
+"""
+
+
+@pytest.mark.parametrize(("factor", "status"), [(1, 0), (2, 1)], ids=["correct", "input gradient doubled"])
+def test_a_student_module_written_on_torch_module_is_verified_through_its_own_backward(tmp_path, factor, status):
+    student = tmp_path / f"student_on_torch_module_{factor}.py"  # one module name per file imported
+    student.write_text(STUDENT_ON_TORCH_MODULE.replace("FACTOR", str(factor)))
+    path = tmp_path / "v.json"
+    argv = ["--module", "Linear", "--args", "4", "3", "--twin", "torch.nn.Linear", "--input-shape", "8", "4"]
+    assert main([str(student), *argv, *DEV, "--json", str(path)]) == status
+    (module,) = json.loads(path.read_text())["modules"]
+    assert ("finite_differences" in (module.get("failure") or {}).get("check", "")) == (status == 1)
