@@ -654,6 +654,10 @@ def as_target(target: Any, name: str | None = None) -> Target:
     """The adapter for ``target``, or a :class:`TargetError` saying what was expected."""
     if isinstance(target, Target):
         return target
+    if isinstance(target, torch.autograd.Function):
+        # Called, an instance is taken for a legacy (non-static) Function, which torch refuses;
+        # a new-style Function keeps no state in its instances: its class is the target.
+        target = type(target)
     if isinstance(target, type):
         if issubclass(target, torch.autograd.Function):
             return AutogradTarget(target, name)

@@ -689,3 +689,10 @@ def test_a_module_with_sparse_parameter_gradients_is_checked_on_their_values():
     embedding = torch.nn.Embedding(6, 3, sparse=True).double()
     report = check_gradients(embedding, torch.tensor([1, 2, 2, 5]))
     assert report.ok, str(report)
+
+
+@pytest.mark.filterwarnings("ignore:.*should not be instantiated:DeprecationWarning")  # torch's, to the caller
+def test_an_instance_of_an_autograd_function_is_checked_as_its_class():
+    report = check_gradients(Exp(), x64(3))
+    assert report.ok, str(report)
+    assert report.kind == "torch.autograd.Function"
