@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from .checks import CHECKS
 from .context import Context, Options
 from .report import CheckResult, GradientReport
@@ -69,15 +71,19 @@ def check_gradients(
     unknown = sorted(set(selected) - set(CHECKS))
     if unknown:
         raise ValueError(f"unknown checks {unknown}; known: {list(CHECKS)}")
-    ctx = Context(target, inputs, reference, grad_output, order, opts)
-    if order == 2 and not ctx.target.supports_second_order:
-        raise TargetError(
-            f"{ctx.name}: order=2 needs a backward that torch.autograd can differentiate (a torch.autograd.Function "
-            f"or a callable); a {ctx.target.kind} object's backward is hand-written code without a graph"
-        )
-    for name, check in CHECKS.items():
-        if name in selected:
-            ctx.report.checks.append(check(ctx))
+    # Under the caller's torch.inference_mode, torch.enable_grad() records nothing: every correct
+    # target would seem to cut autograd's path.
+    with torch.inference_mode(False):
+        ctx = Context(target, inputs, reference, grad_output, order, opts)
+        if order == 2 and not ctx.target.supports_second_order:
+            raise TargetError(
+                f"{ctx.name}: order=2 needs a backward that torch.autograd can differentiate (a "
+                f"torch.autograd.Function or a callable); a {ctx.target.kind} object's backward is hand-written "
+                "code without a graph"
+            )
+        for name, check in CHECKS.items():
+            if name in selected:
+                ctx.report.checks.append(check(ctx))
     return ctx.report
 
 

@@ -696,3 +696,9 @@ def test_an_instance_of_an_autograd_function_is_checked_as_its_class():
     report = check_gradients(Exp(), x64(3))
     assert report.ok, str(report)
     assert report.kind == "torch.autograd.Function"
+
+
+def test_a_check_called_under_inference_mode_runs_as_anywhere_else():
+    with torch.inference_mode():
+        report = check_gradients(Exp, x64(3))
+    assert report.ok, str(report)
