@@ -478,7 +478,7 @@ class Context:
 
 
 def _buffers(source: Target | None) -> list[tuple[str, Tensor]]:
-    module = getattr(source, "module", None)
+    module = getattr(source, "module", None) or getattr(source, "fn", None)  # protocol, or torch.nn.Module
     if module is not None and callable(getattr(module, "named_buffers", None)):
         return list(module.named_buffers())
     return []

@@ -702,3 +702,12 @@ def test_a_check_called_under_inference_mode_runs_as_anywhere_else():
     with torch.inference_mode():
         report = check_gradients(Exp, x64(3))
     assert report.ok, str(report)
+
+
+def test_a_torch_module_targets_buffers_are_copied_into_the_reference():
+    norm = torch.nn.BatchNorm1d(4).double()  # train mode: its running statistics move from where they are
+    with torch.no_grad():
+        norm.running_mean.copy_(x64(4, seed=1))
+        norm.running_var.copy_(x64(4, seed=2).abs() + 0.5)
+    report = check_gradients(norm, x64(6, 4), reference=torch.nn.BatchNorm1d(4))
+    assert report["twin"].ok, str(report)
