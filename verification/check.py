@@ -46,7 +46,8 @@ def check_gradients(
             float16, bfloat16 (then judged against a float64 truth under a low-precision error model).
         reference: optional; a callable or ``torch.nn.Module`` computing the same function with
             ordinary torch ops. A module's parameters are set to the target's (by name, else by
-            order). Without one, no ``twin`` check, and low precision is judged by a model.
+            order), its buffers too (by name), and it runs in the target's train or eval mode.
+            Without one, no ``twin`` check, and low precision is judged by a model.
         grad_output: the upstream gradient(s), real and finite: one per floating-point output, in a
             flat sequence or shaped as the output (a dict, nested lists; None at its other leaves)
             (random Gaussian by default, never all ones, so a backward that forgets to multiply by

@@ -398,6 +398,10 @@ class Context:
         reference = self.reference.copy(dtype)
         if isinstance(reference, AutogradTarget) and isinstance(reference.fn, torch.nn.Module):
             reference.fn.to(device=self.device)  # a reference module built on the CPU follows the inputs
+            # ... and the target's mode: a fresh torch.nn module is in train mode, the target may be in eval.
+            owner = getattr(source or self.pristine, "module", None) or getattr(source or self.pristine, "fn", None)
+            if isinstance(getattr(owner, "training", None), bool):
+                reference.fn.train(owner.training)
             from .twins import copy_parameters
 
             params = (source or self.pristine).parameters()

@@ -711,3 +711,12 @@ def test_a_torch_module_targets_buffers_are_copied_into_the_reference():
         norm.running_var.copy_(x64(4, seed=2).abs() + 0.5)
     report = check_gradients(norm, x64(6, 4), reference=torch.nn.BatchNorm1d(4))
     assert report["twin"].ok, str(report)
+
+
+def test_a_reference_module_is_run_in_the_targets_mode():
+    norm = torch.nn.BatchNorm1d(4).double().eval()
+    with torch.no_grad():
+        norm.running_mean.copy_(x64(4, seed=1))
+        norm.running_var.copy_(x64(4, seed=2).abs() + 0.5)
+    report = check_gradients(norm, x64(6, 4), reference=torch.nn.BatchNorm1d(4))  # a fresh one: train mode
+    assert report["twin"].ok, str(report)
