@@ -720,3 +720,27 @@ def test_a_reference_module_is_run_in_the_targets_mode():
         norm.running_var.copy_(x64(4, seed=2).abs() + 0.5)
     report = check_gradients(norm, x64(6, 4), reference=torch.nn.BatchNorm1d(4))  # a fresh one: train mode
     assert report["twin"].ok, str(report)
+
+
+class RebindsItsGradient:
+    """Right values, but backward binds a new gradient tensor (self.dw = self.dw + ...) instead of adding
+    into the one param() returned: an optimizer holding param()'s pairs from before never sees it."""
+
+    def __init__(self):
+        self.w, self.dw = x64(3, 4, seed=7), torch.zeros(3, 4, dtype=torch.float64)
+
+    def forward(self, x):
+        self.x = x
+        return x @ self.w.T
+
+    def backward(self, g):
+        self.dw = self.dw + g.T @ self.x
+        return g @ self.w
+
+    def param(self):
+        return [(self.w, self.dw)]
+
+
+def test_a_backward_that_binds_a_new_parameter_gradient_tensor_is_named_in_the_notes():
+    report = check_gradients(RebindsItsGradient(), x64(5, 4))
+    assert "binds a new tensor as the gradient of param[0]" in str(report)

@@ -76,7 +76,16 @@ def check_accumulation(ctx: Context) -> CheckResult:
     pass_ = target.start(ctx.call64)
     g1 = ctx.grads64
     g2 = [None if g is None else random_like(g, ctx.generator) for g in g1]
+    held = [g for _, _, g in target.named()]  # what an optimizer holding param()'s pairs sees
     p1 = pass_.backward(g1).params
+    rebound = [name for (name, _, g), h in zip(target.named(), held) if g is not h]
+    if rebound:
+        # Not a failure: a framework whose optimizer calls param() on every step sees the new tensor.
+        ctx.report.notes.append(
+            f"backward (or zero_grad) binds a new tensor as the gradient of {', '.join(rebound)} (self.dw = self.dw "
+            "+ ... rather than self.dw += ...): an optimizer that holds the pairs param() returned before it "
+            "never sees the gradient"
+        )
     total: Gradients = pass_.backward(g2, accumulate=True)  # without zero_grad: must add
     p2 = pass_.backward(g2).params
     u = unit_roundoff(torch.float64)
