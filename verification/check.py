@@ -66,7 +66,7 @@ def check_gradients(
             what was expected and what it got).
     """
     opts = Options.from_kwargs(options)
-    if order not in (1, 2):
+    if isinstance(order, bool) or order not in (1, 2):  # True == 1, but it is no order
         raise ValueError(f"order must be 1 or 2, got {order!r}")
     selected = list(CHECKS) if opts.checks is None else list(opts.checks)
     unknown = sorted(set(selected) - set(CHECKS))

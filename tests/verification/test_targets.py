@@ -416,6 +416,8 @@ def test_unknown_checks_and_orders_are_rejected():
         ("full_jacobian_limit", 8.0),
         ("name", 3),
         ("checks", ["twin", 3]),
+        ("order", True),
+        ("order", 3),
     ],
 )
 def test_an_option_of_the_wrong_type_or_out_of_range_is_a_clear_error_naming_it(option, value):
