@@ -84,3 +84,14 @@ def test_outputs_that_overflow_to_both_infinities_within_a_step_are_inconclusive
     x, ones = torch.tensor([709.75], dtype=F64), torch.ones(2, 1, dtype=F64)
     report = check_gradients(lambda x: torch.stack([x.exp(), -x.exp()]), x, grad_output=ones)
     assert report.verdict == "inconclusive" and report["finite_differences"].inconclusive
+
+
+def test_an_input_closer_to_zero_than_the_step_is_inconclusive_with_the_step_that_checks_it():
+    """log at 1e-8: the default step (1e-4) crosses 0, where log is undefined. The report names the
+    element and a step below it, and that step then checks the gradient."""
+    x = torch.tensor([1e-8, 1.0, 2.0], dtype=F64)
+    report = check_gradients(torch.log, x)
+    assert report["finite_differences"].status == "inconclusive"
+    assert "input[0][0] = 1e-08 lies within the step" in report["finite_differences"].inconclusive
+    assert "(eps=1e-09)" in report["finite_differences"].inconclusive
+    assert check_gradients(torch.log, x, eps=1e-9).ok

@@ -453,10 +453,31 @@ def _elementwise(
         first = f"{name}{_where(tensor.shape, j)}"
         result.inconclusive = _kink_note(name, len(kinks), "element(s)", first, left, right, float(a[j]))
     numeric = numeric.reshape(tensor.shape)
-    before = result.ok
+    before, judged_all = result.ok, not result.inconclusive
     result.merge(name, analytic, numeric, bound.reshape(tensor.shape) + own, ("backward", "finite difference"))
     if before and not result.ok and float(analytic.abs().max()) == 0.0:
         result.detail = f"the gradient of {name} is zero everywhere (never written?); " + result.detail
+    if judged_all and result.inconclusive:
+        result.inconclusive += _step_past_zero(name, tensor.shape, flat, numeric.reshape(-1), options.eps)
+
+
+def _step_past_zero(name: str, shape: torch.Size, flat: Tensor, numeric: Tensor, eps: float) -> str:
+    """A hint, when the first element without a finite difference lies closer to 0 than its step
+    h = eps max(1, |x|): a domain edge at 0 (log, sqrt, a reciprocal) is then inside the differences,
+    and a step below |x| stays on its side. "" otherwise."""
+    missing = (~torch.isfinite(numeric.cpu())).nonzero()
+    if missing.numel() == 0:
+        return ""
+    j = int(missing[0])
+    x = float(flat[j])
+    h = eps * max(1.0, abs(x))
+    if x == 0.0 or abs(x) >= h:
+        return ""
+    return (
+        f"; {name}{_where(shape, j)} = {x:.3g} lies within the step h = eps max(1, |x|) = {h:.3g} of 0, so its "
+        f"differences cross 0: if the function is defined on one side of 0 only (log, sqrt), a smaller step "
+        f"checks it (eps={10 ** math.floor(math.log10(abs(x) / 10)):.0e})"
+    )
 
 
 def _probes(
