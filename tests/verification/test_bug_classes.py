@@ -466,3 +466,42 @@ class ModifiesUpstreamEE559:
 def test_a_backward_that_modifies_grad_output_fails_side_effects_and_no_other_check(target):
     report = check_gradients(target, randn(6))
     assert [check.name for check in report.checks if check.status == "failed"] == ["side_effects"]
+
+
+class SineInFloat32(Function):
+    """sin, whose backward computes in float32 whatever the input: autograd casts the result back to
+    the input's float64 without a word."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.sin()
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g.float() * x.float().cos()
+
+
+def test_a_backward_computing_in_float32_for_a_float64_input_fails_and_is_named_as_such():
+    report = check_gradients(SineInFloat32, randn(5, 4))
+    assert report["finite_differences"].status == "failed"
+    assert "is a float32 number, although input[0] is float64" in report["finite_differences"].detail
+
+
+def test_a_wrong_gradient_of_small_integers_is_not_taken_for_a_float32_one():
+    """2 instead of 1 everywhere: a float32 number too, but one of a few bits, which a float64 backward
+    gives as well; no float32 hint."""
+
+    class SumTwice(Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.sum()
+
+        @staticmethod
+        def backward(ctx, g):
+            return 2 * g * torch.ones(5, 4, dtype=torch.float64)
+
+    report = check_gradients(SumTwice, randn(5, 4), grad_output=torch.tensor(1.0, dtype=torch.float64))
+    assert report["finite_differences"].status == "failed"
+    assert "float32" not in report["finite_differences"].detail

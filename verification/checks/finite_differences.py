@@ -405,6 +405,12 @@ def compare(
                         f"; halving the failing probe points at {located.detail} (within the tolerance of one "
                         "element's own difference, whose step is smaller than the probe's)"
                     )
+        if before and not result.ok and not missing and _computed_in_float32(analytic, tensor):
+            result.detail += (
+                f"; every element of the gradient of {name} is a float32 number, although {name} is "
+                f"{str(tensor.dtype).removeprefix('torch.')}: the backward computes in float32 (autograd casts a "
+                "gradient to its input's dtype without a word)"
+            )
         if missing and before and not result.ok:
             what = "input" if position is not None else "parameter"
             result.detail = (
@@ -459,6 +465,16 @@ def _elementwise(
         result.detail = f"the gradient of {name} is zero everywhere (never written?); " + result.detail
     if judged_all and result.inconclusive:
         result.inconclusive += _step_past_zero(name, tensor.shape, flat, numeric.reshape(-1), options.eps)
+
+
+def _computed_in_float32(gradient: Tensor, tensor: Tensor) -> bool:
+    """Whether a float64 input's gradient holds float32 numbers only, and not merely short ones (small
+    integers, a few bits, which a correct float64 gradient may hold too): the mark of a backward that
+    computed in float32."""
+    if tensor.dtype != torch.float64 or gradient.dtype != torch.float64 or gradient.numel() < 4:
+        return False
+    g = gradient.detach()
+    return torch.equal(g, g.float().double()) and not torch.equal(g, g.bfloat16().double())
 
 
 def _step_past_zero(name: str, shape: torch.Size, flat: Tensor, numeric: Tensor, eps: float) -> str:
