@@ -16,6 +16,9 @@ out-of-range class index.
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -39,6 +42,16 @@ def _owner(owner: Any) -> str:
 
 def fail(owner: Any, message: str) -> ModuleValueError:
     return ModuleValueError(f"{_owner(owner)}: {message}")
+
+
+def warn(message: str) -> None:
+    """A ``UserWarning`` attributed to the first line outside the framework on the stack (the user's
+    call), as torch's own warnings are, not to the module that noticed."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 2  # stacklevel 2: warn's caller
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
 
 
 def tensor(owner: Any, value: Any, name: str = "input") -> Tensor:

@@ -14,7 +14,6 @@ It returns dL/dinput, or ``(dL/dinput, dL/dhx)`` (dL/dhx shaped like ``hx``) whe
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any, ClassVar
 
 import torch
@@ -60,10 +59,8 @@ class _RNNBase(Module):
         self.batch_first = batch_first
         self.dropout = check.number(self, dropout, "dropout", 0.0, 1.0)
         if self.dropout > 0 and num_layers == 1:
-            warnings.warn(
-                f"{name}: dropout is applied between layers, so dropout={dropout} with num_layers=1 does nothing",
-                UserWarning,
-                stacklevel=2,
+            check.warn(
+                f"{name}: dropout is applied between layers, so dropout={dropout} with num_layers=1 does nothing"
             )
         self.bidirectional = bool(bidirectional)
         self.proj_size = check.non_negative_int(self, proj_size, "proj_size")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import Tensor
 
@@ -16,11 +14,9 @@ def _dim(owner: Module, dim: int | None, x: Tensor) -> int:
     """``dim`` checked against the input's rank; ``None`` picks torch's legacy implicit dimension
     (0 for 0-, 1- and 3-D inputs, 1 otherwise) with torch's deprecation warning."""
     if dim is None:
-        warnings.warn(
+        check.warn(
             f"{type(owner).__name__}: implicit dimension choice for softmax has been deprecated. "
-            "Change the call to include dim=X as an argument.",
-            UserWarning,
-            stacklevel=4,
+            "Change the call to include dim=X as an argument."
         )
         return 0 if x.dim() in (0, 1, 3) else 1
     rank = max(x.dim(), 1)  # a 0-d tensor takes dim 0 or -1, as torch

@@ -231,8 +231,9 @@ def test_invalid_constructor_arguments_are_rejected(cls, kwargs, error, match):
 
 @pytest.mark.parametrize("cls", [fw.LSTM, fw.GRU], ids=IDS)
 def test_dropout_with_one_layer_warns_like_torch(cls):
-    with pytest.warns(UserWarning, match="dropout"):
+    with pytest.warns(UserWarning, match="dropout") as record:
         cls(3, 4, dropout=0.2)
+    assert record[0].filename == __file__  # the user's line, as torch's warnings point at it
 
 
 @pytest.mark.parametrize(

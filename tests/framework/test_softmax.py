@@ -69,8 +69,9 @@ def test_minus_infinity_masks_an_entry_like_torch(ours, theirs):
 @pytest.mark.parametrize("shape", [(5,), (3, 4), (2, 3, 4), (2, 3, 4, 5)], ids=str)
 def test_dim_none_picks_torchs_implicit_dimension_with_its_warning(ours, theirs, shape):
     x = torch.randn(shape, dtype=torch.float64)
-    with pytest.warns(UserWarning, match="Implicit dimension choice|implicit dimension choice"):
+    with pytest.warns(UserWarning, match="Implicit dimension choice|implicit dimension choice") as record:
         y = ours()(x)
+    assert record[0].filename == __file__  # the user's line, as torch's warning points at it
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.testing.assert_close(y, theirs()(x))
