@@ -102,6 +102,11 @@ class Linear(Module):
             object.__setattr__(self, "_weight_t_cache", view)
         return view
 
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Linear:
+        super().to(device=device, dtype=dtype)
+        self.__dict__.pop("_weight_t_cache", None)  # a view of the weight's storage before the move
+        return self
+
     def _ones(self, n: int, like: Tensor) -> Tensor:
         ones = self.__dict__.get("_ones_cache")
         if ones is None or ones.shape[0] != n or ones.dtype != like.dtype or ones.device != like.device:

@@ -68,6 +68,14 @@ def _without_grad_mode(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _move_in_place(tensor: Tensor, device: torch.device | str | None, dtype: torch.dtype | None) -> None:
+    """``tensor`` given the device and dtype, keeping its identity (``.data`` swapped, as torch's
+    ``Module._apply`` does); nothing when it has them already."""
+    moved = tensor.to(device=device, dtype=dtype)
+    if moved is not tensor:
+        tensor.data = moved
+
+
 def optional_batch(method: Callable[..., Any]) -> Callable[..., Any]:
     """Lets ``forward(x, ...)`` and ``backward(grad_output)`` (or ``backward_to_params``) take one
     sample without its batch dimension, as torch's layers do: an input of rank
@@ -227,17 +235,17 @@ class Module:
         return self.train(False)
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Module:
-        """Move parameters, gradients and buffers (floating buffers only change dtype)."""
+        """Move parameters, gradients and buffers (floating buffers only change dtype), in place as
+        torch's ``Module.to``: each stays the same tensor object, so an optimizer built on
+        ``param()`` before the move updates the moved parameters, and a tensor shared between two
+        modules stays shared."""
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise check.ModuleTypeError(f"{type(self).__name__}: expected a floating-point torch.dtype, got {dtype!r}")
         for name in list(self._parameters):
-            self._parameters[name] = self._parameters[name].to(device=device, dtype=dtype)
-            self._gradients[name] = self._gradients[name].to(device=device, dtype=dtype)
-            object.__setattr__(self, name, self._parameters[name])
-        for name, value in list(self._buffers.items()):
-            cast = dtype if value.is_floating_point() else None
-            self._buffers[name] = value.to(device=device, dtype=cast)
-            object.__setattr__(self, name, self._buffers[name])
+            _move_in_place(self._parameters[name], device, dtype)
+            _move_in_place(self._gradients[name], device, dtype)
+        for value in self._buffers.values():
+            _move_in_place(value, device, dtype if value.is_floating_point() else None)
         for child in self.children():
             child.to(device=device, dtype=dtype)
         return self

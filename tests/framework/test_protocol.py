@@ -164,6 +164,41 @@ def test_to_float32_moves_parameters_and_gradients(spec):
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=str)
+def test_to_moves_parameters_gradients_and_buffers_in_place(spec):
+    """The same tensor objects before and after, as torch's Module.to: an optimizer or a user holding
+    param()'s pairs keeps updating (reading) the module's own tensors."""
+    module = example(spec).build(torch.float64).module
+    before = [t for pair in module.param() for t in pair]
+    module.to(dtype=torch.float32)
+    after = [t for pair in module.param() for t in pair]
+    assert len(before) == len(after) and all(a is b for a, b in zip(before, after))
+    assert all(t.dtype == torch.float32 for t in after)
+
+
+def test_an_optimizer_built_before_to_trains_the_moved_model():
+    model = framework.Sequential(framework.Linear(3, 4), framework.ReLU(), framework.Linear(4, 2))
+    optimizer = framework.optim.SGD(model.param(), lr=0.1)
+    model(torch.randn(5, 3))  # a float32 forward first: nothing cached from it may outlive the move
+    model.to(dtype=torch.float64)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    first = model[0].weight.clone()
+    y = model(x)
+    torch.testing.assert_close(y, torch.relu(x @ first.T + model[0].bias) @ model[2].weight.T + model[2].bias)
+    loss = framework.MSELoss()
+    loss(y, torch.zeros_like(y))
+    model.backward(loss.backward())
+    optimizer.step()
+    torch.testing.assert_close(model[0].weight, first - 0.1 * model[0].grad("weight"))
+
+
+def test_a_parameter_shared_by_two_modules_stays_shared_through_to():
+    first, second = framework.Linear(3, 3), framework.Linear(3, 3)
+    second.register_parameter("weight", first.weight)  # tied weights
+    framework.Sequential(first, second).to(dtype=torch.float64)
+    assert second.weight is first.weight and first.weight.dtype == torch.float64
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=str)
 def test_outputs_carry_no_autograd_graph_even_for_inputs_that_require_grad(spec):
     built = example(spec).build(torch.float64)
     inputs = [x.clone().requires_grad_(x.is_floating_point()) for x in built.inputs]
