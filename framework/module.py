@@ -68,12 +68,15 @@ def _without_grad_mode(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _move_in_place(tensor: Tensor, device: torch.device | str | None, dtype: torch.dtype | None) -> None:
-    """``tensor`` given the device and dtype, keeping its identity (``.data`` swapped, as torch's
-    ``Module._apply`` does); nothing when it has them already."""
+def _moved(tensor: Tensor, device: torch.device | str | None, dtype: torch.dtype | None) -> Tensor:
+    """``tensor`` given the device and dtype, as the same tensor object (``.data`` swapped, as torch's
+    ``Module._apply`` does) wherever torch allows the swap; a new tensor where it does not (to or
+    from the ``meta`` device)."""
     moved = tensor.to(device=device, dtype=dtype)
-    if moved is not tensor:
-        tensor.data = moved
+    if moved is tensor or not torch._has_compatible_shallow_copy_type(tensor, moved):
+        return moved
+    tensor.data = moved
+    return tensor
 
 
 def optional_batch(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -242,10 +245,12 @@ class Module:
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise check.ModuleTypeError(f"{type(self).__name__}: expected a floating-point torch.dtype, got {dtype!r}")
         for name in list(self._parameters):
-            _move_in_place(self._parameters[name], device, dtype)
-            _move_in_place(self._gradients[name], device, dtype)
-        for value in self._buffers.values():
-            _move_in_place(value, device, dtype if value.is_floating_point() else None)
+            self._parameters[name] = _moved(self._parameters[name], device, dtype)
+            self._gradients[name] = _moved(self._gradients[name], device, dtype)
+            object.__setattr__(self, name, self._parameters[name])
+        for name, value in list(self._buffers.items()):
+            self._buffers[name] = _moved(value, device, dtype if value.is_floating_point() else None)
+            object.__setattr__(self, name, self._buffers[name])
         for child in self.children():
             child.to(device=device, dtype=dtype)
         return self
