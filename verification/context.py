@@ -399,7 +399,7 @@ class Context:
         if isinstance(reference, AutogradTarget) and isinstance(reference.fn, torch.nn.Module):
             reference.fn.to(device=self.device)  # a reference module built on the CPU follows the inputs
             # ... and the target's mode: a fresh torch.nn module is in train mode, the target may be in eval.
-            owner = getattr(source or self.pristine, "module", None) or getattr(source or self.pristine, "fn", None)
+            owner = _module_of(source or self.pristine)
             if isinstance(getattr(owner, "training", None), bool):
                 reference.fn.train(owner.training)
             from .twins import copy_parameters
@@ -481,8 +481,15 @@ class Context:
         return error_model.rounding_tolerance(expected, self.n_terms, u, self.options.safety, self.scale)
 
 
+def _module_of(target: Target | None) -> Any:
+    """The object a target wraps: a protocol target's module, or an autograd target's callable (a
+    torch.nn.Module among them); by ``is None``, since an empty Sequential is falsy."""
+    module = getattr(target, "module", None)
+    return getattr(target, "fn", None) if module is None else module
+
+
 def _buffers(source: Target | None) -> list[tuple[str, Tensor]]:
-    module = getattr(source, "module", None) or getattr(source, "fn", None)  # protocol, or torch.nn.Module
+    module = _module_of(source)
     if module is not None and callable(getattr(module, "named_buffers", None)):
         return list(module.named_buffers())
     return []
