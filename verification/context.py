@@ -31,7 +31,8 @@ class Options:
         target: a loss's target, passed after the inputs and never differentiated.
         seed: seeds the random upstream gradients, probe directions and jitter.
         name: the name shown in the report (default: the target's class or function name).
-        eps: relative finite-difference step (``h = eps * max(1, |x_j|)``).
+        eps: relative finite-difference step (``h = eps * max(c, |x_j|)``, ``c`` the tensor's largest
+            magnitude capped at 1).
         safety: the factor on every rounding and truncation estimate.
         full_jacobian_limit: tensors up to this size get one central difference per element;
             larger ones get ``probes`` random-direction probes (as many evaluations as 8

@@ -14,7 +14,8 @@ Rounding bound
 Rounding noise of a float64 reference (:func:`rounding_noise`)
     A bound ignores conditioning (cancellation). So the float64 noise of the reference is also
     *measured*, two ways, the larger kept elementwise: precision scaling (the float32-vs-float64
-    discrepancy of the same computation times ``u64 / u32``), and jitter (the spread of two
+    discrepancy of the same computation times ``u64 / u32``, where float32 can hold the value:
+    not beyond its range nor below its smallest normal number), and jitter (the spread of two
     evaluations with every input, parameter and upstream gradient moved by a few units in the
     last place, which catches quantities that are zero in exact arithmetic).
 
@@ -159,7 +160,13 @@ def rounding_noise(
     estimate = {}
     for name, value in jitter64.items():  # on the CPU, as spread() returns it, whatever device ran
         if name in low and low[name].shape == base[name].shape:
-            scaled = (low[name].double().cpu() - base[name].double().cpu()).abs() * scale
+            low64, base64 = low[name].double().cpu(), base[name].double().cpu()
+            scaled = (low64 - base64).abs() * scale
+            # Where float32 cannot hold the float64 value (beyond its range, or below its smallest
+            # normal number: inputs near 1e-100 or 1e200), it measures nothing: the jitter alone there.
+            magnitude, f32 = base64.abs(), torch.finfo(torch.float32)
+            held = ((magnitude == 0) | ((magnitude >= f32.tiny) & (magnitude <= f32.max))) & torch.isfinite(low64)
+            scaled = torch.where(held | ~torch.isfinite(base64), scaled, torch.zeros_like(scaled))
             estimate[name] = torch.maximum(value, scaled)
         else:
             estimate[name] = value

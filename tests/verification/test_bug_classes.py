@@ -5,6 +5,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.autograd.function import once_differentiable
 
 import framework as fw
 from verification import check_gradients
@@ -312,6 +313,24 @@ def test_a_detached_backward_is_caught_by_the_second_order_check_alone():
     report = check_gradients(DetachedBackward, randn(5), order=2)
     assert not report["second_order"].ok
     assert report["finite_differences"].ok
+
+
+def test_a_once_differentiable_backward_fails_the_second_order_check_and_the_report_says_why():
+    class Exp(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x.exp()
+
+        @staticmethod
+        @once_differentiable
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * x.exp()
+
+    report = check_gradients(Exp, randn(5), order=2)
+    assert report["finite_differences"].ok
+    assert not report["second_order"].ok and "@once_differentiable" in report["second_order"].detail
 
 
 def test_a_forgotten_input_gradient_fails_and_is_named():

@@ -12,7 +12,9 @@ probe fails on a tensor of moderate size, the elementwise comparison runs too, t
 wrong element.
 
 Each derivative is extrapolated from central differences :math:`D(s)` at ``s = h, h/2, h/4``
-(``h = eps * max(1, |x|)``): two Richardson levels, :math:`R_1 = (4D(h/2) - D(h))/3`,
+(``h = eps * max(c, |x|)``, ``c`` the tensor's largest magnitude capped at 1, or 1 for a tensor of
+zeros: a tensor of values near 1e-9 is stepped at its own scale): two Richardson levels,
+:math:`R_1 = (4D(h/2) - D(h))/3`,
 :math:`R_2 = (4D(h/4) - D(h/2))/3` (truncation :math:`O(h^4)`) and
 :math:`R = (16R_2 - R_1)/15` (:math:`O(h^6)`). The differences are of
 :math:`\Delta\phi(s) = \sum_k \langle g_k, y_k(x + s) - y_k(x)\rangle`, subtracted output element
@@ -33,7 +35,9 @@ and the sums are all but exact (runs of 8 terms summed, their sums correctly rou
   :math:`u\sqrt{n}\,(\sum|g||y| + |\phi|)` (Higham and Mary, 2019), twice;
 * stepping: ``x + s`` is rounded, a relative error of at most :math:`8u|x|/h` in ``R``;
 
-each times ``safety``, plus the analytic gradient's own rounding bound (floored normwise). A
+each times ``safety``, plus the analytic gradient's own rounding bound (floored normwise at the
+case's gradient scale, the largest mean magnitude among its gradients; not at the upstream
+gradients', from which a Jacobian far from 1 sets the gradients orders of magnitude apart). A
 probe projects these elementwise bounds onto its Gaussian direction (root sum of squares, with
 the analytic gradient's rounding at the probabilistic :math:`u\sqrt{n}` rate), so its noise grows as
 the square root of the tensor's size. With ``eps = 1e-4`` these are orders of magnitude below one
@@ -195,7 +199,7 @@ def _output_noise(
                 return None
             epsilon[name] = value if name not in epsilon else torch.maximum(epsilon[name], value)
     u = unit_roundoff(torch.float64)
-    noise = 0.0
+    noise, deviations = 0.0, []
     for i, (y, g) in enumerate(zip(base, grads)):
         if y is None or g is None:
             continue
@@ -203,10 +207,21 @@ def _output_noise(
         bound = 2 * torch.maximum(measured, u * y.abs().cpu())
         g = g.double().cpu()
         if upstream_drawn:
-            noise += float(g.square().mean()) * float(bound.square().sum())  # variances add
+            if g.numel() == 0:
+                continue
+            deviations.append(_root_sum_square(g) / math.sqrt(g.numel()) * _root_sum_square(bound))
         else:
             noise += float((g.abs() * bound).sum())
-    return math.sqrt(noise) if upstream_drawn else noise
+    return math.hypot(*deviations) if upstream_drawn else noise  # variances add
+
+
+def _root_sum_square(v: Tensor) -> float:
+    """sqrt(sum v^2), scaled by the largest |v| first: finite wherever the result is (inputs near
+    1e200 square beyond float64's range)."""
+    largest = float(v.abs().max()) if v.numel() else 0.0
+    if largest == 0.0 or not math.isfinite(largest):
+        return largest
+    return largest * float((v / largest).square().sum().sqrt())
 
 
 def richardson(f: Callable[[float], float], h: float) -> tuple[float, float, list[tuple[float, float]]]:
@@ -286,7 +301,12 @@ class _Shifter:
         """``start``: the outputs at ``call``, unshifted (see :func:`outputs`)."""
         self.target, self.call, self.start, self.position, self.tensor = target, call, start, position, tensor
         self.flat = tensor.detach().double().cpu().reshape(-1)  # its values, for the steps and their rounding
-        self.probe_scale = max(1.0, float(self.flat.abs().max())) if self.flat.numel() else 1.0
+        largest = float(self.flat.abs().max()) if self.flat.numel() else 0.0
+        # The tensor's characteristic scale: 1, or its largest magnitude when that is below 1 (and
+        # not 0). Steps are eps times the larger of it and |x_j|: a tensor of values near 1e-9 is
+        # stepped at its own scale, not across a hundred thousand times its values.
+        self.unit = min(1.0, largest) if largest > 0.0 else 1.0
+        self.probe_scale = max(self.unit, largest)
         self.weights = [None if g is None else g.detach().double() for g in grads]
         self.summation = 0.0  # the largest rounding bound of the final sums since the last take_summation()
 
@@ -360,8 +380,10 @@ def compare(
     # Without a measurement, a bound on phi's own rounding (probabilistic rounding error analysis,
     # Higham & Mary 2019: n terms err by about sqrt(n) u sum|terms|), twice: two evaluations differ.
     delta = measured if measured is not None else 2 * _a_priori_noise(start, grads, n_terms)
-    values = [*(g for g in grads if g is not None), *(g for g in gradients.all() if g is not None)]
-    scale = max((float(t.double().abs().mean()) for t in values if t.numel()), default=0.0)
+    # The analytic gradients' rounding is floored at the case's gradient scale (a gradient that
+    # vanishes in exact arithmetic carries the noise of the others); not at the upstream gradients',
+    # which a Jacobian far from 1 (inputs near 1e-9) puts orders of magnitude away from them.
+    scale = max((float(g.double().abs().mean()) for g in gradients.all() if g is not None and g.numel()), default=0.0)
 
     items = [(f"input[{i}]", i, x) for i, x in zip(call.diff, call.tensors())]
     items += [(name, None, p) for name, p in target.parameters()]
@@ -440,7 +462,7 @@ def _elementwise(
     kinks: list[tuple[int, float, float]] = []
     f0 = shift.base()
     for j in range(tensor.numel()) if indices is None else indices:
-        h = options.eps * max(1.0, abs(float(flat[j])))
+        h = options.eps * max(shift.unit, abs(float(flat[j])))
 
         def f(step: float, j: int = j) -> float:
             return shift(torch.tensor(step, dtype=tensor.dtype, device=tensor.device), j)
@@ -464,7 +486,7 @@ def _elementwise(
     if before and not result.ok and float(analytic.abs().max()) == 0.0:
         result.detail = f"the gradient of {name} is zero everywhere (never written?); " + result.detail
     if judged_all and result.inconclusive:
-        result.inconclusive += _step_past_zero(name, tensor.shape, flat, numeric.reshape(-1), options.eps)
+        result.inconclusive += _step_past_zero(name, tensor.shape, flat, numeric.reshape(-1), options.eps, shift.unit)
 
 
 def _computed_in_float32(gradient: Tensor, tensor: Tensor) -> bool:
@@ -477,22 +499,24 @@ def _computed_in_float32(gradient: Tensor, tensor: Tensor) -> bool:
     return torch.equal(g, g.float().double()) and not torch.equal(g, g.bfloat16().double())
 
 
-def _step_past_zero(name: str, shape: torch.Size, flat: Tensor, numeric: Tensor, eps: float) -> str:
+def _step_past_zero(name: str, shape: torch.Size, flat: Tensor, numeric: Tensor, eps: float, unit: float) -> str:
     """A hint, when the first element without a finite difference lies closer to 0 than its step
-    h = eps max(1, |x|): a domain edge at 0 (log, sqrt, a reciprocal) is then inside the differences,
-    and a step below |x| stays on its side. "" otherwise."""
+    h = eps max(c, |x|) (c: the tensor's scale, see :class:`_Shifter`): a domain edge at 0 (log,
+    sqrt, a reciprocal) is then inside the differences, and a step below |x| stays on its side.
+    "" otherwise."""
     missing = (~torch.isfinite(numeric.cpu())).nonzero()
     if missing.numel() == 0:
         return ""
     j = int(missing[0])
     x = float(flat[j])
-    h = eps * max(1.0, abs(x))
+    h = eps * max(unit, abs(x))
     if x == 0.0 or abs(x) >= h:
         return ""
     return (
-        f"; {name}{_where(shape, j)} = {x:.3g} lies within the step h = eps max(1, |x|) = {h:.3g} of 0, so its "
-        f"differences cross 0: if the function is defined on one side of 0 only (log, sqrt), a smaller step "
-        f"checks it (eps={10 ** math.floor(math.log10(abs(x) / 10)):.0e})"
+        f"; {name}{_where(shape, j)} = {x:.3g} lies within the step h = eps max({unit:.3g}, |x|) = {h:.3g} of 0 "
+        f"(the step follows the tensor's largest magnitude, capped at 1), so its differences cross 0: if the "
+        f"function is defined on one side of 0 only (log, sqrt), a smaller step checks it "
+        f"(eps={10 ** math.floor(math.log10(abs(x) / unit / 10)):.0e})"
     )
 
 
@@ -564,9 +588,9 @@ def _probe(
     numeric, truncation, values = richardson(f, h)
     d = direction.reshape(-1)
     projected, dot = _accurate_sum(d * a)
-    stepping = 8 * u * float((x * d * a).square().sum().sqrt()) / h
+    stepping = 8 * u * _root_sum_square(x * d * a) / h
     evaluation = 7 * (delta + shift.take_summation()) / h
-    own_deviation = float(own[d != 0].square().sum().sqrt())
+    own_deviation = _root_sum_square(own[d != 0])
     tolerance = options.safety * (evaluation + truncation + dot + stepping) + own_deviation
     return projected, numeric, tolerance, kink(values, shift.base(), h, tolerance)
 

@@ -81,7 +81,8 @@ def check_second_order(ctx: Context) -> CheckResult:
     if all(g is None for g in gradients.all()):
         result.fail(
             "the backward's result has no autograd graph: it is not differentiable (a backward built from "
-            "detached tensors, .data, or under torch.no_grad?)"
+            "detached tensors, .data, or under torch.no_grad? a torch.autograd.Function's backward marked "
+            "@once_differentiable declares this)"
         )
         return result
     compare(result, derived, call2, grads2, gradients, ctx.options, ctx.generator, upstream_drawn=True)

@@ -1,0 +1,67 @@
+"""The verifier judges a gradient at its own scale: inputs near 1e-100 or 1e150 are checked as
+sharply as inputs near 1 (the finite-difference step follows a tensor's magnitude, the rounding
+floors follow the gradients', and no tolerance overflows), so a backward off by one part in a
+million fails there too."""
+
+import pytest
+import torch
+
+from verification import check_gradients
+
+F64 = torch.float64
+SCALES = [1e-100, 1e-12, 1e-6, 1e6, 1e150]
+
+
+def square(error: float = 0.0, element: int | None = None) -> type[torch.autograd.Function]:
+    """y = x^2, whose backward is off by a factor 1 + error: everywhere, or at one flat element."""
+
+    class Square(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            factor = torch.ones_like(x)
+            if element is None:
+                factor += error
+            else:
+                factor.view(-1)[element] += error
+            return 2 * g * x * factor
+
+    return Square
+
+
+def inputs(scale: float) -> torch.Tensor:
+    return torch.randn(6, 5, dtype=F64, generator=torch.Generator().manual_seed(0)) * scale
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_a_correct_backward_passes_at_any_input_scale(scale):
+    assert check_gradients(square(), inputs(scale)).ok
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_a_backward_off_by_one_part_in_a_million_fails_at_any_input_scale(scale):
+    report = check_gradients(square(1e-6), inputs(scale))
+    assert report.verdict == "failed" and report["finite_differences"].status == "failed"
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_one_element_off_by_one_part_in_a_million_fails_at_any_input_scale(scale):
+    report = check_gradients(square(1e-6, element=7), inputs(scale))
+    assert report["finite_differences"].status == "failed"
+    assert "input[0][1, 2]" in report["finite_differences"].detail
+
+
+def test_inputs_near_1e200_are_judged_where_their_squares_would_overflow_a_tolerance():
+    report = check_gradients(lambda x: 3 * x, inputs(1e200))
+    assert report.ok, str(report)
+
+
+def test_a_tensor_of_values_near_1e_minus_9_is_stepped_at_its_own_scale():
+    """log at 1e-9, 2e-9, 3e-9: a step of 1e-4 would cross 0; one of eps times the tensor's scale does not."""
+    report = check_gradients(torch.log, torch.tensor([1e-9, 2e-9, 3e-9], dtype=F64))
+    assert report.ok, str(report)
