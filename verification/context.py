@@ -20,7 +20,7 @@ from torch.utils import _pytree as pytree
 
 from . import error_model
 from .report import GradientReport
-from .targets import AutogradTarget, Call, Gradients, Outputs, Target, TargetError, as_target
+from .targets import AutogradTarget, Call, Gradients, Outputs, Target, TargetError, as_target, plain
 
 
 @dataclass
@@ -297,6 +297,7 @@ class Context:
         if grad_output is None:
             drawn = [random_like(x, self.generator) if i in floating else None for i, x in enumerate(leaves)]
             return self._without_non_differentiable(drawn)
+        grad_output = plain(grad_output)  # a dataclass, shaped as the output: its fields
         if isinstance(grad_output, tuple | list | dict):
             given, structure = pytree.tree_flatten(grad_output)
             if structure == self.outputs.spec:  # shaped as the output: leaf by leaf, its non-floating ones skipped

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -113,18 +114,20 @@ class Outputs:
 
     leaves: list[Tensor | None]
     spec: Any
+    result: Any = None  # the forward's own result, whose dataclasses structured() rebuilds
 
     @classmethod
     def of(cls, result: Any, owner: str) -> Outputs:
-        leaves, spec = pytree.tree_flatten(result)
+        leaves, spec = pytree.tree_flatten(plain(result))
         if not leaves or not any(isinstance(x, Tensor) for x in leaves):
             raise TargetError(
-                f"{owner}: forward returned {type(result).__name__}, expected a Tensor or a tuple of Tensors"
+                f"{owner}: forward returned {type(result).__name__}, expected Tensors "
+                "(one, or in a tuple, list, dict or dataclass)"
             )
         for x in leaves:
             if x is not None and not isinstance(x, Tensor | int | float | bool | str):
                 raise TargetError(f"{owner}: forward returned a {type(x).__name__} among its outputs, expected Tensors")
-        return cls([x if isinstance(x, Tensor) else None for x in leaves], spec)
+        return cls([x if isinstance(x, Tensor) else None for x in leaves], spec, result)
 
     def floating(self) -> list[int]:
         """Positions of the floating-point outputs: each gets an upstream gradient."""
@@ -134,7 +137,34 @@ class Outputs:
         return ["output"] if len(self.leaves) == 1 else [f"output[{i}]" for i in range(len(self.leaves))]
 
     def structured(self, per_leaf: Sequence[Tensor | None]) -> Any:
-        return pytree.tree_unflatten(list(per_leaf), self.spec)
+        return _rebuilt(self.result, pytree.tree_unflatten(list(per_leaf), self.spec))
+
+
+def plain(result: Any) -> Any:
+    """A forward's result with its dataclass instances (a model's output record) as dicts of their
+    fields, inside tuples, lists and dicts too: torch's pytree flattens those, not dataclasses."""
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        return {f.name: plain(getattr(result, f.name)) for f in dataclasses.fields(result)}
+    if type(result) in (tuple, list):
+        return type(result)(plain(x) for x in result)
+    if type(result) is dict:
+        return {k: plain(x) for k, x in result.items()}
+    return result
+
+
+def _rebuilt(result: Any, shaped: Any) -> Any:
+    """``shaped`` (a structure as :func:`plain` of ``result``) with ``result``'s dataclasses restored: a
+    copy of each, its fields set to ``shaped``'s (frozen ones too)."""
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        rebuilt = copy.copy(result)
+        for f in dataclasses.fields(result):
+            object.__setattr__(rebuilt, f.name, _rebuilt(getattr(result, f.name), shaped[f.name]))
+        return rebuilt
+    if type(result) in (tuple, list):
+        return type(result)(_rebuilt(x, part) for x, part in zip(result, shaped))
+    if type(result) is dict:
+        return {k: _rebuilt(x, shaped[k]) for k, x in result.items()}
+    return shaped
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """check_gradients accepts every kind of target a user has, and says clearly what it cannot take."""
 
+import dataclasses
 import re
 
 import pytest
@@ -235,7 +236,7 @@ def test_a_loss_with_the_framework_protocol_takes_the_upstream_gradient():
         (object(), (x64(3),), TypeError, "is not a target"),
         (torch.sin, (3, "a"), ValueError, "no floating-point tensor"),
         (lambda a, b: a + b, (x64(3), x64(3).float()), ValueError, "mix dtypes"),
-        (lambda x: x.sum().item(), (x64(3),), TypeError, "expected a Tensor"),
+        (lambda x: x.sum().item(), (x64(3),), TypeError, "forward returned float, expected Tensors"),
     ],
     ids=["a class", "an object", "no tensor", "mixed dtypes", "a number out"],
 )
@@ -371,6 +372,61 @@ def test_a_grad_output_of_the_wrong_shape_is_a_clear_error():
 )
 def test_a_grad_output_shaped_as_the_output_is_matched_to_it_leaf_by_leaf(target, grad_output):
     assert check_gradients(target, x64(3), grad_output=grad_output).ok
+
+
+@dataclasses.dataclass(frozen=True)
+class SineAndCosine:
+    """A model's output record: a dataclass of tensors."""
+
+    sine: torch.Tensor
+    cosine: torch.Tensor
+
+
+class WrongCosine(torch.autograd.Function):
+    """cos, with a backward off by one part in a million."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.cos()
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return -g * x.sin() * (1 + 1e-6)
+
+
+def test_a_dataclass_output_is_checked_field_by_field():
+    assert check_gradients(lambda a: SineAndCosine(a.sin(), a.cos()), x64(3)).ok
+    report = check_gradients(lambda a: SineAndCosine(a.sin(), WrongCosine.apply(a)), x64(3))
+    assert report["finite_differences"].status == "failed"
+
+
+def test_a_grad_output_given_as_the_outputs_dataclass_is_matched_field_by_field():
+    """The wrong cosine shows only where its field's upstream gradient is not zero."""
+    target = lambda a: SineAndCosine(a.sin(), WrongCosine.apply(a))  # noqa: E731
+    zeros, ones = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    assert check_gradients(target, x64(3), grad_output=SineAndCosine(ones, zeros))["finite_differences"].ok
+    assert not check_gradients(target, x64(3), grad_output=SineAndCosine(zeros, ones))["finite_differences"].ok
+
+
+class SineAndCosineModule:
+    """The forward/backward/param() protocol, with a dataclass for output and for upstream gradient."""
+
+    def forward(self, x):
+        self.x = x
+        return SineAndCosine(x.sin(), x.cos())
+
+    def backward(self, grad):
+        assert isinstance(grad, SineAndCosine), type(grad)
+        return self.x.cos() * grad.sine - self.x.sin() * grad.cosine
+
+    def param(self):
+        return []
+
+
+def test_a_protocol_module_returning_a_dataclass_gets_its_upstream_gradient_as_that_dataclass():
+    assert check_gradients(SineAndCosineModule(), x64(3)).ok
 
 
 @pytest.mark.parametrize(
