@@ -452,9 +452,15 @@ class Context:
             return rename(self.jittered_collect(base, self.call64, self.grads64, size, gen))
 
         def run32() -> dict[str, Tensor]:
-            low = base.copy(torch.float32)
-            grads = [None if g is None else g.float() for g in self.grads64]
-            return rename(collect(low, self.call64.cast(torch.float32), grads))
+            low, call = base.copy(torch.float32), self.call64.cast(torch.float32)
+            pass_ = low.start(call)
+            if pass_.outputs.random:  # float32 draws other random numbers: not the same computation
+                return {}
+            return rename(
+                named(
+                    pass_.outputs, pass_.backward([None if g is None else g.float() for g in self.grads64]), call, low
+                )
+            )
 
         try:
             return error_model.rounding_noise(run64, run32, generator)

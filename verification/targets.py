@@ -115,6 +115,7 @@ class Outputs:
     leaves: list[Tensor | None]
     spec: Any
     result: Any = None  # the forward's own result, whose dataclasses structured() rebuilds
+    random: bool = False  # the forward drew random numbers (from generators the verifier pinned)
 
     @classmethod
     def of(cls, result: Any, owner: str) -> Outputs:
@@ -227,17 +228,30 @@ class Pass:
         ]
 
 
+@dataclass
+class Draws:
+    """Whether a forward drew random numbers from the generators :func:`pinned_rng` pinned."""
+
+    any: bool = False
+
+
 @contextlib.contextmanager
-def pinned_rng(device: torch.device | None) -> Iterator[None]:
-    """Run with the default generators (CPU, and ``device``'s if CUDA) at a fixed state; restore them after."""
+def pinned_rng(device: torch.device | None, own: Sequence[torch.Generator] = ()) -> Iterator[Draws]:
+    """Run with the default generators (CPU, and ``device``'s if CUDA) and ``own`` (a module's, or
+    generators passed as arguments) at a fixed state; restore them after. Yields a :class:`Draws`,
+    set on exit."""
     generators = [torch.default_generator]
     if device is not None and device.type == "cuda":
         generators.append(torch.cuda.default_generators[device.index or 0])
+    generators += [g for g in own if all(g is not seen for seen in generators)]
     saved = [g.get_state() for g in generators]
+    draws = Draws()
     try:
         for g in generators:
             g.manual_seed(RNG_SEED)
-        yield
+        seeded = [g.get_state() for g in generators]
+        yield draws
+        draws.any = any(not torch.equal(g.get_state(), state) for g, state in zip(generators, seeded))
     finally:
         for g, state in zip(generators, saved):
             g.set_state(state)
@@ -374,11 +388,13 @@ class ProtocolTarget(Target):
                 g.zero_()
 
     def _run_forward(self, call: Call, args: list[Any]) -> Outputs:
-        for gen in _generators(self.module):
-            gen.manual_seed(RNG_SEED)  # the same dropout mask on every evaluation
-        with pinned_rng(_device_of(call)):
+        # The module's own generators too: the same dropout mask on every evaluation.
+        own = [*_generators(self.module), *(a for a in args if isinstance(a, torch.Generator))]
+        with pinned_rng(_device_of(call), own) as draws:
             result = self.module.forward(*args)
-        return Outputs.of(result, f"{self.name}.forward")
+        outputs = Outputs.of(result, f"{self.name}.forward")
+        outputs.random = draws.any
+        return outputs
 
     def forward(self, call: Call) -> Outputs:
         with torch.no_grad():
@@ -552,9 +568,11 @@ class AutogradTarget(Target):
         return AutogradTarget(fn, self.name, self.create_graph)
 
     def _run(self, args: list[Any], device: torch.device | None) -> Outputs:
-        with pinned_rng(device):
+        with pinned_rng(device, [a for a in args if isinstance(a, torch.Generator)]) as draws:
             result = self._call(*args)
-        return Outputs.of(result, self.name)
+        outputs = Outputs.of(result, self.name)
+        outputs.random = draws.any
+        return outputs
 
     def forward(self, call: Call) -> Outputs:
         if not self.forward_needs_grad:
@@ -581,7 +599,8 @@ class AutogradTarget(Target):
             args[i].requires_grad_(True)
         with torch.enable_grad():
             outputs = self._run(args, _device_of(call))
-        return Outputs([None if x is None else x.detach() for x in outputs.leaves], outputs.spec)
+        leaves = [None if x is None else x.detach() for x in outputs.leaves]
+        return Outputs(leaves, outputs.spec, outputs.result, outputs.random)
 
     def start(self, call: Call) -> AutogradPass:
         args = call.fresh()

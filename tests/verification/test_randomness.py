@@ -41,3 +41,44 @@ def test_a_forward_that_updates_the_state_it_reads_is_inconclusive_and_named_as_
     report = check_gradients(layer, x64(5, 4))
     assert report["finite_differences"].status == "inconclusive"
     assert "updates state its output depends on" in report["finite_differences"].inconclusive
+
+
+class SineOffByOnePartInAMillion(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.sin()
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * x.cos() * (1 + 1e-6)
+
+
+def noisy(sine):
+    """sine(x) times uniform noise from a generator passed as an argument."""
+    return lambda x, generator: sine(x) * torch.rand(x.shape, generator=generator, dtype=x.dtype)
+
+
+def test_a_generator_passed_as_an_argument_is_fixed_on_every_call_and_left_as_it_was():
+    generator = torch.Generator().manual_seed(1)
+    state = generator.get_state()
+    assert check_gradients(noisy(torch.sin), x64(4, 3), generator).ok
+    assert torch.equal(generator.get_state(), state)
+
+
+def test_a_gradient_off_by_one_part_in_a_million_fails_under_fixed_randomness():
+    """float32 draws other random numbers than float64: the noise estimate must not take their difference
+    for rounding (a tolerance of 1e-3, which would pass this)."""
+    report = check_gradients(noisy(SineOffByOnePartInAMillion.apply), x64(4, 3), torch.Generator())
+    assert report["finite_differences"].status == "failed"
+    dropped = lambda x: torch.nn.functional.dropout(SineOffByOnePartInAMillion.apply(x), 0.3)  # noqa: E731
+    assert check_gradients(dropped, x64(4, 3))["finite_differences"].status == "failed"
+
+
+def test_random_numbers_drawn_in_memory_order_leave_layouts_inconclusive_not_failed():
+    """torch's dropout draws its mask in the input's memory order: a transposed input gets another mask."""
+    report = check_gradients(lambda x: torch.nn.functional.dropout(x.sin(), 0.3), x64(4, 3))
+    assert report["layouts"].status == "inconclusive"
+    assert "draws random numbers" in report["layouts"].inconclusive
+    assert report["finite_differences"].ok

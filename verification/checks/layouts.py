@@ -71,6 +71,15 @@ def check_layouts(ctx: Context) -> CheckResult:
                 "call .contiguous() on what a kernel reads as contiguous, .reshape() rather than .view())"
             )
             continue
+        if pass_.outputs.random and _forward_differs(contiguous, seen):
+            # Random numbers are drawn in memory order (torch's dropout): another layout, another mask.
+            if not result.inconclusive:
+                result.inconclusive = (
+                    f"the target draws random numbers, and with {label} inputs its forward gives other outputs: "
+                    "it assigns them in memory order (as torch's dropout does), so this layout's results were not "
+                    "compared; check it with its randomness off (eval mode, p=0) for a verdict on layouts"
+                )
+            continue
         forward_differs = []
         for name, c in contiguous.items():
             value = seen.get(name)
@@ -93,3 +102,17 @@ def check_layouts(ctx: Context) -> CheckResult:
                 "order, as torch's dropout: check a random target with its randomness fixed, or without this check)"
             )
     return result
+
+
+def _forward_differs(contiguous: dict[str, Tensor], seen: dict[str, Tensor]) -> bool:
+    """Whether an output differs between the two runs by more than a few units in the last place
+    (the tolerance of the comparison proper is not needed to tell a redrawn mask)."""
+    for name, c in contiguous.items():
+        value = seen.get(name)
+        if name.startswith("output") and value is not None and value.shape == c.shape and c.is_floating_point():
+            c64, v64 = c.detach().cpu().double(), value.detach().cpu().double()
+            u = unit_roundoff(c.dtype)
+            scale = float(c64.abs().max()) if c64.numel() else 0.0
+            if bool(((c64 - v64).abs() > 64 * u * (c64.abs() + scale)).any()):
+                return True
+    return False

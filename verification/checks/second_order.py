@@ -46,7 +46,7 @@ class BackwardAsFunction(AutogradTarget):
                 if not args[i].requires_grad:
                     args[i] = args[i].detach().requires_grad_(True)
             wrt = [args[i] for i in self.base_diff] + [p for _, p in self.base.parameters()]
-            with pinned_rng(args[self.base_diff[0]].device):
+            with pinned_rng(args[self.base_diff[0]].device, [a for a in args if isinstance(a, torch.Generator)]):
                 result = self.base._call(*args)
             leaves = pytree.tree_leaves(result)
             pairs = [(leaves[i], v) for i, v in zip(self.upstream_of, upstream) if leaves[i].requires_grad]
