@@ -65,3 +65,20 @@ def test_a_tensor_of_values_near_1e_minus_9_is_stepped_at_its_own_scale():
     """log at 1e-9, 2e-9, 3e-9: a step of 1e-4 would cross 0; one of eps times the tensor's scale does not."""
     report = check_gradients(torch.log, torch.tensor([1e-9, 2e-9, 3e-9], dtype=F64))
     assert report.ok, str(report)
+
+
+def test_subnormal_outputs_leave_finite_differences_inconclusive_and_say_why():
+    """Below 2.2e-308 float64 keeps fewer digits the smaller the value: no finite difference there
+    resolves a gradient to a part in a million, so the check says so instead of passing."""
+    report = check_gradients(lambda x: x * 2.2e-313, inputs(1.0))
+    assert report.verdict == "inconclusive"
+    assert "a subnormal number" in report["finite_differences"].inconclusive
+
+
+def test_the_hyper_parameter_strategy_draws_no_magnitude_that_would_make_outputs_subnormal():
+    from hypothesis import errors, find
+
+    from verification.strategies import TINY_HYPERPARAMETER, floats
+
+    with pytest.raises(errors.NoSuchExample):
+        find(floats(-0.5, 2.0), lambda v: 0 < abs(v) < TINY_HYPERPARAMETER)

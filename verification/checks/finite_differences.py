@@ -141,6 +141,37 @@ def _a_priori_noise(start: list[Tensor | None], grads: Sequence[Tensor | None], 
     return unit_roundoff(torch.float64) * math.sqrt(n_terms) * (spread + abs(total))
 
 
+def _subnormal_outputs(start: list[Tensor | None], grads: Sequence[Tensor | None]) -> str:
+    """Why nothing can be judged when an output weighed by an upstream gradient holds subnormal numbers
+    (below 2.2e-308, whose precision is absolute: a gradient through them is resolved to a few digits
+    at best), else ""."""
+    tiny = torch.finfo(torch.float64).smallest_normal
+    for i, (y, g) in enumerate(zip(start, grads)):
+        if y is None or g is None or not y.is_floating_point() or y.is_complex():
+            continue
+        magnitude = y.detach().double().abs()
+        subnormal = (magnitude > 0) & (magnitude < tiny)
+        if bool(subnormal.any()):
+            name = "output" if len(start) == 1 else f"output[{i}]"
+            j = int(subnormal.reshape(-1).nonzero()[0])
+            return (
+                f"{name}{_where(y.shape, j)} is {float(y.reshape(-1)[j]):.3g}, a subnormal number (below 2.2e-308, "
+                "where float64 keeps fewer digits the smaller the value): finite differences through it cannot "
+                "resolve a gradient; check at inputs or arguments that keep the outputs normal (with hypothesis, "
+                "st.floats(..., allow_subnormal=False))"
+            )
+    return ""
+
+
+def _stored(y: Tensor) -> Tensor:
+    """The rounding of storing each float64 value: u|y|, and for a subnormal one (below 2.2e-308, where
+    the precision is absolute) half the smallest subnormal. Exact zeros are taken as exact (ReLU's)."""
+    tiny = torch.finfo(torch.float64).smallest_normal
+    magnitude = y.abs()
+    subnormal = (magnitude > 0) & (magnitude < tiny)
+    return torch.where(subnormal, tiny * unit_roundoff(torch.float64), unit_roundoff(torch.float64) * magnitude)
+
+
 def _named(ys: list[Tensor | None]) -> dict[str, Tensor]:
     """Outputs as the error model's named float64 tensors: ``y0``, ``y1``, ... (complex ones left out)."""
     return {f"y{i}": y.detach().double() for i, y in enumerate(ys) if y is not None and not y.is_complex()}
@@ -200,13 +231,12 @@ def _output_noise(
             if value is None:
                 return None
             epsilon[name] = value if name not in epsilon else torch.maximum(epsilon[name], value)
-    u = unit_roundoff(torch.float64)
     noise, deviations = 0.0, []
     for i, (y, g) in enumerate(zip(base, grads)):
         if y is None or g is None:
             continue
         measured = error_model.estimated(epsilon, f"y{i}", y.cpu())
-        bound = 2 * torch.maximum(measured, u * y.abs().cpu())
+        bound = 2 * torch.maximum(measured, _stored(y.detach().double().cpu()))
         g = g.double().cpu()
         if upstream_drawn:
             if g.numel() == 0:
@@ -373,7 +403,7 @@ def compare(
     u = unit_roundoff(torch.float64)
     sizes = [x.numel() for x in call.tensors()] + [p.numel() for _, p in target.parameters()]
     start = outputs(target, call)  # the unshifted point's outputs, which every shift is measured from
-    changed = _changes_between_calls(start, outputs(target, call))
+    changed = _changes_between_calls(start, outputs(target, call)) or _subnormal_outputs(start, grads)
     if changed:
         result.inconclusive = changed
         return
