@@ -805,3 +805,20 @@ class RebindsItsGradient:
 def test_a_backward_that_binds_a_new_parameter_gradient_tensor_is_named_in_the_notes():
     report = check_gradients(RebindsItsGradient(), x64(5, 4))
     assert "binds a new tensor as the gradient of param[0]" in str(report)
+
+
+def test_a_function_of_one_triangle_fails_and_the_report_names_the_symmetric_convention():
+    """torch.linalg.cholesky reads the lower triangle; its backward returns the symmetric part of the
+    gradient. Element by element the two differ, and the report says why and how to check it."""
+    a = x64(4, 3)
+    spd = a @ a.T + 4 * torch.eye(4, dtype=torch.float64)
+    report = check_gradients(torch.linalg.cholesky, spd)
+    assert report["finite_differences"].status == "failed"
+    assert "the symmetric part of the finite differences'" in report["finite_differences"].detail
+    assert check_gradients(lambda m: torch.linalg.cholesky((m + m.mT) / 2), spd).ok
+
+
+def test_a_wrong_square_gradient_gets_no_symmetric_convention_hint():
+    report = check_gradients(lambda m: WrongCosine.apply(m), x64(3, 3))
+    assert report["finite_differences"].status == "failed"
+    assert "symmetric part" not in report["finite_differences"].detail

@@ -517,8 +517,30 @@ def _elementwise(
     result.merge(name, analytic, numeric, bound.reshape(tensor.shape) + own, ("backward", "finite difference"))
     if before and not result.ok and float(analytic.abs().max()) == 0.0:
         result.detail = f"the gradient of {name} is zero everywhere (never written?); " + result.detail
+    elif (
+        before
+        and not result.ok
+        and indices is None
+        and _symmetric_part(analytic, numeric, bound.reshape(tensor.shape) + own)
+    ):
+        result.detail += (
+            f"; the backward's gradient of {name} is the symmetric part of the finite differences' (G + G^T) / 2: "
+            "the function reads one triangle of a matrix it takes to be symmetric (torch.linalg.cholesky, eigh), "
+            "and its backward follows the symmetric convention: check it on a symmetric input, "
+            "lambda a: f((a + a.mT) / 2)"
+        )
     if judged_all and result.inconclusive:
         result.inconclusive += _step_past_zero(name, tensor.shape, flat, numeric.reshape(-1), options.eps, shift.unit)
+
+
+def _symmetric_part(analytic: Tensor, numeric: Tensor, tolerance: Tensor) -> bool:
+    """Whether ``analytic`` (square in its last two dimensions, and not symmetric-equal to ``numeric``
+    already) is, within ``tolerance``, the symmetric part of the finite-difference gradient ``numeric``."""
+    if analytic.dim() < 2 or analytic.shape[-1] != analytic.shape[-2] or analytic.shape[-1] < 2:
+        return False
+    symmetric = (numeric + numeric.transpose(-1, -2)) / 2
+    close = (analytic - symmetric).abs() <= tolerance
+    return bool(torch.isfinite(symmetric).all()) and bool(close.all())
 
 
 def _computed_in_float32(gradient: Tensor, tensor: Tensor) -> bool:
