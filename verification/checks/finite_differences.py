@@ -145,12 +145,10 @@ def _subnormal_outputs(start: list[Tensor | None], grads: Sequence[Tensor | None
     """Why nothing can be judged when an output weighed by an upstream gradient holds subnormal numbers
     (below 2.2e-308, whose precision is absolute: a gradient through them is resolved to a few digits
     at best), else ""."""
-    tiny = torch.finfo(torch.float64).smallest_normal
     for i, (y, g) in enumerate(zip(start, grads)):
         if y is None or g is None or not y.is_floating_point() or y.is_complex():
             continue
-        magnitude = y.detach().double().abs()
-        subnormal = (magnitude > 0) & (magnitude < tiny)
+        subnormal = _subnormal(y.detach().double())
         if bool(subnormal.any()):
             name = "output" if len(start) == 1 else f"output[{i}]"
             j = int(subnormal.reshape(-1).nonzero()[0])
@@ -163,13 +161,17 @@ def _subnormal_outputs(start: list[Tensor | None], grads: Sequence[Tensor | None
     return ""
 
 
-def _stored(y: Tensor) -> Tensor:
-    """The rounding of storing each float64 value: u|y|, and for a subnormal one (below 2.2e-308, where
-    the precision is absolute) half the smallest subnormal. Exact zeros are taken as exact (ReLU's)."""
-    tiny = torch.finfo(torch.float64).smallest_normal
+def _subnormal(y: Tensor) -> Tensor:
+    """Where the float64 values ``y`` are subnormal: nonzero and below 2.2e-308 in magnitude."""
     magnitude = y.abs()
-    subnormal = (magnitude > 0) & (magnitude < tiny)
-    return torch.where(subnormal, tiny * unit_roundoff(torch.float64), unit_roundoff(torch.float64) * magnitude)
+    return (magnitude > 0) & (magnitude < torch.finfo(torch.float64).smallest_normal)
+
+
+def _stored(y: Tensor) -> Tensor:
+    """The rounding of storing each float64 value: u|y|, and for a subnormal one (where the precision
+    is absolute) half the smallest subnormal. Exact zeros are taken as exact (ReLU's)."""
+    u = unit_roundoff(torch.float64)
+    return torch.where(_subnormal(y), torch.finfo(torch.float64).smallest_normal * u, u * y.abs())
 
 
 def _named(ys: list[Tensor | None]) -> dict[str, Tensor]:
@@ -534,8 +536,8 @@ def _elementwise(
 
 
 def _symmetric_part(analytic: Tensor, numeric: Tensor, tolerance: Tensor) -> bool:
-    """Whether ``analytic`` (square in its last two dimensions, and not symmetric-equal to ``numeric``
-    already) is, within ``tolerance``, the symmetric part of the finite-difference gradient ``numeric``."""
+    """Whether ``analytic`` (square in its last two dimensions) is, within ``tolerance``, the symmetric
+    part of the finite-difference gradient ``numeric`` (asked once the two have been found to differ)."""
     if analytic.dim() < 2 or analytic.shape[-1] != analytic.shape[-2] or analytic.shape[-1] < 2:
         return False
     symmetric = (numeric + numeric.transpose(-1, -2)) / 2

@@ -71,7 +71,7 @@ def check_layouts(ctx: Context) -> CheckResult:
                 "call .contiguous() on what a kernel reads as contiguous, .reshape() rather than .view())"
             )
             continue
-        if pass_.outputs.random and _forward_differs(contiguous, seen):
+        if pass_.outputs.random and _forward_differs(contiguous, seen, u):
             # Random numbers are drawn in memory order (torch's dropout): another layout, another mask.
             if not result.inconclusive:
                 result.inconclusive = (
@@ -104,14 +104,14 @@ def check_layouts(ctx: Context) -> CheckResult:
     return result
 
 
-def _forward_differs(contiguous: dict[str, Tensor], seen: dict[str, Tensor]) -> bool:
-    """Whether an output differs between the two runs by more than a few units in the last place
-    (the tolerance of the comparison proper is not needed to tell a redrawn mask)."""
+def _forward_differs(contiguous: dict[str, Tensor], seen: dict[str, Tensor], u: float) -> bool:
+    """Whether an output differs between the two runs by more than a few units ``u`` in the last place
+    of the caller's precision (the tolerance of the comparison proper is not needed to tell a redrawn
+    mask)."""
     for name, c in contiguous.items():
         value = seen.get(name)
         if name.startswith("output") and value is not None and value.shape == c.shape and c.is_floating_point():
             c64, v64 = c.detach().cpu().double(), value.detach().cpu().double()
-            u = unit_roundoff(c.dtype)
             scale = float(c64.abs().max()) if c64.numel() else 0.0
             if bool(((c64 - v64).abs() > 64 * u * (c64.abs() + scale)).any()):
                 return True
