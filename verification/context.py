@@ -309,10 +309,16 @@ class Context:
                 f"{self.name}: {len(given)} grad_output(s) given, but forward returned {len(floating)} "
                 f"floating-point output(s)"
             )
+        if all(g is None for g in given):
+            raise ValueError(
+                f"{self.name}: every grad_output is None: no gradient flows back, and nothing could be checked"
+            )
         grads: list[Tensor | None] = [None] * len(leaves)
         for i, g in zip(floating, given):
             out = leaves[i]
             assert out is not None
+            if g is None:  # an output that does not reach the loss, as in torch.autograd.backward: no upstream
+                continue
             if isinstance(g, int | float):
                 g = torch.full_like(out, float(g))
             if not isinstance(g, Tensor):

@@ -410,6 +410,18 @@ def test_a_grad_output_given_as_the_outputs_dataclass_is_matched_field_by_field(
     assert not check_gradients(target, x64(3), grad_output=SineAndCosine(zeros, ones))["finite_differences"].ok
 
 
+def test_an_output_given_no_upstream_gradient_is_left_out_as_torch_autograd_backward_has_it():
+    target = lambda a: (a.sin(), WrongCosine.apply(a))  # noqa: E731
+    ones = torch.ones(3, dtype=torch.float64)
+    assert check_gradients(target, x64(3), grad_output=(ones, None))["finite_differences"].ok
+    assert not check_gradients(target, x64(3), grad_output=(None, ones))["finite_differences"].ok
+
+
+def test_a_grad_output_of_nones_alone_is_a_clear_error():
+    with pytest.raises(ValueError, match="every grad_output is None"):
+        check_gradients(lambda a: (a.sin(), a.cos()), x64(3), grad_output=(None, None))
+
+
 class SineAndCosineModule:
     """The forward/backward/param() protocol, with a dataclass for output and for upstream gradient."""
 
