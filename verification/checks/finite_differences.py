@@ -155,8 +155,8 @@ def _subnormal_outputs(start: list[Tensor | None], grads: Sequence[Tensor | None
             return (
                 f"{name}{_where(y.shape, j)} is {float(y.reshape(-1)[j]):.3g}, a subnormal number (below 2.2e-308, "
                 "where float64 keeps fewer digits the smaller the value): finite differences through it cannot "
-                "resolve a gradient; check at inputs or arguments that keep the outputs normal (with hypothesis, "
-                "st.floats(..., allow_subnormal=False))"
+                "resolve a gradient; check at inputs or arguments that keep the outputs normal (a spec's numbers "
+                "from verification.strategies.floats(low, high), which draws 0 or magnitudes of at least 1e-100)"
             )
     return ""
 
