@@ -107,11 +107,6 @@ class Options:
 
 def _why_no_floating(inputs: Sequence[Any]) -> str:
     """What the caller most likely meant, when no input is a floating-point tensor."""
-    if any(isinstance(x, Tensor) and x.is_complex() for x in inputs):
-        return (
-            " (complex tensors are not supported: check a complex function through its real and imaginary "
-            "parts, as real inputs and outputs)"
-        )
     nested = [x for x in inputs if isinstance(x, list | tuple | dict)]
     if any(isinstance(t, Tensor) for t in pytree.tree_leaves(nested)):
         return " (tensors inside a list, tuple or dict are not differentiated: pass each tensor as its own argument)"
@@ -166,6 +161,14 @@ class Context:
         self.target = self.pristine.copy()
         self.name = self.target.name
         self.call = Call.of(inputs, options.target)
+        if self.call.complex_ and not isinstance(self.pristine, AutogradTarget):
+            first = min(self.call.complex_)
+            raise TargetError(
+                f"{self.name}: input[{first}] is complex, and a {self.pristine.kind} object's backward is "
+                "hand-written: complex inputs are checked for autograd targets (a torch.autograd.Function, a "
+                "callable), whose gradients follow torch's convention; check this module through real and "
+                "imaginary parts as real inputs"
+            )
         # A module whose inputs are all integers (Embedding's indices) is differentiated in its
         # parameters alone; they then set the precision checked.
         differentiated = self.call.tensors() or [p for _, p in self.pristine.parameters()]
@@ -187,8 +190,9 @@ class Context:
                 )
         dtypes = {a.dtype for a in differentiated}
         if len(dtypes) > 1:
+            given = {inputs[i].dtype for i in self.call.diff} if self.call.tensors() else dtypes
             raise ValueError(
-                f"{self.name}: the differentiated inputs mix dtypes {sorted(str(d) for d in dtypes)}; "
+                f"{self.name}: the differentiated inputs mix dtypes {sorted(str(d) for d in given)}; "
                 f"give them one floating-point dtype"
             )
         self.dtype = dtypes.pop()
@@ -198,11 +202,20 @@ class Context:
         self.report = GradientReport(self.name, kind=self.target.kind, dtype=str(self.dtype).replace("torch.", ""))
         self.report.device = str(self.device)
 
-        for i, x in enumerate(inputs):
-            if isinstance(x, Tensor) and x.is_complex():
+        if self.call.complex_:
+            listed = ", ".join(f"input[{i}]" for i in sorted(self.call.complex_))
+            self.report.notes.append(
+                f"{listed} {'is' if len(self.call.complex_) == 1 else 'are'} complex: checked through the real "
+                f"view (torch.view_as_real: one more dimension of size 2, index 0 the real part, 1 the imaginary), "
+                "against torch's convention for complex gradients, dL/dRe z + i dL/dIm z"
+            )
+        module = getattr(self.pristine, "fn", None)
+        if isinstance(module, torch.nn.Module):
+            complex_params = [n for n, p in module.named_parameters() if p.requires_grad and p.is_complex()]
+            if complex_params:
                 self.report.notes.append(
-                    f"input[{i}] is complex: not differentiated (complex tensors are not supported; check through "
-                    "real and imaginary parts as real inputs)"
+                    f"parameters {complex_params} are complex: their gradients are not checked (a module's complex "
+                    "parameters are not differentiated); check them as inputs: lambda x, w: f(x, w)"
                 )
         owner = getattr(target, "__self__", None)  # a bound method: model.forward
         if isinstance(owner, torch.nn.Module) and any(p.requires_grad for p in owner.parameters()):
@@ -255,6 +268,9 @@ class Context:
         if captured is None:
             return
         skip = {id(p) for p in owner.parameters()} if isinstance(owner, torch.nn.Module) else set()
+        module = getattr(self.main.target, "fn", None)
+        if isinstance(module, torch.nn.Module):  # its complex parameters have their own note
+            skip |= {id(p) for p in module.parameters() if p.is_complex()}
         tensors = [t for t in captured() if id(t) not in skip]  # a bound method's module has its own note
         if tensors:
             shown = ", ".join(f"{tuple(t.shape)} {str(t.dtype).replace('torch.', '')}" for t in tensors[:4])
@@ -282,7 +298,7 @@ class Context:
         leaves = self.outputs.leaves
         floating = self.outputs.floating()
         complex_ = [i for i, x in enumerate(leaves) if x is not None and x.is_complex()]
-        how = "complex tensors are not supported: return torch.view_as_real(...) of it to check it"
+        how = "a hand-written module's complex outputs are not checked: return torch.view_as_real(...) of it"
         if not floating:
             raise TargetError(
                 f"{self.name}: forward returned no floating-point tensor to differentiate"
@@ -293,6 +309,12 @@ class Context:
             self.report.notes.append(
                 f"{names[i]} is complex: it gets no upstream gradient, so the part of the gradients that flows "
                 f"back from it is not checked ({how})"
+            )
+        if self.outputs.complex_:
+            listed = ", ".join(names[i] for i in sorted(self.outputs.complex_))
+            self.report.notes.append(
+                f"{listed} {'is' if len(self.outputs.complex_) == 1 else 'are'} complex: checked through the real "
+                "view, as complex inputs are"
             )
         if grad_output is None:
             drawn = [random_like(x, self.generator) if i in floating else None for i, x in enumerate(leaves)]
@@ -319,6 +341,8 @@ class Context:
             assert out is not None
             if g is None:  # an output that does not reach the loss, as in torch.autograd.backward: no upstream
                 continue
+            if i in self.outputs.complex_:  # checked as its real view: the upstream gradient too
+                g = self._real_upstream(g, out, names[i])
             if isinstance(g, int | float):
                 g = torch.full_like(out, float(g))
             if not isinstance(g, Tensor):
@@ -342,6 +366,29 @@ class Context:
                 )
             grads[i] = g.detach().to(device=out.device, dtype=out.dtype)
         return self._without_non_differentiable(grads)
+
+    def _real_upstream(self, g: Any, out: Tensor, name: str) -> Any:
+        """A complex output's upstream gradient (a complex tensor, or a number: its real part) as the
+        real view the output is checked through; anything else is left to the general checks."""
+        shape = tuple(out.shape[:-1])
+        if isinstance(g, int | float) and not isinstance(g, bool):
+            g = torch.full(shape, float(g), dtype=torch.float64)
+            return torch.view_as_real(torch.complex(g, torch.zeros_like(g)))
+        if not isinstance(g, Tensor):
+            return g
+        if not g.is_complex():
+            raise ValueError(
+                f"{self.name}: {name} is complex, but its grad_output is {str(g.dtype).replace('torch.', '')}: "
+                "give a complex tensor of the output's shape (torch.complex(re, im))"
+            )
+        if g.numel() == 1 == math.prod(shape):
+            g = g.reshape(shape)
+        if tuple(g.shape) != shape:
+            raise ValueError(
+                f"{self.name}: grad_output has shape {tuple(g.shape)}, but the complex output it belongs to has "
+                f"shape {shape}"
+            )
+        return torch.view_as_real(g.resolve_conj())
 
     def _without_non_differentiable(self, grads: list[Tensor | None]) -> list[Tensor | None]:
         """No upstream gradient for a floating-point output that does not require grad beside one that

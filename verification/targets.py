@@ -13,7 +13,13 @@
   the user's backward code.
 
 Arguments are passed as a user passes them. Floating-point tensors are differentiated (those
-that require grad, or all of them when none does); every other argument (None, flags, sizes,
+that require grad, or all of them when none does). A complex tensor (an autograd target's input
+or output) is checked through its real view, ``torch.view_as_real``: the call holds that view,
+the target receives ``torch.view_as_complex`` of it (a view, so an in-place write shows), and a
+complex output is returned as its real view. Finite differences then perturb real and
+imaginary parts as two real inputs, and autograd's gradient of the real view is
+``view_as_real`` of torch's complex gradient (dL/dRe z + i dL/dIm z), so a backward written to
+another convention (the conjugate, or the Wirtinger derivative) fails. Every other argument (None, flags, sizes,
 integer index tensors) is passed through unchanged. Each evaluation receives fresh copies of
 the tensors, so a target that modifies its inputs cannot corrupt the next evaluation, and
 runs with its random state pinned (the global generators, and the ``generator`` attribute of
@@ -53,13 +59,16 @@ class Call:
     args: list[Any]
     diff: list[int]
     n_inputs: int
+    complex_: frozenset[int] = frozenset()  # positions of complex arguments, held as their real views
 
     @classmethod
     def of(cls, inputs: Sequence[Any], loss_target: Any = None) -> Call:
+        complex_ = frozenset(i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.is_complex())
+        inputs = [real_view(x) if i in complex_ else x for i, x in enumerate(inputs)]
         floating = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.is_floating_point()]
         wanted = [i for i in floating if inputs[i].requires_grad]
         args = list(inputs) + ([loss_target] if loss_target is not None else [])
-        return cls(args, wanted or floating, len(inputs))
+        return cls(args, wanted or floating, len(inputs), complex_)
 
     @property
     def has_loss_target(self) -> bool:
@@ -70,7 +79,7 @@ class Call:
 
     def replace(self, values: dict[int, Any]) -> Call:
         """The same call with some arguments replaced (by position)."""
-        return Call([values.get(i, a) for i, a in enumerate(self.args)], self.diff, self.n_inputs)
+        return Call([values.get(i, a) for i, a in enumerate(self.args)], self.diff, self.n_inputs, self.complex_)
 
     def with_tensors(self, tensors: Sequence[Tensor]) -> Call:
         """The same call with the differentiated tensors replaced, in ``diff`` order."""
@@ -92,6 +101,31 @@ class Call:
 
     def names(self) -> list[str]:
         return [f"input[{i}]" for i in self.diff]
+
+    def handed(self, args: list[Any]) -> list[Any]:
+        """``args`` as the target takes them: the complex arguments' real views made complex again."""
+        return [as_complex(a) if i in self.complex_ else a for i, a in enumerate(args)]
+
+
+def real_view(x: Tensor) -> Tensor:
+    """A complex tensor as a real one with a trailing dimension of 2 (real part, imaginary part),
+    ``torch.view_as_real`` of it: a copy, its strides kept, requiring grad as ``x`` does."""
+    return torch.view_as_real(x.detach().resolve_conj()).clone().requires_grad_(x.requires_grad)
+
+
+def as_complex(x: Tensor) -> Tensor:
+    """The complex tensor whose real view is ``x``: a view of ``x`` (differentiable, and an in-place
+    write to it writes into ``x``), or a copy where ``x``'s strides allow no complex view."""
+    try:
+        return torch.view_as_complex(x)
+    except RuntimeError:
+        return torch.complex(x[..., 0], x[..., 1])
+
+
+def real_leaves(leaves: Sequence[Tensor | None]) -> tuple[list[Tensor | None], frozenset[int]]:
+    """Complex tensors among ``leaves`` as their real views (differentiable), and their positions."""
+    complex_ = frozenset(i for i, x in enumerate(leaves) if x is not None and x.is_complex())
+    return [torch.view_as_real(x.resolve_conj()) if i in complex_ else x for i, x in enumerate(leaves)], complex_
 
 
 def _copy(x: Tensor, differentiable: bool = False) -> Tensor:
@@ -116,6 +150,7 @@ class Outputs:
     spec: Any
     result: Any = None  # the forward's own result, whose dataclasses structured() rebuilds
     random: bool = False  # the forward drew random numbers (from generators the verifier pinned)
+    complex_: frozenset[int] = frozenset()  # complex outputs, given in ``leaves`` as their real views
 
     @classmethod
     def of(cls, result: Any, owner: str) -> Outputs:
@@ -551,8 +586,9 @@ class AutogradTarget(Target):
         self.create_graph = create_graph
 
     def parameters(self) -> list[tuple[str, Tensor]]:
+        """The module's parameters that require grad; complex ones are left out (the context notes them)."""
         if isinstance(self.fn, torch.nn.Module):
-            return [(n, p) for n, p in self.fn.named_parameters() if p.requires_grad]
+            return [(n, p) for n, p in self.fn.named_parameters() if p.requires_grad and not p.is_complex()]
         return []
 
     def copy(self, dtype: torch.dtype | None = None) -> AutogradTarget:
@@ -564,21 +600,22 @@ class AutogradTarget(Target):
                 raise TargetError(f"{self.name}: copy.deepcopy of the module failed: {error}") from error
             _copy_parameter_hooks(self.fn, fn)
             if dtype is not None:
-                fn.to(dtype=dtype)
+                _cast_module(fn, dtype)
         return AutogradTarget(fn, self.name, self.create_graph)
 
-    def _run(self, args: list[Any], device: torch.device | None) -> Outputs:
-        with pinned_rng(device, [a for a in args if isinstance(a, torch.Generator)]) as draws:
-            result = self._call(*args)
+    def _run(self, args: list[Any], call: Call) -> Outputs:
+        with pinned_rng(_device_of(call), [a for a in args if isinstance(a, torch.Generator)]) as draws:
+            result = self._call(*call.handed(args))
         outputs = Outputs.of(result, self.name)
         outputs.random = draws.any
+        outputs.leaves, outputs.complex_ = real_leaves(outputs.leaves)
         return outputs
 
     def forward(self, call: Call) -> Outputs:
         if not self.forward_needs_grad:
             try:
                 with torch.no_grad():
-                    return self._run(call.fresh(), _device_of(call))
+                    return self._run(call.fresh(), call)
             except Exception as error:
                 try:
                     outputs = self._forward_with_grad(call)
@@ -598,9 +635,9 @@ class AutogradTarget(Target):
         for i in call.diff:
             args[i].requires_grad_(True)
         with torch.enable_grad():
-            outputs = self._run(args, _device_of(call))
+            outputs = self._run(args, call)
         leaves = [None if x is None else x.detach() for x in outputs.leaves]
-        return Outputs(leaves, outputs.spec, outputs.result, outputs.random)
+        return dataclasses.replace(outputs, leaves=leaves)
 
     def start(self, call: Call) -> AutogradPass:
         args = call.fresh()
@@ -612,7 +649,7 @@ class AutogradTarget(Target):
             # model, whose inputs are rarely leaves. ``side_effects`` judges such a write.
             for i, leaf in zip(call.diff, leaves):
                 args[i] = _copy(leaf, differentiable=True)
-            outputs = self._run(args, _device_of(call))
+            outputs = self._run(args, call)
         return AutogradPass(self, call, outputs, args, leaves)
 
 
@@ -677,6 +714,21 @@ class AutogradPass(Pass):
                 found.setdefault(id(variable), variable)
             stack.extend(next_node for next_node, _ in node.next_functions)
         return list(found.values())
+
+
+_COMPLEX_OF = {torch.float64: torch.complex128, torch.float32: torch.complex64, torch.float16: torch.complex32}
+
+
+def _cast_module(module: torch.nn.Module, dtype: torch.dtype) -> None:
+    """``module.to(dtype)``, but a complex parameter or buffer goes to the complex dtype of that
+    precision (``Module.to`` would cast it to ``dtype``, discarding its imaginary part)."""
+
+    def convert(t: Tensor) -> Tensor:
+        if t.is_complex():
+            return t.to(_COMPLEX_OF.get(dtype, t.dtype))
+        return t.to(dtype) if t.is_floating_point() else t
+
+    module._apply(convert)
 
 
 def _copy_parameter_hooks(source: torch.nn.Module, copied: torch.nn.Module) -> None:

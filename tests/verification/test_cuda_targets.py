@@ -12,6 +12,7 @@ from test_bug_classes import (
     layer_norm,
     randn,
 )
+from test_complex import ComplexProduct, ProductWithoutConjugate, product, z128
 
 import framework as fw
 from verification import check_gradients
@@ -63,3 +64,10 @@ def test_the_rounding_noise_of_a_reference_on_the_gpu_is_measured_as_on_the_cpu(
     for device, report in reports.items():
         assert report.ok, f"{device}: {report}"
         assert not any("rounding noise not measured" in note for note in report.notes), report.notes
+
+
+@pytest.mark.parametrize("dtype", [torch.complex128, torch.complex64], ids=str)
+def test_complex_functions_are_checked_on_the_gpu(dtype):
+    a, b = z128(4, 3).to("cuda", dtype), z128(4, 3, seed=1).to("cuda", dtype)
+    assert check_gradients(ComplexProduct, a, b, reference=product).ok
+    assert not check_gradients(ProductWithoutConjugate, a, b, reference=product).ok

@@ -319,38 +319,6 @@ def test_a_module_whose_forward_fails_on_inputs_of_another_dtype_is_told_which_p
     assert any("parameter 'weight' is float32" in note and "float64" in note for note in raised.value.__notes__)
 
 
-def test_complex_inputs_are_named_as_unsupported_never_silently_skipped():
-    z = torch.randn(3, dtype=torch.complex128)
-    with pytest.raises(ValueError, match=r"complex tensors are not supported"):
-        check_gradients(torch.sin, z)
-    report = check_gradients(lambda x, z: x * z.real, x64(3), z)
-    assert any("input[1] is complex: not differentiated" in note for note in report.notes)
-
-
-class SineAndPhase(torch.autograd.Function):
-    """(sin x, exp(i x)): a real output and a complex one."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x.sin(), torch.polar(torch.ones_like(x), x)
-
-    @staticmethod
-    def backward(ctx, g, g_phase):
-        (x,) = ctx.saved_tensors
-        return g * x.cos()  # the complex output's part is missing: unseen without its upstream gradient
-
-
-def test_a_complex_output_beside_a_real_one_is_named_as_not_checked():
-    report = check_gradients(SineAndPhase, x64(3, 4))
-    assert "output[1] is complex: it gets no upstream gradient" in str(report)
-
-
-def test_a_target_with_only_complex_outputs_is_a_clear_error_naming_the_fix():
-    with pytest.raises(TypeError, match=r"complex.*torch\.view_as_real"):
-        check_gradients(lambda a: torch.polar(torch.ones_like(a), a), x64(3))
-
-
 def test_a_module_class_given_as_reference_is_a_clear_error_naming_the_fix():
     with pytest.raises(TypeError, match=r"reference is the class Tanh, not a module: pass an instance, Tanh\(\.\.\.\)"):
         check_gradients(torch.tanh, x64(3), reference=torch.nn.Tanh)

@@ -11,7 +11,7 @@ bug of flash-attention#355 and mmcv#737) gives values from the wrong positions a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import torch
 from torch import Tensor
@@ -19,6 +19,7 @@ from torch import Tensor
 from ..context import Context, named
 from ..error_model import accumulation_roundoff, estimated, unit_roundoff
 from ..report import CheckResult
+from ..targets import as_complex
 
 
 def transposed(x: Tensor) -> Tensor:
@@ -41,8 +42,16 @@ def strided(x: Tensor) -> Tensor:
 LAYOUTS: dict[str, Callable[[Tensor], Tensor]] = {"transposed": transposed, "strided": strided}
 
 
-def _relayout(values: Sequence[Tensor | None], layout: Callable[[Tensor], Tensor]) -> list[Tensor | None]:
-    return [None if v is None else layout(v) for v in values]
+def _relayout(
+    values: Sequence[Tensor | None], layout: Callable[[Tensor], Tensor], complex_: Collection[int] = ()
+) -> list[Tensor | None]:
+    """``values`` in another layout; those at ``complex_`` are real views of complex tensors, moved as
+    the complex tensors they stand for (a transposed complex tensor, not its real and imaginary parts
+    swapped into the last dimension)."""
+    return [
+        None if v is None else torch.view_as_real(layout(as_complex(v))) if i in complex_ else layout(v)
+        for i, v in enumerate(values)
+    ]
 
 
 def check_layouts(ctx: Context) -> CheckResult:
@@ -58,8 +67,9 @@ def check_layouts(ctx: Context) -> CheckResult:
     u_acc = accumulation_roundoff(ctx.dtype)
     safety = ctx.options.safety
     for label, layout in LAYOUTS.items():
-        call = ctx.call.with_tensors([layout(x) for x in ctx.call.tensors()])
-        grads = _relayout(ctx.grads, layout)
+        complex_inputs = [k for k, i in enumerate(ctx.call.diff) if i in ctx.call.complex_]
+        call = ctx.call.with_tensors(_relayout(ctx.call.tensors(), layout, complex_inputs))
+        grads = _relayout(ctx.grads, layout, ctx.outputs.complex_)
         other = ctx.pristine.copy()
         try:
             other_pass = other.start(call)

@@ -19,7 +19,7 @@ from torch.utils import _pytree as pytree
 
 from ..context import Context, random_like
 from ..report import CheckResult
-from ..targets import AutogradTarget, Call, pinned_rng
+from ..targets import AutogradTarget, Call, pinned_rng, plain, real_leaves
 from .finite_differences import compare
 
 
@@ -48,7 +48,7 @@ class BackwardAsFunction(AutogradTarget):
             wrt = [args[i] for i in self.base_diff] + [p for _, p in self.base.parameters()]
             with pinned_rng(args[self.base_diff[0]].device, [a for a in args if isinstance(a, torch.Generator)]):
                 result = self.base._call(*args)
-            leaves = pytree.tree_leaves(result)
+            leaves, _ = real_leaves(pytree.tree_leaves(plain(result)))
             pairs = [(leaves[i], v) for i, v in zip(self.upstream_of, upstream) if leaves[i].requires_grad]
             if pairs:
                 found = torch.autograd.grad(
@@ -74,7 +74,10 @@ def check_second_order(ctx: Context) -> CheckResult:
     upstream = [ctx.grads64[i] for i in upstream_of]
     derived = BackwardAsFunction(base.copy(), len(call.args), call.diff, upstream_of)
     n = len(call.args)
-    call2 = Call(list(call.args) + upstream, list(call.diff) + list(range(n, n + len(upstream))), n + len(upstream))
+    # The base's complex arguments stay complex for it: BackwardAsFunction is called with them made
+    # complex (its own run hands them over so) and returns their gradients, which its run makes real.
+    diff2 = list(call.diff) + list(range(n, n + len(upstream)))
+    call2 = Call(list(call.args) + upstream, diff2, n + len(upstream), call.complex_)
     pass_ = derived.start(call2)
     grads2 = [None if x is None else random_like(x, ctx.generator) for x in pass_.outputs.leaves]
     gradients = pass_.backward(grads2)
