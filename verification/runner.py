@@ -32,10 +32,11 @@ from .report import CheckResult, GradientReport
 from .spec import Case, Spec
 from .targets import TargetError
 
-# Every check in float64 (second_order when the spec asks for order=2); in each lower
+# Every check in float64 (second_order when the spec asks for order=2; forward_mode, which a spec's
+# modules have no use for, never); in each lower
 # precision, the comparison with the float64 truth (reported under the dtype's name), plus for
 # autograd targets (see Spec.low_precision_checks) the checks that run in the caller's precision.
-FLOAT64_CHECKS = tuple(c for c in CHECKS if c not in ("low_precision", "second_order"))
+FLOAT64_CHECKS = tuple(c for c in CHECKS if c not in ("low_precision", "second_order", "forward_mode"))
 ALL_CHECKS = (*FLOAT64_CHECKS, "float32")
 
 PROFILES: dict[str, dict[str, Any]] = {

@@ -12,6 +12,7 @@ from ..report import CheckResult
 from .algebra import check_accumulation, check_linearity
 from .determinism import check_determinism, check_side_effects
 from .finite_differences import check_finite_differences
+from .forward_mode import check_forward_mode
 from .layouts import check_layouts
 from .precision import check_low_precision
 from .second_order import check_second_order
@@ -27,6 +28,7 @@ CHECKS: dict[str, Callable[[Context], CheckResult]] = {
     "layouts": check_layouts,
     "low_precision": check_low_precision,
     "second_order": check_second_order,
+    "forward_mode": check_forward_mode,
 }
 
 __all__ = ["CHECKS"]

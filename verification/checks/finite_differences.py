@@ -58,8 +58,10 @@ convention, left unjudged (the check is then inconclusive, naming the element); 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -69,6 +71,20 @@ from ..context import Context, Options
 from ..error_model import rounding_tolerance, unit_roundoff
 from ..report import CheckResult, _where
 from ..targets import Call, Gradients, Target
+
+Projector = Callable[[Tensor], tuple[float, float]]  # direction -> (derivative along it, its rounding bound)
+
+
+class Derivative(Protocol):
+    """A derivative under test other than a backward's gradient (forward mode): for the input at
+    ``position`` of the call, its value along a direction, as :math:`\\langle g, J d\\rangle` with the
+    sum's rounding bound (``project``), and element ``j``'s value (``element``); ``elementwise``:
+    whether every element's is at hand (small tensors), so a failing probe can be located."""
+
+    def project(self, position: int, direction: Tensor) -> tuple[float, float]: ...
+    def element(self, position: int, index: int) -> float: ...
+    def elementwise(self, position: int) -> bool: ...
+
 
 LOCATE_LIMIT = 1024  # tensors up to this size are searched element by element when a probe fails
 EXACT_SUM_LIMIT = 1 << 23  # sums of up to this many terms are all but exact (see _accurate_sum)
@@ -399,9 +415,13 @@ def compare(
     options: Options,
     generator: torch.Generator,
     upstream_drawn: bool = False,
+    derivative: Derivative | None = None,
 ) -> None:
     """Merge into ``result`` the comparison of ``gradients`` with finite differences of ``target``.
-    ``upstream_drawn``: ``grads`` are independent Gaussians drawn by the verifier, not the caller's."""
+    ``upstream_drawn``: ``grads`` are independent Gaussians drawn by the verifier, not the caller's.
+    ``derivative``: the derivative under test, when it is not ``gradients`` (forward mode: see
+    :class:`Derivative`); ``gradients`` then hold its elements where computed, else the backward's
+    gradients, which set the tolerances' scales only."""
     u = unit_roundoff(torch.float64)
     sizes = [x.numel() for x in call.tensors()] + [p.numel() for _, p in target.parameters()]
     start = outputs(target, call)  # the unshifted point's outputs, which every shift is measured from
@@ -431,23 +451,29 @@ def compare(
             continue
         shift = _Shifter(target, call, start, grads, position, tensor)
         a = analytic.detach().double().cpu()
+        project = None if derivative is None or position is None else functools.partial(derivative.project, position)
         own = rounding_tolerance(a, n_terms, u, options.safety, scale)
         if tensor.numel() <= options.full_jacobian_limit:
-            _elementwise(result, name, shift, tensor, a, own, delta, u, options)
+            _elementwise(result, name, shift, tensor, a, own, delta, u, options, project=project)
         else:
             # Each element's own rounding at the probabilistic rate u sqrt(n) (Higham and Mary), where the
             # element-by-element comparison allows the worst case u n: see _probes.
             probe_own = (own / math.sqrt(n_terms)).expand(tensor.shape).reshape(-1)
-            failed, direction = _probes(result, name, shift, tensor, a, probe_own, delta, u, options, generator)
+            failed, direction = _probes(
+                result, name, shift, tensor, a, probe_own, delta, u, options, generator, project
+            )
             located, element = None, None
-            if failed and tensor.numel() <= LOCATE_LIMIT:
+            if failed and tensor.numel() <= LOCATE_LIMIT and (derivative is None or derivative.elementwise(position)):
                 located = CheckResult(result.name)
-                _elementwise(located, name, shift, tensor, a, own, delta, u, options)
+                _elementwise(located, name, shift, tensor, a, own, delta, u, options, project=project)
             elif direction is not None:  # too large to compare every element: halve the failing probe
-                element = _bisect(shift, tensor, a, probe_own, direction, delta, u, options)
+                element = _bisect(shift, tensor, a, probe_own, direction, delta, u, options, project)
                 if element is not None:
                     located = CheckResult(result.name)
-                    _elementwise(located, name, shift, tensor, a, own, delta, u, options, indices=[element])
+                    if derivative is not None and position is not None:  # that element's own value
+                        a = a.clone()
+                        a.view(-1)[element] = derivative.element(position, element)
+                    _elementwise(located, name, shift, tensor, a, own, delta, u, options, [element], project)
             if located is not None:
                 if not located.ok:  # name the wrong element rather than the probe
                     result.ok = False
@@ -487,8 +513,10 @@ def _elementwise(
     u: float,
     options: Options,
     indices: Sequence[int] | None = None,
+    project: Projector | None = None,
 ) -> None:
-    """One central difference per element (of ``indices`` only, when given: the others are not compared)."""
+    """One central difference per element (of ``indices`` only, when given: the others are not compared).
+    ``project``: given when ``analytic`` holds forward-mode derivatives (it names them so)."""
     flat = shift.flat
     a, own_flat = analytic.reshape(-1), own.expand(tensor.shape).reshape(-1)
     numeric = a.clone()
@@ -516,7 +544,8 @@ def _elementwise(
         result.inconclusive = _kink_note(name, len(kinks), "element(s)", first, left, right, float(a[j]))
     numeric = numeric.reshape(tensor.shape)
     before, judged_all = result.ok, not result.inconclusive
-    result.merge(name, analytic, numeric, bound.reshape(tensor.shape) + own, ("backward", "finite difference"))
+    label = "backward" if project is None else "jvp"
+    result.merge(name, analytic, numeric, bound.reshape(tensor.shape) + own, (label, "finite difference"))
     if before and not result.ok and float(analytic.abs().max()) == 0.0:
         result.detail = f"the gradient of {name} is zero everywhere (never written?); " + result.detail
     elif (
@@ -587,6 +616,7 @@ def _probes(
     u: float,
     options: Options,
     generator: torch.Generator,
+    project: Projector | None = None,
 ) -> tuple[bool, Tensor | None]:
     """Random-direction probes: (whether one failed or sat on a kink, the direction of the worst
     failing probe that is not on a kink, or None).
@@ -602,7 +632,7 @@ def _probes(
     failed, worst, worst_ratio = False, None, 1.0
     for k in range(options.probes):
         direction = torch.randn(tensor.shape, generator=generator, dtype=torch.float64)
-        projected, numeric, tolerance, sides = _probe(shift, tensor, a, own, direction, delta, u, options)
+        projected, numeric, tolerance, sides = _probe(shift, tensor, a, own, direction, delta, u, options, project)
         if sides is not None:  # a kink along this direction: not judged; the elements decide (see compare)
             failed = True
             if not result.inconclusive:
@@ -617,7 +647,7 @@ def _probes(
             torch.tensor([projected], dtype=torch.float64),
             torch.tensor([numeric], dtype=torch.float64),
             torch.tensor([tolerance], dtype=torch.float64),
-            ("<u, backward>", "directional finite difference"),
+            ("<u, backward>" if project is None else "<g, jvp(u)>", "directional finite difference"),
         )
     return failed, worst
 
@@ -631,10 +661,13 @@ def _probe(
     delta: float,
     u: float,
     options: Options,
+    project: Projector | None = None,
 ) -> tuple[float, float, float, tuple[float, float] | None]:
     """One probe along ``direction`` (float64, on the CPU, ``tensor``'s shape; zero off its support):
     (<direction, backward>, the directional finite difference, its tolerance, the one-sided slopes
-    where the direction crosses a kink, else None). ``a`` and ``own`` are flat."""
+    where the direction crosses a kink, else None). ``a`` and ``own`` are flat. ``project``: the
+    derivative under test along a direction, with its summation's rounding bound, when it is not
+    <direction, a> (forward mode)."""
     x, h = shift.flat, options.eps * shift.probe_scale
     step_direction = direction.to(device=tensor.device, dtype=tensor.dtype)
 
@@ -643,7 +676,7 @@ def _probe(
 
     numeric, truncation, values = richardson(f, h)
     d = direction.reshape(-1)
-    projected, dot = _accurate_sum(d * a)
+    projected, dot = _accurate_sum(d * a) if project is None else project(direction)
     stepping = 8 * u * _root_sum_square(x * d * a) / h
     evaluation = 7 * (delta + shift.take_summation()) / h
     own_deviation = _root_sum_square(own[d != 0])
@@ -660,6 +693,7 @@ def _bisect(
     delta: float,
     u: float,
     options: Options,
+    project: Projector | None = None,
 ) -> int | None:
     """The flat index of a wrong element, found by halving a failing probe's direction: the half
     (of the flat indices) whose restriction still fails holds one, as long as the errors do not
@@ -673,7 +707,7 @@ def _bisect(
             part = torch.zeros_like(flat)
             part[start:stop] = flat[start:stop]
             projected, numeric, tolerance, sides = _probe(
-                shift, tensor, a, own, part.reshape(tensor.shape), delta, u, options
+                shift, tensor, a, own, part.reshape(tensor.shape), delta, u, options, project
             )
             if sides is not None:
                 return None

@@ -1,0 +1,157 @@
+"""A Function's jvp (forward-mode derivatives) is checked against finite differences, as its backward is."""
+
+import pytest
+import torch
+
+import framework as fw
+from verification import check_gradients
+
+
+def x64(*shape, seed=0, dtype=torch.float64):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+class Sine(torch.autograd.Function):
+    """y = sin x;   backward: g cos x;   jvp: t cos x."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        ctx.save_for_forward(x)
+        return x.sin()
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * x.cos()
+
+    @staticmethod
+    def jvp(ctx, t):
+        (x,) = ctx.saved_tensors
+        return t * x.cos()
+
+
+class SineJvpOffInOneElement(Sine):
+    @staticmethod
+    def jvp(ctx, t):
+        (x,) = ctx.saved_tensors
+        out = t * x.cos()
+        out.view(-1)[3] *= 1 + 1e-6
+        return out
+
+
+class SineJvpOffEverywhere(Sine):
+    @staticmethod
+    def jvp(ctx, t):
+        (x,) = ctx.saved_tensors
+        return t * x.cos() * (1 + 1e-6)
+
+
+class SineJvpRaises(Sine):
+    @staticmethod
+    def jvp(ctx, t):
+        (x,) = ctx.saved_tensors
+        return t @ x.cos()  # a matrix product where an elementwise one was meant
+
+
+class SineWithoutJvp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.sin()
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * x.cos()
+
+
+SHAPES = [(3, 4), (40, 50)]  # one jvp per element; probes, a failing one halved to the element
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_a_correct_jvp_passes(shape):
+    report = check_gradients(Sine, x64(*shape))
+    assert report["forward_mode"].status == "passed", str(report)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_a_jvp_off_by_one_part_in_a_million_in_one_element_fails_and_names_it(shape):
+    report = check_gradients(SineJvpOffInOneElement, x64(*shape))
+    assert report["finite_differences"].ok  # the backward is right: the jvp alone is wrong
+    assert not report["forward_mode"].ok
+    assert "input[0][0, 3]: jvp" in report["forward_mode"].detail
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_a_jvp_off_by_one_part_in_a_million_everywhere_fails(shape):
+    assert not check_gradients(SineJvpOffEverywhere, x64(*shape))["forward_mode"].ok
+
+
+def test_a_jvp_that_raises_fails_naming_the_error():
+    report = check_gradients(SineJvpRaises, x64(3, 4))
+    assert not report["forward_mode"].ok
+    assert "forward-mode evaluation (torch.autograd.forward_ad) raised RuntimeError" in report["forward_mode"].detail
+
+
+def test_a_function_without_jvp_is_not_applicable_never_passed():
+    assert check_gradients(SineWithoutJvp, x64(3))["forward_mode"].status == "not applicable"
+    asked = check_gradients(lambda x: SineWithoutJvp.apply(x), x64(3), checks=["forward_mode"])["forward_mode"]
+    assert asked.status == "not applicable"
+    assert "no forward-mode derivative: NotImplementedError" in asked.skipped
+
+
+def test_a_callable_is_checked_in_forward_mode_when_asked():
+    wrong = check_gradients(lambda x: 2 * SineJvpOffInOneElement.apply(x), x64(3, 4), checks=["forward_mode"])
+    assert not wrong["forward_mode"].ok
+    assert check_gradients(lambda x: 2 * Sine.apply(x), x64(3, 4), checks=["forward_mode"])["forward_mode"].ok
+
+
+class Product(torch.autograd.Function):
+    """y = a b, in the setup_context style;   jvp: ta b + a tb."""
+
+    @staticmethod
+    def forward(a, b):
+        return a * b
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+        ctx.save_for_forward(*inputs)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        return g * b.conj(), g * a.conj()
+
+    @staticmethod
+    def jvp(ctx, ta, tb):
+        a, b = ctx.saved_tensors
+        return ta * b + a * tb  # both tangents are used: the verifier gives each input one
+
+
+class ProductJvpConjugatesOne(Product):
+    @staticmethod
+    def jvp(ctx, ta, tb):
+        a, b = ctx.saved_tensors
+        return ta * b + a.conj() * tb  # the same for real inputs, wrong for complex ones
+
+
+def test_each_input_of_a_two_input_jvp_is_checked_and_named():
+    a, b = x64(3, 4), x64(3, 4, seed=1)
+    assert check_gradients(Product, a, b)["forward_mode"].ok
+    z, w = x64(3, 4, dtype=torch.complex128), x64(3, 4, seed=1, dtype=torch.complex128)
+    assert check_gradients(Product, z, w)["forward_mode"].ok
+    report = check_gradients(ProductJvpConjugatesOne, z, w)
+    assert report["finite_differences"].ok and not report["forward_mode"].ok
+    assert "input[1][" in report["forward_mode"].detail
+
+
+def test_a_float32_function_has_its_jvp_checked_in_float64():
+    report = check_gradients(SineJvpOffInOneElement, x64(3, 4, dtype=torch.float32))
+    assert not report["forward_mode"].ok
+
+
+def test_a_hand_written_module_has_no_forward_mode():
+    report = check_gradients(fw.Tanh(), x64(3), checks=["forward_mode"])
+    assert report["forward_mode"].status == "not applicable"
