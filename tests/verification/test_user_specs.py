@@ -206,3 +206,14 @@ def test_an_input_with_a_bad_shape_or_domain_is_refused_where_it_is_written(argu
 
 def test_an_input_shape_given_as_a_list_is_kept_as_a_tuple():
     assert Input([3, 4]).shape == (3, 4)
+
+
+def test_a_spec_of_a_function_that_defines_jvp_has_its_forward_mode_checked():
+    from test_forward_mode import Sine, SineJvpOffEverywhere, SineWithoutJvp
+
+    def report_of(function):
+        return check_case(Case(Spec(function, inputs=[Input((2, 3))], name=function.__name__), {}, [(2, 3)], seed=0))
+
+    assert report_of(Sine)["forward_mode"].ok
+    assert not report_of(SineJvpOffEverywhere)["forward_mode"].ok
+    assert "forward_mode" not in report_of(SineWithoutJvp)
