@@ -28,16 +28,17 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 
 from .check import CHECKS, check_gradients
+from .checks.batched import declares_vmap
 from .checks.forward_mode import defines_jvp
 from .report import CheckResult, GradientReport
 from .spec import Case, Spec
 from .targets import TargetError
 
 # Every check in float64 (second_order when the spec asks for order=2, forward_mode for a Function
-# that defines jvp); in each lower
+# that defines jvp, batched for one that declares vmap support); in each lower
 # precision, the comparison with the float64 truth (reported under the dtype's name), plus for
 # autograd targets (see Spec.low_precision_checks) the checks that run in the caller's precision.
-FLOAT64_CHECKS = tuple(c for c in CHECKS if c not in ("low_precision", "second_order", "forward_mode"))
+FLOAT64_CHECKS = tuple(c for c in CHECKS if c not in ("low_precision", "second_order", "forward_mode", "batched"))
 ALL_CHECKS = (*FLOAT64_CHECKS, "float32")
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -91,6 +92,7 @@ def check_dtype(case: Case, dtype: torch.dtype, device: str = "cpu", probes: int
             *FLOAT64_CHECKS,
             *(["second_order"] if order == 2 else []),
             *(["forward_mode"] if defines_jvp(built.module) else []),
+            *(["batched"] if declares_vmap(built.module) else []),
         ]
     else:
         checks, order = list(spec.lower_precision_checks(built.module)), 1

@@ -217,3 +217,15 @@ def test_a_spec_of_a_function_that_defines_jvp_has_its_forward_mode_checked():
     assert report_of(Sine)["forward_mode"].ok
     assert not report_of(SineJvpOffEverywhere)["forward_mode"].ok
     assert "forward_mode" not in report_of(SineWithoutJvp)
+
+
+def test_a_spec_of_a_function_that_declares_vmap_support_has_its_batched_passes_checked():
+    from test_batched import Sine, SineBackwardReadsAValue
+    from test_forward_mode import SineWithoutJvp
+
+    def report_of(function):
+        return check_case(Case(Spec(function, inputs=[Input((2, 3))], name=function.__name__), {}, [(2, 3)], seed=0))
+
+    assert report_of(Sine)["batched"].ok
+    assert not report_of(SineBackwardReadsAValue)["batched"].ok
+    assert "batched" not in report_of(SineWithoutJvp)

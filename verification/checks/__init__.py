@@ -10,6 +10,7 @@ from collections.abc import Callable
 from ..context import Context
 from ..report import CheckResult
 from .algebra import check_accumulation, check_linearity
+from .batched import check_batched
 from .determinism import check_determinism, check_side_effects
 from .finite_differences import check_finite_differences
 from .forward_mode import check_forward_mode
@@ -29,6 +30,7 @@ CHECKS: dict[str, Callable[[Context], CheckResult]] = {
     "low_precision": check_low_precision,
     "second_order": check_second_order,
     "forward_mode": check_forward_mode,
+    "batched": check_batched,
 }
 
 __all__ = ["CHECKS"]

@@ -1,0 +1,197 @@
+"""``batched``: the backward and the forward under ``torch.vmap`` agree with them sample by sample.
+
+``torch.func`` runs a Function's code on batched tensors: ``jacrev``, ``hessian``, per-sample
+gradients (``vmap(grad(f))``) and ``torch.autograd.functional.jacobian(vectorize=True)`` call its
+backward once on a batch of upstream gradients, and ``vmap(f)`` calls its forward (through its
+``vmap`` rule, or the one ``generate_vmap_rule=True`` derives) on a batch of inputs. Code that is
+right one sample at a time can be wrong or refused there: ``.item()``, an in-place write of a batched
+value into an unbatched buffer, a ``vmap`` rule that returns the wrong ``out_dims``. In float64, on a
+float64 copy:
+
+* batched backward (``torch.autograd.grad(..., is_grads_batched=True)``, as ``gradcheck``'s
+  ``check_batched_grad``): ``BATCH`` upstream gradients at once against one backward call each;
+* ``vmap`` over the inputs (for targets ``torch.func`` can transform): the outputs and the input
+  gradients (``torch.func.vjp`` under ``vmap``) at ``BATCH`` nearby points (each input scaled
+  elementwise by 1 + 0.05 N(0, 1), so signs and zeros stay) against one forward and backward per point.
+
+Tolerance: as ``linearity``'s, the rounding bound at the case's gradient scale plus the measured
+rounding noise (a batched kernel may sum in another order). Runs by default for a Function that
+declares vmap support (``generate_vmap_rule = True`` or a ``vmap`` staticmethod); for any other
+autograd target when asked, ``checks=[..., "batched"]``. The inputs' gradients are compared, not a
+module's parameters'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils import _pytree as pytree
+
+from ..context import Context, random_like
+from ..error_model import estimated, rounding_tolerance, unit_roundoff
+from ..report import CheckResult
+from ..targets import AutogradTarget, Call, plain, real_leaves
+
+BATCH = 3
+SPREAD = 0.05  # the nearby points: each input element scaled by 1 + SPREAD N(0, 1)
+
+
+def declares_vmap(fn: object) -> bool:
+    """Whether ``fn`` is a Function subclass that declares vmap support."""
+    return (
+        isinstance(fn, type)
+        and issubclass(fn, torch.autograd.Function)
+        and (
+            getattr(fn, "generate_vmap_rule", False) is True
+            or getattr(fn, "vmap", None) is not torch.autograd.Function.vmap
+        )
+    )
+
+
+def _error(error: Exception) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def check_batched(ctx: Context) -> CheckResult:
+    result = CheckResult("batched")
+    asked = ctx.options.checks is not None and "batched" in ctx.options.checks
+    if not isinstance(ctx.pristine, AutogradTarget):
+        result.skipped = f"a {ctx.pristine.kind} object's backward is called one sample at a time"
+        return result
+    if not declares_vmap(ctx.pristine.fn) and not asked:
+        result.skipped = (
+            "the target declares no vmap support (for a callable under torch.vmap: checks=[..., 'batched'])"
+        )
+        return result
+    if ctx.target64 is None:
+        result.inconclusive = f"{ctx.why_no_float64}: batched passes are checked in float64"
+        return result
+    if ctx.outputs.random:
+        result.inconclusive = (
+            "the target draws random numbers: under torch.vmap each sample draws its own, so batched and "
+            "one-at-a-time passes are not the same computation; check it with its randomness off"
+        )
+        return result
+    base = ctx.target64
+    assert isinstance(base, AutogradTarget)
+    _batched_backward(result, ctx, base)
+    _vmapped(result, ctx, base)
+    return result
+
+
+def _compare(
+    result: CheckResult, ctx: Context, name: str, batched: Tensor, singles: Sequence[Tensor], what: tuple[str, str]
+) -> None:
+    """Each sample of ``batched`` against its one-at-a-time value, at the linearity check's tolerance."""
+    u = unit_roundoff(torch.float64)
+    for b, single in enumerate(singles):
+        expected = single.detach().double().cpu()
+        noise = estimated(ctx.noise, name, expected)
+        tolerance = rounding_tolerance(expected.abs(), ctx.n_terms, u, ctx.options.safety, ctx.scale)
+        result.merge(f"{name}[sample {b}]", batched[b].detach(), expected, tolerance + ctx.options.safety * noise, what)
+
+
+def _batched_backward(result: CheckResult, ctx: Context, base: AutogradTarget) -> None:
+    pass_ = base.copy().start(ctx.call64)
+    upstream = [
+        ctx.grads64,
+        *([random_like(g, ctx.generator) if g is not None else None for g in ctx.grads64] for _ in range(BATCH - 1)),
+    ]
+    singles = [pass_.backward(g).inputs for g in upstream]
+    pairs = [
+        (i, out)
+        for i, out in enumerate(pass_.outputs.leaves)
+        if out is not None and ctx.grads64[i] is not None and out.requires_grad
+    ]
+    if not pairs:
+        result.skipped = "no output requires grad"
+        return
+    stacked = [torch.stack([g[i] for g in upstream]) for i, _ in pairs]
+    try:
+        with torch.enable_grad():
+            found = torch.autograd.grad(
+                [out for _, out in pairs],
+                pass_.leaves,
+                stacked,
+                retain_graph=True,
+                allow_unused=True,
+                is_grads_batched=True,
+            )
+    except Exception as error:
+        result.fail(
+            f"the backward raised under torch.vmap, called on {BATCH} upstream gradients at once "
+            f"(is_grads_batched=True, as jacrev, hessian and per-sample gradients call it): {_error(error)}"
+        )
+        return
+    for name, batched, *per_sample in zip(ctx.call64.names(), found, *singles):
+        if batched is None or any(s is None for s in per_sample):
+            continue  # a missing gradient is finite_differences' to report
+        _compare(result, ctx, f"{name}.grad", batched, per_sample, ("batched backward", "one backward per sample"))
+
+
+def _points(call: Call, generator: torch.Generator) -> list[Call]:
+    """``BATCH`` calls at nearby points: each differentiated input scaled elementwise by 1 + SPREAD N(0, 1)."""
+    points = []
+    for _ in range(BATCH):
+        moved = [
+            x.detach() * (1 + SPREAD * torch.randn(x.shape, generator=generator, dtype=torch.float64)).to(x.device)
+            for x in call.tensors()
+        ]
+        points.append(call.with_tensors(moved))
+    return points
+
+
+def _vmapped(result: CheckResult, ctx: Context, base: AutogradTarget) -> None:
+    call = ctx.call64
+    points = _points(call, ctx.generator)
+    upstream = [[random_like(g, ctx.generator) if g is not None else None for g in ctx.grads64] for _ in points]
+    singles = []
+    for point, grads in zip(points, upstream):
+        pass_ = base.copy().start(point)
+        singles.append(
+            ([None if y is None else y.detach() for y in pass_.outputs.leaves], pass_.backward(grads).inputs)
+        )
+    with_upstream = [i for i, g in enumerate(ctx.grads64) if g is not None]
+    target = base.copy()
+
+    def one_sample(xs: Sequence[Tensor], gs: Sequence[Tensor]) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        def forward(*diff: Tensor) -> tuple[Tensor, ...]:
+            args: list[Any] = list(call.args)
+            for i, x in zip(call.diff, diff):
+                args[i] = x
+            outputs = target._call(*call.handed(args))
+            leaves, _ = real_leaves(pytree.tree_leaves(plain(outputs)))
+            return tuple(leaves[i] for i in with_upstream)
+
+        outputs, vjp = torch.func.vjp(forward, *xs)
+        return outputs, vjp(tuple(gs))
+
+    xs = [torch.stack([p.tensors()[k] for p in points]) for k in range(len(call.diff))]
+    gs = [torch.stack([g[i] for g in upstream]) for i in with_upstream]
+    try:
+        outputs, gradients = torch.func.vmap(one_sample)(xs, gs)
+    except Exception as error:
+        text = _error(error)
+        # A Function in the old style (forward(ctx, ...)): torch.func cannot transform it. Asked for a
+        # callable that uses one, only the batched backward is checked; a Function that declares vmap
+        # support fails, as torch.vmap would on it.
+        if "setup_context" in text and not declares_vmap(ctx.pristine.fn):
+            if not result.detail:
+                result.detail = f"torch.vmap over the inputs not checked: {text}"
+            return
+        result.fail(f"the target raised under torch.vmap over {BATCH} samples of its inputs: {text}")
+        return
+    names = ctx.outputs.names()
+    for k, i in enumerate(with_upstream):
+        _compare(
+            result, ctx, names[i], outputs[k], [s[0][i] for s in singles], ("vmapped forward", "one forward per sample")
+        )
+    for k, name in enumerate(call.names()):
+        per_sample = [s[1][k] for s in singles]
+        if any(p is None for p in per_sample):
+            continue
+        _compare(result, ctx, f"{name}.grad", gradients[k], per_sample, ("vmapped backward", "one backward per sample"))
