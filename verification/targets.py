@@ -671,23 +671,28 @@ class AutogradPass(Pass):
             if out is not None and g is not None and out.requires_grad
         ]
         wrt = self.leaves + params
+        notes = []
         if not pairs or not wrt:
             found: Sequence[Tensor | None] = [None] * len(wrt)
         else:
-            with torch.enable_grad():
-                found = torch.autograd.grad(
-                    [o for o, _ in pairs],
-                    wrt,
-                    [g for _, g in pairs],
-                    retain_graph=True,
-                    allow_unused=True,
-                    create_graph=self.target.create_graph,
+            try:
+                found = self._autograd(pairs, wrt, retain_graph=not self.once_per_forward)
+            except RuntimeError as error:
+                if "donated buffers" not in str(error) or self.once_per_forward:
+                    raise
+                self.once_per_forward = True
+                notes.append(
+                    "the target's backward runs once per forward (torch.compile's donated buffers): every backward "
+                    "call here gets a forward of its own"
                 )
+            if self.once_per_forward:  # a fresh forward, whose graph this backward call consumes
+                fresh = self.target.start(self.call)
+                fresh_pairs = [(out, g) for out, (_, g) in zip(_requiring(fresh.outputs.leaves, grads), pairs)]
+                found = fresh._autograd(fresh_pairs, fresh.leaves + params, retain_graph=False)
         self._note_modified(given, grads)
         # A sparse gradient (torch.nn.Embedding(sparse=True)) holds the same values as its dense form.
         found = [g if g is None or g.layout == torch.strided else g.to_dense() for g in found]
         found = [None if g is None else (g if self.target.create_graph else g.detach().clone()) for g in found]
-        notes = []
         floating = [out for out in self.outputs.leaves if out is not None and out.is_floating_point()]
         if wrt and floating and not any(out.requires_grad for out in floating):
             notes.append(
@@ -695,6 +700,19 @@ class AutogradPass(Pass):
                 ".detach(), .item(), a trip through numpy), so autograd finds no gradient"
             )
         return Gradients(list(found[: len(self.leaves)]), list(found[len(self.leaves) :]), notes)
+
+    once_per_forward = False  # its graph refused a second backward (torch.compile's donated buffers)
+
+    def _autograd(self, pairs: Sequence[tuple[Tensor, Tensor]], wrt: list[Tensor], retain_graph: bool) -> Sequence[Any]:
+        with torch.enable_grad():
+            return torch.autograd.grad(
+                [o for o, _ in pairs],
+                wrt,
+                [g for _, g in pairs],
+                retain_graph=retain_graph,
+                allow_unused=True,
+                create_graph=self.target.create_graph,
+            )
 
     def captured(self) -> list[Tensor]:
         """Tensors that require grad and that the outputs depend on, other than the differentiated
@@ -729,6 +747,11 @@ def _cast_module(module: torch.nn.Module, dtype: torch.dtype) -> None:
         return t.to(dtype) if t.is_floating_point() else t
 
     module._apply(convert)
+
+
+def _requiring(leaves: Sequence[Tensor | None], grads: Sequence[Tensor | None]) -> list[Tensor]:
+    """The outputs among ``leaves`` that get an upstream gradient and require grad, in order."""
+    return [out for out, g in zip(leaves, grads) if out is not None and g is not None and out.requires_grad]
 
 
 def _copy_parameter_hooks(source: torch.nn.Module, copied: torch.nn.Module) -> None:

@@ -802,3 +802,14 @@ def test_a_wrong_square_gradient_gets_no_symmetric_convention_hint():
     report = check_gradients(lambda m: WrongCosine.apply(m), x64(3, 3))
     assert report["finite_differences"].status == "failed"
     assert "symmetric part" not in report["finite_differences"].detail
+
+
+def test_a_compiled_function_whose_backward_runs_once_per_forward_passes():
+    # Recompiled for the strided layout, AOTAutograd donates the backward's buffers: a second backward
+    # call on one graph raises. Each backward call then gets its own forward, rather than a false failure.
+    def tanh_product(x, w):
+        return torch.tanh(x @ w).pow(2).sum(-1)
+
+    compiled = torch.compile(tanh_product, backend="aot_eager")
+    report = check_gradients(compiled, x64(8, 16), x64(16, 8, seed=1), reference=tanh_product)
+    assert report.ok, str(report)
