@@ -214,8 +214,7 @@ class Context:
             complex_params = [n for n, p in module.named_parameters() if p.requires_grad and p.is_complex()]
             if complex_params:
                 self.report.notes.append(
-                    f"parameters {complex_params} are complex: their gradients are not checked (a module's complex "
-                    "parameters are not differentiated); check them as inputs: lambda x, w: f(x, w)"
+                    f"parameters {complex_params} are complex: checked through their real views, as complex inputs"
                 )
         owner = getattr(target, "__self__", None)  # a bound method: model.forward
         if isinstance(owner, torch.nn.Module) and any(p.requires_grad for p in owner.parameters()):
@@ -268,9 +267,6 @@ class Context:
         if captured is None:
             return
         skip = {id(p) for p in owner.parameters()} if isinstance(owner, torch.nn.Module) else set()
-        module = getattr(self.main.target, "fn", None)
-        if isinstance(module, torch.nn.Module):  # its complex parameters have their own note
-            skip |= {id(p) for p in module.parameters() if p.is_complex()}
         tensors = [t for t in captured() if id(t) not in skip]  # a bound method's module has its own note
         if tensors:
             shown = ", ".join(f"{tuple(t.shape)} {str(t.dtype).replace('torch.', '')}" for t in tensors[:4])

@@ -586,9 +586,14 @@ class AutogradTarget(Target):
         self.create_graph = create_graph
 
     def parameters(self) -> list[tuple[str, Tensor]]:
-        """The module's parameters that require grad; complex ones are left out (the context notes them)."""
+        """The module's parameters that require grad; a complex one as its real view (``torch.view_as_real``,
+        sharing its storage: shifting the view shifts the parameter), as complex inputs are checked."""
+        return [(n, torch.view_as_real(p.detach()) if p.is_complex() else p) for n, p in self.autograd_parameters()]
+
+    def autograd_parameters(self) -> list[tuple[str, Tensor]]:
+        """The module's parameters that require grad, as autograd sees them (complex ones complex)."""
         if isinstance(self.fn, torch.nn.Module):
-            return [(n, p) for n, p in self.fn.named_parameters() if p.requires_grad and not p.is_complex()]
+            return [(n, p) for n, p in self.fn.named_parameters() if p.requires_grad]
         return []
 
     def copy(self, dtype: torch.dtype | None = None) -> AutogradTarget:
@@ -663,7 +668,7 @@ class AutogradPass(Pass):
         self.leaves = leaves
 
     def backward(self, grads: Sequence[Tensor | None], accumulate: bool = False) -> Gradients:
-        params = [p for _, p in self.target.parameters()]
+        params = [p for _, p in self.target.autograd_parameters()]
         given, grads = grads, self._handed(grads)
         pairs = [
             (out, g)
@@ -690,8 +695,10 @@ class AutogradPass(Pass):
                 fresh_pairs = [(out, g) for out, (_, g) in zip(_requiring(fresh.outputs.leaves, grads), pairs)]
                 found = fresh._autograd(fresh_pairs, fresh.leaves + params, retain_graph=False)
         self._note_modified(given, grads)
-        # A sparse gradient (torch.nn.Embedding(sparse=True)) holds the same values as its dense form.
+        # A sparse gradient (torch.nn.Embedding(sparse=True)) holds the same values as its dense form; a
+        # complex parameter's gradient is checked as its real view, as the parameter is.
         found = [g if g is None or g.layout == torch.strided else g.to_dense() for g in found]
+        found = [torch.view_as_real(g.resolve_conj()) if g is not None and g.is_complex() else g for g in found]
         found = [None if g is None else (g if self.target.create_graph else g.detach().clone()) for g in found]
         floating = [out for out in self.outputs.leaves if out is not None and out.is_floating_point()]
         if wrt and floating and not any(out.requires_grad for out in floating):
@@ -718,7 +725,7 @@ class AutogradPass(Pass):
         """Tensors that require grad and that the outputs depend on, other than the differentiated
         inputs and parameters: tensors the target reads from elsewhere (a closure's, a global), whose
         gradients autograd would compute but no check compares."""
-        known = {id(t) for t in self.leaves} | {id(p) for _, p in self.target.parameters()}
+        known = {id(t) for t in self.leaves} | {id(p) for _, p in self.target.autograd_parameters()}
         found: dict[int, Tensor] = {}
         stack = [out.grad_fn for out in self.outputs.leaves if out is not None and out.grad_fn is not None]
         seen: set[int] = set()

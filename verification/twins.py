@@ -83,6 +83,8 @@ def copy_parameters(
     with torch.no_grad():
         for name, value in params:
             target = theirs[names[name]]
+            if target.is_complex() and not value.is_complex():  # ours is its real view (see AutogradTarget)
+                target = torch.view_as_real(target)
             if target.shape != value.shape:
                 raise ValueError(
                     f"{owner}: parameter {name} of shape {tuple(value.shape)} does not match the reference's "

@@ -165,26 +165,64 @@ def test_a_hand_written_module_given_a_complex_input_is_a_clear_error():
 
 
 class ComplexScale(torch.nn.Module):
-    def __init__(self, dtype=torch.complex128):
+    """z w, through ComplexProduct (or ``function``), with a complex parameter w."""
+
+    def __init__(self, function=ComplexProduct, dtype=torch.complex128):
         super().__init__()
-        self.w = torch.nn.Parameter(z128(3).to(dtype))
+        self.function = function
+        self.w = torch.nn.Parameter(z128(3, seed=2).to(dtype))
+
+    def forward(self, z):
+        return self.function.apply(z, self.w)
+
+
+class PlainComplexScale(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(3, dtype=torch.complex128))
 
     def forward(self, z):
         return z * self.w
 
 
-def test_a_modules_complex_parameter_is_named_as_not_checked():
-    report = check_gradients(ComplexScale(), z128(3))
-    assert [note for note in report.notes if "['w']" in note or "not inputs" in note] == [
-        "parameters ['w'] are complex: their gradients are not checked (a module's complex parameters are not "
-        "differentiated); check them as inputs: lambda x, w: f(x, w)"
-    ]
+def test_a_modules_complex_parameter_is_checked_through_its_real_view():
+    report = check_gradients(ComplexScale(), z128(3), reference=PlainComplexScale())
+    assert report.ok, str(report)
+    assert any("parameters ['w'] are complex: checked through their real views" in note for note in report.notes)
+    wrong = check_gradients(ComplexScale(ProductWithoutConjugate), z128(3), reference=PlainComplexScale())
+    assert not wrong["finite_differences"].ok and not wrong["twin"].ok
+    assert "w[" in wrong["finite_differences"].detail or "input[0][" in wrong["finite_differences"].detail
+
+
+def test_a_wrong_gradient_of_a_complex_parameter_alone_fails_and_is_named():
+    class ParameterGradientWithoutConjugate(ComplexProduct):
+        @staticmethod
+        def backward(ctx, g):
+            a, b = ctx.saved_tensors
+            return g * b.conj(), g * a  # right for the input, wrong for the parameter
+
+    report = check_gradients(ComplexScale(ParameterGradientWithoutConjugate), z128(3))
+    assert not report["finite_differences"].ok
+    assert report["finite_differences"].detail.startswith("w[")
 
 
 def test_a_complex64_module_keeps_its_complex_parameters_in_the_float64_truth():
     # Module.to(torch.float64) would cast w to real, dropping its imaginary part: a false failure.
-    report = check_gradients(ComplexScale(torch.complex64), z128(3).to(torch.complex64))
+    report = check_gradients(ComplexScale(dtype=torch.complex64), z128(3).to(torch.complex64))
     assert report["low_precision"].ok, str(report)
+
+
+class ParameterGradientDetached(ComplexProduct):
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        return g * b.conj(), (g * a.conj()).detach()  # right values, but no graph for the second order
+
+
+def test_a_complex_parameter_is_differentiated_twice_at_order_two():
+    assert check_gradients(ComplexScale(), z128(3), order=2).ok
+    report = check_gradients(ComplexScale(ParameterGradientDetached), z128(3), order=2)
+    assert report["finite_differences"].ok and not report["second_order"].ok
 
 
 def test_a_complex_upstream_gradient_for_a_real_output_is_still_a_clear_error():

@@ -63,9 +63,7 @@ def check_batched(ctx: Context) -> CheckResult:
         result.skipped = f"a {ctx.pristine.kind} object's backward is called one sample at a time"
         return result
     if not declares_vmap(ctx.pristine.fn) and not asked:
-        result.skipped = (
-            "the target declares no vmap support (for a callable under torch.vmap: checks=[..., 'batched'])"
-        )
+        result.skipped = "the target declares no vmap support; for a callable under torch.vmap: checks=[..., 'batched']"
         return result
     if ctx.target64 is None:
         result.inconclusive = f"{ctx.why_no_float64}: batched passes are checked in float64"

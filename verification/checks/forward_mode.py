@@ -112,7 +112,7 @@ def check_forward_mode(ctx: Context) -> CheckResult:
         return result
     has_jvp = defines_jvp(ctx.pristine.fn)
     if not has_jvp and not asked:
-        result.skipped = "the target defines no jvp (for a callable's forward mode: checks=[..., 'forward_mode'])"
+        result.skipped = "the target defines no jvp; for a callable's forward mode: checks=[..., 'forward_mode']"
         return result
     if ctx.target64 is None:
         result.inconclusive = f"{ctx.why_no_float64}: forward-mode derivatives are checked in float64"

@@ -36,6 +36,9 @@ class BackwardAsFunction(AutogradTarget):
     def parameters(self) -> list[tuple[str, Tensor]]:
         return self.base.parameters()
 
+    def autograd_parameters(self) -> list[tuple[str, Tensor]]:
+        return self.base.autograd_parameters()
+
     def copy(self, dtype: torch.dtype | None = None) -> BackwardAsFunction:
         return BackwardAsFunction(self.base.copy(dtype), self.n_args, self.base_diff, self.upstream_of)
 
@@ -45,7 +48,7 @@ class BackwardAsFunction(AutogradTarget):
             for i in self.base_diff:
                 if not args[i].requires_grad:
                     args[i] = args[i].detach().requires_grad_(True)
-            wrt = [args[i] for i in self.base_diff] + [p for _, p in self.base.parameters()]
+            wrt = [args[i] for i in self.base_diff] + [p for _, p in self.base.autograd_parameters()]
             with pinned_rng(args[self.base_diff[0]].device, [a for a in args if isinstance(a, torch.Generator)]):
                 result = self.base._call(*args)
             leaves, _ = real_leaves(pytree.tree_leaves(plain(result)))
