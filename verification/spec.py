@@ -49,12 +49,15 @@ class Input:
     """One tensor argument: a shape (or a strategy of shapes) and the domain its values come from.
 
     ``requires_grad=False`` passes the tensor through undifferentiated (a mask, a fixed table);
-    by default every floating-point tensor argument is differentiated.
+    by default every floating-point tensor argument is differentiated. ``complex=True`` makes it
+    complex (complex128 in a float64 case, complex64 in float32), its real and imaginary parts each
+    drawn from ``domain``.
     """
 
     shape: st.SearchStrategy[tuple[int, ...]] | tuple[int, ...]
     domain: Domain = REAL
     requires_grad: bool = True
+    complex: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.shape, st.SearchStrategy):
@@ -422,7 +425,7 @@ class Case:
             raise ValueError(
                 f"{spec.name}: the case has {len(self.shapes)} input shapes, the spec declares {len(tensors)} inputs"
             )
-        drawn = iter(entry.domain.sample(shape, generator) for entry, shape in zip(tensors, self.shapes))
+        drawn = iter(_draw(entry, shape, generator) for entry, shape in zip(tensors, self.shapes))
         inputs64 = [next(drawn) if isinstance(a, Input) else a for a in arguments]
         target = None
         if spec.target is not None:
@@ -437,8 +440,11 @@ class Case:
         for argument, value in zip(arguments, inputs64):
             if isinstance(argument, Input):
                 # Integer inputs (indices) are passed as they are: only floating inputs take the dtype.
-                value = value.to(device=device, dtype=dtype) if value.is_floating_point() else value.to(device)
-                if partial and value.is_floating_point() and argument.requires_grad:
+                if value.is_complex():
+                    value = value.to(device=device, dtype=_complex_dtype(spec.name, dtype))
+                else:
+                    value = value.to(device=device, dtype=dtype) if value.is_floating_point() else value.to(device)
+                if partial and (value.is_floating_point() or value.is_complex()) and argument.requires_grad:
                     value.requires_grad_(True)
             inputs.append(value)
         return Built(module, inputs, target, self.seed, self)
@@ -482,3 +488,23 @@ class Case:
 def spec_fields() -> list[str]:
     """The keyword arguments of :class:`Spec` (the decorator takes the same, but ``module``)."""
     return [f.name for f in fields(Spec) if not f.name.startswith("_") and f.name not in ("module", "origin")]
+
+
+_COMPLEX_DTYPES = {torch.float64: torch.complex128, torch.float32: torch.complex64, torch.float16: torch.complex32}
+
+
+def _draw(entry: Input, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
+    """One input's values in float64 (complex128 for ``complex=True``: real, then imaginary parts)."""
+    real = entry.domain.sample(shape, generator)
+    if not entry.complex:
+        return real
+    return torch.complex(real.double(), entry.domain.sample(shape, generator).double())
+
+
+def _complex_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
+    if dtype not in _COMPLEX_DTYPES:
+        raise ValueError(
+            f"{name}: an Input(complex=True) has no complex dtype of {str(dtype).replace('torch.', '')}; "
+            f"leave it out of the spec's dtypes (complex dtypes: complex128, complex64, complex32)"
+        )
+    return _COMPLEX_DTYPES[dtype]

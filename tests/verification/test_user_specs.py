@@ -229,3 +229,22 @@ def test_a_spec_of_a_function_that_declares_vmap_support_has_its_batched_passes_
     assert report_of(Sine)["batched"].ok
     assert not report_of(SineBackwardReadsAValue)["batched"].ok
     assert "batched" not in report_of(SineWithoutJvp)
+
+
+def test_a_spec_may_declare_complex_inputs_checked_in_each_precision():
+    from test_complex import ComplexProduct, ProductWithoutConjugate
+
+    def report_of(function):
+        inputs = [Input((2, 3), complex=True), Input((2, 3), complex=True)]
+        return check_case(Case(Spec(function, inputs=inputs, name=function.__name__), {}, [(2, 3), (2, 3)], seed=0))
+
+    good = report_of(ComplexProduct)
+    assert good.ok, str(good)
+    assert good.dtype == "float64, float32"
+    assert not report_of(ProductWithoutConjugate)["finite_differences"].ok
+
+
+def test_a_complex_input_in_a_precision_without_a_complex_dtype_is_a_clear_error():
+    spec = Spec(torch.sin, inputs=[Input((2,), complex=True)], dtypes=(torch.bfloat16,), name="sin")
+    with pytest.raises(ValueError, match=r"sin: an Input\(complex=True\) has no complex dtype of bfloat16"):
+        Case(spec, {}, [(2,)], seed=0).build(dtype=torch.bfloat16)
