@@ -10,7 +10,8 @@ larger one caught too) and its seconds per check on the correct Function:
   linear in the upstream gradient as real bugs are, so that only a check of the values catches it);
 * at first order in float64 and float32 (the error in every dtype), in float32 and bfloat16
   with the error only in the low-precision path (a kernel bug the float64 path does not have),
-  and at second order in float64 (the error in the backward's own derivative).
+  at second order in float64 (the error in the backward's own derivative), and in float64 in
+  the Function's ``jvp`` alone (forward mode; that row's Function defines one).
 
 Checkers: ``verification.check_gradients`` (with and without a reference), torch's
 ``gradcheck``/``gradgradcheck`` in slow and fast mode with their defaults, and a check in the
@@ -36,8 +37,9 @@ EPSILONS = [m * 10.0**-k for k in range(1, 11) for m in (3, 1)][1:]  # 1e-1, 3e-
 
 def planted(eps: float, one: bool, where: str) -> type[torch.autograd.Function]:
     """tanh(x @ w) with its input gradient off by the factor ``1 + eps`` (one element or all) in
-    ``where``: ``"all"`` dtypes, ``"low"`` precision only, or ``"second"`` order only (there the
-    derivative of the gradient is off by that factor)."""
+    ``where``: ``"all"`` dtypes, ``"low"`` precision only, ``"second"`` order only (there the
+    derivative of the gradient is off by that factor), or ``"forward"``: a ``jvp`` whose tangent
+    of the output is off by that factor, the backward right."""
 
     def off(gx: torch.Tensor) -> torch.Tensor:
         if one:
@@ -51,6 +53,7 @@ def planted(eps: float, one: bool, where: str) -> type[torch.autograd.Function]:
             acc = torch.promote_types(x.dtype, torch.float32)
             y = torch.tanh(x.to(acc) @ w.to(acc))
             ctx.save_for_backward(x, w, y)
+            ctx.save_for_forward(x, w, y)
             return y.to(x.dtype)
 
         @staticmethod
@@ -67,7 +70,17 @@ def planted(eps: float, one: bool, where: str) -> type[torch.autograd.Function]:
                 gx = gx + (delta - delta.detach())
             return gx.to(x.dtype), gw.to(x.dtype)
 
-    return Planted
+    if where != "forward":
+        return Planted
+
+    class PlantedWithJvp(Planted):
+        @staticmethod
+        def jvp(ctx, tx, tw):
+            x, w, y = ctx.saved_tensors
+            ty = (1 - y * y) * (tx @ w + x @ tw)
+            return off(ty) if eps else ty
+
+    return PlantedWithJvp
 
 
 def reference(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -106,7 +119,8 @@ def _passes(checker: str, fn: type[torch.autograd.Function], args: tuple[torch.T
             if checker.startswith("gradgradcheck"):
                 return torch.autograd.gradgradcheck(fn.apply, leaves, fast_mode="fast" in checker)
             if checker.startswith("gradcheck"):
-                return torch.autograd.gradcheck(fn.apply, leaves, fast_mode="fast" in checker)
+                forward = "forward" in checker
+                return torch.autograd.gradcheck(fn.apply, leaves, fast_mode="fast" in checker, check_forward_ad=forward)
         except Exception:  # gradcheck raises on failure (and on some dtypes)
             return False
         return jax_style(fn.apply, args)
@@ -135,6 +149,12 @@ ROWS = [
         "second",
         ["check_gradients order=2", "gradgradcheck", "gradgradcheck fast"],
     ),
+    (
+        "float64, forward mode (jvp)",
+        torch.float64,
+        "forward",
+        ["check_gradients", "gradcheck check_forward_ad", "gradcheck check_forward_ad fast"],
+    ),
 ]
 
 
@@ -147,11 +167,12 @@ def smallest_caught(checker: str, dtype: torch.dtype, where: str, one: bool, arg
     return caught
 
 
-def seconds(checker: str, args: tuple, repeats: int = 3) -> float:
+def seconds(checker: str, args: tuple, where: str = "all", repeats: int = 3) -> float:
+    """Seconds per check of the correct Function (with its jvp in the forward-mode row)."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        _passes(checker, planted(0.0, False, "all"), args)
+        _passes(checker, planted(0.0, False, "forward" if where == "forward" else "all"), args)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -178,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             show = lambda e: "none" if e is None else f"{e:.0e}"  # noqa: E731
             print(
                 f"| {label} | {checker} | {show(one)} | {show(every)} | {'yes' if clean else 'NO'} "
-                f"| {seconds(checker, inputs):.3f} |",
+                f"| {seconds(checker, inputs, where):.3f} |",
                 flush=True,
             )
     return 0

@@ -155,3 +155,9 @@ def test_a_float32_function_has_its_jvp_checked_in_float64():
 def test_a_hand_written_module_has_no_forward_mode():
     report = check_gradients(fw.Tanh(), x64(3), checks=["forward_mode"])
     assert report["forward_mode"].status == "not applicable"
+
+
+def test_a_module_with_only_integer_inputs_has_no_tangent_to_check():
+    lookup = torch.nn.Embedding(10, 3).double()
+    report = check_gradients(lookup, torch.tensor([1, 2, 3]), checks=["forward_mode", "batched"])
+    assert report["forward_mode"].status == "not applicable" and report["batched"].status == "not applicable"

@@ -65,6 +65,9 @@ def check_batched(ctx: Context) -> CheckResult:
     if not declares_vmap(ctx.pristine.fn) and not asked:
         result.skipped = "the target declares no vmap support; for a callable under torch.vmap: checks=[..., 'batched']"
         return result
+    if not ctx.call.diff:
+        result.skipped = "no differentiated input: the inputs' gradients are the ones compared"
+        return result
     if ctx.target64 is None:
         result.inconclusive = f"{ctx.why_no_float64}: batched passes are checked in float64"
         return result

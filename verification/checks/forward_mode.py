@@ -108,11 +108,14 @@ def check_forward_mode(ctx: Context) -> CheckResult:
     result = CheckResult("forward_mode")
     asked = ctx.options.checks is not None and "forward_mode" in ctx.options.checks
     if not isinstance(ctx.pristine, AutogradTarget):
-        result.skipped = f"a {ctx.pristine.kind} object has a backward only (forward mode is autograd's)"
+        result.skipped = f"a {ctx.pristine.kind} object has a backward only; forward mode is autograd's"
         return result
     has_jvp = defines_jvp(ctx.pristine.fn)
     if not has_jvp and not asked:
         result.skipped = "the target defines no jvp; for a callable's forward mode: checks=[..., 'forward_mode']"
+        return result
+    if not ctx.call.diff:
+        result.skipped = "no differentiated input: forward-mode tangents are given to inputs, not parameters"
         return result
     if ctx.target64 is None:
         result.inconclusive = f"{ctx.why_no_float64}: forward-mode derivatives are checked in float64"
