@@ -116,3 +116,47 @@ def test_a_random_target_is_inconclusive_never_passed():
 
 def test_a_hand_written_module_is_not_applicable():
     assert check_gradients(fw.Tanh(), x64(3), checks=["batched"])["batched"].status == "not applicable"
+
+
+class Scale(torch.autograd.Function):
+    """y = x w (w broadcast over the rows);   dL/dx = g w, dL/dw = sum over rows of g x."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, w):
+        return x * w
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        return g * w, (g * x).sum(0)
+
+
+class ScaleParameterGradientIntoABuffer(Scale):
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        grad_w = torch.empty_like(w)
+        grad_w.copy_((g * x).sum(0))  # fine one sample at a time; a batch does not fit
+        return g * w, grad_w
+
+
+class ScaleModule(torch.nn.Module):
+    def __init__(self, function):
+        super().__init__()
+        self.function = function
+        self.weight = torch.nn.Parameter(x64(4, seed=3))
+
+    def forward(self, x):
+        return self.function.apply(x, self.weight)
+
+
+def test_a_modules_per_sample_parameter_gradients_are_checked_when_asked():
+    assert check_gradients(ScaleModule(Scale), x64(3, 4), checks=["batched"])["batched"].status == "passed"
+    report = check_gradients(ScaleModule(ScaleParameterGradientIntoABuffer), x64(3, 4), checks=["batched"])
+    assert not report["batched"].ok

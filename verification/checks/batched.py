@@ -17,8 +17,8 @@ float64 copy:
 Tolerance: as ``linearity``'s, the rounding bound at the case's gradient scale plus the measured
 rounding noise (a batched kernel may sum in another order). Runs by default for a Function that
 declares vmap support (``generate_vmap_rule = True`` or a ``vmap`` staticmethod); for any other
-autograd target when asked, ``checks=[..., "batched"]``. The inputs' gradients are compared, not a
-module's parameters'.
+autograd target when asked, ``checks=[..., "batched"]``. A module's parameter gradients are compared
+too: under ``vmap`` over the inputs they are per-sample gradients, as DP-SGD computes them.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def _batched_backward(result: CheckResult, ctx: Context, base: AutogradTarget) -
         ctx.grads64,
         *([random_like(g, ctx.generator) if g is not None else None for g in ctx.grads64] for _ in range(BATCH - 1)),
     ]
-    singles = [pass_.backward(g).inputs for g in upstream]
+    singles = [pass_.backward(g).all() for g in upstream]
     pairs = [
         (i, out)
         for i, out in enumerate(pass_.outputs.leaves)
@@ -116,7 +116,7 @@ def _batched_backward(result: CheckResult, ctx: Context, base: AutogradTarget) -
         with torch.enable_grad():
             found = torch.autograd.grad(
                 [out for _, out in pairs],
-                pass_.leaves,
+                pass_.leaves + [p for _, p in base.autograd_parameters()],
                 stacked,
                 retain_graph=True,
                 allow_unused=True,
@@ -128,7 +128,9 @@ def _batched_backward(result: CheckResult, ctx: Context, base: AutogradTarget) -
             f"(is_grads_batched=True, as jacrev, hessian and per-sample gradients call it): {_error(error)}"
         )
         return
-    for name, batched, *per_sample in zip(ctx.call64.names(), found, *singles):
+    found = [None if g is None else torch.view_as_real(g.resolve_conj()) if g.is_complex() else g for g in found]
+    names = ctx.call64.names() + [name for name, _ in base.parameters()]
+    for name, batched, *per_sample in zip(names, found, *singles):
         if batched is None or any(s is None for s in per_sample):
             continue  # a missing gradient is finite_differences' to report
         _compare(result, ctx, f"{name}.grad", batched, per_sample, ("batched backward", "one backward per sample"))
@@ -153,23 +155,29 @@ def _vmapped(result: CheckResult, ctx: Context, base: AutogradTarget) -> None:
     singles = []
     for point, grads in zip(points, upstream):
         pass_ = base.copy().start(point)
-        singles.append(
-            ([None if y is None else y.detach() for y in pass_.outputs.leaves], pass_.backward(grads).inputs)
-        )
+        singles.append(([None if y is None else y.detach() for y in pass_.outputs.leaves], pass_.backward(grads).all()))
     with_upstream = [i for i, g in enumerate(ctx.grads64) if g is not None]
     target = base.copy()
+    # A module's parameters, unbatched, are primals too: their gradients come out per sample, as
+    # per-sample gradients (vmap over grad of the loss with respect to the parameters) have them.
+    params = {name: p.detach() for name, p in target.autograd_parameters()}
 
-    def one_sample(xs: Sequence[Tensor], gs: Sequence[Tensor]) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-        def forward(*diff: Tensor) -> tuple[Tensor, ...]:
+    def one_sample(xs: Sequence[Tensor], gs: Sequence[Tensor]) -> tuple[tuple[Tensor, ...], tuple[Any, ...]]:
+        def forward(diff: tuple[Tensor, ...], values: dict[str, Tensor]) -> tuple[Tensor, ...]:
             args: list[Any] = list(call.args)
             for i, x in zip(call.diff, diff):
                 args[i] = x
-            outputs = target._call(*call.handed(args))
+            handed = call.handed(args)
+            if values:
+                outputs = torch.func.functional_call(target.fn, values, tuple(handed))
+            else:
+                outputs = target._call(*handed)
             leaves, _ = real_leaves(pytree.tree_leaves(plain(outputs)))
             return tuple(leaves[i] for i in with_upstream)
 
-        outputs, vjp = torch.func.vjp(forward, *xs)
-        return outputs, vjp(tuple(gs))
+        outputs, vjp = torch.func.vjp(forward, tuple(xs), params)
+        gx, gp = vjp(tuple(gs))
+        return outputs, (*gx, *(gp[name] for name in params))
 
     xs = [torch.stack([p.tensors()[k] for p in points]) for k in range(len(call.diff))]
     gs = [torch.stack([g[i] for g in upstream]) for i in with_upstream]
@@ -191,7 +199,8 @@ def _vmapped(result: CheckResult, ctx: Context, base: AutogradTarget) -> None:
         _compare(
             result, ctx, names[i], outputs[k], [s[0][i] for s in singles], ("vmapped forward", "one forward per sample")
         )
-    for k, name in enumerate(call.names()):
+    gradients = [torch.view_as_real(g.resolve_conj()) if g.is_complex() else g for g in gradients]
+    for k, name in enumerate(call.names() + [name for name, _ in base.parameters()]):
         per_sample = [s[1][k] for s in singles]
         if any(p is None for p in per_sample):
             continue
