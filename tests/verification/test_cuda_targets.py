@@ -71,3 +71,15 @@ def test_complex_functions_are_checked_on_the_gpu(dtype):
     a, b = z128(4, 3).to("cuda", dtype), z128(4, 3, seed=1).to("cuda", dtype)
     assert check_gradients(ComplexProduct, a, b, reference=product).ok
     assert not check_gradients(ProductWithoutConjugate, a, b, reference=product).ok
+
+
+def test_forward_mode_and_batched_passes_are_checked_on_the_gpu():
+    from test_batched import Sine as VmappedSine
+    from test_batched import SineBackwardReadsAValue
+    from test_forward_mode import Sine, SineJvpOffInOneElement
+
+    x = cuda(3, 4)
+    assert check_gradients(Sine, x)["forward_mode"].ok
+    assert not check_gradients(SineJvpOffInOneElement, x)["forward_mode"].ok
+    assert check_gradients(VmappedSine, x)["batched"].ok
+    assert not check_gradients(SineBackwardReadsAValue, x)["batched"].ok
