@@ -44,17 +44,20 @@ def check_gradients(
             sizes, integer index tensors) is passed through unchanged, to the target and the
             reference alike. Their dtype sets the precision checked: float64, or float32,
             float16, bfloat16 (then judged against a float64 truth under a low-precision error model).
+            Complex tensors (a Function's or callable's) are checked through their real views.
         reference: optional; a callable or ``torch.nn.Module`` computing the same function with
             ordinary torch ops. A module's parameters are set to the target's (by name, else by
             order), its buffers too (by name), and it runs in the target's train or eval mode.
             Without one, no ``twin`` check, and low precision is judged by a model.
-        grad_output: the upstream gradient(s), real and finite: one per floating-point output, in a
+        grad_output: the upstream gradient(s), finite, real (complex for a complex output): one per output, in a
             flat sequence or shaped as the output (a dict, nested lists; None at its other leaves)
             (random Gaussian by default, never all ones, so a backward that forgets to multiply by
             it fails).
         order: 1, or 2 to check the backward's own backward too (autograd targets).
         options: ``target`` (a loss's target: passed after the inputs, never differentiated),
-            ``seed``, ``name``, ``nondet_tol``, ``checks`` (a name or a subset of names), and the error
+            ``seed``, ``name``, ``nondet_tol``, ``checks`` (a name or a subset of names; ``forward_mode``
+            and ``batched`` run by default for a Function that defines ``jvp``, or declares vmap
+            support, and for any autograd target when named), and the error
             model's ``eps``, ``safety``, ``full_jacobian_limit``, ``probes`` (see :class:`Options`).
 
     The caller's target, inputs, parameters, running statistics and reference are left exactly
