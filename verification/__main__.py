@@ -35,7 +35,17 @@ from .specs import SPECS, all_specs
 
 DEFAULT_TIME_LIMIT = 600.0  # seconds per spec and device, when neither the spec nor --time-limit says
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-COLUMNS = (*ALL_CHECKS, "bfloat16", "float16", "second_order", "forward_mode", "batched", "semantics", "torch_optim")
+COLUMNS = (
+    *ALL_CHECKS,
+    "bfloat16",
+    "float16",
+    "second_order",
+    "forward_mode",
+    "batched",
+    "undefined_grad",
+    "semantics",
+    "torch_optim",
+)
 FAILURE_COLUMNS = ("exception", "timeout", "crashed")
 SHORT = {
     "finite_differences": "fin.diff",
@@ -51,6 +61,7 @@ SHORT = {
     "second_order": "2nd ord.",
     "forward_mode": "fwd mode",
     "batched": "batched",
+    "undefined_grad": "undef.",
     "semantics": "semantic",
     "torch_optim": "optim",
     "exception": "raised",

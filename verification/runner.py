@@ -35,10 +35,13 @@ from .spec import Case, Spec
 from .targets import TargetError
 
 # Every check in float64 (second_order when the spec asks for order=2, forward_mode for a Function
-# that defines jvp, batched for one that declares vmap support); in each lower
+# that defines jvp, batched for one that declares vmap support, undefined_grad for autograd targets);
+# in each lower
 # precision, the comparison with the float64 truth (reported under the dtype's name), plus for
 # autograd targets (see Spec.low_precision_checks) the checks that run in the caller's precision.
-FLOAT64_CHECKS = tuple(c for c in CHECKS if c not in ("low_precision", "second_order", "forward_mode", "batched"))
+FLOAT64_CHECKS = tuple(
+    c for c in CHECKS if c not in ("low_precision", "second_order", "forward_mode", "batched", "undefined_grad")
+)
 ALL_CHECKS = (*FLOAT64_CHECKS, "float32")
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -93,6 +96,7 @@ def check_dtype(case: Case, dtype: torch.dtype, device: str = "cpu", probes: int
             *(["second_order"] if order == 2 else []),
             *(["forward_mode"] if defines_jvp(built.module) else []),
             *(["batched"] if declares_vmap(built.module) else []),
+            *(["undefined_grad"] if not callable(getattr(built.module, "param", None)) else []),
         ]
     else:
         checks, order = list(spec.lower_precision_checks(built.module)), 1

@@ -18,11 +18,13 @@ from .layouts import check_layouts
 from .precision import check_low_precision
 from .second_order import check_second_order
 from .twin import check_twin
+from .undefined_grad import check_undefined_grad
 
 CHECKS: dict[str, Callable[[Context], CheckResult]] = {
     "finite_differences": check_finite_differences,
     "twin": check_twin,
     "linearity": check_linearity,
+    "undefined_grad": check_undefined_grad,
     "accumulation": check_accumulation,
     "side_effects": check_side_effects,
     "determinism": check_determinism,
