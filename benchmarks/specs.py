@@ -144,6 +144,7 @@ def _side(target: Target, call: Call) -> Side:
     if not isinstance(target, ProtocolTarget):
         for leaf in leaves:
             leaf.requires_grad_(True)
+        args = call.handed(args)  # complex inputs: views of their real leaves, made once
     return Side(target, args, leaves)
 
 

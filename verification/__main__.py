@@ -141,7 +141,7 @@ def print_table(results: list[SpecResult]) -> None:
     columns = columns_of(results)
     width = max(len(label(r)) for r in results) + 2
     head = f"{'spec':<{width}}{'verdict':<9}{'cases':>6}  " + "".join(f"{SHORT.get(c, c[:9]):>10}" for c in columns)
-    print("\nworst error/tolerance per check (pass <= 1; n/a: not applicable)")
+    print("\nworst error/tolerance per check (pass <= 1; n/a: not applicable; -: not run for that spec)")
     print(head)
     print("-" * len(head))
     for r in results:

@@ -18,16 +18,19 @@ sys.path.insert(0, str(EXAMPLES))
 
 from attention import ATTENTION, Attention, attention_backward  # noqa: E402
 from layer_norm import FusedLayerNorm  # noqa: E402
+from spectral_conv import SpectralConv1d, _adjoint_of_rfft, _first, _gradient_of_modes  # noqa: E402
 
 LAYER_NORM = FusedLayerNorm.verification_spec
+SPECTRAL = SpectralConv1d.verification_spec
 
 
-def test_the_examples_declare_both_ops_in_three_dtypes_with_benchmark_sizes():
+def test_the_examples_declare_their_ops_and_the_real_ones_benchmark_sizes_in_three_dtypes():
     specs = {found.spec.name: found.spec for found in discover([str(EXAMPLES)])}
-    assert set(specs) == {"Attention", "FusedLayerNorm"}
-    for spec in specs.values():
-        assert spec.dtypes == (torch.float64, torch.float32, torch.bfloat16)
-        assert {"small", "medium"} <= set(spec.benchmark) and spec.reference is not None
+    assert set(specs) == {"Attention", "FusedLayerNorm", "SpectralConv1d"}
+    for name in ("Attention", "FusedLayerNorm"):
+        assert specs[name].dtypes == (torch.float64, torch.float32, torch.bfloat16)
+        assert {"small", "medium"} <= set(specs[name].benchmark) and specs[name].reference is not None
+    assert specs["SpectralConv1d"].dtypes == (torch.float64, torch.float32)  # no complex bfloat16
 
 
 @pytest.mark.parametrize("spec", [LAYER_NORM, ATTENTION], ids=str)
@@ -35,6 +38,12 @@ def test_each_example_passes_every_check_in_every_dtype(spec):
     result = run_spec(spec, profile="dev", seed=1, max_examples=5)
     assert result.ok, result.failure["message"]
     assert {"float32", "bfloat16"} <= set(result.checks)
+
+
+def test_the_spectral_convolution_passes_every_check_its_jvp_and_its_batched_passes_included():
+    result = run_spec(SPECTRAL, profile="dev", seed=1, max_examples=5)
+    assert result.ok, result.failure["message"]
+    assert {"float32", "forward_mode", "batched"} <= set(result.checks)
 
 
 @settings(max_examples=10, deadline=None, database=None)
@@ -100,3 +109,53 @@ def test_a_planted_bug_in_an_example_is_caught_by_the_finite_differences(spec, b
     broken_spec = dataclasses.replace(spec, module=broken, name=broken.__name__)
     result = run_spec(broken_spec, profile="dev", shrink=False, dtypes=[torch.float64])
     assert not result.ok and "finite_differences" in result.failure["check"], result.failure
+
+
+class SpectralConvWithoutTheDoubledModes(SpectralConv1d):
+    """gY = rfft(gy) / n: forgets that a mode other than 0 and n/2 stands for its conjugate too."""
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        spectrum, weight = ctx.saved_tensors
+        grad_mixed = _first(torch.fft.rfft(grad_output, dim=-1), weight.shape[-1]) / ctx.n
+        grad_weight = (spectrum.conj().unsqueeze(2) * grad_mixed.unsqueeze(1)).sum(0)
+        grad_spectrum = (grad_mixed.unsqueeze(1) * weight.conj().unsqueeze(0)).sum(2)
+        return _adjoint_of_rfft(grad_spectrum, ctx.n), grad_weight
+
+
+class SpectralConvWeightGradientWithoutTheConjugate(SpectralConv1d):
+    """dL/dW = sum over the batch of X gY, the holomorphic derivative, not torch's conj(X) gY."""
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_x, _ = SpectralConv1d.backward(ctx, grad_output)
+        spectrum, weight = ctx.saved_tensors
+        grad_mixed = _gradient_of_modes(grad_output, ctx.n, weight.shape[-1])
+        return grad_x, (spectrum.unsqueeze(2) * grad_mixed.unsqueeze(1)).sum(0)
+
+
+@pytest.mark.parametrize(
+    "broken", [SpectralConvWithoutTheDoubledModes, SpectralConvWeightGradientWithoutTheConjugate], ids=str
+)
+def test_a_planted_bug_in_the_spectral_convolution_is_caught_by_the_finite_differences(broken):
+    broken_spec = dataclasses.replace(SPECTRAL, module=broken, name=broken.__name__)
+    result = run_spec(broken_spec, profile="dev", shrink=False, dtypes=[torch.float64])
+    assert not result.ok and "finite_differences" in result.failure["check"], result.failure
+
+
+class SpectralConvJvpWithoutTheWeightsTangent(SpectralConv1d):
+    """y' = irfft(W X'): forgets the term of the weights' tangent."""
+
+    @staticmethod
+    def jvp(ctx, x_tangent, weight_tangent):
+        _, weight = ctx.saved_tensors
+        mixed = torch.einsum("bim,iom->bom", torch.fft.rfft(x_tangent, dim=-1)[..., : weight.shape[-1]], weight)
+        return torch.fft.irfft(mixed, n=ctx.n, dim=-1)
+
+
+def test_a_jvp_that_forgets_the_weights_tangent_is_caught_by_forward_mode():
+    broken_spec = dataclasses.replace(
+        SPECTRAL, module=SpectralConvJvpWithoutTheWeightsTangent, name="SpectralConvJvpWithoutTheWeightsTangent"
+    )
+    result = run_spec(broken_spec, profile="dev", shrink=False, dtypes=[torch.float64])
+    assert not result.ok and result.failure["check"] == "forward_mode", result.failure
