@@ -404,6 +404,10 @@ class Context:
         )
         return [None if i in cut else g for i, g in enumerate(grads)]
 
+    def asked_for(self, check: str) -> bool:
+        """Whether the caller named ``check`` in ``checks=`` (an opt-in check then runs on any target)."""
+        return self.options.checks is not None and check in self.options.checks
+
     # -- the float64 truth ----------------------------------------------------------------------------
     @functools.cached_property
     def target64(self) -> Target | None:

@@ -268,3 +268,9 @@ class GradientReport:
             head += f"\n  case: {self.case}"
         head += "".join(f"\n  note: {n}" for n in self.notes)
         return head + "".join(f"\n  {c}" for c in self.checks)
+
+
+def error_line(error: BaseException) -> str:
+    """``Type: first line of the message``: an exception as a check's detail quotes it."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"

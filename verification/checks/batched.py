@@ -32,7 +32,7 @@ from torch.utils import _pytree as pytree
 
 from ..context import Context, random_like
 from ..error_model import estimated, rounding_tolerance, unit_roundoff
-from ..report import CheckResult
+from ..report import CheckResult, error_line
 from ..targets import AutogradTarget, Call, plain, real_leaves
 
 BATCH = 3
@@ -51,18 +51,12 @@ def declares_vmap(fn: object) -> bool:
     )
 
 
-def _error(error: Exception) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
-
-
 def check_batched(ctx: Context) -> CheckResult:
     result = CheckResult("batched")
-    asked = ctx.options.checks is not None and "batched" in ctx.options.checks
     if not isinstance(ctx.pristine, AutogradTarget):
         result.skipped = f"a {ctx.pristine.kind} object's backward is called one sample at a time"
         return result
-    if not declares_vmap(ctx.pristine.fn) and not asked:
+    if not declares_vmap(ctx.pristine.fn) and not ctx.asked_for("batched"):
         result.skipped = "the target declares no vmap support; for a callable under torch.vmap: checks=[..., 'batched']"
         return result
     if not ctx.call.diff:
@@ -125,7 +119,7 @@ def _batched_backward(result: CheckResult, ctx: Context, base: AutogradTarget) -
     except Exception as error:
         result.fail(
             f"the backward raised under torch.vmap, called on {BATCH} upstream gradients at once "
-            f"(is_grads_batched=True, as jacrev, hessian and per-sample gradients call it): {_error(error)}"
+            f"(is_grads_batched=True, as jacrev, hessian and per-sample gradients call it): {error_line(error)}"
         )
         return
     found = [None if g is None else torch.view_as_real(g.resolve_conj()) if g.is_complex() else g for g in found]
@@ -184,7 +178,7 @@ def _vmapped(result: CheckResult, ctx: Context, base: AutogradTarget) -> None:
     try:
         outputs, gradients = torch.func.vmap(one_sample)(xs, gs)
     except Exception as error:
-        text = _error(error)
+        text = error_line(error)
         # A Function in the old style (forward(ctx, ...)): torch.func cannot transform it. Asked for a
         # callable that uses one, only the batched backward is checked; a Function that declares vmap
         # support fails, as torch.vmap would on it.

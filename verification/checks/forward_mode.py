@@ -24,7 +24,7 @@ import torch.autograd.forward_ad as fwad
 from torch import Tensor
 
 from ..context import Context
-from ..report import CheckResult
+from ..report import CheckResult, error_line
 from ..targets import AutogradTarget, Call, Gradients
 from .finite_differences import LOCATE_LIMIT, _accurate_sum, compare
 
@@ -106,12 +106,11 @@ class Tangents:
 
 def check_forward_mode(ctx: Context) -> CheckResult:
     result = CheckResult("forward_mode")
-    asked = ctx.options.checks is not None and "forward_mode" in ctx.options.checks
     if not isinstance(ctx.pristine, AutogradTarget):
         result.skipped = f"a {ctx.pristine.kind} object has a backward only; forward mode is autograd's"
         return result
     has_jvp = defines_jvp(ctx.pristine.fn)
-    if not has_jvp and not asked:
+    if not has_jvp and not ctx.asked_for("forward_mode"):
         result.skipped = "the target defines no jvp; for a callable's forward mode: checks=[..., 'forward_mode']"
         return result
     if not ctx.call.diff:
@@ -129,7 +128,7 @@ def check_forward_mode(ctx: Context) -> CheckResult:
     try:
         tangents.project(call.diff[0], torch.ones(first.shape, dtype=torch.float64))
     except Exception as error:
-        why = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        why = error_line(error)
         if has_jvp:
             result.fail(f"forward-mode evaluation (torch.autograd.forward_ad) raised {why}")
         else:

@@ -14,7 +14,7 @@ import torch
 
 from ..context import Context
 from ..error_model import estimated, rounding_tolerance, unit_roundoff
-from ..report import CheckResult
+from ..report import CheckResult, error_line
 from ..targets import AutogradTarget
 
 
@@ -43,11 +43,9 @@ def check_undefined_grad(ctx: Context) -> CheckResult:
         try:
             got = pass_.backward(without).all()
         except Exception as error:
-            text = str(error).strip().splitlines()[0] if str(error).strip() else ""
             result.fail(
                 f"with no gradient for {names[k]} (None: autograd's when that output does not reach the loss, "
-                f"for a Function that calls ctx.set_materialize_grads(False)), the backward raised "
-                f"{type(error).__name__}: {text}"
+                f"for a Function that calls ctx.set_materialize_grads(False)), the backward raised {error_line(error)}"
             )
             continue
         expected = pass_.backward(with_zeros).all()
