@@ -90,12 +90,13 @@ def check_dtype(case: Case, dtype: torch.dtype, device: str = "cpu", probes: int
     reference = spec.reference_for(built)
     options = {"probes": probes, **spec.options}
     order = int(options.pop("order", 1))
+    forward_mode, batched = options.pop("forward_mode", False), options.pop("batched", False)
     if dtype == torch.float64:
         checks = [
             *FLOAT64_CHECKS,
             *(["second_order"] if order == 2 else []),
-            *(["forward_mode"] if defines_jvp(built.module) else []),
-            *(["batched"] if declares_vmap(built.module) else []),
+            *(["forward_mode"] if forward_mode or defines_jvp(built.module) else []),
+            *(["batched"] if batched or declares_vmap(built.module) else []),
             *(["undefined_grad"] if not callable(getattr(built.module, "param", None)) else []),
         ]
     else:

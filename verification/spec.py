@@ -41,7 +41,10 @@ def _make_target(maker: TargetMaker, prediction: Tensor, generator: torch.Genera
 DEFAULT_DTYPES = (torch.float64, torch.float32)
 DEFAULT_DEVICES = ("cpu", "cuda")
 # The options of check_gradients a spec may set; the runner sets the others (seed, name, checks, target).
-SPEC_OPTIONS = ("order", "nondet_tol", "eps", "safety", "full_jacobian_limit", "probes")
+# forward_mode and batched (True) add those opt-in checks for a target that does not declare them
+# (a callable using a Function with jvp, a module under torch.vmap).
+SPEC_OPTIONS = ("order", "nondet_tol", "eps", "safety", "full_jacobian_limit", "probes", "forward_mode", "batched")
+OPT_IN_CHECKS = ("forward_mode", "batched")
 
 
 @dataclass(frozen=True)
@@ -201,7 +204,9 @@ class Spec:
         devices: where to check, each where available (``"cuda"`` is skipped without a GPU,
             unless asked for explicitly).
         options: options of :func:`~verification.check_gradients` for every case: ``order``,
-            ``nondet_tol``, ``eps``, ``safety``, ``full_jacobian_limit``, ``probes``.
+            ``nondet_tol``, ``eps``, ``safety``, ``full_jacobian_limit``, ``probes``; and
+            ``forward_mode=True``, ``batched=True`` to run those checks on a target that does not
+            declare them (they run anyway for a Function that defines ``jvp`` or declares vmap support).
         benchmark: size name -> fixed kwargs (every input shape then fixed), for
             ``python -m benchmarks``: the target against its reference at these sizes.
         time_limit: seconds for verifying the spec on one device (a hang is a failure, not a
@@ -263,6 +268,9 @@ class Spec:
         unknown = sorted(set(self.options) - set(SPEC_OPTIONS))
         if unknown:
             raise ValueError(f"{where}: unknown options {unknown}; a spec may set {list(SPEC_OPTIONS)}")
+        for name in OPT_IN_CHECKS:
+            if not isinstance(self.options.get(name, False), bool):
+                raise TypeError(f"{where}: option {name} must be True or False, got {self.options[name]!r}")
         if self.twin is not None and self.reference is not None:
             raise ValueError(f"{where}: give twin (built from the instance) or reference, not both")
         if self.low_precision_checks is not None:

@@ -248,3 +248,19 @@ def test_a_complex_input_in_a_precision_without_a_complex_dtype_is_a_clear_error
     spec = Spec(torch.sin, inputs=[Input((2,), complex=True)], dtypes=(torch.bfloat16,), name="sin")
     with pytest.raises(ValueError, match=r"sin: an Input\(complex=True\) has no complex dtype of bfloat16"):
         Case(spec, {}, [(2,)], seed=0).build(dtype=torch.bfloat16)
+
+
+def test_a_spec_may_ask_for_forward_mode_and_batched_on_a_callable():
+    from test_batched import SineBackwardReadsAValue
+    from test_forward_mode import SineJvpOffEverywhere
+
+    def report_of(target, **options):
+        spec = Spec(target, inputs=[Input((2, 3))], options=options, name="op")
+        return check_case(Case(spec, {}, [(2, 3)], seed=0))
+
+    plain = report_of(lambda x: 2 * SineJvpOffEverywhere.apply(x))
+    assert "forward_mode" not in plain and "batched" not in plain
+    assert not report_of(lambda x: 2 * SineJvpOffEverywhere.apply(x), forward_mode=True)["forward_mode"].ok
+    assert not report_of(lambda x: 2 * SineBackwardReadsAValue.apply(x), batched=True)["batched"].ok
+    with pytest.raises(TypeError, match="option batched must be True or False"):
+        Spec(torch.sin, inputs=[Input((2,))], options={"batched": "yes"})
