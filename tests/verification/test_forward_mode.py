@@ -157,7 +157,55 @@ def test_a_hand_written_module_has_no_forward_mode():
     assert report["forward_mode"].status == "not applicable"
 
 
-def test_a_module_with_only_integer_inputs_has_no_tangent_to_check():
+def test_a_module_with_only_integer_inputs_has_its_parameters_tangents_checked_and_nothing_to_batch():
     lookup = torch.nn.Embedding(10, 3).double()
     report = check_gradients(lookup, torch.tensor([1, 2, 3]), checks=["forward_mode", "batched"])
-    assert report["forward_mode"].status == "not applicable" and report["batched"].status == "not applicable"
+    assert report["forward_mode"].status == "passed" and report["batched"].status == "not applicable"
+
+
+class Scale(torch.autograd.Function):
+    """y = x w;   backward: (g w, sum over rows of g x);   jvp: tx w + x tw."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        ctx.save_for_forward(x, w)
+        return x * w
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        return g * w, (g * x).sum(0)
+
+    @staticmethod
+    def jvp(ctx, tx, tw):
+        x, w = ctx.saved_tensors
+        return tx * w + x * tw
+
+
+class ScaleJvpWithoutTheWeightsTangent(Scale):
+    @staticmethod
+    def jvp(ctx, tx, tw):
+        _, w = ctx.saved_tensors
+        return tx * w
+
+
+class ScaleModule(torch.nn.Module):
+    def __init__(self, function, dtype=torch.float64):
+        super().__init__()
+        self.function = function
+        self.weight = torch.nn.Parameter(x64(4, seed=3, dtype=dtype))
+
+    def forward(self, x):
+        return self.function.apply(x, self.weight)
+
+
+def test_a_modules_parameters_get_tangents_and_a_jvp_that_ignores_them_fails_naming_the_parameter():
+    assert check_gradients(ScaleModule(Scale), x64(3, 4), checks=["forward_mode"])["forward_mode"].ok
+    report = check_gradients(ScaleModule(ScaleJvpWithoutTheWeightsTangent), x64(3, 4), checks=["forward_mode"])
+    assert not report["forward_mode"].ok and "weight[2]: jvp 0 vs finite difference" in report["forward_mode"].detail
+
+
+def test_a_complex_parameter_gets_its_tangent_through_its_real_view():
+    module = ScaleModule(Scale, dtype=torch.complex128)
+    assert check_gradients(module, x64(3, 4, dtype=torch.complex128), checks=["forward_mode"])["forward_mode"].ok

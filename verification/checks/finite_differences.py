@@ -76,14 +76,15 @@ Projector = Callable[[Tensor], tuple[float, float]]  # direction -> (derivative 
 
 
 class Derivative(Protocol):
-    """A derivative under test other than a backward's gradient (forward mode): for the input at
-    ``position`` of the call, its value along a direction, as :math:`\\langle g, J d\\rangle` with the
-    sum's rounding bound (``project``), and element ``j``'s value (``element``); ``elementwise``:
-    whether every element's is at hand (small tensors), so a failing probe can be located."""
+    """A derivative under test other than a backward's gradient (forward mode): for the tensor
+    ``name`` (an input, ``input[i]``, or a parameter), its value along a direction, as
+    :math:`\\langle g, J d\\rangle` with the sum's rounding bound (``project``), and element ``j``'s
+    value (``element``); ``elementwise``: whether every element's is at hand (small tensors), so a
+    failing probe can be located."""
 
-    def project(self, position: int, direction: Tensor) -> tuple[float, float]: ...
-    def element(self, position: int, index: int) -> float: ...
-    def elementwise(self, position: int) -> bool: ...
+    def project(self, name: str, direction: Tensor) -> tuple[float, float]: ...
+    def element(self, name: str, index: int) -> float: ...
+    def elementwise(self, name: str) -> bool: ...
 
 
 LOCATE_LIMIT = 1024  # tensors up to this size are searched element by element when a probe fails
@@ -451,7 +452,7 @@ def compare(
             continue
         shift = _Shifter(target, call, start, grads, position, tensor)
         a = analytic.detach().double().cpu()
-        project = None if derivative is None or position is None else functools.partial(derivative.project, position)
+        project = None if derivative is None else functools.partial(derivative.project, name)
         own = rounding_tolerance(a, n_terms, u, options.safety, scale)
         if tensor.numel() <= options.full_jacobian_limit:
             _elementwise(result, name, shift, tensor, a, own, delta, u, options, project=project)
@@ -463,16 +464,16 @@ def compare(
                 result, name, shift, tensor, a, probe_own, delta, u, options, generator, project
             )
             located, element = None, None
-            if failed and tensor.numel() <= LOCATE_LIMIT and (derivative is None or derivative.elementwise(position)):
+            if failed and tensor.numel() <= LOCATE_LIMIT and (derivative is None or derivative.elementwise(name)):
                 located = CheckResult(result.name)
                 _elementwise(located, name, shift, tensor, a, own, delta, u, options, project=project)
             elif direction is not None:  # too large to compare every element: halve the failing probe
                 element = _bisect(shift, tensor, a, probe_own, direction, delta, u, options, project)
                 if element is not None:
                     located = CheckResult(result.name)
-                    if derivative is not None and position is not None:  # that element's own value
+                    if derivative is not None:  # that element's own value
                         a = a.clone()
-                        a.view(-1)[element] = derivative.element(position, element)
+                        a.view(-1)[element] = derivative.element(name, element)
                     _elementwise(located, name, shift, tensor, a, own, delta, u, options, [element], project)
             if located is not None:
                 if not located.ok:  # name the wrong element rather than the probe
@@ -547,7 +548,10 @@ def _elementwise(
     label = "backward" if project is None else "jvp"
     result.merge(name, analytic, numeric, bound.reshape(tensor.shape) + own, (label, "finite difference"))
     if before and not result.ok and float(analytic.abs().max()) == 0.0:
-        result.detail = f"the gradient of {name} is zero everywhere (never written?); " + result.detail
+        what = f"the gradient of {name} is zero everywhere (never written?)"
+        if project is not None:
+            what = f"the jvp is zero along every element of {name} (its tangent ignored?)"
+        result.detail = f"{what}; " + result.detail
     elif (
         before
         and not result.ok

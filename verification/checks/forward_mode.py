@@ -10,8 +10,8 @@ error model: one tangent per element :math:`d = e_j` on small tensors (every ele
 tangents on large ones (a failing probe halved to an element). Always in float64, on a float64 copy.
 
 Runs by default for a Function that defines ``jvp``; for any other autograd target (a callable
-using such Functions inside) when asked, ``checks=[..., "forward_mode"]``. The inputs' forward-mode
-derivatives are checked, not a module's parameters'.
+using such Functions inside, a module) when asked, ``checks=[..., "forward_mode"]``. A module's
+parameters get tangents too, swapped in as dual tensors (``torch.func.functional_call``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ..context import Context
 from ..report import CheckResult, error_line
-from ..targets import AutogradTarget, Call, Gradients
+from ..targets import AutogradTarget, Call, Gradients, Outputs, as_complex, real_leaves
 from .finite_differences import LOCATE_LIMIT, _accurate_sum, compare
 
 
@@ -38,70 +38,84 @@ def defines_jvp(fn: object) -> bool:
     )
 
 
-class _InputsOnly(AutogradTarget):
-    """The target with its parameters left out: forward-mode tangents are given to the inputs."""
-
-    def parameters(self) -> list[tuple[str, Tensor]]:
-        return []
-
-
 class Tangents:
-    """Forward-mode derivatives of ``target`` at ``call``, projected on the upstream gradients ``grads``."""
+    """Forward-mode derivatives of ``target`` at ``call``, projected on the upstream gradients ``grads``,
+    for each differentiated tensor by its name: ``input[i]``, or a parameter's (a module target's)."""
 
     def __init__(self, target: AutogradTarget, call: Call, grads: Sequence[Tensor | None]) -> None:
         self.target, self.call = target, call
         self.weights = [None if g is None else g.detach().double() for g in grads]
-        self.vectors: dict[int, Tensor] = {}
+        self.inputs = dict(zip(call.names(), call.diff))
+        module = target.fn if isinstance(target.fn, torch.nn.Module) else None
+        self.module = module
+        self.parameters = dict(target.autograd_parameters())  # complex ones complex
+        self.tensors = {**dict(zip(call.names(), call.tensors())), **dict(target.parameters())}
+        self.vectors: dict[str, Tensor] = {}
 
-    def jvp(self, position: int, tangent: Tensor) -> list[Tensor | None]:
-        """The outputs' tangents when input ``position`` moves along ``tangent`` (None: no tangent). The
-        other differentiated inputs get zero tangents: a jvp written for torch.func.jvp, which gives every
-        input one, may not take None for them."""
+    def jvp(self, name: str, tangent: Tensor) -> list[Tensor | None]:
+        """The outputs' tangents when ``name`` moves along ``tangent`` (real, its real view's shape for a
+        complex tensor). Every other differentiated tensor gets a zero tangent: a jvp written for
+        torch.func.jvp, which gives every input one, may not take None for them."""
         args = self.call.fresh()
         with fwad.dual_level(), warnings.catch_warnings():
             # torch's first dual tensor loads its jvp decompositions through torch.jit.script, which warns.
             warnings.filterwarnings(
                 "ignore", message=r"`torch\.jit\.script` is deprecated", category=DeprecationWarning
             )
-            for i in self.call.diff:
-                x = args[i]
-                moved = tangent.to(device=x.device, dtype=x.dtype).reshape(x.shape) if i == position else None
-                args[i] = fwad.make_dual(x, torch.zeros_like(x) if moved is None else moved)
-            outputs = self.target._run(args, self.call)
+            for input_name, i in self.inputs.items():
+                args[i] = _dual(args[i], tangent if input_name == name else None)
+            if self.module is None or not self.parameters:
+                outputs = self.target._run(args, self.call)
+            else:  # the parameters as dual tensors too, swapped in for this call
+                values = {n: _dual_parameter(p, tangent if n == name else None) for n, p in self.parameters.items()}
+                result = torch.func.functional_call(self.module, values, tuple(self.call.handed(args)))
+                outputs = Outputs.of(result, self.target.name)
+                outputs.leaves, outputs.complex_ = real_leaves(outputs.leaves)
             return [None if y is None else fwad.unpack_dual(y).tangent for y in outputs.leaves]
 
-    def project(self, position: int, direction: Tensor) -> tuple[float, float]:
+    def project(self, name: str, direction: Tensor) -> tuple[float, float]:
         """:math:`\\langle g, J d\\rangle` for ``d = direction``, with its summation's rounding bound."""
         terms = [
             torch.mul(t.double(), g).reshape(-1)
-            for t, g in zip(self.jvp(position, direction), self.weights)
+            for t, g in zip(self.jvp(name, direction), self.weights)
             if t is not None and g is not None
         ]
         if not terms:
             return 0.0, 0.0
         return _accurate_sum(torch.cat(terms).cpu())
 
-    def element(self, position: int, index: int) -> float:
-        if position in self.vectors:
-            return float(self.vectors[position].reshape(-1)[index])
-        tensor = self.call.args[position]
-        unit = torch.zeros(tensor.numel(), dtype=torch.float64)
+    def _unit(self, name: str, index: int) -> Tensor:
+        unit = torch.zeros(self.tensors[name].numel(), dtype=torch.float64)
         unit[index] = 1.0
-        return self.project(position, unit)[0]
+        return unit
 
-    def vector(self, position: int) -> Tensor:
+    def element(self, name: str, index: int) -> float:
+        if name in self.vectors:
+            return float(self.vectors[name].reshape(-1)[index])
+        return self.project(name, self._unit(name, index))[0]
+
+    def vector(self, name: str) -> Tensor:
         """Every element's :math:`\\langle g, J e_j\\rangle`: one forward-mode evaluation per element."""
-        tensor = self.call.args[position]
-        values = torch.empty(tensor.numel(), dtype=torch.float64)
-        for j in range(tensor.numel()):
-            unit = torch.zeros(tensor.numel(), dtype=torch.float64)
-            unit[j] = 1.0
-            values[j] = self.project(position, unit)[0]
-        self.vectors[position] = values.reshape(tensor.shape)
-        return self.vectors[position]
+        tensor = self.tensors[name]
+        values = [self.project(name, self._unit(name, j))[0] for j in range(tensor.numel())]
+        self.vectors[name] = torch.tensor(values, dtype=torch.float64).reshape(tensor.shape)
+        return self.vectors[name]
 
-    def elementwise(self, position: int) -> bool:
-        return position in self.vectors
+    def elementwise(self, name: str) -> bool:
+        return name in self.vectors
+
+
+def _dual(x: Tensor, tangent: Tensor | None) -> Tensor:
+    """``x`` as a dual tensor with ``tangent`` (reshaped to it), or a zero tangent."""
+    moved = torch.zeros_like(x) if tangent is None else tangent.to(device=x.device, dtype=x.dtype).reshape(x.shape)
+    return fwad.make_dual(x.detach(), moved)
+
+
+def _dual_parameter(p: Tensor, tangent: Tensor | None) -> Tensor:
+    """A parameter as a dual tensor; a complex one through its real view, as it is checked."""
+    if not p.is_complex():
+        return _dual(p, tangent)
+    return as_complex(_dual(torch.view_as_real(p.detach()), tangent))
 
 
 def check_forward_mode(ctx: Context) -> CheckResult:
@@ -113,20 +127,17 @@ def check_forward_mode(ctx: Context) -> CheckResult:
     if not has_jvp and not ctx.asked_for("forward_mode"):
         result.skipped = "the target defines no jvp; for a callable's forward mode: checks=[..., 'forward_mode']"
         return result
-    if not ctx.call.diff:
-        result.skipped = "no differentiated input: forward-mode tangents are given to inputs, not parameters"
-        return result
     if ctx.target64 is None:
         result.inconclusive = f"{ctx.why_no_float64}: forward-mode derivatives are checked in float64"
         return result
     base = ctx.target64
     assert isinstance(base, AutogradTarget)
-    target = _InputsOnly(base.copy().fn, base.name)
+    target = base.copy()  # shifted in place by the finite differences
     call, grads = ctx.call64, ctx.grads64
-    tangents = Tangents(target, call, grads)
-    first = call.tensors()[0]
+    tangents = Tangents(base.copy(), call, grads)
+    first = next(iter(tangents.tensors))  # an input's, or with none, a parameter's
     try:
-        tangents.project(call.diff[0], torch.ones(first.shape, dtype=torch.float64))
+        tangents.project(first, torch.ones(tangents.tensors[first].shape, dtype=torch.float64))
     except Exception as error:
         why = error_line(error)
         if has_jvp:
@@ -136,15 +147,14 @@ def check_forward_mode(ctx: Context) -> CheckResult:
         return result
     backward = base.copy().start(call).backward(grads)
     # Large tensors: the backward's gradients, which set the tolerances' scale only (probes project the jvp).
-    inputs: list[Tensor | None] = [
-        tangents.vector(i) if x.numel() <= LOCATE_LIMIT else (torch.zeros_like(x) if g is None else g)
-        for i, x, g in zip(call.diff, call.tensors(), backward.inputs)
+    names = list(tangents.tensors)
+    vectors: list[Tensor | None] = [
+        tangents.vector(name)
+        if tangents.tensors[name].numel() <= LOCATE_LIMIT
+        else (torch.zeros_like(tangents.tensors[name]) if g is None else g)
+        for name, g in zip(names, backward.all())
     ]
-    compare(
-        result, target, call, grads, Gradients(inputs, []), ctx.options, ctx.generator, ctx.upstream_drawn, tangents
-    )
-    if base.parameters() and result.ok:
-        result.detail = (result.detail + "; " if result.detail else "") + (
-            "the inputs' tangents only: the parameters' forward-mode derivatives are not checked"
-        )
+    n_inputs = len(call.diff)
+    gradients = Gradients(vectors[:n_inputs], vectors[n_inputs:])
+    compare(result, target, call, grads, gradients, ctx.options, ctx.generator, ctx.upstream_drawn, tangents)
     return result
