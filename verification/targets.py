@@ -19,11 +19,12 @@ the target receives ``torch.view_as_complex`` of it (a view, so an in-place writ
 complex output is returned as its real view. Finite differences then perturb real and
 imaginary parts as two real inputs, and autograd's gradient of the real view is
 ``view_as_real`` of torch's complex gradient (dL/dRe z + i dL/dIm z), so a backward written to
-another convention (the conjugate, or the Wirtinger derivative) fails. Every other argument (None, flags, sizes,
-integer index tensors) is passed through unchanged. Each evaluation receives fresh copies of
-the tensors, so a target that modifies its inputs cannot corrupt the next evaluation, and
-runs with its random state pinned (the global generators, and the ``generator`` attribute of
-framework modules such as Dropout), so finite differences see one fixed function.
+another convention (the conjugate, or the Wirtinger derivative) fails. Every other argument
+(None, flags, sizes, integer index tensors) is passed through unchanged. Each evaluation
+receives fresh copies of the tensors, so a target that modifies its inputs cannot corrupt the
+next evaluation, and runs with its random state pinned (the global generators, and the
+``generator`` attribute of framework modules such as Dropout), so finite differences see one
+fixed function.
 """
 
 from __future__ import annotations
