@@ -7,6 +7,10 @@ The checks live one family per file in :mod:`verification.checks`, the error mod
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -77,7 +81,7 @@ def check_gradients(
         raise ValueError(f"unknown checks {unknown}; known: {list(CHECKS)}")
     # Under the caller's torch.inference_mode, torch.enable_grad() records nothing: every correct
     # target would seem to cut autograd's path.
-    with torch.inference_mode(False):
+    with torch.inference_mode(False), _compiled_everywhere() as fell_back:
         ctx = Context(target, inputs, reference, grad_output, order, opts)
         if order == 2 and not ctx.target.supports_second_order:
             raise TargetError(
@@ -88,7 +92,47 @@ def check_gradients(
         for name, check in CHECKS.items():
             if name in selected:
                 ctx.report.checks.append(check(ctx))
+    if fell_back:
+        ctx.report.notes.append(
+            f"torch.compile hit its recompile limit ({fell_back[0]}) while the checks ran the target in other dtypes, "
+            "layouts and grad modes: torch then ran the uncompiled code, so not every check saw the compiled one; "
+            "raise torch._dynamo.config.recompile_limit for the check"
+        )
     return ctx.report
+
+
+# A compiled target is recompiled for each dtype, memory layout and grad mode the checks use (6
+# graphs for a float32 check). Past dynamo's limit (8 per function) it runs the uncompiled code
+# without a word, and the checks would judge that: the limits are raised for the check.
+RECOMPILE_LIMIT, ACCUMULATED_RECOMPILE_LIMIT = 64, 1024
+
+
+@contextlib.contextmanager
+def _compiled_everywhere() -> Iterator[list[str]]:
+    """Raise torch.compile's recompile limits for the check (when torch._dynamo is in use), and
+    collect dynamo's report of hitting one anyway (an empty list when it did not)."""
+    hits: list[str] = []
+    if "torch._dynamo" not in sys.modules:  # nothing compiled: nothing to raise, and no import
+        yield hits
+        return
+    import torch._dynamo.config as dynamo
+
+    class _Hits(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage()
+            if "recompile_limit" in message:
+                hits.append(message.splitlines()[0].removeprefix("torch._dynamo hit "))
+
+    handler, logger = _Hits(), logging.getLogger("torch._dynamo")
+    logger.addHandler(handler)
+    try:
+        with dynamo.patch(
+            recompile_limit=max(dynamo.recompile_limit, RECOMPILE_LIMIT),
+            accumulated_recompile_limit=max(dynamo.accumulated_recompile_limit, ACCUMULATED_RECOMPILE_LIMIT),
+        ):
+            yield hits
+    finally:
+        logger.removeHandler(handler)
 
 
 def assert_gradients_close(target: Any, /, *inputs: Any, **kwargs: Any) -> GradientReport:

@@ -813,3 +813,36 @@ def test_a_compiled_function_whose_backward_runs_once_per_forward_passes():
     compiled = torch.compile(tanh_product, backend="aot_eager")
     report = check_gradients(compiled, x64(8, 16), x64(16, 8, seed=1), reference=tanh_product)
     assert report.ok, str(report)
+
+
+def test_a_compiled_function_stays_compiled_past_dynamos_recompile_limit():
+    # A float32 check compiles the function for several dtypes, layouts and grad modes; past the
+    # limit dynamo would run the uncompiled code without a word, and the checks would judge that.
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    def tanh_product(x, w):  # its own code object: no graphs cached for it by another test
+        return torch.tanh(x @ w)
+
+    compiled = torch.compile(tanh_product, backend="aot_eager")
+    before = counters["stats"]["unique_graphs"]
+    with torch._dynamo.config.patch(recompile_limit=1):
+        report = check_gradients(compiled, x64(4, 3).float(), x64(3, 2, seed=1).float(), reference=tanh_product)
+    assert report.ok, str(report)
+    assert counters["stats"]["unique_graphs"] - before >= 2  # compiled again, not run uncompiled
+    assert not any("recompile limit" in note for note in report.notes)
+
+
+def test_a_compiled_function_that_hits_the_recompile_limit_anyway_is_named(monkeypatch):
+    import torch._dynamo
+
+    import verification.check
+
+    def sine_product(x, w):  # its own code object: no graphs cached for it by another test
+        return torch.sin(x @ w)
+
+    monkeypatch.setattr(verification.check, "RECOMPILE_LIMIT", 1)
+    compiled = torch.compile(sine_product, backend="aot_eager")
+    with torch._dynamo.config.patch(recompile_limit=1):
+        report = check_gradients(compiled, x64(4, 3).float(), x64(3, 2, seed=1).float())
+    assert any("torch.compile hit its recompile limit" in note for note in report.notes)
