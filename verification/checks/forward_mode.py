@@ -145,14 +145,13 @@ def check_forward_mode(ctx: Context) -> CheckResult:
         else:
             result.skipped = f"the target has no forward-mode derivative: {why}"
         return result
-    backward = base.copy().start(call).backward(grads)
-    # Large tensors: the backward's gradients, which set the tolerances' scale only (probes project the jvp).
     names = list(tangents.tensors)
+    large = [tangents.tensors[name].numel() > LOCATE_LIMIT for name in names]
+    # Large tensors: the backward's gradients, which set the tolerances' scale only (probes project the jvp).
+    scales = base.copy().start(call).backward(grads).all() if any(large) else [None] * len(names)
     vectors: list[Tensor | None] = [
-        tangents.vector(name)
-        if tangents.tensors[name].numel() <= LOCATE_LIMIT
-        else (torch.zeros_like(tangents.tensors[name]) if g is None else g)
-        for name, g in zip(names, backward.all())
+        (torch.zeros_like(tangents.tensors[name]) if g is None else g) if big else tangents.vector(name)
+        for name, big, g in zip(names, large, scales)
     ]
     n_inputs = len(call.diff)
     gradients = Gradients(vectors[:n_inputs], vectors[n_inputs:])
