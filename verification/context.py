@@ -404,6 +404,14 @@ class Context:
         )
         return [None if i in cut else g for i, g in enumerate(grads)]
 
+    def recomputed(self, name: str, expected: Tensor) -> Tensor:
+        """The tolerance between ``expected`` (named as in :attr:`noise`, float64 on the CPU) and the same
+        float64 value computed another way (a batched pass, a missing gradient taken as zeros): the
+        rounding bound at the case's gradient scale plus ``safety`` times the measured rounding noise."""
+        u, safety = error_model.unit_roundoff(torch.float64), self.options.safety
+        bound = error_model.rounding_tolerance(expected.abs(), self.n_terms, u, safety, self.scale)
+        return bound + safety * error_model.estimated(self.noise, name, expected)
+
     def asked_for(self, check: str) -> bool:
         """Whether the caller named ``check`` in ``checks=`` (an opt-in check then runs on any target)."""
         return self.options.checks is not None and check in self.options.checks

@@ -31,7 +31,6 @@ from torch import Tensor
 from torch.utils import _pytree as pytree
 
 from ..context import Context, random_like
-from ..error_model import estimated, rounding_tolerance, unit_roundoff
 from ..report import CheckResult, error_line
 from ..targets import AutogradTarget, Call, plain, real_leaves
 
@@ -82,12 +81,9 @@ def _compare(
     result: CheckResult, ctx: Context, name: str, batched: Tensor, singles: Sequence[Tensor], what: tuple[str, str]
 ) -> None:
     """Each sample of ``batched`` against its one-at-a-time value, at the linearity check's tolerance."""
-    u = unit_roundoff(torch.float64)
     for b, single in enumerate(singles):
         expected = single.detach().double().cpu()
-        noise = estimated(ctx.noise, name, expected)
-        tolerance = rounding_tolerance(expected.abs(), ctx.n_terms, u, ctx.options.safety, ctx.scale)
-        result.merge(f"{name}[sample {b}]", batched[b].detach(), expected, tolerance + ctx.options.safety * noise, what)
+        result.merge(f"{name}[sample {b}]", batched[b].detach(), expected, ctx.recomputed(name, expected), what)
 
 
 def _batched_backward(result: CheckResult, ctx: Context, base: AutogradTarget) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import torch
 
 from ..context import Context
-from ..error_model import estimated, rounding_tolerance, unit_roundoff
 from ..report import CheckResult, error_line
 from ..targets import AutogradTarget
 
@@ -36,7 +35,6 @@ def check_undefined_grad(ctx: Context) -> CheckResult:
         return result
     names = ctx.outputs.names()
     wrt = ctx.call64.names() + [name for name, _ in target.parameters()]
-    u = unit_roundoff(torch.float64)
     for k in flowing:
         without = [None if i == k else g for i, g in enumerate(grads)]
         with_zeros = [torch.zeros_like(g) if i == k and g is not None else g for i, g in enumerate(grads)]
@@ -54,13 +52,11 @@ def check_undefined_grad(ctx: Context) -> CheckResult:
                 continue  # a missing gradient is finite_differences' to report
             reference = reference.detach().double().cpu()
             value = torch.zeros_like(reference) if value is None else value.detach()
-            noise = estimated(ctx.noise, f"{name}.grad", reference)
-            tolerance = rounding_tolerance(reference.abs(), ctx.n_terms, u, ctx.options.safety, ctx.scale)
             result.merge(
                 name,
                 value,
                 reference,
-                tolerance + ctx.options.safety * noise,
+                ctx.recomputed(f"{name}.grad", reference),
                 (f"backward without {names[k]}'s gradient", "with zeros for it"),
             )
     return result
