@@ -480,3 +480,13 @@ def test_target_on_another_device_raises_naming_the_class():
         fw.CrossEntropyLoss()(prediction.cuda(), target)
     with pytest.raises(TypeError, match="L1Loss: expected target on device"):
         fw.L1Loss()(prediction.cuda(), prediction)
+
+
+def test_bce_with_logits_in_float32_does_not_cancel_for_negative_logits():
+    # x = -4.57, t = 0.0326: (1 - t) x + log(1 + exp(-x)) is 4.58 - 4.42, and cancels to 20 float32
+    # round-offs of the loss; the loss as a sum of non-negative terms errs by about one.
+    x = torch.tensor(-4.5703244629162185)
+    t = torch.tensor(0.03261495443272289)
+    truth = torch.nn.functional.binary_cross_entropy_with_logits(x.float().double(), t.float().double())
+    ours = fw.BCEWithLogitsLoss().forward(x.float(), t.float())
+    assert abs(float(ours) - float(truth)) <= 2 * torch.finfo(torch.float32).eps * float(truth)
