@@ -66,7 +66,9 @@ class Elementwise(Module):
         blocked_forward, blocked_backward: run ``_forward`` (``_gradient``) block by block on
             large CPU tensors; off for single-operation formulas, which gain nothing from blocks.
         saves_derivative: forward computes f'(x) along with y (``_forward_and_derivative``, when the
-            two share most of their work) and keeps it, so backward is one product.
+            two share most of their work) and keeps it, so backward is one product (a subclass
+            may decide per input, in ``_keeps_derivative``, and keep another form of f'(x) that
+            its ``_gradient_from_kept`` turns into dL/dx).
         allocates_output: ``_forward`` and ``_gradient`` also take ``out=None`` and then let their
             first torch operation allocate the result: one dispatch fewer than an ``empty_like``
             first, which shows on small tensors (single-operation formulas, where not blocked).
@@ -107,9 +109,17 @@ class Elementwise(Module):
         self._forward(x, y)
         derivative.copy_(self._derivative(x, y))
 
+    def _keeps_derivative(self, x: Tensor) -> bool:
+        """Whether forward on ``x`` computes f'(x) along with y and keeps it (``saves_derivative``)."""
+        return self.saves_derivative
+
+    def _gradient_from_kept(self, kept: Tensor, grad_output: Tensor) -> Tensor:
+        """dL/dx from what ``_forward_and_derivative`` kept: grad_output f'(x), a new tensor."""
+        return torch.mul(kept, grad_output)
+
     def forward(self, x: Tensor) -> Tensor:
         x = self._check_input(x)
-        if self.saves_derivative or self.inplace:
+        if self.inplace or self._keeps_derivative(x):
             # f'(x) along with y: they share work, or x is about to be overwritten (inplace).
             y, derivative = torch.empty_like(x), self._workspace("derivative", x.shape, x)
             _blocks.map_into(self._forward_and_derivative, derivative, x, y)
@@ -131,7 +141,7 @@ class Elementwise(Module):
         x, y = saved["x"], saved["y"]
         grad_output = self._check_grad_output(grad_output, y)
         if saved["derivative"] is not None:
-            return torch.mul(saved["derivative"], grad_output)
+            return self._gradient_from_kept(saved["derivative"], grad_output)
         if self.blocked_backward:
             return _blocks.map_into(self._gradient, torch.empty_like(grad_output), x, y, grad_output)
         return self._gradient(x, y, grad_output, None if self.allocates_output else torch.empty_like(grad_output))
@@ -230,6 +240,19 @@ class LeakyReLU(Elementwise):
         super().__init__()
         self.negative_slope = _finite(self, negative_slope, "negative_slope")
         self._set_inplace(inplace)
+
+    def _keeps_derivative(self, x: Tensor) -> bool:
+        """With 0 <= negative_slope <= 1, forward makes f'(x) first and y = x f'(x) from it (exact:
+        a product by 1 or by the slope, as torch's kernel), then keeps it: backward is one product.
+        Four operations in all where computing y and then f'(x) again from x takes five."""
+        return 0 <= self.negative_slope <= 1
+
+    def _forward_and_derivative(self, x: Tensor, y: Tensor, derivative: Tensor) -> None:
+        if not 0 <= self.negative_slope <= 1:
+            return super()._forward_and_derivative(x, y, derivative)
+        # sign(x) is -1, 0 or 1 (0 at NaN): clamped below at s it is s for x <= 0 and 1 for x > 0.
+        torch.sign(x, out=derivative).clamp_(min=self.negative_slope)
+        torch.mul(x, derivative, out=y)
 
     def _forward(self, x: Tensor, out: Tensor) -> Tensor:
         # With s <= 1, x >= s x exactly where x >= 0: y = max(x, s x), exact in both branches
@@ -417,13 +440,23 @@ class SELU(Elementwise):
 class Tanhshrink(Elementwise):
     """y = x - tanh(x);   f'(x) = tanh(x)^2.
 
+    Forward keeps f'(x), squared from the tanh it computes anyway: backward is one product, where
+    computing tanh(x) again would cost more than forward's whole pass (tanh is the costly operation).
+
     Shape:
         - Input: (*), any shape.  - Output: (*), the input's shape.
     """
 
+    saves_derivative = True
+
     def _forward(self, x: Tensor, out: Tensor) -> Tensor:
         t = torch.tanh(x, out=out)
         return torch.sub(x, t, out=out)
+
+    def _forward_and_derivative(self, x: Tensor, y: Tensor, derivative: Tensor) -> None:
+        t = torch.tanh(x, out=derivative)
+        torch.sub(x, t, out=y)
+        t.square_()  # tanh(x)^2 rather than 1 - (1 - tanh^2): no cancellation near x = 0
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
         # tanh(x)^2 rather than 1 - (1 - tanh^2): no cancellation near x = 0.
@@ -437,8 +470,9 @@ class Threshold(Elementwise):
     """y = x if x > threshold else value;   f'(x) = 1 if x > threshold else 0.
 
     At x = threshold the output is ``value`` and the derivative 0, as torch. At x = NaN the output is
-    NaN, as torch; the gradient passes on there on a GPU, as torch's, and is 0 on the CPU (a 0/1
-    step of a NaN is 0). In bfloat16 and
+    NaN and the gradient passes on, as torch's (NaN <= threshold is false), except on the CPU where
+    threshold + (value - threshold) is not exactly value in the dtype (bfloat16 and float16, and
+    rare constants): there a 0/1 step of x > threshold makes it 0. In bfloat16 and
     float16 the comparison is with the threshold itself, not with its rounding to the dtype (as
     torch's kernel, which compares in float32).
 
@@ -515,13 +549,14 @@ class Threshold(Elementwise):
         torch.clamp(x, min=max(at, -torch.finfo(x.dtype).max), out=out).mul_(step)
         return out.add_(step.sub_(1), alpha=-self._value)
 
-    def _forward_shifted(self, x: Tensor, out: Tensor) -> Tensor:
+    def _forward_shifted(self, x: Tensor, out: Tensor, below: Tensor | None = None) -> Tensor:
         # c = max(x, threshold) is the threshold exactly where x <= threshold, and there
         # c + (value - threshold) is value when that sum rounds to exactly value in this dtype
         # (float32 and float64, checked by _shift_is_exact): three operations instead of five.
-        # Elsewhere c = x and the added term is 0 (+inf stays inf, NaN stays NaN).
+        # Elsewhere c = x and the added term is 0 (+inf stays inf, NaN stays NaN). The indicator
+        # c == threshold (that is, x <= threshold) is written into ``below`` when given.
         torch.clamp(x, min=self._threshold, out=out)
-        at_threshold = torch.eq(out, self._threshold, out=torch.empty_like(x))
+        at_threshold = torch.eq(out, self._threshold, out=torch.empty_like(x) if below is None else below)
         return out.add_(at_threshold, alpha=self._value - self._threshold)
 
     def _shift_is_exact(self, dtype: torch.dtype) -> bool:
@@ -545,6 +580,23 @@ class Threshold(Elementwise):
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
         return _step_above(x, self._at(x.dtype))
+
+    # Forward keeps 1 - f'(x), the 0/1 indicator of x <= threshold, and backward is then one fused
+    # operation g - g (1 - f'(x)): exactly g or 0. On the CPU, in float32 and float64, the
+    # three-operation forward makes that indicator anyway (four operations in all, where computing
+    # the step again from x in backward takes five); in place, on every path (x is overwritten).
+    def _keeps_derivative(self, x: Tensor) -> bool:
+        return not selects(x) and x.dtype in self._shifted
+
+    def _forward_and_derivative(self, x: Tensor, y: Tensor, derivative: Tensor) -> None:
+        if x.dtype in self._shifted and not selects(x):
+            self._forward_shifted(x, y, below=derivative)
+            return
+        self._forward(x, y)
+        torch.le(x, self._at(x.dtype), out=derivative)
+
+    def _gradient_from_kept(self, kept: Tensor, grad_output: Tensor) -> Tensor:
+        return torch.addcmul(grad_output, grad_output, kept, value=-1)
 
     def _gradient(self, x: Tensor, y: Tensor, grad_output: Tensor, out: Tensor) -> Tensor:
         # The step again from x (two operations) rather than kept from forward: cheaper than
