@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from . import _blocks
+from . import _blocks, _exp
 from . import _checks as check
 from .module import Module
 
@@ -316,7 +316,7 @@ def _elu_gradient(
         positive_t = x.new_full((), positive) if positive_t is None else positive_t
         scaled = torch.exp(x, out=out).mul_(negative)
         return torch.where(torch.gt(x, 0), positive_t, scaled, out=out).mul_(grad_output)
-    exp = torch.clamp(x, max=0, out=out).exp_()
+    exp = _exp.exp_(torch.clamp(x, max=0, out=out))
     if negative == positive == 1.0:
         return exp.mul_(grad_output)  # 1 for x > 0, exp(x) for x <= 0: the derivative itself
     gap = _exact_gap(negative, positive, x.dtype)
@@ -738,7 +738,10 @@ class GELU(Elementwise):
 
     def _derivative_from_cdf(self, x: Tensor, cdf: Tensor, out: Tensor) -> Tensor:
         """Phi(x) + x phi(x) into ``out`` (which must not be ``cdf``)."""
-        pdf = torch.addcmul(self._constant(0.0, x), x, x, value=-0.5, out=out).exp_()  # exp(-x^2 / 2)
+        if _exp.in_base_2(x):  # exp(-x^2 / 2) as exp2(-x^2 log2(e) / 2): the factor rides in addcmul
+            pdf = torch.addcmul(self._constant(0.0, x), x, x, value=-0.5 * _exp.LOG2_E, out=out).exp2_()
+        else:
+            pdf = torch.addcmul(self._constant(0.0, x), x, x, value=-0.5, out=out).exp_()  # exp(-x^2 / 2)
         return torch.addcmul(cdf, pdf, x, value=_INV_SQRT_2PI, out=out)  # Phi(x) + x phi(x)
 
     def forward(self, x: Tensor) -> Tensor:

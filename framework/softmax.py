@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import _blocks
+from . import _blocks, _exp
 from . import _checks as check
 from .module import Module
 
@@ -86,7 +86,7 @@ class Softmax(Module):
         if x.dim() == 0:
             y = x - x + 1  # exp(x) / exp(x); NaN and inf stay NaN, as torch
         elif blocked is None:
-            e = (x - x.amax(d, keepdim=True)).exp_()
+            e = _exp.exp_(x - x.amax(d, keepdim=True))
             y = _normalize(e, e.sum(d, keepdim=True))
         else:
             # Large CPU input, rows along the last dimension: the same formula a few rows at a time,
@@ -95,7 +95,7 @@ class Softmax(Module):
             y = torch.empty_like(x2)
             for part in parts:
                 x_block, y_block = x2[part], y[part]
-                torch.sub(x_block, x_block.amax(-1, keepdim=True), out=y_block).exp_()
+                _exp.exp_(torch.sub(x_block, x_block.amax(-1, keepdim=True), out=y_block))
                 _normalize(y_block, y_block.sum(-1, keepdim=True))
             y = y.view(x.shape)
         self._save_for_backward(y=y, dim=d)
@@ -152,7 +152,7 @@ class LogSoftmax(Module):
             y = x - x
         elif blocked is None:
             shifted = x - x.amax(d, keepdim=True)
-            y = shifted - shifted.exp().sum(d, keepdim=True).log_()
+            y = shifted - _exp.exp(shifted).sum(d, keepdim=True).log_()
         else:
             # Large CPU input, rows along the last dimension: a few rows at a time, in the cache.
             parts, (x2,) = blocked
@@ -161,7 +161,7 @@ class LogSoftmax(Module):
             for part in parts:
                 x_block, y_block = x2[part], y[part]
                 torch.sub(x_block, x_block.amax(-1, keepdim=True), out=y_block)
-                total = torch.exp(y_block, out=exp[: y_block.shape[0]]).sum(-1, keepdim=True)
+                total = _exp.exp(y_block, out=exp[: y_block.shape[0]]).sum(-1, keepdim=True)
                 y_block.sub_(total.log_())
             y = y.view(x.shape)
         self._save_for_backward(y=y, dim=d)
@@ -175,13 +175,13 @@ class LogSoftmax(Module):
             return grad_output * 0
         blocked = _row_blocks(d, grad_output, y)
         if blocked is None:  # g - exp(y) sum(g): the product and the difference in one pass
-            return torch.addcmul(grad_output, y.exp(), grad_output.sum(d, keepdim=True), value=-1)
+            return torch.addcmul(grad_output, _exp.exp(y), grad_output.sum(d, keepdim=True), value=-1)
         # Large CPU input, rows along the last dimension: a few rows at a time, in the cache.
         parts, (g, y2) = blocked
         grad = torch.empty_like(g)
         for part in parts:
             g_block, out = g[part], grad[part]
-            torch.exp(y2[part], out=out)
+            _exp.exp(y2[part], out=out)
             torch.addcmul(g_block, out, g_block.sum(-1, keepdim=True), value=-1, out=out)
         return grad.view(grad_output.shape)
 

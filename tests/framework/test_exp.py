@@ -1,0 +1,40 @@
+"""exp by exp2 on the CPU in float32: faster, within the error its docstring states."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from framework import _exp
+
+EPS32 = torch.finfo(torch.float32).eps
+
+
+def test_float32_exp_is_within_t_eps_of_the_exact_value_over_the_whole_range():
+    t = torch.linspace(-103.0, 88.0, 200_001)  # from subnormal results to the edge of overflow
+    exact = t.double().exp()
+    computed = _exp.exp(t).double()
+    normal = exact >= torch.finfo(torch.float32).tiny
+    relative = ((computed - exact).abs() / exact)[normal]
+    bound = ((t.double().abs() + 2) * EPS32)[normal]
+    assert bool((relative <= bound).all()), f"worst: {(relative / bound).max().item():.3g} of the bound"
+
+
+def test_float32_exp_overflows_and_underflows_where_exp_does():
+    t = torch.tensor([-1e4, -200.0, 89.0, 1e4, float("inf"), -float("inf"), float("nan")])
+    assert torch.equal(_exp.exp(t).nan_to_num(7.0), t.exp().nan_to_num(7.0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16], ids=str)
+def test_other_dtypes_take_torchs_exp_bit_for_bit(dtype):
+    t = (10 * torch.randn(1000, generator=torch.Generator().manual_seed(0))).to(dtype)
+    assert not _exp.in_base_2(t)
+    assert torch.equal(_exp.exp(t), t.exp())
+    assert torch.equal(_exp.exp_(t.clone()), t.exp())
+
+
+def test_in_place_exp_writes_into_its_argument():
+    t = torch.randn(100)
+    expected = _exp.exp(t)
+    out = t.clone()
+    assert _exp.exp_(out) is out and torch.equal(out, expected)
