@@ -16,8 +16,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-# Elements per block: a handful of float32 temporaries of 256 KiB stay in a core's L2 cache.
-BLOCK = 1 << 16
+# Elements per block (per intra-op thread): a handful of float32 temporaries of 1 MiB stay in the
+# cache (a core's L2 and its share of L3). Smaller blocks pay more in per-operation dispatch than
+# they gain in cache locality: on a 2-core EPYC (1 MiB L2 per core, 32 MiB L3), forward+backward
+# at 4096 x 1024, one thread, framework/torch with 64K- against 256K-element blocks: Softmax
+# 1.50 -> 1.26, SELU 1.96 -> 1.46, GELU 2.02 -> 1.78, LayerNorm 2.80 -> 2.08, SmoothL1Loss
+# 1.57 -> 1.35; at 256 x 1024 (no longer blocked) Softmax 1.31 -> 0.78, LayerNorm 2.18 -> 1.33.
+BLOCK = 1 << 18
 
 
 def one_pass_moments(x: Tensor) -> bool:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import framework as fw
-from framework import ModuleValueError, activations
+from framework import ModuleValueError, _blocks, activations
 
 F64 = torch.float64
 
@@ -134,7 +134,7 @@ THRESHOLD_PAIRS = [
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("threshold, value, shifted", THRESHOLD_PAIRS, ids=["exact", "inexact", "float32-only"])
-@pytest.mark.parametrize("size", [7, 5 * 2**16], ids=["small", "blocked"])
+@pytest.mark.parametrize("size", [7, 5 * _blocks.BLOCK + 3], ids=["small", "blocked"])
 @pytest.mark.parametrize("select", [False, True], ids=["steps", "select"])
 def test_threshold_output_is_torchs_bit_for_bit(threshold, value, shifted, dtype, size, select, monkeypatch):
     """Whichever formula the dtype allows (three operations where threshold + (value - threshold)
