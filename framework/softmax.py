@@ -130,9 +130,11 @@ class Softmax(Module):
 class LogSoftmax(Module):
     r"""y_i = x_i - log(sum_j exp(x_j)) along ``dim``.
 
-    dL/dx = g - exp(y) * sum(g),   g = dL/dy, the sum along ``dim``.
+    dL/dx = g - p * sum(g),   g = dL/dy, p = exp(y) the softmax, the sum along ``dim``.
     Computed as (x - max) - log(sum(exp(x - max))): no overflow for large logits, and no
-    log(0) for very negative ones.
+    log(0) for very negative ones. Forward keeps p = exp(x - max) / sum(exp(x - max)), made from
+    the exponentials its sum needs anyway (one product), so backward is a sum and one fused
+    multiply-subtract, with no exponential.
 
     Args:
         dim: the dimension normalised over (``None``: torch's deprecated implicit choice).
@@ -148,41 +150,47 @@ class LogSoftmax(Module):
         x = self._check_input(x)
         d = _dim(self, self.dim, x)
         blocked = _row_blocks(d, x) if x.dim() else None
+        p = None
         if x.dim() == 0:
             y = x - x
         elif blocked is None:
-            shifted = x - x.amax(d, keepdim=True)
-            y = shifted - _exp.exp(shifted).sum(d, keepdim=True).log_()
+            y = x - x.amax(d, keepdim=True)
+            p = _exp.exp(y)
+            total = p.sum(d, keepdim=True)
+            y.sub_(total.log())
+            p = _normalize(p, total)
         else:
-            # Large CPU input, rows along the last dimension: a few rows at a time, in the cache.
+            # Large CPU input, rows along the last dimension: a few rows at a time, in the cache;
+            # p in a buffer reused from call to call (a fresh one costs its page faults).
             parts, (x2,) = blocked
             y = torch.empty_like(x2)
-            exp = self._workspace("exp", (parts[0].stop - parts[0].start, x2.shape[1]), x2)
+            p = self._workspace("probabilities", tuple(x2.shape), x2)
             for part in parts:
-                x_block, y_block = x2[part], y[part]
+                x_block, y_block, p_block = x2[part], y[part], p[part]
                 torch.sub(x_block, x_block.amax(-1, keepdim=True), out=y_block)
-                total = _exp.exp(y_block, out=exp[: y_block.shape[0]]).sum(-1, keepdim=True)
-                y_block.sub_(total.log_())
+                total = _exp.exp(y_block, out=p_block).sum(-1, keepdim=True)
+                y_block.sub_(total.log())
+                _normalize(p_block, total)
             y = y.view(x.shape)
-        self._save_for_backward(y=y, dim=d)
+            p = p.view(x.shape)
+        self._save_for_backward(y=y, probabilities=p, dim=d)
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
         saved = self._saved_tensors()
-        y, d = saved["y"], saved["dim"]
+        y, p, d = saved["y"], saved["probabilities"], saved["dim"]
         grad_output = self._check_grad_output(grad_output, y)
         if y.dim() == 0:
             return grad_output * 0
-        blocked = _row_blocks(d, grad_output, y)
-        if blocked is None:  # g - exp(y) sum(g): the product and the difference in one pass
-            return torch.addcmul(grad_output, _exp.exp(y), grad_output.sum(d, keepdim=True), value=-1)
+        blocked = _row_blocks(d, grad_output, p)
+        if blocked is None:  # g - p sum(g): the product and the difference in one pass
+            return torch.addcmul(grad_output, p, grad_output.sum(d, keepdim=True), value=-1)
         # Large CPU input, rows along the last dimension: a few rows at a time, in the cache.
-        parts, (g, y2) = blocked
+        parts, (g, p2) = blocked
         grad = torch.empty_like(g)
         for part in parts:
-            g_block, out = g[part], grad[part]
-            _exp.exp(y2[part], out=out)
-            torch.addcmul(g_block, out, g_block.sum(-1, keepdim=True), value=-1, out=out)
+            g_block = g[part]
+            torch.addcmul(g_block, p2[part], g_block.sum(-1, keepdim=True), value=-1, out=grad[part])
         return grad.view(grad_output.shape)
 
     def extra_repr(self) -> str:
