@@ -113,6 +113,10 @@ class Elementwise(Module):
         """Whether forward on ``x`` computes f'(x) along with y and keeps it (``saves_derivative``)."""
         return self.saves_derivative
 
+    def _kept_dtype(self, x: Tensor) -> torch.dtype:
+        """The dtype of what forward keeps for backward: x's."""
+        return x.dtype
+
     def _gradient_from_kept(self, kept: Tensor, grad_output: Tensor) -> Tensor:
         """dL/dx from what ``_forward_and_derivative`` kept: grad_output f'(x), a new tensor."""
         return torch.mul(kept, grad_output)
@@ -121,7 +125,7 @@ class Elementwise(Module):
         x = self._check_input(x)
         if self.inplace or self._keeps_derivative(x):
             # f'(x) along with y: they share work, or x is about to be overwritten (inplace).
-            y, derivative = torch.empty_like(x), self._workspace("derivative", x.shape, x)
+            y, derivative = torch.empty_like(x), self._workspace("derivative", x.shape, x, dtype=self._kept_dtype(x))
             _blocks.map_into(self._forward_and_derivative, derivative, x, y)
             if self.inplace:
                 y = x.copy_(y)
@@ -241,39 +245,31 @@ class LeakyReLU(Elementwise):
         self.negative_slope = _finite(self, negative_slope, "negative_slope")
         self._set_inplace(inplace)
 
+    # Forward makes f'(x) (1 or the slope) first, y = x f'(x) from it, and keeps it: backward is one
+    # product. Four operations in all for 0 <= slope <= 1, where computing y and then f'(x) again
+    # from x takes five; and both products are torch's exactly, for every slope: x or slope x
+    # (the sign of a zero included), dL/dy or slope dL/dy, each rounded once. In bfloat16 and
+    # float16, f'(x) is kept in float32: torch multiplies by the slope in float32 and rounds once,
+    # and so do products of a half-precision tensor with a float32 one.
     def _keeps_derivative(self, x: Tensor) -> bool:
-        """With 0 <= negative_slope <= 1, forward makes f'(x) first and y = x f'(x) from it (exact:
-        a product by 1 or by the slope, as torch's kernel), then keeps it: backward is one product.
-        Four operations in all where computing y and then f'(x) again from x takes five."""
-        return 0 <= self.negative_slope <= 1
+        return True
+
+    def _kept_dtype(self, x: Tensor) -> torch.dtype:
+        return torch.float32 if x.dtype in (torch.bfloat16, torch.float16) else x.dtype
 
     def _forward_and_derivative(self, x: Tensor, y: Tensor, derivative: Tensor) -> None:
-        if not 0 <= self.negative_slope <= 1:
-            return super()._forward_and_derivative(x, y, derivative)
-        # sign(x) is -1, 0 or 1 (0 at NaN): clamped below at s it is s for x <= 0 and 1 for x > 0.
-        torch.sign(x, out=derivative).clamp_(min=self.negative_slope)
+        slope = self.negative_slope
+        source = x if derivative.dtype == x.dtype else derivative.copy_(x)  # half precision: exact in float32
+        if 0 <= slope <= 1:
+            # sign(x) is -1, 0 or 1 (0 at NaN): clamped below at s it is s for x <= 0 and 1 for x > 0.
+            torch.sign(source, out=derivative).clamp_(min=slope)
+        else:
+            step = _step(source)  # s - s step + step is exactly s or 1
+            torch.mul(step, -slope, out=derivative).add_(slope).add_(step)
         torch.mul(x, derivative, out=y)
 
-    def _forward(self, x: Tensor, out: Tensor) -> Tensor:
-        # With s <= 1, x >= s x exactly where x >= 0: y = max(x, s x), exact in both branches
-        # (min for s > 1). NaN propagates through maximum, as through torch's kernel.
-        scaled = torch.mul(x, self.negative_slope, out=out)
-        if self.negative_slope <= 1:
-            return torch.maximum(x, scaled, out=out)
-        return torch.minimum(x, scaled, out=out)
-
-    def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
-        slope = self.negative_slope
-        if 0 <= slope <= 1:
-            # sign(x) is -1, 0 or 1: clamped below at s it is s for x <= 0 and 1 for x > 0.
-            return torch.sign(x).clamp_(min=slope)
-        step = _step(x)
-        return torch.rsub(step, 1).mul_(slope).add_(step)
-
-    def _gradient(self, x: Tensor, y: Tensor, grad_output: Tensor, out: Tensor) -> Tensor:
-        if 0 <= self.negative_slope <= 1:
-            return torch.sign(x, out=out).clamp_(min=self.negative_slope).mul_(grad_output)
-        return super()._gradient(x, y, grad_output, out)
+    def _gradient_from_kept(self, kept: Tensor, grad_output: Tensor) -> Tensor:
+        return torch.mul(kept, grad_output, out=torch.empty_like(grad_output))
 
     def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
