@@ -115,12 +115,9 @@ class SigmoidOneWrongElement(fw.Sigmoid):
 class LeakyReLUForwardAndBackwardBothWrong(fw.LeakyReLU):
     """Uses twice the slope in forward *and* backward: self-consistent, so only the twin can tell."""
 
-    def _forward(self, x: Tensor, out: Tensor) -> Tensor:
-        return out.copy_(torch.where(x > 0, x, 2 * self.negative_slope * x))
-
-    def _gradient(self, x: Tensor, y: Tensor, grad_output: Tensor, out: Tensor) -> Tensor:
-        slope = torch.where(x > 0, torch.ones_like(x), torch.full_like(x, 2 * self.negative_slope))
-        return torch.mul(slope, grad_output, out=out)
+    def _forward_and_derivative(self, x: Tensor, y: Tensor, derivative: Tensor) -> None:
+        derivative.copy_(torch.where(x > 0, torch.ones_like(x), torch.full_like(x, 2 * self.negative_slope)))
+        torch.mul(x, derivative, out=y)  # backward multiplies dL/dy by the same doubled slope
 
 
 class SoftplusIgnoresBeta(fw.Softplus):

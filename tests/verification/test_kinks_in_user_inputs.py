@@ -68,3 +68,61 @@ def test_a_wrong_gradient_at_a_smooth_point_of_a_probed_tensor_still_fails():
 
     x = torch.randn(2000, generator=torch.Generator().manual_seed(0), dtype=F64)
     assert check_gradients(Doubles, x)["finite_differences"].status == "failed"
+
+
+# Near a kink, not on it: the derivative exists, but a central difference whose step reaches past
+# the kink mixes the two sides. The finite-difference step of an element of a tensor whose
+# largest magnitude is 1 is eps = 1e-4.
+STEP = 1e-4
+
+
+def near_kink(distance: float) -> torch.Tensor:
+    x = torch.linspace(-1.0, 1.0, 100, dtype=F64)
+    x[10] = distance
+    return x
+
+
+def test_an_element_within_the_step_of_a_kink_passes_a_right_backward():
+    for fraction in (0.2, 0.3, 0.4, 0.6, 0.9, -0.3):
+        report = check_gradients(torch.nn.ReLU(), near_kink(fraction * STEP).requires_grad_())
+        assert report.verdict == "passed", (fraction, report["finite_differences"].detail)
+
+
+def test_an_element_within_the_step_of_a_kink_still_fails_a_wrong_derivative_there():
+    report = check_gradients(with_slope(0.0), near_kink(0.3 * STEP))  # right: the element is not at 0
+    assert report.verdict == "passed"
+
+    class ZeroThere(ReLUWithGradientAtZero):
+        @classmethod
+        def backward(cls, ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * ((x > 0) & (x != x[10])).to(g.dtype)  # 0 at the element beside the kink
+
+    report = check_gradients(ZeroThere, near_kink(0.3 * STEP))
+    assert report["finite_differences"].status == "failed"
+    assert "input[0][10]" in report["finite_differences"].detail
+
+
+def test_one_part_in_a_million_everywhere_still_fails_beside_a_kink():
+    class Scaled(ReLUWithGradientAtZero):
+        @classmethod
+        def backward(cls, ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * (x > 0).to(g.dtype) * (1 + 1e-6)
+
+    probed = torch.randn(64, 32, generator=torch.Generator().manual_seed(3), dtype=F64)
+    probed[5, 7] = 0.3 * STEP
+    for x in (near_kink(0.3 * STEP), probed):
+        assert check_gradients(Scaled, x)["finite_differences"].status == "failed"
+
+
+def test_a_probe_whose_step_reaches_past_a_kink_does_not_fail_a_right_backward():
+    """A probe steps every element at once: an element nearer the kink than its share of the step
+    (here 3.6e-4 from 0, in a 64 x 32 tensor: probed, not compared element by element) made a
+    failure of torch's own ReLU in float64."""
+    torch.manual_seed(0)
+    for _ in range(9):
+        torch.randn(64, 32)
+    x = torch.randn(64, 32).mul(2).bfloat16().double()
+    report = check_gradients(torch.nn.ReLU(), x.requires_grad_())
+    assert report.verdict == "passed", report["finite_differences"].detail
