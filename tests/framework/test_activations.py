@@ -11,6 +11,8 @@ import torch
 import framework as fw
 from framework import ModuleValueError, _blocks, activations
 
+SMALL_BLOCK = 1024  # patched in for the blocked formulas' path, so that small tensors take it
+
 F64 = torch.float64
 
 # (framework module, torch.nn twin) factories over several hyper-parameter values.
@@ -114,12 +116,13 @@ def test_relu_backward_at_nan_is_zero_on_the_cpu_path_and_passes_the_gradient_on
 @pytest.mark.parametrize("inplace", [False, True], ids=["out-of-place", "inplace"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("slope", [0.01, 0.0, 1.0, 0.3, -0.5, 2.5], ids=lambda s: f"slope={s}")
-@pytest.mark.parametrize("size", [7, 5 * _blocks.BLOCK + 3], ids=["small", "blocked"])
-def test_leaky_relu_is_torchs_bit_for_bit(size, slope, dtype, inplace):
+@pytest.mark.parametrize("size", [7, 5 * SMALL_BLOCK + 3], ids=["small", "blocked"])
+def test_leaky_relu_is_torchs_bit_for_bit(size, slope, dtype, inplace, monkeypatch):
     """y = x f'(x) and dL/dx = f'(x) dL/dy from the kept slope (in float32 for bfloat16 and float16):
     torch's exactly, every product rounded once, at the kink, at -0, at the infinities and at NaN.
     (A maximum of x and slope x turns +inf into NaN at slope 0; the slope rounded to a half
     precision makes a second rounding.)"""
+    monkeypatch.setattr(_blocks, "BLOCK", SMALL_BLOCK)
     generator = torch.Generator().manual_seed(0)
     special = torch.tensor([0.0, -0.0, math.inf, -math.inf, math.nan, 1e-45, -1e-45], dtype=dtype)
     x = torch.cat([special, (10 * torch.randn(size, generator=generator, dtype=torch.float64)).to(dtype)])
@@ -158,7 +161,7 @@ THRESHOLD_PAIRS = [
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("threshold, value, shifted", THRESHOLD_PAIRS, ids=["exact", "inexact", "float32-only"])
-@pytest.mark.parametrize("size", [7, 5 * _blocks.BLOCK + 3], ids=["small", "blocked"])
+@pytest.mark.parametrize("size", [7, 5 * SMALL_BLOCK + 3], ids=["small", "blocked"])
 @pytest.mark.parametrize("select", [False, True], ids=["steps", "select"])
 def test_threshold_output_is_torchs_bit_for_bit(threshold, value, shifted, dtype, size, select, monkeypatch):
     """Whichever formula the dtype allows (three operations where threshold + (value - threshold)
@@ -166,6 +169,7 @@ def test_threshold_output_is_torchs_bit_for_bit(threshold, value, shifted, dtype
     torch's exactly: at, next to and far from the threshold, at the infinities (and the output at
     NaN; the gradient at NaN too where the formula selects)."""
     monkeypatch.setattr(activations, "selects", lambda t: select)
+    monkeypatch.setattr(_blocks, "BLOCK", SMALL_BLOCK)
     module = fw.Threshold(threshold, value)
     assert (dtype in module._shifted) == (dtype in shifted)
     t = torch.tensor(threshold, dtype=dtype)
