@@ -22,6 +22,8 @@ from . import _blocks, _exp
 from . import _checks as check
 from .module import Module
 
+_HALF = (torch.bfloat16, torch.float16)
+
 
 def selects(t: Tensor) -> bool:
     """Whether a piecewise formula picks its branch with a comparison into a one-byte mask and a
@@ -123,11 +125,24 @@ class Elementwise(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self._check_input(x)
-        if self.inplace or self._keeps_derivative(x):
+        if x.dtype not in _HALF:
+            return self._forward_pass(x, self.inplace)
+        # bfloat16 and float16 as torch's kernels compute them: in float32, rounded once at the end
+        # (a formula rounded to the half precision after every operation loses what cancels: GELU's
+        # Phi(x) + x phi(x) near x = -0.75 came out with the wrong sign in bfloat16), and what
+        # backward reads is kept in float32 (tanh's 1 - y^2 from a rounded y loses the same way).
+        y = self._forward_pass(x.float(), inplace=False).to(x.dtype)
+        y = x.copy_(y) if self.inplace else y
+        self._saved_tensors()["like"] = y  # what dL/dy must match
+        return y
+
+    def _forward_pass(self, x: Tensor, inplace: bool) -> Tensor:
+        """The forward of a float32 or float64 ``x`` (written into x when ``inplace``)."""
+        if inplace or self._keeps_derivative(x):
             # f'(x) along with y: they share work, or x is about to be overwritten (inplace).
             y, derivative = torch.empty_like(x), self._workspace("derivative", x.shape, x, dtype=self._kept_dtype(x))
             _blocks.map_into(self._forward_and_derivative, derivative, x, y)
-            if self.inplace:
+            if inplace:
                 y = x.copy_(y)
                 self._save_for_backward(x=None, y=y, derivative=derivative)
             else:
@@ -142,8 +157,15 @@ class Elementwise(Module):
 
     def backward(self, grad_output: Tensor) -> Tensor:
         saved = self._saved_tensors()
+        grad_output = self._check_grad_output(grad_output, saved.get("like", saved["y"]))
+        if grad_output.dtype in _HALF:  # in float32, rounded once (see forward)
+            return self._backward_pass(grad_output.float()).to(grad_output.dtype)
+        return self._backward_pass(grad_output)
+
+    def _backward_pass(self, grad_output: Tensor) -> Tensor:
+        """The backward for a float32 or float64 ``grad_output`` (checked already)."""
+        saved = self._saved_tensors()
         x, y = saved["x"], saved["y"]
-        grad_output = self._check_grad_output(grad_output, y)
         if saved["derivative"] is not None:
             return self._gradient_from_kept(saved["derivative"], grad_output)
         if self.blocked_backward:
@@ -525,6 +547,11 @@ class Threshold(Elementwise):
                 return f"{name}={number:g} is beyond the range of {limit} (largest {torch.finfo(limit).max:g})"
         return None
 
+    def forward(self, x: Tensor) -> Tensor:
+        if isinstance(x, Tensor) and x.dtype in _HALF and x.dtype not in self._fits:
+            raise check.fail(self, self._out_of_range(x.dtype) or f"unsupported dtype {x.dtype}")  # before float32
+        return super().forward(x)
+
     def _forward(self, x: Tensor, out: Tensor) -> Tensor:
         if x.dtype not in self._fits:  # a clear error, not a cast's overflow inside a formula
             raise check.fail(self, self._out_of_range(x.dtype) or f"unsupported dtype {x.dtype}")
@@ -740,20 +767,18 @@ class GELU(Elementwise):
             pdf = torch.addcmul(self._constant(0.0, x), x, x, value=-0.5, out=out).exp_()  # exp(-x^2 / 2)
         return torch.addcmul(cdf, pdf, x, value=_INV_SQRT_2PI, out=out)  # Phi(x) + x phi(x)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _forward_pass(self, x: Tensor, inplace: bool) -> Tensor:
         if self.approximate == "tanh":
-            return super().forward(x)
-        x = self._check_input(x)
+            return super()._forward_pass(x, inplace)
         y, cdf = torch.empty_like(x), self._workspace("cdf", x.shape, x)
         _blocks.map_into(self._forward_keeping_cdf, y, x, cdf)
         self._save_for_backward(x=x, y=y, derivative=None, cdf=cdf)
         return y
 
-    def backward(self, grad_output: Tensor) -> Tensor:
+    def _backward_pass(self, grad_output: Tensor) -> Tensor:
         saved = self._saved_tensors()
         if "cdf" not in saved:
-            return super().backward(grad_output)
-        grad_output = self._check_grad_output(grad_output, saved["y"])
+            return super()._backward_pass(grad_output)
 
         def block(x: Tensor, cdf: Tensor, g: Tensor, out: Tensor) -> None:
             self._derivative_from_cdf(x, cdf, out).mul_(g)

@@ -486,3 +486,42 @@ def test_softplus_without_its_switch_is_the_identity_above_the_threshold_to_the_
     assert torch.equal(y[above], x[above]) and torch.equal(dx[above], torch.ones_like(x[above]))
     torch.testing.assert_close(y, y_ref, rtol=2 * torch.finfo(dtype).eps, atol=0)
     torch.testing.assert_close(dx, dx_ref, rtol=2 * torch.finfo(dtype).eps, atol=0)
+
+
+HALF_PRECISION = [
+    pytest.param(fw.ReLU, id="ReLU"),
+    pytest.param(fw.Tanh, id="Tanh"),
+    pytest.param(fw.Sigmoid, id="Sigmoid"),
+    pytest.param(lambda: fw.LeakyReLU(0.01), id="LeakyReLU"),
+    pytest.param(fw.ELU, id="ELU"),
+    pytest.param(fw.SELU, id="SELU"),
+    pytest.param(fw.Tanhshrink, id="Tanhshrink"),
+    pytest.param(lambda: fw.Threshold(0.1, 20.0), id="Threshold"),
+    pytest.param(fw.Softplus, id="Softplus"),
+    pytest.param(fw.GELU, id="GELU"),
+    pytest.param(lambda: fw.GELU("tanh"), id="GELU-tanh"),
+]
+
+
+@pytest.mark.parametrize("inplace", [False, True], ids=["out-of-place", "inplace"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("make", HALF_PRECISION)
+def test_half_precision_output_and_gradient_are_the_float64_values_rounded_once(make, dtype, inplace):
+    """As torch's kernels: computed in float32 and rounded once to the half precision, so within half
+    a unit in its last place of the float64 values, plus float32's own error. (Rounded after every
+    operation, GELU's gradient near x = -0.75, where Phi(x) + x phi(x) cancels, had the wrong sign.)"""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.linspace(-0.76, -0.74, 64), 3 * torch.randn(4000, generator=generator)]).to(dtype)
+    g = torch.randn(x.shape, generator=generator).to(dtype)
+    exact = make()
+    y64, g64 = exact(x.double()), exact.backward(g.double())
+    module = make()
+    if inplace and hasattr(module, "inplace"):
+        module.inplace = True
+    y = module(x.clone())
+    grad = module.backward(g)
+    assert y.dtype == grad.dtype == dtype
+    eps = torch.finfo(dtype).eps
+    for computed, truth in ((y, y64), (grad, g64)):
+        floor = 64 * torch.finfo(torch.float32).eps * float(truth.abs().max())
+        assert bool(((computed.double() - truth).abs() <= eps / 2 * truth.abs() + floor).all())
