@@ -503,7 +503,13 @@ def test_a_forward_that_depends_on_the_memory_layout_is_named_as_such():
     report = check_gradients(reads_storage_as_contiguous, x64(5, 3))
     assert report["finite_differences"].ok
     assert report["layouts"].status == "failed"
-    assert "the forward itself gives another output with transposed inputs" in report["layouts"].detail
+    # Both layouts show it; the report names the one whose difference is the worst (which one that is
+    # rests on the measured rounding noise in the tolerances, not on the claim).
+    assert re.search(
+        r"the forward itself gives another output with (transposed|strided) inputs: it depends on the "
+        r"inputs' memory layout",
+        report["layouts"].detail,
+    )
 
 
 def test_a_report_where_no_check_applied_is_inconclusive_never_passed():
