@@ -115,10 +115,6 @@ class Elementwise(Module):
         """Whether forward on ``x`` computes f'(x) along with y and keeps it (``saves_derivative``)."""
         return self.saves_derivative
 
-    def _kept_dtype(self, x: Tensor) -> torch.dtype:
-        """The dtype of what forward keeps for backward: x's."""
-        return x.dtype
-
     def _gradient_from_kept(self, kept: Tensor, grad_output: Tensor) -> Tensor:
         """dL/dx from what ``_forward_and_derivative`` kept: grad_output f'(x), a new tensor."""
         return torch.mul(kept, grad_output)
@@ -140,7 +136,7 @@ class Elementwise(Module):
         """The forward of a float32 or float64 ``x`` (written into x when ``inplace``)."""
         if inplace or self._keeps_derivative(x):
             # f'(x) along with y: they share work, or x is about to be overwritten (inplace).
-            y, derivative = torch.empty_like(x), self._workspace("derivative", x.shape, x, dtype=self._kept_dtype(x))
+            y, derivative = torch.empty_like(x), self._workspace("derivative", x.shape, x)
             _blocks.map_into(self._forward_and_derivative, derivative, x, y)
             if inplace:
                 y = x.copy_(y)
@@ -270,28 +266,20 @@ class LeakyReLU(Elementwise):
     # Forward makes f'(x) (1 or the slope) first, y = x f'(x) from it, and keeps it: backward is one
     # product. Four operations in all for 0 <= slope <= 1, where computing y and then f'(x) again
     # from x takes five; and both products are torch's exactly, for every slope: x or slope x
-    # (the sign of a zero included), dL/dy or slope dL/dy, each rounded once. In bfloat16 and
-    # float16, f'(x) is kept in float32: torch multiplies by the slope in float32 and rounds once,
-    # and so do products of a half-precision tensor with a float32 one.
+    # (the sign of a zero included), dL/dy or slope dL/dy, each rounded once (bfloat16 and float16
+    # are computed in float32, as every activation's, and rounded once more: as torch's kernel).
     def _keeps_derivative(self, x: Tensor) -> bool:
         return True
 
-    def _kept_dtype(self, x: Tensor) -> torch.dtype:
-        return torch.float32 if x.dtype in (torch.bfloat16, torch.float16) else x.dtype
-
     def _forward_and_derivative(self, x: Tensor, y: Tensor, derivative: Tensor) -> None:
         slope = self.negative_slope
-        source = x if derivative.dtype == x.dtype else derivative.copy_(x)  # half precision: exact in float32
         if 0 <= slope <= 1:
             # sign(x) is -1, 0 or 1 (0 at NaN): clamped below at s it is s for x <= 0 and 1 for x > 0.
-            torch.sign(source, out=derivative).clamp_(min=slope)
+            torch.sign(x, out=derivative).clamp_(min=slope)
         else:
-            step = _step(source)  # s - s step + step is exactly s or 1
+            step = _step(x)  # s - s step + step is exactly s or 1
             torch.mul(step, -slope, out=derivative).add_(slope).add_(step)
         torch.mul(x, derivative, out=y)
-
-    def _gradient_from_kept(self, kept: Tensor, grad_output: Tensor) -> Tensor:
-        return torch.mul(kept, grad_output, out=torch.empty_like(grad_output))
 
     def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
@@ -489,8 +477,8 @@ class Threshold(Elementwise):
 
     At x = threshold the output is ``value`` and the derivative 0, as torch. At x = NaN the output is
     NaN and the gradient passes on, as torch's (NaN <= threshold is false), except on the CPU where
-    threshold + (value - threshold) is not exactly value in the dtype (bfloat16 and float16, and
-    rare constants): there a 0/1 step of x > threshold makes it 0. In bfloat16 and
+    threshold + (value - threshold) is not exactly value in the dtype the formula runs in (rare
+    constants): there a 0/1 step of x > threshold makes it 0. In bfloat16 and
     float16 the comparison is with the threshold itself, not with its rounding to the dtype (as
     torch's kernel, which compares in float32).
 
@@ -518,30 +506,18 @@ class Threshold(Elementwise):
         self._decide()
 
     def _decide(self) -> None:
-        """Per dtype, once per (threshold, value), on constants only: the scalar that ``x > threshold``
-        compares with, and whether the three-operation forward is exact."""
-        compare = {}
-        for dtype in (torch.bfloat16, torch.float16):
-            # x > t for every x of the dtype exactly when x > the largest dtype value <= t.
-            t = torch.tensor(self._threshold, dtype=torch.float64)
-            below = t.to(dtype)
-            if below.double() > t:
-                below = torch.nextafter(below, torch.tensor(-math.inf, dtype=dtype))
-            compare[dtype] = below.item()
-        object.__setattr__(self, "_compare", compare)
+        """Per dtype, once per (threshold, value), on constants only: whether the three-operation
+        forward is exact, and which dtypes hold the constants."""
         object.__setattr__(
             self, "_shifted", tuple(d for d in (torch.float32, torch.float64) if self._shift_is_exact(d))
         )
         floats = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
         object.__setattr__(self, "_fits", frozenset(d for d in floats if self._out_of_range(d) is None))
 
-    def _at(self, dtype: torch.dtype) -> float:
-        return self._compare.get(dtype, self._threshold)
-
     def _out_of_range(self, dtype: torch.dtype) -> str | None:
         """As torch: the value must be a number of the dtype, the threshold one of the dtype the
         comparison runs in (float32 for bfloat16 and float16, as torch's kernel). What is not, or None."""
-        compared_in = torch.float32 if dtype in self._compare else dtype
+        compared_in = torch.float32 if dtype in _HALF else dtype
         for name, number, limit in (("value", self._value, dtype), ("threshold", self._threshold, compared_in)):
             if abs(number) > torch.finfo(limit).max:
                 return f"{name}={number:g} is beyond the range of {limit} (largest {torch.finfo(limit).max:g})"
@@ -556,7 +532,7 @@ class Threshold(Elementwise):
         if x.dtype not in self._fits:  # a clear error, not a cast's overflow inside a formula
             raise check.fail(self, self._out_of_range(x.dtype) or f"unsupported dtype {x.dtype}")
         if selects(x):  # x <= threshold: value; elsewhere (NaN too) x, as torch's kernel
-            return torch.where(torch.le(x, self._at(x.dtype)), self._constant(self._value, x), x, out=out)
+            return torch.where(torch.le(x, self._threshold), self._constant(self._value, x), x, out=out)
         if x.dtype in self._shifted:
             return self._forward_shifted(x, out)
         return self._forward_general(x, out)
@@ -567,7 +543,7 @@ class Threshold(Elementwise):
         # t keeps x = -inf out of 0 * inf (a threshold beyond a half-precision range clamps at that
         # range's end instead: the same products). value (1 - s) is added as -value (s - 1),
         # exactly value or 0.
-        at = self._at(x.dtype)
+        at = self._threshold
         step = _step_above(x, at)
         torch.clamp(x, min=max(at, -torch.finfo(x.dtype).max), out=out).mul_(step)
         return out.add_(step.sub_(1), alpha=-self._value)
@@ -602,7 +578,7 @@ class Threshold(Elementwise):
         return torch.equal(shifted, self._forward_general(sample, torch.empty_like(sample)))
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
-        return _step_above(x, self._at(x.dtype))
+        return _step_above(x, self._threshold)
 
     # Forward keeps 1 - f'(x), the 0/1 indicator of x <= threshold, and backward is then one fused
     # operation g - g (1 - f'(x)): exactly g or 0. On the CPU, in float32 and float64, the
@@ -616,7 +592,7 @@ class Threshold(Elementwise):
             self._forward_shifted(x, y, below=derivative)
             return
         self._forward(x, y)
-        torch.le(x, self._at(x.dtype), out=derivative)
+        torch.le(x, self._threshold, out=derivative)
 
     def _gradient_from_kept(self, kept: Tensor, grad_output: Tensor) -> Tensor:
         return torch.addcmul(grad_output, grad_output, kept, value=-1)
@@ -626,8 +602,8 @@ class Threshold(Elementwise):
         # writing it out to memory in forward and reading it back here.
         if selects(x):
             zero = self._constant(0.0, grad_output)
-            return torch.where(torch.le(x, self._at(x.dtype)), zero, grad_output, out=out)
-        return torch.gt(x, self._at(x.dtype), out=out).mul_(grad_output)
+            return torch.where(torch.le(x, self._threshold), zero, grad_output, out=out)
+        return torch.gt(x, self._threshold, out=out).mul_(grad_output)
 
     def extra_repr(self) -> str:
         return f"threshold={self.threshold}, value={self.value}" + (", inplace=True" if self.inplace else "")

@@ -317,23 +317,17 @@ class Module:
         return x
 
     def _workspace(
-        self,
-        name: str,
-        shape: tuple[int, ...],
-        like: Tensor,
-        init: Callable[[Tensor], Any] | None = None,
-        dtype: torch.dtype | None = None,
+        self, name: str, shape: tuple[int, ...], like: Tensor, init: Callable[[Tensor], Any] | None = None
     ) -> Tensor:
-        """A tensor of ``shape`` (``like``'s dtype, or ``dtype``, and device) that this module reuses
-        from call to call for an internal temporary, never for anything it returns: a large fresh CPU
-        allocation costs a page fault per 4 KiB on first touch, often more than the computation that
-        fills it. ``init`` fills a new one once, for the parts that no call overwrites (a canvas's
-        border): on a GPU each fill saved is a kernel launch per call."""
-        dtype = like.dtype if dtype is None else dtype
+        """A tensor of ``shape`` (``like``'s dtype and device) that this module reuses from call to
+        call for an internal temporary, never for anything it returns: a large fresh CPU allocation
+        costs a page fault per 4 KiB on first touch, often more than the computation that fills it.
+        ``init`` fills a new one once, for the parts that no call overwrites (a canvas's border):
+        on a GPU each fill saved is a kernel launch per call."""
         spaces = self.__dict__.setdefault("_workspaces", {})
         space = spaces.get(name)
-        if space is None or space.shape != shape or space.dtype != dtype or space.device != like.device:
-            space = spaces[name] = like.new_empty(shape, dtype=dtype)
+        if space is None or space.shape != shape or space.dtype != like.dtype or space.device != like.device:
+            space = spaces[name] = like.new_empty(shape)
             if init is not None:
                 init(space)
         return space

@@ -652,35 +652,6 @@ def _judged(analytic: float, h: float, difference: Callable[[float], _Difference
     return first
 
 
-def _judged_probe(
-    shift: _Shifter,
-    tensor: Tensor,
-    a: Tensor,
-    own: Tensor,
-    direction: Tensor,
-    delta: float,
-    u: float,
-    options: Options,
-    project: Projector | None = None,
-) -> tuple[float, float, float, tuple[float, float] | None]:
-    """:func:`_probe`, judged as :func:`_judged` judges a difference: at a smaller step when the
-    probe's own step reached past a point where the function is not smooth."""
-    projected = 0.0
-
-    def difference(step: float) -> _Difference:
-        nonlocal projected
-        scale = step / (options.eps * shift.probe_scale)
-        projected, numeric, tolerance, sides = _probe(
-            shift, tensor, a, own, direction, delta, u, options, project, step_scale=scale
-        )
-        return _Difference(numeric, tolerance, tolerance, sides)
-
-    h = options.eps * shift.probe_scale
-    first = difference(h)
-    judged = _judged(projected, h, lambda step: first if step == h else difference(step))
-    return projected, judged.value, judged.tolerance, judged.sides
-
-
 def _probes(
     result: CheckResult,
     name: str,
@@ -708,9 +679,7 @@ def _probes(
     failed, worst, worst_ratio = False, None, 1.0
     for k in range(options.probes):
         direction = torch.randn(tensor.shape, generator=generator, dtype=torch.float64)
-        projected, numeric, tolerance, sides = _judged_probe(
-            shift, tensor, a, own, direction, delta, u, options, project
-        )
+        projected, numeric, tolerance, sides = _probe(shift, tensor, a, own, direction, delta, u, options, project)
         if sides is not None:  # a kink along this direction: not judged; the elements decide (see compare)
             failed = True
             if not result.inconclusive:
@@ -740,27 +709,32 @@ def _probe(
     u: float,
     options: Options,
     project: Projector | None = None,
-    step_scale: float = 1.0,
 ) -> tuple[float, float, float, tuple[float, float] | None]:
     """One probe along ``direction`` (float64, on the CPU, ``tensor``'s shape; zero off its support):
     (<direction, backward>, the directional finite difference, its tolerance, the one-sided slopes
-    where the direction crosses a kink, else None). ``a`` and ``own`` are flat. ``project``: the
-    derivative under test along a direction, with its summation's rounding bound, when it is not
-    <direction, a> (forward mode). ``step_scale``: a smaller step than the options' (see :func:`_judged`)."""
-    x, h = shift.flat, options.eps * shift.probe_scale * step_scale
+    where the direction crosses a kink, else None), the difference judged as :func:`_judged` judges
+    one. ``a`` and ``own`` are flat. ``project``: the derivative under test along a direction, with
+    its summation's rounding bound, when it is not <direction, a> (forward mode)."""
+    x = shift.flat
     step_direction = direction.to(device=tensor.device, dtype=tensor.dtype)
 
     def f(step: float) -> float:
         return shift(step * step_direction)
 
-    numeric, truncation, values = richardson(f, h)
     d = direction.reshape(-1)
     projected, dot = _accurate_sum(d * a) if project is None else project(direction)
-    stepping = 8 * u * _root_sum_square(x * d * a) / h
-    evaluation = 7 * (delta + shift.take_summation()) / h
+    spread = _root_sum_square(x * d * a)
     own_deviation = _root_sum_square(own[d != 0])
-    tolerance = options.safety * (evaluation + truncation + dot + stepping) + own_deviation
-    return projected, numeric, tolerance, kink(values, shift.base(), h, tolerance)
+
+    def difference(h: float) -> _Difference:
+        numeric, truncation, values = richardson(f, h)
+        stepping = 8 * u * spread / h
+        evaluation = 7 * (delta + shift.take_summation()) / h
+        tolerance = options.safety * (evaluation + truncation + dot + stepping) + own_deviation
+        return _Difference(numeric, tolerance, tolerance, kink(values, shift.base(), h, tolerance))
+
+    judged = _judged(projected, options.eps * shift.probe_scale, difference)
+    return projected, judged.value, judged.tolerance, judged.sides
 
 
 def _bisect(
@@ -785,7 +759,7 @@ def _bisect(
         for start, stop in ((low, middle), (middle, high)):
             part = torch.zeros_like(flat)
             part[start:stop] = flat[start:stop]
-            projected, numeric, tolerance, sides = _judged_probe(
+            projected, numeric, tolerance, sides = _probe(
                 shift, tensor, a, own, part.reshape(tensor.shape), delta, u, options, project
             )
             if sides is not None:
