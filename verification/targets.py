@@ -350,6 +350,29 @@ def _cast_tree(obj: Any, dtype: torch.dtype, memo: dict[int, Any], depth: int = 
     return result
 
 
+def _described(value: Any) -> str:
+    """A value as an error message shows it: a tensor by its dtype and shape, never its numbers."""
+    if isinstance(value, Tensor):
+        return f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {tuple(value.shape)}"
+    if isinstance(value, (tuple, list)):
+        inner = ", ".join(_described(v) for v in value[:4]) + (", ..." if len(value) > 4 else "")
+        return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+    return f"{value!r:.60}"
+
+
+def _not_a_pair(pair: Any) -> str:
+    """What is wrong with an entry of ``param()`` that is not a (parameter, gradient) pair of tensors."""
+    expected = "expected a (parameter, gradient) pair of tensors"
+    if isinstance(pair, Tensor):
+        return f"{expected}, got {_described(pair)} alone: return [(parameter, gradient), ...]"
+    if isinstance(pair, Sequence) and not isinstance(pair, str) and len(pair) == 2 and pair[1] is None:
+        return (
+            f"{expected}, got {_described(pair)}: the gradient is None. The protocol's gradient is a tensor "
+            "of the parameter's shape from the start (zeros), which backward adds into"
+        )
+    return f"{expected}, got {_described(pair)}"
+
+
 class ProtocolTarget(Target):
     """``forward(*inputs)`` / ``backward(*grad_outputs)`` / ``param()``."""
 
@@ -370,9 +393,7 @@ class ProtocolTarget(Target):
         for i, pair in enumerate(pairs):
             ok = isinstance(pair, Sequence) and len(pair) == 2 and all(isinstance(t, Tensor) for t in pair)
             if not ok:
-                raise TargetError(
-                    f"{self.name}.param()[{i}]: expected a (parameter, gradient) pair of tensors, got {pair!r:.80}"
-                )
+                raise TargetError(f"{self.name}.param()[{i}]: {_not_a_pair(pair)}")
             if pair[0].shape != pair[1].shape:
                 raise TargetError(
                     f"{self.name}.param()[{i}]: the gradient has shape {tuple(pair[1].shape)}, "

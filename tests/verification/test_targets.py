@@ -303,6 +303,51 @@ def test_a_parameter_gradient_in_another_dtype_than_its_parameter_is_a_clear_err
         check_gradients(HalfGradient(3, 2).to(dtype=torch.float64), x64(4, 3))
 
 
+class _Scale:
+    """y = w x with a protocol module's param() given as data: what each test's student returns."""
+
+    def __init__(self, param):
+        self.w, self._param = torch.full((3,), 2.0, dtype=torch.float64), param
+
+    def forward(self, x):
+        return x * self.w
+
+    def backward(self, g):
+        return g * self.w
+
+    def param(self):
+        return self._param(self.w)
+
+
+@pytest.mark.parametrize(
+    "param, message",
+    [
+        pytest.param(
+            lambda w: [(w, None)],
+            r"param\(\)\[0\]: .*got \(a float64 tensor of shape \(3,\), None\): the gradient is None\. "
+            r"The protocol's gradient is a tensor of the parameter's shape from the start \(zeros\)",
+            id="gradient-None-until-backward",
+        ),
+        pytest.param(
+            lambda w: [w],
+            r"param\(\)\[0\]: .*got a float64 tensor of shape \(3,\) alone: "
+            r"return \[\(parameter, gradient\), \.\.\.\]$",
+            id="bare-parameter",
+        ),
+        pytest.param(
+            lambda w: [(w, w.clone(), w.clone())],
+            r"param\(\)\[0\]: expected a \(parameter, gradient\) pair of tensors, got \(a float64 tensor of "
+            r"shape \(3,\), a float64 tensor of shape \(3,\), a float64 tensor of shape \(3,\)\)$",
+            id="triple",
+        ),
+    ],
+)
+def test_a_param_entry_that_is_not_a_pair_of_tensors_is_named_by_shape_with_the_fix(param, message):
+    with pytest.raises(TypeError, match=message) as raised:
+        check_gradients(_Scale(param), x64(4, 3))
+    assert "2." not in str(raised.value)  # described by dtype and shape, never by its numbers
+
+
 def test_tensors_inside_a_list_are_a_clear_error_naming_the_fix():
     with pytest.raises(ValueError, match=r"inside a list, tuple or dict are not differentiated: pass each tensor"):
         check_gradients(lambda xs: xs[0] * xs[1], [x64(3), x64(3, seed=1)])
