@@ -696,6 +696,12 @@ class GELU(Elementwise):
              f'(x) = Phi(x) + x phi(x),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
     'tanh':  y = x (1 + t) / 2,  t = tanh(u),  u = sqrt(2/pi) (x + 0.044715 x^3);
              f'(x) = (1 + t) / 2 + x (1 - t^2) / 2 * sqrt(2/pi) (1 + 3 * 0.044715 x^2).
+             Computed as y = x s, s = sigmoid(2u) = (1 + t) / 2, and f'(x) = s + x s (1 - s) 2u'(x)
+             (1 - t^2 = 4 s (1 - s)): no 1 + t to cancel where t is near -1 (x = -5: 1 + t = 4.5e-4,
+             which 1 + tanh(u) gets to 1e-4 in float32), and sigmoid is a fraction of tanh's cost.
+
+    Both keep their "cdf" (Phi(x), or s) from forward, where y = x cdf needs it anyway: backward
+    adds the x cdf'(x) term.
 
     Args:
         approximate: ``'none'`` (exact) or ``'tanh'``. Default: ``'none'``.
@@ -709,34 +715,33 @@ class GELU(Elementwise):
         self.approximate = check.choice(self, approximate, "approximate", ("none", "tanh"))
 
     def _forward(self, x: Tensor, out: Tensor) -> Tensor:
-        if self.approximate == "tanh":
-            t = torch.addcmul(x, torch.square(x, out=out), x, value=_GELU_CUBIC, out=out)
-            return t.mul_(_SQRT_2_OVER_PI).tanh_().add_(1).mul_(x).mul_(0.5)
         self._forward_keeping_cdf(x, torch.empty_like(x), out)
         return out
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
-        if self.approximate == "tanh":
-            x2 = x.square()
-            t = torch.addcmul(x, x2, x, value=_GELU_CUBIC).mul_(_SQRT_2_OVER_PI).tanh_()
-            du = x2.mul_(3 * _GELU_CUBIC * _SQRT_2_OVER_PI).add_(_SQRT_2_OVER_PI)
-            # (1 + t) / 2 + x (1 - t^2) / 2 * du
-            slope = torch.addcmul(self._constant(1.0, x), t, t, value=-1).mul_(du).mul_(x)
-            return slope.add_(t).add_(1).mul_(0.5)
         cdf = torch.empty_like(x)
         self._forward_keeping_cdf(x, cdf, torch.empty_like(x))
         return self._derivative_from_cdf(x, cdf, torch.empty_like(x))
 
-    # Exact GELU keeps Phi(x) from forward (y = x Phi(x) needs it anyway): backward adds x phi(x).
     def _forward_keeping_cdf(self, x: Tensor, cdf: Tensor, y: Tensor) -> None:
-        torch.mul(x, 1 / _SQRT_2, out=cdf).erf_()
-        # (1 + erf) / 2 as 1/2 + erf / 2, one operation. (Written as addcmul(1/2, 1/2, erf), with
-        # two 0-dim operands, the CPU kernel leaves its vectorised path: 7 times slower.)
-        torch.add(self._constant(0.5, x), cdf, alpha=0.5, out=cdf)
+        """Phi(x) (or s = sigmoid(2u)) into ``cdf``, y = x cdf into ``y``."""
+        if self.approximate == "tanh":
+            # 2u = 2 sqrt(2/pi) (x + 0.044715 x^3): the factor rides in sigmoid's argument.
+            inner = torch.addcmul(x, torch.square(x, out=cdf), x, value=_GELU_CUBIC, out=cdf)
+            inner.mul_(2 * _SQRT_2_OVER_PI).sigmoid_()
+        else:
+            torch.mul(x, 1 / _SQRT_2, out=cdf).erf_()
+            # (1 + erf) / 2 as 1/2 + erf / 2, one operation. (Written as addcmul(1/2, 1/2, erf), with
+            # two 0-dim operands, the CPU kernel leaves its vectorised path: 7 times slower.)
+            torch.add(self._constant(0.5, x), cdf, alpha=0.5, out=cdf)
         torch.mul(x, cdf, out=y)
 
     def _derivative_from_cdf(self, x: Tensor, cdf: Tensor, out: Tensor) -> Tensor:
-        """Phi(x) + x phi(x) into ``out`` (which must not be ``cdf``)."""
+        """f'(x) = cdf + x cdf'(x) into ``out`` (which must not be ``cdf``)."""
+        if self.approximate == "tanh":
+            # 2u'(x) = 2 sqrt(2/pi) (1 + 3 * 0.044715 x^2), times s (1 - s) = s - s^2, times x, plus s.
+            slope = torch.square(x, out=out).mul_(6 * _GELU_CUBIC * _SQRT_2_OVER_PI).add_(2 * _SQRT_2_OVER_PI)
+            return slope.mul_(torch.addcmul(cdf, cdf, cdf, value=-1)).mul_(x).add_(cdf)
         if _exp.in_base_2(x):  # exp(-x^2 / 2) as exp2(-x^2 log2(e) / 2): the factor rides in addcmul
             pdf = torch.addcmul(self._constant(0.0, x), x, x, value=-0.5 * _exp.LOG2_E, out=out).exp2_()
         else:
@@ -744,8 +749,6 @@ class GELU(Elementwise):
         return torch.addcmul(cdf, pdf, x, value=_INV_SQRT_2PI, out=out)  # Phi(x) + x phi(x)
 
     def _forward_pass(self, x: Tensor, inplace: bool) -> Tensor:
-        if self.approximate == "tanh":
-            return super()._forward_pass(x, inplace)
         y, cdf = torch.empty_like(x), self._workspace("cdf", x.shape, x)
         _blocks.map_into(self._forward_keeping_cdf, y, x, cdf)
         self._save_for_backward(x=x, y=y, derivative=None, cdf=cdf)
@@ -753,8 +756,6 @@ class GELU(Elementwise):
 
     def _backward_pass(self, grad_output: Tensor) -> Tensor:
         saved = self._saved_tensors()
-        if "cdf" not in saved:
-            return super()._backward_pass(grad_output)
 
         def block(x: Tensor, cdf: Tensor, g: Tensor, out: Tensor) -> None:
             self._derivative_from_cdf(x, cdf, out).mul_(g)
