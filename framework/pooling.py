@@ -126,7 +126,14 @@ class MaxPool2d(_Pool2d):
 
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         x4, canvas, out, pads = self._prepare(x, -math.inf)
-        y, best = sliding.window_max(canvas, out, self.kernel, self.strides, self.dilations)
+        y, best = sliding.window_max(
+            canvas,
+            out,
+            self.kernel,
+            self.strides,
+            self.dilations,
+            lambda name, shape, dtype: self._workspace(name, shape, canvas.new_empty((), dtype=dtype)),
+        )
         unbatched = x.dim() == 3
         y = y.squeeze(0) if unbatched else y
         self._save_for_backward(

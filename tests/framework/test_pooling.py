@@ -23,10 +23,12 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture(autouse=True)
 def window_path(request, monkeypatch):
     """Every test runs on each way of making and scattering windows: one indexed operation (how
-    small CPU tensors go), one strided operation per kernel offset (large CPU ones), and, for the
-    max-pooling tests, the windows copied and reduced in one operation, as MaxPool2d takes its
-    maxima on a GPU."""
+    small CPU tensors go), one strided operation per kernel offset (large CPU ones, whose maxima
+    are then also taken one sample at a time, as a large batch is taken a chunk of samples at a
+    time), and, for the max-pooling tests, the windows copied and reduced in one operation, as
+    MaxPool2d takes its maxima on a GPU."""
     monkeypatch.setattr(sliding, "SMALL", 1 << 40 if request.param == "indexed" else -1)
+    monkeypatch.setattr(sliding, "POOL_CHUNK", 1 if request.param == "strided" else sliding.POOL_CHUNK)
     monkeypatch.setattr(sliding, "reduces_windows", lambda canvas: request.param == "reduced")
     return request.param
 
