@@ -519,3 +519,50 @@ def test_a_wrong_gradient_of_small_integers_is_not_taken_for_a_float32_one():
     report = check_gradients(SumTwice, randn(5, 4), grad_output=torch.tensor(1.0, dtype=torch.float64))
     assert report["finite_differences"].status == "failed"
     assert "float32" not in report["finite_differences"].detail
+
+
+# -- state an earlier call left: a gradient of the previous batch --------------------------------------
+class KeepsTheFirstInput:
+    """y = sin(x), a hand-written module that saves x on its first forward only: every later backward
+    is the first batch's derivative. On a fresh copy, one forward and one backward, it is right."""
+
+    def __init__(self):
+        self.x = None
+
+    def forward(self, x):
+        if self.x is None:
+            self.x = x.clone()
+        return x.sin()
+
+    def backward(self, g):
+        return g * self.x.cos()
+
+    def param(self):
+        return []
+
+
+class KeepsEveryInput(KeepsTheFirstInput):
+    def forward(self, x):
+        self.x = x.clone()
+        return x.sin()
+
+
+def test_a_backward_reading_state_from_an_earlier_call_fails_determinism_and_says_why():
+    report = check_gradients(KeepsTheFirstInput(), randn(6, 4))
+    assert not report["determinism"].ok
+    assert "after one on other inputs" in report["determinism"].detail
+    assert "backward reads state an earlier call left" in report["determinism"].detail
+
+
+def test_a_module_that_keeps_each_forwards_input_passes_the_check_after_other_inputs():
+    report = check_gradients(KeepsEveryInput(), randn(6, 4))
+    assert report.ok, str(report)
+
+
+def test_a_forward_whose_outputs_follow_its_history_is_not_failed_by_the_check_after_other_inputs():
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        layer = torch.nn.utils.spectral_norm(torch.nn.Linear(4, 3).double())  # a power iteration per call
+    report = check_gradients(layer, randn(5, 4))
+    assert report["determinism"].ok
+    assert any("after other inputs: the gradients were not compared" in note for note in report.notes)

@@ -2,7 +2,12 @@
 
 ``determinism``: two fresh forward + backward passes on the same inputs give the same results,
 and so does a second backward after one forward (saved state intact, the re-entrancy check of
-``torch.autograd.gradcheck``). Equal means bitwise equal unless the caller passes
+``torch.autograd.gradcheck``), and so does a pass on the same inputs after a pass on others
+(the inputs' elements shuffled): a backward that reads what an earlier forward left (an input
+kept only on the first call, a cache never refreshed) gives the earlier inputs' gradient in
+training and passes every check made on a fresh copy. Where the forward's own outputs change
+with its history (a power iteration it updates and reads, as spectral norm's in train mode),
+the gradients after it are not compared: a note says so. Equal means bitwise equal unless the caller passes
 ``nondet_tol`` (the largest absolute difference allowed, as in ``gradcheck``): a kernel that
 accumulates with atomic adds declares its own.
 
@@ -76,6 +81,7 @@ def check_determinism(ctx: Context) -> CheckResult:
     _compare(result, first, second, "two forward + backward passes on the same inputs", tol)
     again = named(pass_.outputs, pass_.backward(ctx.grads), ctx.call, target)
     _compare(result, first, again, "two backward calls after one forward", tol)
+    _compare_after_other_inputs(ctx, result, first, tol)
     if has_backward_to_params(ctx.target):
         target = ctx.pristine.copy()
         names = [f"{name}.grad" for name, _ in target.parameters()]
@@ -90,6 +96,55 @@ def check_determinism(ctx: Context) -> CheckResult:
         )
     result.worst_ratio = 0.0 if result.ok else float("inf")
     return result
+
+
+def _compare_after_other_inputs(ctx: Context, result: CheckResult, first: dict[str, Tensor], tol: float) -> None:
+    """A forward and backward on other inputs (each differentiated tensor's elements shuffled: values
+    from the target's own domain), then on these, by one copy of the target: the results must be
+    ``first``'s. Skipped, with a note, where the other inputs make the target raise or give outputs
+    of other shapes, and where the outputs themselves depend on the earlier call."""
+    generator = torch.Generator().manual_seed(ctx.options.seed)
+    shuffled = {}
+    for i in ctx.call.diff:
+        x = ctx.call.args[i]
+        order = torch.randperm(x.numel(), generator=generator).to(x.device)
+        shuffled[i] = x.detach().reshape(-1)[order].reshape(x.shape).requires_grad_(x.requires_grad)
+    target = ctx.pristine.copy()
+    try:
+        earlier = target.start(ctx.call.replace(shuffled))
+        shapes = [None if y is None else tuple(y.shape) for y in earlier.outputs.leaves]
+        if shapes != [None if g is None else tuple(g.shape) for g in ctx.grads]:
+            ctx.report.notes.append(
+                "after other inputs: not compared (on shuffled inputs the outputs have other shapes)"
+            )
+            return
+        earlier.backward(ctx.grads)
+    except Exception as error:  # the target's own domain (shuffled inputs): no verdict, a note
+        ctx.report.notes.append(
+            f"after other inputs: not compared (on shuffled inputs the target raised {type(error).__name__}: "
+            f"{str(error)[:120]})"
+        )
+        return
+    later = target.start(ctx.call)
+    after = named(later.outputs, later.backward(ctx.grads), ctx.call, target)
+    outputs = [name for name in first if not name.endswith(".grad")]
+    changed = CheckResult("determinism")
+    _compare(changed, {n: first[n] for n in outputs}, {n: after[n] for n in outputs if n in after}, "", tol)
+    if not changed.ok:
+        ctx.report.notes.append(
+            "after other inputs: the gradients were not compared, since the forward's own outputs at these inputs "
+            "change after a call on other inputs (state it updates and reads)"
+        )
+        return
+    _compare(
+        result,
+        first,
+        after,
+        "a forward + backward on these inputs after one on other inputs, against one on a fresh copy",
+        tol,
+        hint=": backward reads state an earlier call left (an input or a result kept from the first forward only, "
+        "a cache not refreshed), so in training it gives an earlier batch's gradient",
+    )
 
 
 def _inplace(ctx: Context) -> bool:

@@ -119,12 +119,22 @@ def outputs(target: Target, call: Call) -> list[Tensor | None]:
     return [None if y is None or y.is_complex() else y.detach().double() for y in target.forward(call).leaves]
 
 
-def _changes_between_calls(first: list[Tensor | None], second: list[Tensor | None]) -> str:
+def _projected(outputs_: list[Tensor | None], grads: Sequence[Tensor | None]) -> float:
+    """phi = sum_k <g_k, y_k>, the scalar every difference quotient is taken of (see :class:`_Shifter`)."""
+    total = 0.0
+    for y, g in zip(outputs_, grads):
+        if y is not None and g is not None:
+            total += float((y.double() * g.double().to(y.device)).sum())
+    return total
+
+
+def _changes_between_calls(first: list[Tensor | None], second: list[Tensor | None], limit: float | None = None) -> str:
     """Why finite differences cannot judge a forward that gave ``first`` then ``second`` at the same
-    inputs, or "" when the two agree to half the digits of float64 (more than any rounding of an
-    atomic-add kernel differs): a difference quotient of a function that changes between calls
-    measures the change, not the derivative, and its measured noise would excuse any gradient."""
-    limit = math.sqrt(unit_roundoff(torch.float64))
+    inputs, or "" when the two agree to ``limit`` relative (default: half the digits of float64,
+    more than any rounding of an atomic-add kernel differs): a difference quotient of a function
+    that changes between calls measures the change, not the derivative, and its measured noise
+    would excuse any gradient."""
+    limit = math.sqrt(unit_roundoff(torch.float64)) if limit is None else limit
     for i, (a, b) in enumerate(zip(first, second)):
         if a is None or b is None or a.numel() == 0:
             continue
@@ -426,7 +436,8 @@ def compare(
     u = unit_roundoff(torch.float64)
     sizes = [x.numel() for x in call.tensors()] + [p.numel() for _, p in target.parameters()]
     start = outputs(target, call)  # the unshifted point's outputs, which every shift is measured from
-    changed = _changes_between_calls(start, outputs(target, call)) or _subnormal_outputs(start, grads)
+    again = outputs(target, call)
+    changed = _changes_between_calls(start, again) or _subnormal_outputs(start, grads)
     if changed:
         result.inconclusive = changed
         return
@@ -435,6 +446,19 @@ def compare(
     # Without a measurement, a bound on phi's own rounding (probabilistic rounding error analysis,
     # Higham & Mary 2019: n terms err by about sqrt(n) u sum|terms|), twice: two evaluations differ.
     delta = measured if measured is not None else 2 * _a_priori_noise(start, grads, n_terms)
+    # A change between two calls at the same point too small to see element by element can still
+    # exceed the noise every difference quotient allows for (divided by the step, it is the
+    # quotient's error), and the measured noise then includes it. Two calls of a forward whose only
+    # nondeterminism is its rounding (atomic adds) differ in phi by less than twice phi's rounding
+    # bound; beyond ``safety`` times that, the forward changes between calls (a state it updates
+    # and reads: outputs moved by one part in 1e11 per call were otherwise called kinks).
+    drift = _projected(start, grads) - _projected(again, grads)
+    if abs(drift) > options.safety * 2 * _a_priori_noise(start, grads, n_terms):
+        result.inconclusive = _changes_between_calls(start, again, limit=0.0) or (
+            f"two evaluations of the forward at the same inputs differ (phi = sum <g, y> moved by {abs(drift):.3g}): "
+            "finite differences would measure the change, not the derivative, and no gradient was judged"
+        )
+        return
     # The analytic gradients' rounding is floored at the case's gradient scale (a gradient that
     # vanishes in exact arithmetic carries the noise of the others); not at the upstream gradients',
     # which a Jacobian far from 1 (inputs near 1e-9) puts orders of magnitude away from them.
