@@ -249,6 +249,7 @@ class Pass:
         self.target, self.call, self.outputs = target, call, outputs
         self.args = args  # what forward received: the side-effect check inspects them afterwards
         self.modified_upstream: list[int] = []  # outputs whose upstream gradient the last backward wrote into
+        self.returned: list[Tensor] = []  # a hand-written backward's results, as it returned them
 
     def backward(self, grads: Sequence[Tensor | None], accumulate: bool = False) -> Gradients:
         raise NotImplementedError
@@ -512,6 +513,8 @@ class ProtocolPass(Pass):
                     f"was multiplied by the upstream gradient the verifier drew"
                 )
         self._note_modified(given, grads)
+        # The tensors backward returned, as returned: side_effects checks a later call leaves them be.
+        self.returned = [r for r in (result if isinstance(result, tuple | list) else [result]) if isinstance(r, Tensor)]
         inputs = _match_gradients(target.name, result, self.call)
         params = [g.detach().clone() for _, _, g in target.named()]
         return Gradients(inputs, params, notes)

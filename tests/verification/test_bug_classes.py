@@ -566,3 +566,40 @@ def test_a_forward_whose_outputs_follow_its_history_is_not_failed_by_the_check_a
     report = check_gradients(layer, randn(5, 4))
     assert report["determinism"].ok
     assert any("after other inputs: the gradients were not compared" in note for note in report.notes)
+
+
+# -- results written into a buffer the target reuses -----------------------------------------------------
+class SineIntoItsOwnBuffers:
+    """y = sin(x) with a right backward, whose output (``into="output"``) or input gradient
+    (``into="gradient"``) is written into a buffer it reuses from call to call."""
+
+    def __init__(self, into):
+        self.into, self.buffers = into, {}
+
+    def _buffer(self, name, like):
+        if name not in self.buffers:
+            self.buffers[name] = torch.empty_like(like)
+        return self.buffers[name] if self.into == name else torch.empty_like(like)
+
+    def forward(self, x):
+        self.x = x
+        return torch.sin(x, out=self._buffer("output", x))
+
+    def backward(self, g):
+        return torch.mul(g, self.x.cos(), out=self._buffer("gradient", g))
+
+    def param(self):
+        return []
+
+
+@pytest.mark.parametrize("into", ["output", "gradient"])
+def test_a_result_returned_in_a_reused_buffer_fails_side_effects_and_says_why(into):
+    report = check_gradients(SineIntoItsOwnBuffers(into), randn(6, 4))
+    assert not report["side_effects"].ok
+    assert "changed during the next forward and backward: it is a buffer the target reuses" in (
+        report["side_effects"].detail
+    )
+
+
+def test_fresh_results_pass_side_effects():
+    assert check_gradients(SineIntoItsOwnBuffers(into=None), randn(6, 4)).ok

@@ -16,7 +16,10 @@ gradient), that path must give the parameters the same gradients as ``backward``
 (or within ``nondet_tol``).
 
 ``side_effects``: forward and backward leave their inputs, the loss target and the upstream
-gradients unchanged (modules constructed with ``inplace=True`` may modify their input, as torch's do).
+gradients unchanged (modules constructed with ``inplace=True`` may modify their input, as torch's do),
+and a later forward and backward leave the outputs and gradients an earlier one returned unchanged
+(a result written into a buffer the target reuses changes under a caller who kept it: a stored
+activation, a residual connection, the gradient of an earlier batch).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from torch import Tensor
 
 from ..context import Context, named
 from ..report import CheckResult, _where
-from ..targets import ProtocolTarget, has_backward_to_params
+from ..targets import Call, ProtocolTarget, has_backward_to_params
 
 
 def _run(ctx: Context) -> tuple[dict[str, Tensor], Any]:
@@ -98,20 +101,26 @@ def check_determinism(ctx: Context) -> CheckResult:
     return result
 
 
-def _compare_after_other_inputs(ctx: Context, result: CheckResult, first: dict[str, Tensor], tol: float) -> None:
-    """A forward and backward on other inputs (each differentiated tensor's elements shuffled: values
-    from the target's own domain), then on these, by one copy of the target: the results must be
-    ``first``'s. Skipped, with a note, where the other inputs make the target raise or give outputs
-    of other shapes, and where the outputs themselves depend on the earlier call."""
+def _shuffled(ctx: Context) -> Call:
+    """The call with each differentiated tensor's elements shuffled: other inputs, from the values
+    the target was given (so from its own domain)."""
     generator = torch.Generator().manual_seed(ctx.options.seed)
     shuffled = {}
     for i in ctx.call.diff:
         x = ctx.call.args[i]
         order = torch.randperm(x.numel(), generator=generator).to(x.device)
         shuffled[i] = x.detach().reshape(-1)[order].reshape(x.shape).requires_grad_(x.requires_grad)
+    return ctx.call.replace(shuffled)
+
+
+def _compare_after_other_inputs(ctx: Context, result: CheckResult, first: dict[str, Tensor], tol: float) -> None:
+    """A forward and backward on other inputs (each differentiated tensor's elements shuffled: values
+    from the target's own domain), then on these, by one copy of the target: the results must be
+    ``first``'s. Skipped, with a note, where the other inputs make the target raise or give outputs
+    of other shapes, and where the outputs themselves depend on the earlier call."""
     target = ctx.pristine.copy()
     try:
-        earlier = target.start(ctx.call.replace(shuffled))
+        earlier = target.start(_shuffled(ctx))
         shapes = [None if y is None else tuple(y.shape) for y in earlier.outputs.leaves]
         if shapes != [None if g is None else tuple(g.shape) for g in ctx.grads]:
             ctx.report.notes.append(
@@ -181,11 +190,44 @@ def check_side_effects(ctx: Context) -> CheckResult:
             )
     for i in pass_.modified_upstream:
         result.fail(f"the upstream gradient of output {i} was modified by backward")
+    _check_results_kept(ctx, result)
     if inplace and result.ok:
         result.detail = "constructed with inplace=True: forward may modify its input"
     elif returned and result.ok:
         result.detail = f"forward writes its output into {', '.join(returned)} and returns it (in place)"
     return result
+
+
+def _check_results_kept(ctx: Context, result: CheckResult) -> None:
+    """The outputs and returned gradients of one pass, kept by the caller, are unchanged by the next
+    pass (forward and backward on other inputs, by the same copy of the target). Skipped where the
+    other inputs make the target raise or give outputs of other shapes (see determinism)."""
+    target = ctx.pristine.copy()
+    earlier = target.start(ctx.call)
+    earlier.backward(ctx.grads)
+    kept = [
+        ("output" if len(earlier.outputs.leaves) == 1 else f"output[{i}]", y)
+        for i, y in enumerate(earlier.outputs.leaves)
+    ]
+    kept += [(f"the gradient backward returned ({i})", g) for i, g in enumerate(earlier.returned)]
+    kept = [(name, t, t.detach().clone()) for name, t in kept if t is not None]
+    try:
+        later = target.start(_shuffled(ctx))
+        if [None if y is None else y.shape for y in later.outputs.leaves] != [
+            None if y is None else y.shape for y in earlier.outputs.leaves
+        ]:
+            return
+        later.backward([None if g is None else -g for g in ctx.grads])  # another upstream gradient too
+    except Exception:  # the target's own domain (shuffled inputs): nothing to compare
+        return
+    for name, tensor, value in kept:
+        if not torch.equal(torch.nan_to_num(tensor.detach()), torch.nan_to_num(value)):
+            result.fail(
+                f"{name} of one call changed during the next forward and backward: it is a buffer the target "
+                "reuses, so a caller who keeps it (a stored activation, a residual connection, an earlier "
+                "batch's gradient) reads another call's values; return a new tensor"
+            )
+            return
 
 
 def _returned(arg: Tensor, outputs: list[Tensor | None]) -> bool:
