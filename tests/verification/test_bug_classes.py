@@ -603,3 +603,42 @@ def test_a_result_returned_in_a_reused_buffer_fails_side_effects_and_says_why(in
 
 def test_fresh_results_pass_side_effects():
     assert check_gradients(SineIntoItsOwnBuffers(into=None), randn(6, 4)).ok
+
+
+# -- a Function applied twice in one graph -----------------------------------------------------------------
+class SineSavedOnTheClass(Function):
+    """y = sin(x), whose forward keeps x on the class instead of in ``ctx``: right when each forward is
+    followed by its backward, wrong for a layer applied twice before the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x):
+        SineSavedOnTheClass.x = x.detach()
+        return x.sin()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * SineSavedOnTheClass.x.cos()
+
+
+class SineSavedInItsContext(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.sin()
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * x.cos()
+
+
+def test_a_function_keeping_its_state_outside_its_context_fails_when_applied_twice_in_one_graph():
+    report = check_gradients(SineSavedOnTheClass, randn(6, 4))
+    assert report["finite_differences"].ok  # one application at a time is right
+    assert not report["determinism"].ok
+    assert "a second application on other inputs before its backward" in report["determinism"].detail
+    assert "rather than ctx.save_for_backward" in report["determinism"].detail
+
+
+def test_a_function_keeping_its_state_in_its_context_passes_when_applied_twice():
+    assert check_gradients(SineSavedInItsContext, randn(6, 4)).ok

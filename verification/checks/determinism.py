@@ -7,7 +7,10 @@ and so does a second backward after one forward (saved state intact, the re-entr
 kept only on the first call, a cache never refreshed) gives the earlier inputs' gradient in
 training and passes every check made on a fresh copy. Where the forward's own outputs change
 with its history (a power iteration it updates and reads, as spectral norm's in train mode),
-the gradients after it are not compared: a note says so. Equal means bitwise equal unless the caller passes
+the gradients after it are not compared: a note says so. An autograd target is also applied
+twice in one graph (these inputs, then others, then the first application's backward), as a
+layer used twice in a network: its gradients must be the same, which a Function that keeps its
+state on the class rather than in ``ctx`` fails. Equal means bitwise equal unless the caller passes
 ``nondet_tol`` (the largest absolute difference allowed, as in ``gradcheck``): a kernel that
 accumulates with atomic adds declares its own.
 
@@ -31,7 +34,7 @@ from torch import Tensor
 
 from ..context import Context, named
 from ..report import CheckResult, _where
-from ..targets import Call, ProtocolTarget, has_backward_to_params
+from ..targets import AutogradTarget, Call, ProtocolTarget, has_backward_to_params
 
 
 def _run(ctx: Context) -> tuple[dict[str, Tensor], Any]:
@@ -85,6 +88,7 @@ def check_determinism(ctx: Context) -> CheckResult:
     again = named(pass_.outputs, pass_.backward(ctx.grads), ctx.call, target)
     _compare(result, first, again, "two backward calls after one forward", tol)
     _compare_after_other_inputs(ctx, result, first, tol)
+    _compare_with_a_second_application(ctx, result, first, tol)
     if has_backward_to_params(ctx.target):
         target = ctx.pristine.copy()
         names = [f"{name}.grad" for name, _ in target.parameters()]
@@ -153,6 +157,35 @@ def _compare_after_other_inputs(ctx: Context, result: CheckResult, first: dict[s
         tol,
         hint=": backward reads state an earlier call left (an input or a result kept from the first forward only, "
         "a cache not refreshed), so in training it gives an earlier batch's gradient",
+    )
+
+
+def _compare_with_a_second_application(ctx: Context, result: CheckResult, first: dict[str, Tensor], tol: float) -> None:
+    """An autograd target applied twice in one graph, as a layer used twice in a network: forward on
+    these inputs, forward on others, then the first application's backward, which must give
+    ``first``'s gradients. A backward that reads state the forward kept outside autograd's context
+    (a class attribute instead of ``ctx.save_for_backward``) reads the second application's."""
+    if not isinstance(ctx.pristine, AutogradTarget):
+        return
+    target = ctx.pristine.copy()
+    try:
+        application = target.start(ctx.call)
+        target.start(_shuffled(ctx))
+        gradients = application.backward(ctx.grads)
+    except Exception as error:  # the target refuses a second application before the first's backward
+        ctx.report.notes.append(
+            f"a second application before the first's backward: not compared (the target raised "
+            f"{type(error).__name__}: {str(error)[:120]})"
+        )
+        return
+    _compare(
+        result,
+        {name: value for name, value in first.items() if name.endswith(".grad")},
+        named(application.outputs, gradients, ctx.call, target),
+        "the gradients of one application, alone and with a second application on other inputs before its backward",
+        tol,
+        hint=": backward reads what the last forward kept outside autograd's context (a class or global attribute "
+        "rather than ctx.save_for_backward), so a layer applied twice in one graph gets the other application's",
     )
 
 
