@@ -103,6 +103,30 @@ class TanhWrongDerivative(fw.Tanh):
         return torch.mul(1 - y, grad_output, out=out)
 
 
+class TanhKeepsTheFirstOutput(fw.Tanh):
+    """Keeps what its first forward saved for every later backward (a cache never refreshed): right
+    on a fresh copy, the first batch's derivative in training."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = super().forward(x)
+        first = self.__dict__.setdefault("_first_saved", dict(self._saved_tensors()))
+        if first["y"].shape == y.shape:
+            self._save_for_backward(**first)
+        return y
+
+
+class SigmoidReturnsItsBuffer(fw.Sigmoid):
+    """Returns its output in a buffer it reuses from call to call (its gradients are right): the
+    next call overwrites an output the caller kept."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = super().forward(x)
+        buffer = self.__dict__.get("_buffer")
+        if buffer is None or buffer.shape != y.shape or buffer.dtype != y.dtype or buffer.device != y.device:
+            buffer = self.__dict__["_buffer"] = torch.empty_like(y)
+        return buffer.copy_(y)
+
+
 class SigmoidOneWrongElement(fw.Sigmoid):
     """Right everywhere except the last element, off by 0.1%."""
 
@@ -371,6 +395,8 @@ MUTANTS: list[Mutant] = [
     Mutant("ReLU", ReLUForgetsUpstream, "forgets to multiply by grad_output"),
     Mutant("Tanh", TanhWrongDerivative, "derivative 1 - y instead of 1 - y^2"),
     Mutant("Sigmoid", SigmoidOneWrongElement, "one element of the gradient off by 0.1%"),
+    Mutant("Tanh", TanhKeepsTheFirstOutput, "backward reads what the first forward saved, on every call"),
+    Mutant("Sigmoid", SigmoidReturnsItsBuffer, "output returned in a buffer the next call overwrites"),
     Mutant(
         "LeakyReLU",
         LeakyReLUForwardAndBackwardBothWrong,

@@ -114,9 +114,14 @@ def check_finite_differences(ctx: Context) -> CheckResult:
 
 
 def outputs(target: Target, call: Call) -> list[Tensor | None]:
-    """The forward's outputs at ``call``, detached, in float64 (on their device); None for a complex one
-    (it gets no upstream gradient: see :meth:`~verification.context.Context._upstream`)."""
-    return [None if y is None or y.is_complex() else y.detach().double() for y in target.forward(call).leaves]
+    """The forward's outputs at ``call``, detached copies in float64 (on their device); None for a
+    complex one (it gets no upstream gradient: see :meth:`~verification.context.Context._upstream`).
+    Copies: an output the target writes into a buffer it reuses would change under the next
+    evaluation (``side_effects`` names that; the differences stay right)."""
+    return [
+        None if y is None or y.is_complex() else y.detach().to(torch.float64, copy=True)
+        for y in target.forward(call).leaves
+    ]
 
 
 def _projected(outputs_: list[Tensor | None], grads: Sequence[Tensor | None]) -> float:
