@@ -124,16 +124,18 @@ def collect(target: Target, call: Call, grads: Sequence[Tensor | None]) -> dict[
 
 
 def named(outputs: Outputs, gradients: Gradients, call: Call, target: Target) -> dict[str, Tensor]:
+    """A pass's outputs and gradients by name, as float64 copies: never the target's own tensors
+    (``.double()`` of a float64 tensor is that tensor), which a later call may overwrite."""
     result = {}
     for name, value in zip(outputs.names(), outputs.leaves):
         if value is not None and value.is_floating_point():
-            result[name] = value.detach().double()
+            result[name] = value.detach().to(torch.float64, copy=True)
     for name, g in zip(call.names(), gradients.inputs):
         if g is not None:
-            result[f"{name}.grad"] = g.detach().double()
+            result[f"{name}.grad"] = g.detach().to(torch.float64, copy=True)
     for (name, _), g in zip(target.parameters(), gradients.params):
         if g is not None:
-            result[f"{name}.grad"] = g.detach().double()
+            result[f"{name}.grad"] = g.detach().to(torch.float64, copy=True)
     return result
 
 

@@ -595,7 +595,8 @@ class SineIntoItsOwnBuffers:
 @pytest.mark.parametrize("into", ["output", "gradient"])
 def test_a_result_returned_in_a_reused_buffer_fails_side_effects_and_says_why(into):
     report = check_gradients(SineIntoItsOwnBuffers(into), randn(6, 4))
-    assert not report["side_effects"].ok
+    failed = [check.name for check in report.checks if check.status == "failed"]
+    assert failed == ["side_effects"]  # its values are right: the other checks hold copies, and pass it
     assert "changed during the next forward and backward: it is a buffer the target reuses" in (
         report["side_effects"].detail
     )
