@@ -175,7 +175,15 @@ class MaxPool2d(_Pool2d):
             cache[key] = (kernel_offset, origin)
         return cache[key]
 
-    def backward(self, grad_output: Tensor) -> Tensor:
+    def backward(self, grad_output: Tensor, grad_indices: Any = None) -> Tensor:
+        """dL/dx from dL/dy; with ``return_indices``, the indices' gradient is None (or left out, as
+        for every output after the first that does not reach the loss): integers have no gradient."""
+        if grad_indices is not None:
+            raise check.fail(
+                self,
+                f"got a gradient for the indices ({type(grad_indices).__name__}): they are integers, with no "
+                "gradient; pass None for them, or dL/dy alone",
+            )
         saved, g = self._check_grad(grad_output)
         n, c, hp, wp = saved["canvas_size"]
         out = saved["out"]

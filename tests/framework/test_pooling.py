@@ -8,6 +8,7 @@ import torch
 import framework as fw
 from framework import _sliding as sliding
 from framework import pooling
+from verification import check_gradients
 
 DEVICES = [
     "cpu",
@@ -355,3 +356,16 @@ def test_bicubic_upsampling_of_one_pixel_repeats_it_exactly_in_low_precision(sca
     x = torch.tensor([[[[2.8203125]]]], dtype=dtype)
     y = fw.Upsample(scale_factor=scale, mode="bicubic")(x)
     assert torch.equal(y, x.expand_as(y))
+
+
+def test_max_pool_returning_indices_takes_none_for_their_gradient_and_refuses_a_tensor():
+    """The protocol for several outputs: one gradient per output, None (or nothing) for one that does
+    not reach the loss. The indices are integers: a gradient for them is refused by name."""
+    x = distinct((2, 3, 6, 6))
+    module = fw.MaxPool2d(2, return_indices=True)
+    y, indices = module(x)
+    g = torch.randn_like(y)
+    assert torch.equal(module.backward(g, None), module.backward(g))
+    with pytest.raises(ValueError, match=r"MaxPool2d: got a gradient for the indices .* integers, with no gradient"):
+        module.backward(g, indices)
+    assert check_gradients(fw.MaxPool2d(2, return_indices=True), x).ok
