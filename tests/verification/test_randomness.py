@@ -77,6 +77,32 @@ def test_a_forward_that_drifts_below_what_an_element_shows_is_inconclusive_not_f
     assert "updates state its output depends on" in report["finite_differences"].inconclusive
 
 
+class SquareWithJitter(torch.autograd.Function):
+    """y = x^2 times 1 + 1e-12 N(0, 1), a fresh draw per call from a generator of its own: a kernel
+    whose rounding changes from call to call (atomic adds over terms that cancel). Backward right."""
+
+    generator = torch.Generator().manual_seed(5)
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        noise = torch.randn(x.shape, generator=SquareWithJitter.generator, dtype=x.dtype)
+        return x * x * (1 + 1e-12 * noise)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 2 * g * x
+
+
+def test_jitter_beyond_the_rounding_is_inconclusive_unless_the_caller_declares_it_with_nondet_tol():
+    undeclared = check_gradients(SquareWithJitter, x64(6, 4))
+    assert undeclared["finite_differences"].status == "inconclusive"
+    declared = check_gradients(SquareWithJitter, x64(6, 4), nondet_tol=1e-10)
+    assert declared["finite_differences"].status == "passed", str(declared)
+    assert declared.ok
+
+
 class SineOffByOnePartInAMillion(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
