@@ -190,12 +190,19 @@ def window_sum(canvas: Tensor, out: Pair, kernel: Pair, stride: Pair, dilation: 
     return total
 
 
+# Up to this many canvas elements on the CPU, window_max's fixed handful of operations beats its
+# passes per kernel offset, whose per-call cost then dominates (2x2 windows, one thread, forward:
+# 6,400 elements 112 against 151 us, 12,800 157 against 171; 25,600 326 against 242).
+SMALL_WINDOWS = 1 << 14
+
+
 def reduces_windows(canvas: Tensor) -> bool:
     """Whether :func:`window_max` copies the windows and reduces them in one operation (on a GPU:
-    a fixed handful of kernels, where a pass per kernel offset costs a launch and a pass each)
-    rather than making a pass per column offset, then one per row offset (on the CPU, where those
-    passes run a few samples at a time in the cache)."""
-    return not canvas.is_cpu
+    a fixed handful of kernels, where a pass per kernel offset costs a launch and a pass each; on
+    a small CPU canvas, where the per-call cost of many operations dominates) rather than making a
+    pass per column offset, then one per row offset (on the CPU, where those passes run a few
+    samples at a time in the cache)."""
+    return not canvas.is_cpu or canvas.numel() <= SMALL_WINDOWS
 
 
 def window_max(
@@ -256,11 +263,14 @@ def _window_max_by_rows(
     step = max(1, min(n, POOL_CHUNK * torch.get_num_threads() // max(1, per_sample)))
     chunk_shape = (min(step, n), c, rows, wo)
     row_best, row_where, entry, wins, is_nan = workspace("window max rows", (5, *chunk_shape), canvas.dtype)
-    offsets = [canvas.new_full((), float(offset)) for offset in range(max(kh * kw, 1))]
+    offsets = _float_offsets(kh * kw, canvas.dtype, canvas.device)
     for start in range(0, n, step):
-        part = canvas[start : start + step, :, :rows]
+        part = canvas[start : start + step, :, :rows] if step < n or rows < canvas.shape[2] else canvas
         m = part.shape[0]
-        r_best, r_where, e, w, nan = row_best[:m], row_where[:m], entry[:m], wins[:m], is_nan[:m]
+        if m == row_best.shape[0]:
+            r_best, r_where, e, w, nan = row_best, row_where, entry, wins, is_nan
+        else:  # the last, shorter chunk
+            r_best, r_where, e, w, nan = row_best[:m], row_where[:m], entry[:m], wins[:m], is_nan[:m]
         # Stage 1: along each row, the best of the kw column offsets (0 .. kw - 1) of every window.
         r_best.copy_(part[..., 0 : sw * (wo - 1) + 1 : sw])
         r_where.zero_()
@@ -268,7 +278,7 @@ def _window_max_by_rows(
             e.copy_(part[..., j * dw : j * dw + sw * (wo - 1) + 1 : sw])
             _take_better(r_best, r_where, e, offsets[j], w, nan)
         # Stage 2: over the kh rows of every window; row i's index is i kw + its column offset.
-        y, index = best[start : start + m], where[start : start + m]
+        y, index = (best, where) if m == n else (best[start : start + m], where[start : start + m])
         y.copy_(r_best[:, :, 0 : sh * (ho - 1) + 1 : sh])
         index.copy_(r_where[:, :, 0 : sh * (ho - 1) + 1 : sh])
         w2, nan2, candidate = (t[:, :, :ho] for t in (w, nan, e))  # spare room for (m, c, ho, wo)
@@ -276,9 +286,18 @@ def _window_max_by_rows(
             window_rows = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
             torch.add(r_where[:, :, window_rows], offsets[i * kw], out=candidate)
             _take_better(y, index, r_best[:, :, window_rows], candidate, w2, nan2)
+    indices = workspace("window max offsets int64", (n, c, ho, wo), torch.long)
+    if where.numel() < POOL_CHUNK:
+        return best, indices.copy_(where)
     # Through int32: float32 to int64 directly is 4 times slower than to int32 on the CPU.
-    narrow = workspace("window max offsets int32", (n, c, ho, wo), torch.int32).copy_(where)
-    return best, workspace("window max offsets int64", (n, c, ho, wo), torch.long).copy_(narrow)
+    return best, indices.copy_(workspace("window max offsets int32", (n, c, ho, wo), torch.int32).copy_(where))
+
+
+@functools.lru_cache(maxsize=32)  # a few 0-d tensors per (window size, dtype, device)
+def _float_offsets(k: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, ...]:
+    """0, 1, ..., k - 1 as 0-d tensors of ``dtype``, made once: the kernel offsets :func:`_take_better`
+    blends in (a 0-d tensor made per call and offset costs more than a small window's pass)."""
+    return tuple(torch.full((), float(offset), dtype=dtype, device=device) for offset in range(max(k, 1)))
 
 
 def _take_better(best: Tensor, where: Tensor, entry: Tensor, index: Tensor, wins: Tensor, is_nan: Tensor) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -83,6 +84,13 @@ class _Pool2d(Module):
         return saved, grad_output.unsqueeze(0) if saved["unbatched"] else grad_output
 
 
+@functools.lru_cache(maxsize=8)
+def _like(dtype: torch.dtype) -> Tensor:
+    """A 0-d CPU tensor of ``dtype``, made once: what :meth:`Module._workspace` takes for the dtype of
+    MaxPool2d's index buffers (the CPU path's only: a GPU takes no workspace there)."""
+    return torch.empty((), dtype=dtype)
+
+
 class MaxPool2d(_Pool2d):
     r"""Maximum over each (dilated) window; padded positions are -inf.
 
@@ -132,7 +140,7 @@ class MaxPool2d(_Pool2d):
             self.kernel,
             self.strides,
             self.dilations,
-            lambda name, shape, dtype: self._workspace(name, shape, canvas.new_empty((), dtype=dtype)),
+            lambda name, shape, dtype: self._workspace(name, shape, canvas if dtype == canvas.dtype else _like(dtype)),
         )
         unbatched = x.dim() == 3
         y = y.squeeze(0) if unbatched else y
