@@ -198,6 +198,8 @@ class Context:
                 f"give them one floating-point dtype"
             )
         self.dtype = dtypes.pop()
+        if self.call.tensors():
+            self._refuse_parameters_of_another_precision()
         self.device = differentiated[0].device
         self.generator = torch.Generator().manual_seed(options.seed)
         self.reference = None if reference is None else _as_reference(reference, self.name)
@@ -278,6 +280,20 @@ class Context:
                 "read by the target from elsewhere (a closure, a global): their gradients are not checked; pass "
                 "them as inputs (lambda x, w: f(x, w)) to check them too"
             )
+
+    def _refuse_parameters_of_another_precision(self) -> None:
+        """Inputs and parameters are differentiated together and judged in one precision: a float32
+        module given float64 inputs (which it may cast to float32 inside) computes in float32, and
+        judged as float64 its correct gradients would fail; judged as float32 a float64 module's
+        would be held to a looser bar than its own."""
+        for name, p in self.pristine.parameters():
+            if p.dtype != self.dtype:
+                raise ValueError(
+                    f"{self.name}: its parameter {name!r} is {str(p.dtype).replace('torch.', '')} and the inputs "
+                    f"{str(self.dtype).replace('torch.', '')}: inputs and parameters are differentiated together and "
+                    f"checked in one precision; give the parameters the inputs' dtype (a torch.nn.Module: "
+                    f"module.to({self.dtype})) or the inputs the parameters' (x.to({p.dtype}))"
+                )
 
     def _placement_hint(self) -> str | None:
         """When the target's forward raised: the first parameter whose dtype or device differs from
