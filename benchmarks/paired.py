@@ -16,7 +16,7 @@ operators: by device time on a GPU, where a memory-bound module's time is its pa
 tensors, and by CPU time on the CPU.
 
 Usage:
-    python -m benchmarks.paired NAME [NAME ...] [--size SIZE] [--pass forward+backward]
+    python -m benchmarks.paired NAME [NAME ...] | all [--size SIZE] [--pass forward+backward]
                                 [--rounds 30] [--threads 1] [--device cpu] [--dtype float32]
                                 [--kernels N]
 """
@@ -169,7 +169,11 @@ def costliest_operators(fn: Callable[[], object], device: torch.device, count: i
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.paired", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "names", nargs="+", metavar="NAME", help="benchmark cases (module names, e.g. GELU Conv2d) or training steps"
+        "names",
+        nargs="+",
+        metavar="NAME",
+        help="benchmark cases (module names, e.g. GELU Conv2d) or training steps; 'all': every case, then every "
+        "training step that runs on the device (a case that fails is reported and the run goes on)",
     )
     parser.add_argument(
         "--size", choices=SIZES, default=None, help="default: large for a module, a training step's largest"
@@ -199,8 +203,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{size}, {args.pass_}, {args.rounds} alternating rounds, {threads} thread(s), {args.device}, {args.dtype}")
     columns = ("framework min", 14), ("torch min", 10), ("min ratio", 10), ("median pair ratio", 18)
     print(f"{'case':<18} {'size':<7} " + " ".join(f"{title:>{width}}" for title, width in columns))
-    for name in args.names:
-        result = measure(name, args.size, args.pass_, args.rounds, args.device, DTYPES[args.dtype], args.kernels)
+    every = args.names == ["all"]
+    names = everything(args.device, args.size) if every else args.names
+    failed = 0
+    for name in names:
+        try:
+            result = measure(name, args.size, args.pass_, args.rounds, args.device, DTYPES[args.dtype], args.kernels)
+        except Exception as error:
+            if not every:
+                raise
+            failed += 1
+            print(f"{name:<18} FAILED: {type(error).__name__}: {str(error).splitlines()[0][:200]}", flush=True)
+            continue
         print(
             f"{name:<18} {args.size or default_size(name, args.device):<7} "
             f"{_time(min(result.framework)):>14} {_time(min(result.torch)):>10} "
@@ -209,7 +223,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         if result.operators:
             print(result.operators, flush=True)
-    return 0
+    if failed:
+        print(f"{failed} of {len(names)} failed", flush=True)
+    return 1 if failed else 0
+
+
+def everything(device: str, size: str | None) -> list[str]:
+    """``all``: every module case, then every training step that runs on ``device`` (at ``size``,
+    when one is given)."""
+    steps = [
+        w.name for w in available_workloads() if device in w.devices and (size is None or size in w.sizes_for(device))
+    ]
+    return [c.name for c in available_cases()] + steps
 
 
 def _time(seconds: float) -> str:

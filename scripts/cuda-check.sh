@@ -11,10 +11,15 @@
 # (a) and (b) only check correctness, so --parallel runs them side by side; (c) and (d) time
 # things and always run alone.
 #
-# Usage:  scripts/cuda-check.sh [--full] [--parallel] [--cpu] [--dry-run]
+# Usage:  scripts/cuda-check.sh [--full] [--parallel] [--budget] [--cpu] [--dry-run]
 #   --full      the verifier with its mutants, benchmarks at every size (default: no mutants on
 #               the GPU, since the CPU run already scores them; seed and large sizes)
 #   --parallel  run (a) and (b) at the same time, (b) on WORKERS pytest-xdist workers
+#   --budget    sized for one command of at most ten minutes: (a) and (b) side by side, (b) without
+#               the verification plugin's spec items (they repeat (a)) and with or without xdist;
+#               (c) the alternating framework/torch ratio of every case and training step
+#               (python -m benchmarks.paired all, printed case by case, so a timeout keeps what
+#               was measured) in place of the suite; timeouts 270, 270, 180 and 60 s
 #   --cpu       the same commands on the CPU with tiny sizes (to check this script without a GPU)
 #   --dry-run   print the commands, run nothing
 # Measured on one H100 (16 cores): (a) about 4 min, (b) 2.5 min on 6 workers (2 min on 8 to 12), (c) about 7.5 min (43% done at 190 s)
@@ -34,16 +39,18 @@ WORKERS="${WORKERS:-6}"
 VERIFY_JOBS="${VERIFY_JOBS:-4}"
 FULL=0
 PARALLEL=0
+BUDGET=0
 CPU=0
 DRY=0
 for arg in "$@"; do
     case "$arg" in
         --full) FULL=1 ;;
         --parallel) PARALLEL=1 ;;
+        --budget) BUDGET=1 PARALLEL=1 ;;
         --cpu) CPU=1 ;;
         --dry-run) DRY=1 ;;
         -h | --help)
-            sed -n '2,25p' "$0"
+            sed -n '2,30p' "$0"
             exit 0
             ;;
         *)
@@ -83,9 +90,18 @@ TEST_WORKERS=()
 if [ "$PARALLEL" = 1 ] && "$PYTHON" -c "import xdist" 2>/dev/null; then
     TEST_WORKERS=(-n "$WORKERS")
 fi
+PAIRED=0
+TEST_QUIET=(-q)
+if [ "$BUDGET" = 1 ]; then
+    TIMEOUT_VERIFY=270 TIMEOUT_TESTS=270 TIMEOUT_BENCH=180 TIMEOUT_TRAIN=60
+    VERIFY_JOBS="${VERIFY_JOBS_BUDGET:-6}"
+    TEST_ONLY=("${TEST_ONLY[@]}" -p no:verification)
+    TEST_QUIET=(-v)  # a test per line: a timeout keeps the verdicts so far
+    PAIRED=1
+fi
 
 # The package's entry point registers the verification plugin; a bare checkout has none.
-if [ "$DRY" = 0 ] && ! "$PYTHON" -c "
+if [ "$DRY" = 0 ] && [ "$BUDGET" = 0 ] && ! "$PYTHON" -c "
 import sys, importlib.metadata as m
 sys.exit(not any(e.name == 'verification' for e in m.entry_points(group='pytest11')))" 2>/dev/null; then
     export PYTEST_PLUGINS=verification.pytest_plugin
@@ -138,7 +154,7 @@ verify_step() {
 }
 tests_step() {
     run_step b-cuda-tests "$TIMEOUT_TESTS" \
-        "$PYTHON" -m pytest "${TEST_ONLY[@]}" -q -p no:cacheprovider -rs ${TEST_WORKERS[@]+"${TEST_WORKERS[@]}"}
+        "$PYTHON" -m pytest "${TEST_ONLY[@]}" "${TEST_QUIET[@]}" -p no:cacheprovider -rs ${TEST_WORKERS[@]+"${TEST_WORKERS[@]}"}
 }
 if [ "$PARALLEL" = 1 ]; then
     NAMES+=(a-verify b-cuda-tests)
@@ -150,10 +166,17 @@ else
     verify_step
     tests_step
 fi
-run_step c-benchmarks "$TIMEOUT_BENCH" \
-    "$PYTHON" -m benchmarks --device "$DEVICE" --sizes "$BENCH_SIZES" \
-    ${BENCH_TIMING[@]+"${BENCH_TIMING[@]}"} ${BENCH_ONLY[@]+"${BENCH_ONLY[@]}"} \
-    --json "$LOGS/benchmarks-$DEVICE.json"
+if [ "$PAIRED" = 1 ]; then
+    PAIRED_SIZE=()
+    [ "$CPU" = 1 ] && PAIRED_SIZE=(--size seed)
+    run_step c-paired "$TIMEOUT_BENCH" \
+        "$PYTHON" -m benchmarks.paired all --device "$DEVICE" --rounds 5 ${PAIRED_SIZE[@]+"${PAIRED_SIZE[@]}"}
+else
+    run_step c-benchmarks "$TIMEOUT_BENCH" \
+        "$PYTHON" -m benchmarks --device "$DEVICE" --sizes "$BENCH_SIZES" \
+        ${BENCH_TIMING[@]+"${BENCH_TIMING[@]}"} ${BENCH_ONLY[@]+"${BENCH_ONLY[@]}"} \
+        --json "$LOGS/benchmarks-$DEVICE.json"
+fi
 run_step d-experiment "$TIMEOUT_TRAIN" \
     "$PYTHON" -m experiment --device "$DEVICE" "${TRAIN_ARGS[@]}" --quiet --json "$LOGS/training-$DEVICE.json"
 

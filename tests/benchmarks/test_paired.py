@@ -75,3 +75,29 @@ def test_a_round_repeats_a_sub_millisecond_call_until_the_faster_side_has_run_te
     assert paired.calls_per_round([taking(1e-4), taking(5e-4)]) == 100  # the faster side's 10 ms
     assert paired.calls_per_round([taking(2e-3), taking(5e-4)]) == 20
     assert paired.calls_per_round([taking(2e-3), taking(1.5e-3)]) == 1  # a millisecond or more: one per round
+
+
+def test_all_is_every_case_then_every_training_step_that_runs_on_the_device():
+    names = paired.everything("cpu", None)
+    cases = [c.name for c in paired.available_cases()]
+    assert names[: len(cases)] == cases and "ReLU" in cases
+    assert "SeedMLP-b50" in names[len(cases) :] and "SmallCNN" in names[len(cases) :]
+    assert "SeedMLP-b50-graph" not in names  # a CUDA graph: GPU only
+    assert "SeedMLP-b50" not in paired.everything("cpu", "large")  # the seed MLP has the seed size only
+
+
+def test_with_all_a_failing_case_is_reported_and_the_others_are_timed(monkeypatch, capsys):
+    monkeypatch.setattr(paired, "everything", lambda device, size: ["ReLU", "Tanh", "Sigmoid"])
+    measure = paired.measure
+
+    def failing_for_tanh(name, *args, **kwargs):
+        if name == "Tanh":
+            raise AssertionError("Tanh: framework and torch disagree (planted)")
+        return measure(name, *args, **kwargs)
+
+    monkeypatch.setattr(paired, "measure", failing_for_tanh)
+    assert paired.main(["all", "--size", "seed", "--rounds", "1", "--threads", "1"]) == 1
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert [row.split()[0] for row in rows[:3]] == ["ReLU", "Tanh", "Sigmoid"]
+    assert "FAILED: AssertionError: Tanh: framework and torch disagree (planted)" in rows[1]
+    assert float(rows[2].split()[-1]) > 0 and rows[3] == "1 of 3 failed"
