@@ -343,7 +343,7 @@ class Module:
         return self._workspace(name, tuple(like.shape), like) if _blocks.blocked(like) else None
 
     def _save_for_backward(self, **tensors: Any) -> None:
-        object.__setattr__(self, "_saved", tensors)
+        self.__dict__["_saved"] = tensors  # no attribute machinery: a few calls per layer per step
 
     def _saved_tensors(self) -> dict[str, Any]:
         saved = self.__dict__.get("_saved")
