@@ -12,6 +12,7 @@ A target that raises, returns something that is not a tensor, or hangs is that s
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import shlex
 import signal
@@ -329,6 +330,48 @@ def _traceback(error: BaseException, limit: int = 40) -> str:
     return "\n".join(lines)
 
 
+def _reference_raises_too(case: Case, device: str, command: str = DEFAULT_COMMAND) -> str:
+    """For a target that raised on ``case``: a paragraph saying that the spec's reference raises on
+    it too, so that the case, not the target, is at fault (inputs of a shape the arguments do not
+    fit: a course file's input shape for another layer size); '' where there is no reference, or
+    it runs, or it cannot even be built."""
+    spec = case.spec
+    if not spec.has_reference:
+        return ""
+    try:
+        built = case.build(dtype=torch.float64, device=device)
+        reference = spec.reference_for(built)
+    except Exception:
+        return ""
+    if reference is None:
+        return ""
+    try:
+        if isinstance(reference, torch.nn.Module):  # a copy in the case's precision, as check_gradients runs it
+            reference = copy.deepcopy(reference).to(dtype=torch.float64)
+    except Exception:
+        return ""
+    function = isinstance(reference, type) and issubclass(reference, torch.autograd.Function)
+    call = reference.apply if function else reference
+    try:
+        call(*built.inputs, *([] if built.target is None else [built.target]))
+    except Exception as error:
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        ee559 = command.startswith("python -m verification.ee559")
+        fix = "--input-shape and --args" if ee559 else "its inputs and kwargs"
+        return (
+            f"\n\nThe reference ({_name_of(reference)}) raises on this case too ({type(error).__name__}: {first}): "
+            f"the case does not fit the function, so the spec is what needs fixing ({fix}), not the target."
+        )
+    return ""
+
+
+def _name_of(reference: Any) -> str:
+    if isinstance(reference, torch.nn.Module):
+        kind = type(reference)
+        return f"torch.nn.{kind.__qualname__}" if kind.__module__.startswith("torch.nn.") else kind.__qualname__
+    return getattr(reference, "__qualname__", None) or getattr(reference, "__name__", None) or type(reference).__name__
+
+
 def run_spec(
     spec: Spec,
     profile: str = "ci",
@@ -381,7 +424,9 @@ def run_spec(
         try:
             report = check_case(case, device=device, probes=options["probes"], dtypes=dtypes)
         except Exception as error:  # a crash on a valid case is a failure too, with its traceback
-            message = f"{spec.name} raised on case {case}:\n{_traceback(error)}"
+            message = f"{spec.name} raised on case {case}:\n{_traceback(error)}" + _reference_raises_too(
+                case, device, command
+            )
             last_failure.update(case=case, check="exception", message=message)
             raise AssertionError(f"{type(error).__name__}: {error}") from error
         result.cases += 1

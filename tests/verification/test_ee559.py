@@ -96,3 +96,28 @@ def test_a_student_module_written_on_torch_module_is_verified_through_its_own_ba
     assert main([str(student), *argv, *DEV, "--json", str(path)]) == status
     (module,) = json.loads(path.read_text())["modules"]
     assert ("finite_differences" in (module.get("failure") or {}).get("check", "")) == (status == 1)
+
+
+def test_an_input_shape_that_does_not_fit_the_layer_is_blamed_on_the_course_file_not_the_student(capsys):
+    argv = ["--module", "Linear", "--args", "4", "3", "--twin", "torch.nn.Linear", "--input-shape", "8", "5"]
+    assert main([CORRECT, *argv, *DEV]) == 1
+    out = capsys.readouterr().out
+    assert "Linear raised on case" in out
+    assert "The reference (torch.nn.Linear) raises on this case too (RuntimeError: mat1 and mat2 shapes" in out
+    assert "the spec is what needs fixing (--input-shape and --args), not the target" in out
+
+
+def test_a_student_module_that_raises_where_its_twin_runs_is_the_students_failure(tmp_path, capsys):
+    student = tmp_path / "student.py"
+    student.write_text(
+        "class Tanh:\n"
+        "    def forward(self, x):\n"
+        "        raise IndexError('off by one (planted)')\n"
+        "    def backward(self, g):\n"
+        "        return g\n"
+        "    def param(self):\n"
+        "        return []\n"
+    )
+    assert main([str(student), "--module", "Tanh", "--twin", "torch.nn.Tanh", "--input-shape", "8", "4", *DEV]) == 1
+    out = capsys.readouterr().out
+    assert "IndexError: off by one (planted)" in out and "raises on this case too" not in out
