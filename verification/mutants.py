@@ -127,6 +127,14 @@ class SigmoidReturnsItsBuffer(fw.Sigmoid):
         return buffer.copy_(y)
 
 
+class ReLUOverwritesItsInput(fw.ReLU):
+    """Writes its output into its input and returns it, unasked (``inplace`` is False): its gradients
+    are right, but in a network the layer before it would read what it kept for backward overwritten."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.copy_(super().forward(x))
+
+
 class SigmoidOneWrongElement(fw.Sigmoid):
     """Right everywhere except the last element, off by 0.1%."""
 
@@ -397,6 +405,7 @@ MUTANTS: list[Mutant] = [
     Mutant("Sigmoid", SigmoidOneWrongElement, "one element of the gradient off by 0.1%"),
     Mutant("Tanh", TanhKeepsTheFirstOutput, "backward reads what the first forward saved, on every call"),
     Mutant("Sigmoid", SigmoidReturnsItsBuffer, "output returned in a buffer the next call overwrites"),
+    Mutant("ReLU", ReLUOverwritesItsInput, "output written into the input, unasked"),
     Mutant(
         "LeakyReLU",
         LeakyReLUForwardAndBackwardBothWrong,

@@ -662,6 +662,35 @@ def test_an_in_place_autograd_function_that_returns_its_input_passes():
     assert "in place" in report["side_effects"].detail
 
 
+class ReLUWritingItsInput:
+    """A hand-written ReLU that zeroes its input's negatives in place and returns it: its gradients
+    are right, but a Tanh before it in a network would read its own output overwritten."""
+
+    inplace = False
+
+    def forward(self, x):
+        self.mask = x > 0
+        x[~self.mask] = 0
+        return x
+
+    def backward(self, g):
+        return g * self.mask
+
+    def param(self):
+        return []
+
+
+def test_a_hand_written_module_that_returns_its_input_overwritten_fails_unless_it_declares_inplace():
+    report = check_gradients(ReLUWritingItsInput(), x64(4, 3))
+    assert [c.name for c in report.failures()] == ["side_effects"]
+    assert "input[0] was written in place and returned as the output, but ReLUWritingItsInput does not declare" in (
+        report["side_effects"].detail
+    )
+    declared = ReLUWritingItsInput()
+    declared.inplace = True  # as torch's ReLU(inplace=True): the caller asked for it
+    assert check_gradients(declared, x64(4, 3)).ok
+
+
 def test_an_in_place_autograd_function_one_part_in_a_million_off_fails(monkeypatch):
     monkeypatch.setattr(TanhInPlace, "error", 1e-6)
     report = check_gradients(TanhInPlace, x64(4, 3))

@@ -19,7 +19,9 @@ gradient), that path must give the parameters the same gradients as ``backward``
 (or within ``nondet_tol``).
 
 ``side_effects``: forward and backward leave their inputs, the loss target and the upstream
-gradients unchanged (modules constructed with ``inplace=True`` may modify their input, as torch's do),
+gradients unchanged (modules constructed with ``inplace=True`` may modify their input, as torch's do;
+an autograd target may write into an input it returns, as ``relu_``, and a hand-written module only
+when it declares ``inplace = True``),
 and a later forward and backward leave the outputs and gradients an earlier one returned unchanged
 (a result written into a buffer the target reuses changes under a caller who kept it: a stored
 activation, a residual connection, the gradient of an earlier batch).
@@ -215,6 +217,15 @@ def check_side_effects(ctx: Context) -> CheckResult:
         if i >= ctx.call.n_inputs:
             result.fail("the loss target was modified by forward or backward")
         elif _returned(seen, pass_.outputs.leaves):
+            if isinstance(ctx.target, ProtocolTarget) and not inplace:
+                result.fail(
+                    f"input[{i}] was written in place and returned as the output, but {ctx.name} does not declare "
+                    "inplace=True: in a network, a layer before it that keeps its output for backward (a Tanh, a "
+                    "Sigmoid) would read the overwritten values, and nothing would say so; compute into a new "
+                    "tensor, or declare the module in place (an attribute inplace = True, as torch's and the "
+                    "framework's in-place modules have)"
+                )
+                continue
             returned.append(f"input[{i}]")
         elif not inplace:
             result.fail(
