@@ -806,6 +806,30 @@ def _name_of(fn: Any) -> str:
     return name
 
 
+def _refuse_part_of_the_protocol(target: Any) -> None:
+    """A hand-written module that has some of forward, backward and param() but not all: a
+    :class:`TargetError` naming what is missing. (With backward and __call__ but no forward, it
+    would otherwise be checked as a plain callable through autograd, its own backward never run.)"""
+    if isinstance(target, torch.nn.Module) or inspect.isroutine(target):
+        return  # a torch module without param() is differentiated by autograd, as intended
+    has = [m for m in ("forward", "backward", "param") if callable(getattr(target, m, None))]
+    if not has or has == ["forward"]:
+        return
+    kind = type(target).__name__
+    missing = [m for m in ("forward", "backward", "param") if m not in has]
+    listed = " and ".join(f"{m}()" for m in has)
+    fixes = {
+        "forward": "forward(*input) is what the protocol calls, and a __call__ alone is not it: rename it forward",
+        "backward": "backward(*gradwrtoutput) returns dL/d(input) and adds dL/d(parameter) into param()'s gradients",
+        "param": "for a module without parameters, def param(self): return []",
+    }
+    raise TargetError(
+        f"{kind} has {listed} but no {' or '.join(f'{m}()' for m in missing)}: a hand-written module needs all "
+        f"three ({'; '.join(fixes[m] for m in missing)}); to check it as a plain callable through autograd "
+        "instead, pass lambda *x: obj(*x)"
+    )
+
+
 def as_target(target: Any, name: str | None = None) -> Target:
     """The adapter for ``target``, or a :class:`TargetError` saying what was expected."""
     if isinstance(target, Target):
@@ -825,6 +849,7 @@ def as_target(target: Any, name: str | None = None) -> Target:
     # torch.nn.Module, whose hand-written backward autograd would never call.
     if all(callable(getattr(target, m, None)) for m in ("forward", "backward", "param")):
         return ProtocolTarget(target, name)
+    _refuse_part_of_the_protocol(target)
     if callable(target):
         return AutogradTarget(target, name)
     raise TargetError(

@@ -9,6 +9,7 @@ from torch import Tensor
 
 import framework as fw
 from verification import assert_gradients_close, check_gradients
+from verification.targets import TargetError
 
 
 def x64(*shape, seed=0):
@@ -949,3 +950,94 @@ def test_a_compiled_function_that_hits_the_recompile_limit_anyway_is_named(monke
     with torch._dynamo.config.patch(recompile_limit=1):
         report = check_gradients(compiled, x64(4, 3).float(), x64(3, 2, seed=1).float())
     assert any("torch.compile hit its recompile limit" in note for note in report.notes)
+
+
+class LinearHandingOutACopy:
+    """param() returns a copy of the weight: the gradient is right, but an optimizer's update of
+    what param() gave out never reaches the weight forward reads."""
+
+    def __init__(self) -> None:
+        self.w, self.b = x64(3, 4, seed=5), x64(3, seed=6)
+        self.dw, self.db = torch.zeros_like(self.w), torch.zeros_like(self.b)
+
+    def forward(self, x):
+        self.x = x
+        return x @ self.w.t() + self.b
+
+    def backward(self, g):
+        self.dw += g.t() @ self.x
+        self.db += g.sum(0)
+        return g @ self.w
+
+    def param(self):
+        return [(self.w.clone(), self.dw), (self.b, self.db)]
+
+
+def test_a_parameter_that_param_hands_out_as_a_copy_fails_and_says_so():
+    report = check_gradients(LinearHandingOutACopy(), x64(5, 4))
+    assert [c.name for c in report.failures()] == ["finite_differences"]
+    assert report["finite_differences"].detail.startswith(
+        "the outputs do not change at all when param[0] is shifted (every finite difference is exactly 0), yet "
+        "backward gives it a gradient: if forward reads this parameter, param() hands out a copy of it"
+    )
+
+
+class SineIgnoringItsSecondInput(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a)
+        return a.sin()
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        return g * a.cos(), g  # a gradient for b, on which the output does not depend
+
+
+def test_a_gradient_for_an_input_the_output_does_not_depend_on_is_named_as_such():
+    report = check_gradients(SineIgnoringItsSecondInput, x64(4), x64(4, seed=1))
+    assert not report.ok
+    assert report["finite_differences"].detail.startswith(
+        "the outputs do not change at all when input[1] is shifted (every finite difference is exactly 0), yet "
+        "backward gives it a gradient;"
+    )
+
+
+class TanhCalledNotForwarded:
+    """A hand-written Tanh whose forward is named __call__: as a plain callable, autograd would
+    differentiate it and its own backward (wrong here) would never run."""
+
+    def __call__(self, x):
+        self.x = x
+        return x.tanh()
+
+    def backward(self, g):
+        return g * (1 - self.x.tanh())  # wrong: 1 - tanh(x), not 1 - tanh(x)^2
+
+    def param(self):
+        return []
+
+
+class TanhWithoutParam:
+    def forward(self, x):
+        self.x = x
+        return x.tanh()
+
+    def backward(self, g):
+        return g * (1 - self.x.tanh() ** 2)
+
+
+@pytest.mark.parametrize(
+    ("module", "told"),
+    [
+        (
+            TanhCalledNotForwarded(),
+            r"TanhCalledNotForwarded has backward\(\) and param\(\) but no forward\(\).*rename it forward",
+        ),
+        (TanhWithoutParam(), r"TanhWithoutParam has forward\(\) and backward\(\) but no param\(\).*return \[\]"),
+    ],
+    ids=["__call__ for forward", "no param()"],
+)
+def test_a_hand_written_module_missing_part_of_the_protocol_is_refused_naming_it(module, told):
+    with pytest.raises(TargetError, match=told):
+        check_gradients(module, x64(3, 4))

@@ -535,6 +535,18 @@ def compare(
             )
 
 
+def _unused(name: str) -> str:
+    """Why every finite difference of ``name`` is exactly 0 while its gradient is not."""
+    what = f"the outputs do not change at all when {name} is shifted (every finite difference is exactly 0)"
+    if name.startswith("input["):
+        return f"{what}, yet backward gives it a gradient"
+    return (
+        f"{what}, yet backward gives it a gradient: if forward reads this parameter, param() hands out a copy of "
+        "it (a clone, a new tensor) rather than the tensor forward uses, and an optimizer's update through "
+        "param() would not reach the module either"
+    )
+
+
 def _elementwise(
     result: CheckResult,
     name: str,
@@ -588,6 +600,8 @@ def _elementwise(
         if project is not None:
             what = f"the jvp is zero along every element of {name} (its tangent ignored?)"
         result.detail = f"{what}; " + result.detail
+    elif before and not result.ok and indices is None and judged_all and float(numeric.abs().max()) == 0.0:
+        result.detail = f"{_unused(name)}; " + result.detail
     elif (
         before
         and not result.ok
