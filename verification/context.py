@@ -20,7 +20,7 @@ from torch.utils import _pytree as pytree
 
 from . import error_model
 from .report import GradientReport
-from .targets import AutogradTarget, Call, Gradients, Outputs, Target, TargetError, as_target, plain
+from .targets import AutogradTarget, Call, Gradients, Outputs, ProtocolTarget, Target, TargetError, as_target, plain
 
 
 @dataclass
@@ -252,6 +252,14 @@ class Context:
                 error.add_note(hint)
             raise
         self.outputs = self.main.outputs
+        if isinstance(self.pristine, ProtocolTarget):
+            read = self.pristine.gradient_read_by_forward(self.call)
+            if read is not None:
+                raise TargetError(
+                    f"{self.name}: forward reads the tensor param() gives as the gradient of {read} (the outputs "
+                    "change when it does): param() must return (parameter, gradient) pairs, in that order; "
+                    "(gradient, parameter) would have every check zero the weights as gradients"
+                )
         self._note_captured(owner)
         self.grads = self._upstream(grad_output)
         # Drawn here (independent Gaussians), not given: the finite-difference error model may treat

@@ -371,6 +371,15 @@ def _not_a_pair(pair: Any) -> str:
             f"{expected}, got {_described(pair)}: the gradient is None. The protocol's gradient is a tensor "
             "of the parameter's shape from the start (zeros), which backward adds into"
         )
+    if (
+        isinstance(pair, Sequence)
+        and not isinstance(pair, str)
+        and any(isinstance(entry, Sequence) and not isinstance(entry, str) for entry in pair)
+    ):
+        return (
+            f"{expected}, got {_described(pair)}: a list of pairs. A container's param() is one flat list: "
+            "concatenate its children's (params += module.param()), do not nest them"
+        )
     return f"{expected}, got {_described(pair)}"
 
 
@@ -405,6 +414,41 @@ class ProtocolTarget(Target):
                     f"{self.name}.param()[{i}]: the gradient is {pair[1].dtype} on {pair[1].device}, "
                     f"the parameter {pair[0].dtype} on {pair[0].device}"
                 )
+            if pair[0].numel() and _same_memory(pair[0], pair[1]):
+                raise TargetError(
+                    f"{self.name}.param()[{i}]: the parameter and its gradient are the same tensor; give the "
+                    "gradient a tensor of its own (torch.zeros_like(parameter)) that backward adds into"
+                )
+
+    def gradient_read_by_forward(self, call: Call) -> str | None:
+        """The name of the first parameter whose *gradient* tensor forward reads (its outputs change
+        when that tensor changes), or None. Pairs given as (gradient, parameter) do that: every
+        check would then zero the weights as gradients and compare zeros with zeros. Judged on a copy,
+        only where two forwards with the gradients as they were agree bit for bit."""
+        probe = self.copy()
+        pairs = probe.named()
+        if not pairs:
+            return None
+
+        def outputs() -> list[Tensor | None]:
+            return [None if y is None else y.detach().clone() for y in probe.forward(call).leaves]
+
+        kept = [g.detach().clone() for _, _, g in pairs]
+        before = outputs()
+        for _, _, g in pairs:
+            g.add_(1)
+        changed = outputs()
+        for (_, _, g), value in zip(pairs, kept):
+            g.copy_(value)
+        if not _same_outputs(before, outputs()) or _same_outputs(before, changed):
+            return None  # a forward that changes from call to call says nothing; or no gradient is read
+        for (name, _, g), value in zip(pairs, kept):
+            g.add_(1)
+            moved = not _same_outputs(before, outputs())
+            g.copy_(value)
+            if moved:
+                return name
+        return None
 
     def named(self) -> list[tuple[str, Tensor, Tensor]]:
         if hasattr(self.module, "named_param"):
@@ -462,6 +506,22 @@ class ProtocolTarget(Target):
         args = call.fresh()
         with torch.no_grad():
             return ProtocolPass(self, call, self._run_forward(call, args), args)
+
+
+def _same_memory(a: Tensor, b: Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
+def _same_outputs(a: list[Tensor | None], b: list[Tensor | None]) -> bool:
+    """Bit for bit, NaN where NaN."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if (x is None) != (y is None):
+            return False
+        if x is not None and (x.shape != y.shape or not torch.equal(torch.nan_to_num(x), torch.nan_to_num(y))):
+            return False
+    return True
 
 
 def _backward_takes_upstream(module: Any) -> bool:

@@ -1041,3 +1041,51 @@ class TanhWithoutParam:
 def test_a_hand_written_module_missing_part_of_the_protocol_is_refused_naming_it(module, told):
     with pytest.raises(TargetError, match=told):
         check_gradients(module, x64(3, 4))
+
+
+class LinearWithItsPairsSwapped(LinearHandingOutACopy):
+    """param() gives (gradient, parameter): every check would zero the weights as gradients and
+    compare zeros with zeros."""
+
+    def param(self):
+        return [(self.dw, self.w), (self.db, self.b)]
+
+
+class LinearGivingItsWeightAsItsGradient(LinearHandingOutACopy):
+    def param(self):
+        return [(self.w, self.w), (self.b, self.db)]
+
+
+class TwoLinearsNestingTheirPairs:
+    def __init__(self) -> None:
+        self.layers = [LinearHandingOutACopy(), LinearHandingOutACopy()]
+
+    def forward(self, x):
+        return self.layers[1].forward(self.layers[0].forward(x) @ torch.ones(3, 4, dtype=x.dtype))
+
+    def backward(self, g):
+        return self.layers[0].backward(self.layers[1].backward(g) @ torch.ones(3, 4, dtype=g.dtype).t())
+
+    def param(self):
+        return [layer.param() for layer in self.layers]
+
+
+@pytest.mark.parametrize(
+    ("module", "told"),
+    [
+        (
+            LinearWithItsPairsSwapped(),
+            r"forward reads the tensor param\(\) gives as the gradient of param\[0\].*\(parameter, gradient\) pairs, "
+            r"in that order",
+        ),
+        (LinearGivingItsWeightAsItsGradient(), r"param\(\)\[0\]: the parameter and its gradient are the same tensor"),
+        (
+            TwoLinearsNestingTheirPairs(),
+            r"param\(\)\[0\]: .*a list of pairs\. A container's param\(\) is one flat list",
+        ),
+    ],
+    ids=["swapped", "one tensor in both places", "nested lists"],
+)
+def test_param_pairs_that_would_make_every_check_meaningless_are_refused(module, told):
+    with pytest.raises(TargetError, match=told):
+        check_gradients(module, x64(5, 4))
