@@ -52,7 +52,7 @@ import torch
 from . import domains
 from .__main__ import label, payload_of, print_failures, print_table, verify, write_results
 from .discovery import DiscoveryError, import_file
-from .runner import PROFILES, check_case
+from .runner import PROFILES, SpecResult, check_case
 from .spec import Case, Input, Spec, TargetMaker, class_indices, values
 
 DOMAINS = {
@@ -73,6 +73,11 @@ LOSS_TARGETS: dict[str, TargetMaker] = {
 
 class CourseError(ValueError):
     """A module that cannot be found or built as the command or the course file describes it."""
+
+
+class StudentError(CourseError):
+    """The student's file lacks a module the course lists, or has it without the protocol: with a
+    course file, that module's failure, and the others are still verified."""
 
 
 def _literal(text: str) -> Any:
@@ -99,10 +104,10 @@ def module_spec(student: Any, entry: dict[str, Any]) -> Spec:
         classes = sorted(
             n for n, v in vars(student).items() if isinstance(v, type) and v.__module__ == student.__name__
         )
-        raise CourseError(f"{student.__file__}: no class {name!r}; it defines {classes}")
+        raise StudentError(f"{student.__file__}: no class {name!r}; it defines {classes}")
     missing = [m for m in ("forward", "backward", "param") if not callable(getattr(cls, m, None))]
     if missing:
-        raise CourseError(f"{name}: not an EE-559 module, it has no {missing}")
+        raise StudentError(f"{name}: not an EE-559 module, it has no {missing}")
     args, kwargs = list(entry.get("args", [])), dict(entry.get("kwargs", {}))
     shapes = entry.get("input_shapes") or ([entry["input_shape"]] if "input_shape" in entry else None)
     if not shapes:
@@ -234,18 +239,30 @@ def _command(argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    absent: list[SpecResult] = []  # with a course file: the modules the student's file lacks
     try:
         student = import_file(Path(args.student))
-        specs = [module_spec(student, entry) for entry in course_entries(args)]
+        specs = []
+        for entry in course_entries(args):
+            try:
+                specs.append(module_spec(student, entry))
+            except StudentError as error:
+                if not args.config:
+                    raise
+                result = SpecResult(str(entry.get("name")), dtypes=[])
+                result.fail("missing", f"{entry.get('name')}: {error}")
+                absent.append(result)
     except (CourseError, DiscoveryError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.only:
-        unknown = sorted(set(args.only) - {s.name for s in specs})
+        listed = [s.name for s in specs] + [r.name for r in absent]
+        unknown = sorted(set(args.only) - set(listed))
         if unknown:
-            print(f"error: unknown module(s) {unknown}; the course has {[s.name for s in specs]}", file=sys.stderr)
+            print(f"error: unknown module(s) {unknown}; the course has {listed}", file=sys.stderr)
             return 2
         specs = [s for s in specs if s.name in args.only]
+        absent = [r for r in absent if r.name in args.only]
     if args.replay:
         try:
             case = Case.from_json(args.replay, {s.name: s for s in specs})
@@ -258,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     args.device, args.dtype, args.isolate, args.threads = "cpu", None, False, 1
     start = time.perf_counter()
     print(f"verifying {len(specs)} modules of {args.student} ({args.profile} profile, seed {args.seed})")
-    results = verify(specs, args, [], _command(argv))
+    for result in absent:
+        print(f"not verified: {result.failure['message']}")
+    results = verify(specs, args, [], _command(argv)) + absent
     print_table(results)
     print_failures(results)
     ok = all(r.ok for r in results)

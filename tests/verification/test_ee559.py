@@ -121,3 +121,16 @@ def test_a_student_module_that_raises_where_its_twin_runs_is_the_students_failur
     assert main([str(student), "--module", "Tanh", "--twin", "torch.nn.Tanh", "--input-shape", "8", "4", *DEV]) == 1
     out = capsys.readouterr().out
     assert "IndexError: off by one (planted)" in out and "raises on this case too" not in out
+
+
+def test_with_a_course_file_a_module_the_student_lacks_fails_alone_and_the_others_are_verified(tmp_path):
+    source = Path(CORRECT).read_text()
+    partial = tmp_path / "partial.py"
+    partial.write_text(source[: source.index("class Tanh")])  # Linear and ReLU only
+    path = tmp_path / "v.json"
+    assert main([str(partial), "--config", COURSE, *DEV, "--json", str(path)]) == 1
+    modules = {m["name"]: m for m in json.loads(path.read_text())["modules"]}
+    assert modules["Linear"]["ok"] and modules["ReLU"]["ok"] and modules["Linear"]["cases"] > 0
+    assert not modules["Tanh"]["ok"] and modules["Tanh"]["failure"]["check"] == "missing"
+    assert "no class 'Tanh'; it defines ['Linear', 'Module', 'ReLU']" in modules["Tanh"]["failure"]["message"]
+    assert not modules["LossMSE"]["ok"]
