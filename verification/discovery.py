@@ -36,6 +36,10 @@ class DiscoveryError(Exception):
     """A PATH that is neither a file, a folder nor an importable module, or that fails to import."""
 
 
+class ImportFailedError(DiscoveryError):
+    """The file's own code raised on import (a syntax error, an exception at module level)."""
+
+
 @dataclass(frozen=True)
 class Found:
     """A discovered spec and where it came from (the PATH argument, for replay commands)."""
@@ -97,7 +101,7 @@ def import_file(path: Path) -> ModuleType:
     except BaseException as error:
         if isinstance(error, KeyboardInterrupt):
             raise
-        raise DiscoveryError(f"{path}: import failed: {type(error).__name__}: {error}") from error
+        raise ImportFailedError(f"{path}: import failed: {type(error).__name__}: {error}") from error
 
 
 def python_files(folder: Path) -> list[Path]:

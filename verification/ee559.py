@@ -51,7 +51,7 @@ import torch
 
 from . import domains
 from .__main__ import label, payload_of, print_failures, print_table, verify, write_results
-from .discovery import DiscoveryError, import_file
+from .discovery import DiscoveryError, ImportFailedError, import_file
 from .runner import PROFILES, SpecResult, check_case
 from .spec import Case, Input, Spec, TargetMaker, class_indices, values
 
@@ -239,12 +239,22 @@ def _command(argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
-    absent: list[SpecResult] = []  # with a course file: the modules the student's file lacks
+    # With a course file, what the student's file lacks is the failure of the modules concerned
+    # (check 'missing'), and the others are still verified: a file that does not import, all of them.
+    absent: list[SpecResult] = []
     try:
-        student = import_file(Path(args.student))
+        entries = course_entries(args)
+        try:
+            student = import_file(Path(args.student))
+        except ImportFailedError as error:
+            if not args.config:
+                raise
+            student, failed_import = None, error
         specs = []
-        for entry in course_entries(args):
+        for entry in entries:
             try:
+                if student is None:
+                    raise StudentError(str(failed_import))
                 specs.append(module_spec(student, entry))
             except StudentError as error:
                 if not args.config:

@@ -134,3 +134,17 @@ def test_with_a_course_file_a_module_the_student_lacks_fails_alone_and_the_other
     assert not modules["Tanh"]["ok"] and modules["Tanh"]["failure"]["check"] == "missing"
     assert "no class 'Tanh'; it defines ['Linear', 'Module', 'ReLU']" in modules["Tanh"]["failure"]["message"]
     assert not modules["LossMSE"]["ok"]
+
+
+def test_with_a_course_file_a_student_file_that_does_not_import_fails_every_module(tmp_path, capsys):
+    broken = tmp_path / "broken.py"
+    broken.write_text("class Linear(\n")
+    path = tmp_path / "v.json"
+    assert main([str(broken), "--config", COURSE, *DEV, "--json", str(path)]) == 1
+    modules = json.loads(path.read_text())["modules"]
+    assert [m["name"] for m in modules] == ["Linear", "ReLU", "Tanh", "LossMSE"]
+    assert all(m["failure"]["check"] == "missing" for m in modules)
+    assert all("import failed: SyntaxError" in m["failure"]["message"] for m in modules)
+    # One module from the command line: the same file is a one-line usage error, as before.
+    assert main([str(broken), "--module", "Linear", "--args", "4", "3", "--input-shape", "8", "4"]) == 2
+    assert "import failed: SyntaxError" in capsys.readouterr().err
