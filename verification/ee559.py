@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import importlib
 import inspect
 import json
@@ -69,6 +70,11 @@ LOSS_TARGETS: dict[str, TargetMaker] = {
     "unit": values(domains.UNIT),
     "indices": class_indices(),
 }
+
+
+COURSE_KEYS = frozenset(
+    {"name", "args", "kwargs", "twin", "twin_args", "twin_kwargs", "input_shape", "input_shapes", "domain", "loss"}
+)
 
 
 class CourseError(ValueError):
@@ -173,6 +179,15 @@ def course_entries(args: argparse.Namespace) -> list[dict[str, Any]]:
         entries = data.get("module", data.get("modules", []))
         if not isinstance(entries, list) or not entries:
             raise CourseError(f"{args.config}: expected [[module]] tables")
+        for index, entry in enumerate(entries):
+            unknown = sorted(set(entry) - COURSE_KEYS) if isinstance(entry, dict) else []
+            if unknown:
+                close = difflib.get_close_matches(unknown[0], sorted(COURSE_KEYS), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise CourseError(
+                    f"{args.config}: module {index + 1} ({entry.get('name', '?')}) has the unknown key "
+                    f"{unknown[0]!r}{hint}; the keys are {', '.join(sorted(COURSE_KEYS))}"
+                )
         return entries
     if not args.module:
         raise CourseError("name the module to check (--module NAME) or give a course file (--config FILE)")

@@ -148,3 +148,11 @@ def test_with_a_course_file_a_student_file_that_does_not_import_fails_every_modu
     # One module from the command line: the same file is a one-line usage error, as before.
     assert main([str(broken), "--module", "Linear", "--args", "4", "3", "--input-shape", "8", "4"]) == 2
     assert "import failed: SyntaxError" in capsys.readouterr().err
+
+
+def test_a_misspelt_key_in_a_course_file_is_named_with_the_key_meant(tmp_path, capsys):
+    course = tmp_path / "course.toml"
+    course.write_text('[[module]]\nname = "ReLU"\ntwin = "torch.nn.ReLU"\ninput_shap = [8, 4]\n')
+    assert main([CORRECT, "--config", str(course)]) == 2
+    err = capsys.readouterr().err
+    assert "module 1 (ReLU) has the unknown key 'input_shap' (did you mean 'input_shape'?)" in err
