@@ -295,7 +295,7 @@ class Context:
         judged as float64 its correct gradients would fail; judged as float32 a float64 module's
         would be held to a looser bar than its own."""
         for name, p in self.pristine.parameters():
-            if p.dtype != self.dtype:
+            if p.is_floating_point() and p.dtype != self.dtype:  # an integer entry (a step count) is no weight
                 raise ValueError(
                     f"{self.name}: its parameter {name!r} is {str(p.dtype).replace('torch.', '')} and the inputs "
                     f"{str(self.dtype).replace('torch.', '')}: inputs and parameters are differentiated together and "

@@ -1089,3 +1089,18 @@ class TwoLinearsNestingTheirPairs:
 def test_param_pairs_that_would_make_every_check_meaningless_are_refused(module, told):
     with pytest.raises(TargetError, match=told):
         check_gradients(module, x64(5, 4))
+
+
+class LinearCountingItsSteps(LinearHandingOutACopy):
+    """param() lists an integer step count beside the weights: not a weight, so no precision of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps, self.dsteps = torch.zeros((), dtype=torch.long), torch.zeros((), dtype=torch.long)
+
+    def param(self):
+        return [(self.w, self.dw), (self.b, self.db), (self.steps, self.dsteps)]
+
+
+def test_an_integer_entry_of_param_is_not_refused_as_a_parameter_of_another_precision():
+    assert check_gradients(LinearCountingItsSteps(), x64(5, 4)).ok
