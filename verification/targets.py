@@ -870,7 +870,7 @@ def _refuse_part_of_the_protocol(target: Any) -> None:
     """A hand-written module that has some of forward, backward and param() but not all: a
     :class:`TargetError` naming what is missing. (With backward and __call__ but no forward, it
     would otherwise be checked as a plain callable through autograd, its own backward never run.)"""
-    if isinstance(target, torch.nn.Module) or inspect.isroutine(target):
+    if isinstance(target, torch.nn.Module | Tensor) or inspect.isroutine(target):
         return  # a torch module without param() is differentiated by autograd, as intended
     has = [m for m in ("forward", "backward", "param") if callable(getattr(target, m, None))]
     if not has or has == ["forward"]:
