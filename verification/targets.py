@@ -524,6 +524,25 @@ def _same_outputs(a: list[Tensor | None], b: list[Tensor | None]) -> bool:
     return True
 
 
+def _check_backward_arity(name: str, module: Any, n_outputs: int) -> None:
+    """A backward that cannot take one upstream gradient per output (a loss's backward(prediction,
+    target), another framework's protocol) is named before it is called, with the protocols the
+    verifier speaks, rather than left to raise a TypeError from inside the caller's code."""
+    try:
+        signature = inspect.signature(module.backward)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*([None] * n_outputs))
+    except TypeError:
+        raise TargetError(
+            f"{name}.backward{signature} cannot be called with {n_outputs} upstream gradient(s), one per output "
+            f"of forward: the protocol is backward(*gradwrtoutput), returning dL/d(input); a loss's backward may "
+            "instead take nothing (backward(), the EE-559 loss protocol). Wrap another protocol in an object "
+            "that speaks one of these"
+        ) from None
+
+
 def _backward_takes_upstream(module: Any) -> bool:
     """False for the EE-559 loss protocol, ``backward()`` with no argument."""
     try:
@@ -555,6 +574,7 @@ class ProtocolPass(Pass):
             if target.takes_upstream:
                 structured = self.outputs.structured(grads)
                 args = structured if isinstance(structured, tuple | list) else (structured,)
+                _check_backward_arity(target.name, module, len(args))
                 result = module.backward(*args)
             else:
                 floating = self.outputs.floating()

@@ -1104,3 +1104,22 @@ class LinearCountingItsSteps(LinearHandingOutACopy):
 
 def test_an_integer_entry_of_param_is_not_refused_as_a_parameter_of_another_precision():
     assert check_gradients(LinearCountingItsSteps(), x64(5, 4)).ok
+
+
+class MSEWhoseBackwardTakesPredictionAndTarget:
+    """Another framework's loss protocol: backward(prediction, target)."""
+
+    def forward(self, p, t):
+        return ((p - t) ** 2).mean()
+
+    def backward(self, p, t):
+        return 2 * (p - t) / p.numel()
+
+    def param(self):
+        return []
+
+
+def test_a_backward_in_another_protocol_is_named_with_the_protocols_the_verifier_speaks():
+    told = r"MSEWhoseBackwardTakesPredictionAndTarget\.backward\(p, t\) cannot be called with 1 upstream gradient"
+    with pytest.raises(TargetError, match=told):
+        check_gradients(MSEWhoseBackwardTakesPredictionAndTarget(), x64(4, 3), target=x64(4, 3, seed=1))
