@@ -592,6 +592,10 @@ class ProtocolPass(Pass):
                     f"{target.name}.backward() takes no upstream gradient (the EE-559 loss protocol): its result "
                     f"was multiplied by the upstream gradient the verifier drew"
                 )
+        if result is None and self.call.tensors():
+            notes.append(
+                f"{target.name}.backward returned None, where it returns dL/d(input): a missing return statement?"
+            )
         self._note_modified(given, grads)
         # The tensors backward returned, as returned: side_effects checks a later call leaves them be.
         self.returned = [r for r in (result if isinstance(result, tuple | list) else [result]) if isinstance(r, Tensor)]

@@ -1123,3 +1123,23 @@ def test_a_backward_in_another_protocol_is_named_with_the_protocols_the_verifier
     told = r"MSEWhoseBackwardTakesPredictionAndTarget\.backward\(p, t\) cannot be called with 1 upstream gradient"
     with pytest.raises(TargetError, match=told):
         check_gradients(MSEWhoseBackwardTakesPredictionAndTarget(), x64(4, 3), target=x64(4, 3, seed=1))
+
+
+class TanhWithoutReturn:
+    def forward(self, x):
+        self.x = x
+        return x.tanh()
+
+    def backward(self, g):
+        self.grad = g * (1 - self.x.tanh() ** 2)  # computed, never returned
+
+    def param(self):
+        return []
+
+
+def test_a_hand_written_backward_that_returns_nothing_fails_and_the_report_asks_for_the_return():
+    report = check_gradients(TanhWithoutReturn(), x64(4, 3))
+    assert report["finite_differences"].status == "failed"
+    assert "TanhWithoutReturn.backward returned None, where it returns dL/d(input): a missing return statement?" in (
+        report.notes
+    )
