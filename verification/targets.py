@@ -425,6 +425,10 @@ class ProtocolTarget(Target):
         when that tensor changes), or None. Pairs given as (gradient, parameter) do that: every
         check would then zero the weights as gradients and compare zeros with zeros. Judged on a copy,
         only where two forwards with the gradients as they were agree bit for bit."""
+        with torch.no_grad():  # gradients held as Parameters that require grad are moved in place too
+            return self._gradient_read_by_forward(call)
+
+    def _gradient_read_by_forward(self, call: Call) -> str | None:
         probe = self.copy()
         pairs = probe.named()
         if not pairs:
@@ -486,8 +490,9 @@ class ProtocolTarget(Target):
         if own and callable(getattr(self.module, "zero_grad", None)):
             self.module.zero_grad()
         else:
-            for _, g in self.module.param():
-                g.zero_()
+            with torch.no_grad():  # a gradient held as a Parameter that requires grad
+                for _, g in self.module.param():
+                    g.zero_()
 
     def _run_forward(self, call: Call, args: list[Any]) -> Outputs:
         # The module's own generators too: the same dropout mask on every evaluation.

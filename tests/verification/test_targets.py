@@ -1143,3 +1143,29 @@ def test_a_hand_written_backward_that_returns_nothing_fails_and_the_report_asks_
     assert "TanhWithoutReturn.backward returned None, where it returns dL/d(input): a missing return statement?" in (
         report.notes
     )
+
+
+class LinearHoldingItsGradientAsAParameter(torch.nn.Module):
+    """An EE-559 module on torch.nn.Module that registers its gradient as a Parameter (so that .to()
+    moves it): a leaf that requires grad, which the verifier zeroes and moves under no_grad."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(x64(3, 4, seed=5))
+        self.dw = torch.nn.Parameter(torch.zeros(3, 4, dtype=torch.float64))
+
+    def forward(self, x):
+        self.x = x
+        return x @ self.w.t()
+
+    def backward(self, g):
+        with torch.no_grad():
+            self.dw += g.t() @ self.x
+        return g @ self.w
+
+    def param(self):
+        return [(self.w, self.dw)]
+
+
+def test_a_gradient_held_as_a_parameter_that_requires_grad_is_checked_like_any_other():
+    assert check_gradients(LinearHoldingItsGradientAsAParameter(), x64(5, 4)).ok
