@@ -34,6 +34,7 @@ from .checks.forward_mode import defines_jvp
 from .report import CheckResult, GradientReport
 from .spec import Case, Spec
 from .targets import TargetError
+from .targets import _name_of as target_name
 
 # Every check in float64 (second_order when the spec asks for order=2, forward_mode for a Function
 # that defines jvp, batched for one that declares vmap support, undefined_grad for autograd targets);
@@ -366,10 +367,10 @@ def _reference_raises_too(case: Case, device: str, command: str = DEFAULT_COMMAN
 
 
 def _name_of(reference: Any) -> str:
-    if isinstance(reference, torch.nn.Module):
-        kind = type(reference)
-        return f"torch.nn.{kind.__qualname__}" if kind.__module__.startswith("torch.nn.") else kind.__qualname__
-    return getattr(reference, "__qualname__", None) or getattr(reference, "__name__", None) or type(reference).__name__
+    """The targets' name for it, a torch module's with its ``torch.nn.`` prefix."""
+    name = target_name(reference)
+    from_torch = isinstance(reference, torch.nn.Module) and type(reference).__module__.startswith("torch.nn.")
+    return f"torch.nn.{name}" if from_torch else name
 
 
 def run_spec(
