@@ -313,6 +313,16 @@ class Spec:
             self._cases = st.composite(_draw_case)(self)
         return self._cases
 
+    def simplest_case(self) -> Case:
+        """The simplest case (hypothesis' minimal example: fewest dimensions, smallest sizes,
+        simplest arguments), the same one every call and every run."""
+        from hypothesis import Phase, find, settings
+
+        # Generate and shrink only: the explain phase, which annotates a failing example, would
+        # take most of the time and change nothing here.
+        quick = settings(database=None, derandomize=True, phases=[Phase.generate, Phase.shrink])
+        return find(self.cases(), lambda case: True, settings=quick)
+
     def make(self, kwargs: dict[str, Any]) -> Any:
         """The target for these kwargs: a fresh instance, or the Function or callable itself."""
         if self.build is not None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import strategies as st
 
 import verification
 from verification import Case, Input, Spec, given_cases
@@ -264,3 +265,10 @@ def test_a_spec_may_ask_for_forward_mode_and_batched_on_a_callable():
     assert not report_of(lambda x: 2 * SineBackwardReadsAValue.apply(x), batched=True)["batched"].ok
     with pytest.raises(TypeError, match="option batched must be True or False"):
         Spec(torch.sin, inputs=[Input((2,))], options={"batched": "yes"})
+
+
+def test_a_specs_simplest_case_has_the_fewest_and_smallest_dimensions_and_is_the_same_every_call():
+    spec = Spec(torch.tanh, inputs=[Input(shape=st.tuples(st.integers(1, 5), st.integers(1, 5)))], name="tanh")
+    case = spec.simplest_case()
+    assert case.shapes == [(1, 1)]
+    assert repr(spec.simplest_case()) == repr(case)
