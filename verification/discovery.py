@@ -5,6 +5,8 @@ and the pytest plugin): a module's specs are
 
 * the ``Spec`` objects and ``@verification.spec`` ops bound at its top level and declared in
   it (not those it imports),
+* the specs its own ``verification.register(op, ...)`` calls declared (on its ops or imported
+  ones: the calling module owns them, bound to a name or not),
 * every ``Spec`` in a top-level ``verification_specs`` list, wherever declared: the explicit way
   to verify specs declared elsewhere (the project's gate lists the framework's this way).
 
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from .registry import spec_of
+from .registry import registered_by, spec_of
 from .spec import Spec
 
 SKIPPED_FILES = {"conftest.py", "setup.py", "__main__.py"}
@@ -69,6 +71,8 @@ def specs_in(module: ModuleType) -> list[Spec]:
         declared = spec_of(value)
         if declared is not None and declared.origin[0] == name:
             add(declared)
+    for declared in registered_by(module):
+        add(declared)
     return found
 
 

@@ -5,7 +5,8 @@ installed. Where specs are found:
 
 * in every module pytest collects (test files): by the rule of :mod:`verification.discovery`,
   the ``Spec`` objects and ``@verification.spec`` ops bound at top level and declared there,
-  and every spec in a top-level ``verification_specs`` list;
+  the specs its ``verification.register(op, ...)`` calls declared, and every spec in a
+  top-level ``verification_specs`` list;
 * in files matching the ``spec_files`` ini globs (default ``*_spec.py *_specs.py``; a glob with
   a ``/`` is matched against the whole path, e.g. ``ops/*.py``), collected as test modules;
 * under each ``--specs PATH`` (files, folders or importable modules): collected in addition to
@@ -34,7 +35,7 @@ import pytest
 import torch
 
 from .discovery import DiscoveryError
-from .registry import spec_of
+from .registry import registered_by, spec_of
 from .runner import DEFAULT_COMMAND, PROFILES, SpecResult, dtype_name, run_spec
 from .spec import Spec
 
@@ -119,6 +120,20 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: Any) 
     if declared is None or declared.origin[0] != collector.obj.__name__:
         return None
     return list(_items(collector, declared))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Any:
+    # A register(op, ...) call's spec need not be bound to a name of the module: the module's
+    # collection (one item per bound name) is completed with those it has not collected.
+    report = yield
+    if isinstance(collector, pytest.Module) and report.passed:
+        module = collector.obj
+        collected = {id(item.spec) for item in report.result if isinstance(item, SpecItem)}
+        for declared in registered_by(module):
+            if id(declared) not in collected:
+                report.result.extend(_items(collector, declared))
+    return report
 
 
 def _items(collector: pytest.Module, spec: Spec) -> Iterator[SpecItem]:

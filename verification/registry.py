@@ -8,10 +8,10 @@
         ...
 
 The decorator returns the op unchanged (it stays usable as before) with the :class:`Spec` in
-its ``verification_spec`` attribute, and registers the spec. :func:`register` does the same for
-a plain ``Spec(...)`` object; the framework's own specs are registered through it. Registering
-a spec with a ``twin`` keeps :func:`verification.twins.twin_of` consistent with it (the one
-twin registry).
+its ``verification_spec`` attribute, and registers the spec. :func:`register` registers a plain
+``Spec(...)`` object (the framework's own specs are registered through it), or declares one on
+an op in a call: ``register(MyOp, inputs=..., reference=...)``. Registering a spec with a
+``twin`` keeps :func:`verification.twins.twin_of` consistent with it (the one twin registry).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any, TypeVar
 
 from .spec import Spec, spec_fields
@@ -26,12 +27,35 @@ from .spec import Spec, spec_fields
 T = TypeVar("T")
 
 _REGISTERED: list[Spec] = []
+# The specs of register(op, ...) calls, with the namespace of the module that called (a file
+# imported twice in one process, as pytest's in-process runs do, owns only its own import's).
+_DECLARED_IN_CALLS: list[tuple[Spec, dict[str, Any]]] = []
 
 
-def register(spec: Spec) -> Spec:
-    """Add ``spec`` to the registry (and its twin to the twin registry); returns it."""
-    if not isinstance(spec, Spec):
-        raise TypeError(f"register() takes a Spec, got {type(spec).__name__}")
+def register(target: Any, /, **declaration: Any) -> Spec:
+    """Add a spec to the registry (and its twin to the twin registry); return the spec.
+
+    ``target`` is a :class:`Spec`, or an op (a Function class, a function, a module class) with
+    :class:`Spec`'s keyword arguments: ``register(MyOp, inputs=[Input((8, 16))], reference=ref)``
+    declares the spec that ``@verification.spec(inputs=..., reference=ref)`` on ``MyOp`` would, and
+    returns it. Such a spec belongs to the module that calls (discovery finds it there, on an op
+    it imports too); the op is left unchanged.
+    """
+    if not isinstance(target, Spec):
+        if isinstance(target, str) or not callable(target):
+            raise TypeError(
+                f"register() takes a Spec, or an op (a Function class, a function, a module class) with "
+                f"Spec's keyword arguments, got {type(target).__name__}"
+            )
+        _check_fields(declaration, "register()")
+        # Owned by the calling file (discovery finds it through registered_by, not the op): the
+        # op's own verification_spec, if another file declared one, stays as it was.
+        declared = Spec(target, **declaration)  # its origin: the caller, as the namespace below
+        _DECLARED_IN_CALLS.append((declared, sys._getframe(1).f_globals))
+        return register(declared)
+    if declaration:
+        raise TypeError(f"register(): a Spec comes complete; give {sorted(declaration)} to Spec(...) instead")
+    spec = target
     if spec.twin is not None and isinstance(spec.module, type):
         from .twins import register_twin
 
@@ -46,15 +70,19 @@ def registered() -> list[Spec]:
     return list(_REGISTERED)
 
 
+def registered_by(module: ModuleType) -> list[Spec]:
+    """The specs that ``module``'s own ``register(op, ...)`` calls declared, in their order."""
+    namespace = vars(module)
+    return [spec for spec, caller in _DECLARED_IN_CALLS if caller is namespace]
+
+
 def spec(**declaration: Any) -> Callable[[T], T]:
     """Declare and register the spec of the decorated op (a Function class, a function, a module class).
 
     Takes :class:`Spec`'s keyword arguments (``kwargs``, ``inputs``, ``reference``, ``dtypes``,
     ``devices``, ``options``, ``benchmark``, ``time_limit``, ...).
     """
-    unknown = sorted(set(declaration) - set(spec_fields()))
-    if unknown:
-        raise TypeError(f"verification.spec(): unknown arguments {unknown}; known: {spec_fields()}")
+    _check_fields(declaration, "verification.spec()")
 
     def decorate(op: T) -> T:
         module = getattr(op, "__module__", "") or ""
@@ -68,6 +96,12 @@ def spec(**declaration: Any) -> Callable[[T], T]:
         return op
 
     return decorate
+
+
+def _check_fields(declaration: dict[str, Any], caller: str) -> None:
+    unknown = sorted(set(declaration) - set(spec_fields()))
+    if unknown:
+        raise TypeError(f"{caller}: unknown arguments {unknown}; known: {spec_fields()}")
 
 
 def _first_line(op: Any) -> int:

@@ -45,6 +45,19 @@ def test_a_spec_file_gives_one_item_per_spec_and_dtype(pytester):
     ]
 
 
+def test_specs_declared_by_register_calls_are_collected_once_each_bound_to_a_name_or_not(pytester):
+    copy(pytester, "good_ops.py", "registered_ops.py", rename={"registered_ops.py": "registered_ops_spec.py"})
+    result = pytester.runpytest_inprocess("registered_ops_spec.py", "--collect-only", "-q", *DEV)
+    assert sorted(line for line in result.outlines if "::" in line) == [
+        "registered_ops_spec.py::CubeAgain[float32-cpu]",
+        "registered_ops_spec.py::CubeAgain[float64-cpu]",
+        "registered_ops_spec.py::Swish[float32-cpu]",
+        "registered_ops_spec.py::Swish[float64-cpu]",
+        "registered_ops_spec.py::tanh[float32-cpu]",
+        "registered_ops_spec.py::tanh[float64-cpu]",
+    ]
+
+
 def test_correct_specs_pass(pytester):
     copy(pytester, "good_ops.py")
     result = pytester.runpytest_inprocess("good_ops.py", *DEV)

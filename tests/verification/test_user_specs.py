@@ -50,6 +50,30 @@ def test_the_decorator_returns_the_op_unchanged_with_its_registered_spec():
     assert Cube.verification_spec.dtypes == (torch.float64, torch.float32, torch.bfloat16)
 
 
+def test_a_register_call_declares_a_spec_owned_by_the_file_that_calls_it_even_on_an_imported_op():
+    assert sorted(names(HERE / "registered_ops.py")) == ["CubeAgain", "Swish", "tanh"]
+
+
+def test_specs_declared_by_register_calls_are_verified(tmp_path):
+    out = tmp_path / "results.json"
+    assert main([str(HERE / "registered_ops.py"), "--json", str(out)]) == 0
+    assert {name: m["ok"] for name, m in results_of(out).items()} == {"Swish": True, "CubeAgain": True, "tanh": True}
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: verification.register("Swish", inputs=[Input((2,))]), "takes a Spec, or an op"),
+        (lambda: verification.register(Spec(torch.sin, inputs=[Input((2,))]), inputs=[]), "comes complete"),
+        (lambda: verification.register(torch.sin, input=[Input((2,))]), "unknown arguments \\['input'\\]"),
+    ],
+    ids=["not an op", "a spec and arguments", "a misspelt argument"],
+)
+def test_a_register_call_that_cannot_declare_a_spec_is_a_type_error_saying_why(call, message):
+    with pytest.raises(TypeError, match=message):
+        call()
+
+
 def test_verification_spec_is_the_decorator_and_the_submodule_still_imports():
     from verification.spec import Spec as SpecClass
 
