@@ -34,6 +34,8 @@ from typing import Any
 
 import pytest
 
+from reports import formatting
+
 from .cases import CASES, SIZES
 from .compare import rows
 from .workloads import WORKLOADS
@@ -84,12 +86,7 @@ def pytest_arguments(args: argparse.Namespace, json_path: Path) -> list[str]:
 
 
 def _time(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if seconds >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-9:.3g} ns"
+    return "-" if seconds is None else formatting.seconds(seconds, micro="us")
 
 
 def summary(data: dict[str, Any]) -> str:

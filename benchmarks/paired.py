@@ -238,7 +238,8 @@ def everything(device: str, size: str | None) -> list[str]:
 
 
 def _time(seconds: float) -> str:
-    return f"{seconds * 1e3:.3f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.1f} us"
+    # Milliseconds from what rounds to 1000.0 us up: never "1000.0 us".
+    return f"{seconds * 1e3:.3f} ms" if round(seconds * 1e6, 1) >= 1000 else f"{seconds * 1e6:.1f} us"
 
 
 if __name__ == "__main__":

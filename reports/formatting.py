@@ -16,15 +16,17 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def seconds(value: float | None) -> str:
-    """A duration with a unit chosen so that three significant digits remain: ``123 µs``."""
+def seconds(value: float | None, micro: str = "µs") -> str:
+    """A duration with a unit chosen so that three significant digits remain: ``123 µs``; the
+    unit is chosen after rounding (999.96 µs reads ``1 ms``, not ``1e+03 µs``). ``micro="us"``
+    for a terminal."""
     if _missing(value):
         return DASH
-    magnitude = abs(value)
-    for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns")):
-        if magnitude >= scale:
-            return f"{value / scale:.3g} {unit}"
-    return "0 s" if value == 0 else f"{value / 1e-9:.3g} ns"
+    rounded = float(f"{value:.3g}")
+    for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, micro), (1e-9, "ns")):
+        if abs(rounded) >= scale:
+            return f"{rounded / scale:.3g} {unit}"
+    return "0 s" if value == 0 else f"{rounded / 1e-9:.3g} ns"
 
 
 def error(value: float | str | None) -> str:

@@ -101,3 +101,10 @@ def test_with_all_a_failing_case_is_reported_and_the_others_are_timed(monkeypatc
     assert [row.split()[0] for row in rows[:3]] == ["ReLU", "Tanh", "Sigmoid"]
     assert "FAILED: AssertionError: Tanh: framework and torch disagree (planted)" in rows[1]
     assert float(rows[2].split()[-1]) > 0 and rows[3] == "1 of 3 failed"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"), [(0.0009994, "999.4 us"), (0.00099996, "1.000 ms"), (0.0123456, "12.346 ms")]
+)
+def test_times_switch_to_milliseconds_where_they_round_to_a_thousand_microseconds(seconds, shown):
+    assert paired._time(seconds) == shown

@@ -11,7 +11,17 @@ from reports import formatting
 
 @pytest.mark.parametrize(
     ("value", "shown"),
-    [(1.2, "1.2 s"), (0.000123, "123 µs"), (2.5e-3, "2.5 ms"), (4.56e-8, "45.6 ns"), (0.0, "0 s"), (None, "—")],
+    [
+        (1.2, "1.2 s"),
+        (0.000123, "123 µs"),
+        (2.5e-3, "2.5 ms"),
+        (4.56e-8, "45.6 ns"),
+        (0.0, "0 s"),
+        (None, "—"),
+        (0.00099996, "1 ms"),  # rounded first: not "1e+03 µs"
+        (0.99951, "1 s"),
+        (9.9996e-7, "1 µs"),
+    ],
 )
 def test_seconds_pick_a_unit(value: float | None, shown: str) -> None:
     assert formatting.seconds(value) == shown
