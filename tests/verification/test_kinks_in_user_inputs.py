@@ -126,3 +126,51 @@ def test_a_probe_whose_step_reaches_past_a_kink_does_not_fail_a_right_backward()
     x = torch.randn(64, 32).mul(2).bfloat16().double()
     report = check_gradients(torch.nn.ReLU(), x.requires_grad_())
     assert report.verdict == "passed", report["finite_differences"].detail
+
+
+def test_an_element_nearer_a_kink_than_the_steps_reach_is_judged_by_a_smaller_step_not_left_unjudged():
+    for fraction in (0.1, 0.05, 0.01, -0.02):
+        report = check_gradients(torch.nn.ReLU(), near_kink(fraction * STEP).requires_grad_())
+        assert report.verdict == "passed", (fraction, report["finite_differences"].inconclusive)
+
+
+def test_a_backward_that_takes_an_element_near_a_kink_for_one_on_it_fails():
+    class ZeroThere(ReLUWithGradientAtZero):
+        @classmethod
+        def backward(cls, ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * ((x > 0) & (x != x[10])).to(g.dtype)  # 0 at 5e-6: a value between the sides
+
+    report = check_gradients(ZeroThere, near_kink(0.05 * STEP))
+    assert report["finite_differences"].status == "failed"
+    assert "input[0][10]" in report["finite_differences"].detail
+
+
+def test_a_relu_network_whose_probes_cross_kinks_is_verified_and_still_fails_one_part_in_a_million():
+    """4 x 32 x 16 x 16 ReLU inputs: a probe that steps every input at once crosses some of their
+    kinks, which made the check inconclusive (one crossing told apart) or loose (several too small
+    to tell apart: tolerances of 1e-4 on derivatives of 0.1)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(16, 32, 3, padding=1),
+        torch.nn.BatchNorm2d(32),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(32, 32, 3, padding=1),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(32, 10),
+    ).double()
+    x = torch.randn(4, 16, 16, 16, dtype=F64)
+    assert check_gradients(net, x, checks=["finite_differences"]).verdict == "passed"
+
+    class OnePartInAMillion(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * (1 + 1e-6)
+
+    report = check_gradients(lambda x: net(OnePartInAMillion.apply(x)), x, checks=["finite_differences"])
+    assert report.verdict == "failed"
