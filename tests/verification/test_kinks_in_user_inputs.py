@@ -174,3 +174,21 @@ def test_a_relu_network_whose_probes_cross_kinks_is_verified_and_still_fails_one
 
     report = check_gradients(lambda x: net(OnePartInAMillion.apply(x)), x, checks=["finite_differences"])
     assert report.verdict == "failed"
+
+
+def test_a_smaller_step_that_reaches_past_a_kink_of_its_own_does_not_fail_a_right_network():
+    """Seed 7: a coarse probe of 0.weight, taken again at h/16, crossed a max-pooling or ReLU kink
+    that its own estimates missed, and failed a correct network (error/tolerance 3.1) until a
+    failure on the smaller steps' word needed both of them kink-free and agreeing."""
+    torch.manual_seed(7)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(8, 16, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(16, 16, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(16 * 8 * 8, 5),
+    ).double()
+    x = torch.randn(3, 8, 16, 16, dtype=F64)
+    assert check_gradients(net, x, checks=["finite_differences"]).verdict == "passed"

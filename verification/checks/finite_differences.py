@@ -677,8 +677,10 @@ def _step_past_zero(name: str, shape: torch.Size, flat: Tensor, numeric: Tensor,
 # is passed by one of them, whose difference, smooth there, then judges the derivative like any
 # other. A kink at the point itself stays within every step, and stays unjudged. So is a coarse
 # difference, whose truncation estimate is most of its tolerance (a probe that crosses several
-# kinks whose jumps are each too small to tell apart): the kink-free difference with the smallest
-# tolerance judges, which keeps a ReLU network's probes as sharp as a smooth one's.
+# kinks whose jumps are each too small to tell apart): the sharpest kink-free difference that
+# agrees with the derivative under test passes it, which keeps a correct ReLU network's probes as
+# sharp as a smooth one's; it fails only where both smaller steps are kink-free and agree with
+# each other (a smaller step can reach past a kink of its own that its estimates miss).
 SMALLER_STEPS = (1 / 16, 1 / 256)
 
 
@@ -701,28 +703,35 @@ def _judged(analytic: float, h: float, difference: Callable[[float], _Difference
     * it is precise but fails, and one at a smaller step agrees with ``analytic`` while
       disagreeing with it (it reached past a point where the function is not smooth);
     * it sits on a kink, or is coarse: then the smaller steps' differences that sit on no kink
-      are taken too, and the one with the smallest tolerance judges (see SMALLER_STEPS).
+      judge instead, when they can be trusted (see SMALLER_STEPS): the sharpest one that agrees
+      with ``analytic``, else the sharpest one if they all agree with one another.
     """
+    agrees = lambda d: abs(analytic - d.value) <= d.tolerance  # noqa: E731
     first = difference(h)
     precise = first.sides is None and not first.coarse
-    if precise and abs(analytic - first.value) <= first.tolerance:
+    if precise and agrees(first):
         return first
-    best = None if first.sides is not None else first
-    for scale in SMALLER_STEPS:
-        retry = difference(h * scale)
-        if retry.sides is not None:
-            continue
-        if precise:
-            if abs(analytic - retry.value) <= retry.tolerance and abs(retry.value - first.value) > (
-                retry.tolerance + first.tolerance
+    if precise:
+        for scale in SMALLER_STEPS:
+            retry = difference(h * scale)
+            if (
+                retry.sides is None
+                and agrees(retry)
+                and abs(retry.value - first.value) > (retry.tolerance + first.tolerance)
             ):
                 return retry
-            continue
-        if best is None or retry.tolerance < best.tolerance:
-            best = retry
-        if not best.coarse:
-            break
-    return first if best is None else best
+        return first
+    smooth = [d for d in (difference(h * scale) for scale in SMALLER_STEPS) if d.sides is None]
+    smooth.sort(key=lambda d: d.tolerance)
+    agreeing = [d for d in smooth if agrees(d)]
+    if agreeing:
+        return agreeing[0]
+    consistent = len(smooth) == len(SMALLER_STEPS) and all(
+        abs(d.value - e.value) <= d.tolerance + e.tolerance for d in smooth for e in smooth
+    )
+    # A failure on the smaller steps' word only when they confirm each other: one of them may
+    # itself reach past a kink its own estimates do not show.
+    return smooth[0] if consistent else first
 
 
 def _probes(
