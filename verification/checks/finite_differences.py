@@ -706,7 +706,10 @@ def _judged(analytic: float, h: float, difference: Callable[[float], _Difference
       judge instead, when they can be trusted (see SMALLER_STEPS): the sharpest one that agrees
       with ``analytic``, else the sharpest one if they all agree with one another.
     """
-    agrees = lambda d: abs(analytic - d.value) <= d.tolerance  # noqa: E731
+
+    def agrees(d: _Difference) -> bool:
+        return abs(analytic - d.value) <= d.tolerance
+
     first = difference(h)
     precise = first.sides is None and not first.coarse
     if precise and agrees(first):
