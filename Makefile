@@ -62,6 +62,8 @@ bench-baseline: $(STAMP) ## Save the latest benchmark run as the baseline for be
 	$(PY) -m benchmarks.compare --save $(RESULTS)/benchmarks-$(DEVICE).json benchmarks/baseline-$(DEVICE).json
 
 bench-compare: $(STAMP) ## Compare framework/torch ratios against the saved baseline; fail on a regression
+	@test -f benchmarks/baseline-$(DEVICE).json || \
+	  { echo "no baseline benchmarks/baseline-$(DEVICE).json: run make bench DEVICE=$(DEVICE), then make bench-baseline DEVICE=$(DEVICE)" >&2; exit 2; }
 	$(PY) -m benchmarks --device $(DEVICE) --json $(RESULTS)/benchmarks-$(DEVICE).json
 	$(PY) -m benchmarks.compare --recheck $(RESULTS)/benchmarks-$(DEVICE).json benchmarks/baseline-$(DEVICE).json
 

@@ -33,11 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from reports import formatting
 
 from .cases import CASES, SIZES
 from .compare import rows
+from .harness import thread_count
 from .workloads import WORKLOADS
 
 HERE = Path(__file__).resolve().parent
@@ -72,6 +74,9 @@ def pytest_arguments(args: argparse.Namespace, json_path: Path) -> list[str]:
         # pytest rewriting their asserts.
         "-W",
         "ignore::pytest.PytestAssertRewriteWarning",
+        # A case whose sides disagree fails before its benchmark fixture runs: said once, in the failure.
+        "-W",
+        "ignore::pytest_benchmark.logger.PytestBenchmarkWarning",
         # pytest-benchmark disables itself wherever xdist is active: timings are taken serially.
         "-p",
         "no:xdist",
@@ -95,7 +100,7 @@ def summary(data: dict[str, Any]) -> str:
     info = data.get("machine_info", {})
     peak = info.get("matmul_peak_gflops")
     bandwidth = info.get("memory_bandwidth_gbs")
-    table = rows(data)
+    table = rows(data, statistic="median")  # as the reports show them
     if not table:
         return "no benchmark ran"
     labels = (info.get("bench") or {}).get("labels") or {"framework": "framework", "torch": "torch"}
@@ -116,6 +121,7 @@ def summary(data: dict[str, Any]) -> str:
         f"{short} % bw",
     )
     lines = []
+    in_cache = False  # a share of the memory bandwidth above 100 %
     for row in table:
         gflops = ["-", "-", "-"]
         if row.flops and row.framework and row.torch:
@@ -125,6 +131,7 @@ def summary(data: dict[str, Any]) -> str:
         if row.bytes and row.framework and row.torch:
             fw_rate, torch_rate = row.bytes / row.framework / 1e9, row.bytes / row.torch / 1e9
             gbs = [f"{fw_rate:.1f}", f"{torch_rate:.1f}", f"{100 * fw_rate / bandwidth:.0f}%" if bandwidth else "-"]
+            in_cache = in_cache or bool(bandwidth and fw_rate > bandwidth)
         ratio = "-" if row.ratio is None else f"{row.ratio:.2f}"
         lines.append((row.module, row.size, row.pass_, _time(row.framework), _time(row.torch), ratio, *gflops, *gbs))
     widths = [max(len(str(r[i])) for r in [header, *lines]) for i in range(len(header))]
@@ -138,6 +145,7 @@ def summary(data: dict[str, Any]) -> str:
     copy = info.get("memory_bandwidth") or {}
     bandwidth_text = f"{bandwidth:.1f} GB/s" if bandwidth else "not measured"
     out.append("")
+    out.append("times: the median round of each side (the reports' statistic; benchmarks.compare judges the fastest)")
     out.append(
         f"device {bench.get('device', '?')}, dtype {bench.get('dtype', '?')}, threads {bench.get('threads', '?')}, "
         f"torch {env.get('torch', '?')}, {env.get('gpu') or env.get('cpu', '?')}"
@@ -147,6 +155,10 @@ def summary(data: dict[str, Any]) -> str:
         f"memory bandwidth: {bandwidth_text} (copy of {copy.get('megabytes', '?')} MB; "
         f"a case's GB/s counts the least bytes it must move)"
     )
+    if in_cache:
+        out.append(
+            f"{short} % bw above 100%: the case's tensors stay in the caches, faster than a large copy's memory"
+        )
     if bench.get("device") == "cuda":
         out.append("sizes: medium and large from the GPU table (see each result's shapes)")
     return "\n".join(out)
@@ -174,13 +186,22 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="3 short rounds per benchmark (a smoke run)")
     parser.add_argument(
         "--threads",
-        type=int,
-        default=int(os.environ.get("THREADS", "1")),
+        type=thread_count,
+        default=None,
         help="torch threads; 0: all CPUs available (default: $THREADS, else 1)",
     )
     parser.add_argument("--verbose-table", action="store_true", help="also print pytest-benchmark's own table")
     args = parser.parse_args(argv)
     args.pytest_args = extra
+    if args.threads is None:
+        try:
+            args.threads = thread_count(os.environ.get("THREADS") or "1")
+        except argparse.ArgumentTypeError as error:
+            parser.error(f"$THREADS: {error}")
+    if args.json is not None and args.json.is_dir():
+        parser.error(f"--json {args.json}: a folder; give the path of the JSON file to write")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available on this machine")
     if args.paths:
         return _check_specs(parser, args)
     if args.dtype not in ("float32", "float64"):
@@ -193,6 +214,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.only or []) - known
     if unknown:
         parser.error(f"--only: expected module or workload names from {sorted(known)}, got {sorted(unknown)}")
+    elsewhere = [w for w in WORKLOADS if w.name in (args.only or []) and args.device not in w.devices]
+    if elsewhere and len(elsewhere) == len(args.only):
+        parser.error(
+            "--only: "
+            + "; ".join(f"{w.name} runs on {', '.join(w.devices)} only, not {args.device}" for w in elsewhere)
+        )
+    if elsewhere:
+        print(f"benchmarks: not on {args.device}: {', '.join(w.name for w in elsewhere)}")
     return args
 
 
@@ -208,11 +237,16 @@ def _check_specs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> a
         parser.error(str(error))
     if not specs:
         parser.error(f"no spec in {args.paths} declares benchmark sizes (Spec(..., benchmark={{...}}))")
-    elsewhere = [s.name for s in specs if args.device not in s.devices]
-    if len(elsewhere) == len(specs):
-        parser.error(f"--device {args.device}: every spec declares other devices ({', '.join(elsewhere)})")
-    if elsewhere:
-        print(f"benchmarks: not on {args.device}, as their specs declare: {', '.join(elsewhere)}")
+    specs = _declared_for(parser, specs, "device", args.device, lambda s: s.devices)
+    specs = _declared_for(
+        parser, specs, "dtype", args.dtype, lambda s: [str(d).removeprefix("torch.") for d in s.dtypes]
+    )
+    unreferenced = [s.name for s in specs if not s.has_reference]
+    if unreferenced:
+        parser.error(
+            f"{', '.join(unreferenced)}: a benchmark times the op against its reference, and the spec declares "
+            "none (Spec(..., reference=...), or twin= for a module)"
+        )
     unknown = set(args.only or []) - {s.name for s in specs}
     if unknown:
         parser.error(f"--only: expected spec names from {sorted(s.name for s in specs)}, got {sorted(unknown)}")
@@ -220,18 +254,34 @@ def _check_specs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> a
     unknown = {s for s in (args.sizes or "").split(",") if s} - sizes
     if unknown:
         parser.error(f"--sizes: expected a subset of the specs' sizes {sorted(sizes)}, got {sorted(unknown)}")
+    wanted = {s for s in (args.sizes or "").split(",") if s}
+    for spec in specs:
+        for size in spec.benchmark:
+            if (not args.only or spec.name in args.only) and (not wanted or size in wanted):
+                try:
+                    spec.case_for_size(size)
+                except Exception as error:  # the user's inputs function, given the size's kwargs
+                    parser.error(
+                        f"{spec.name}: benchmark size {size!r} ({spec.benchmark[size]}) does not make a case: "
+                        f"{type(error).__name__}: {error} (a size's kwargs replace the spec's kwargs: give every one)"
+                    )
     args.sizes = args.sizes or ""
     return args
 
 
+def _declared_for(parser: argparse.ArgumentParser, specs: list[Any], what: str, value: str, declared: Any) -> list[Any]:
+    """The specs that declare ``value`` among their devices or dtypes; a note naming the others, a
+    usage error if none does."""
+    elsewhere = [s.name for s in specs if value not in declared(s)]
+    if len(elsewhere) == len(specs):
+        parser.error(f"--{what} {value}: every spec declares other {what}s ({', '.join(elsewhere)})")
+    if elsewhere:
+        print(f"benchmarks: not on {value}, as their specs declare: {', '.join(elsewhere)}")
+    return [s for s in specs if value in declared(s)]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            print("benchmarks: --device cuda requested but CUDA is not available; nothing to run")
-            return 0
     # Started from a test that an xdist worker runs, the worker's variables would make
     # pytest-benchmark believe this run is parallel too, and disable itself.
     for variable in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
@@ -240,14 +290,46 @@ def main(argv: list[str] | None = None) -> int:
     name = f"benchmarks-ops-{args.device}.json" if args.paths else f"benchmarks-{args.device}.json"
     json_path = args.json or Path("results") / name
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    code = pytest.main(pytest_arguments(args, json_path))
+    run = _Run()
+    code = pytest.main(pytest_arguments(args, json_path), plugins=[run])
+    failures = run.failures()
     if not json_path.exists():
         print(f"benchmarks: pytest exited with {code} and wrote no {json_path}")
+        print(not_timed(failures))
         return int(code) or 1
     print()
     print(summary(json.loads(json_path.read_text())))
+    print(not_timed(failures))
     print(f"\nwrote {json_path}")
     return int(code)
+
+
+class _Run:
+    """Keeps the pytest session's config, to read the benchmark plugin's record after the run."""
+
+    config: pytest.Config | None = None
+
+    def pytest_configure(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def failures(self) -> list[dict[str, str]]:
+        from .plugin import SETTINGS_KEY
+
+        if self.config is None or SETTINGS_KEY not in self.config.stash:
+            return []
+        return self.config.stash[SETTINGS_KEY].failures
+
+
+def not_timed(failures: list[dict[str, str]]) -> str:
+    """The cases left out of the summary, each with why (its sides disagree, or it failed to build)."""
+    if not failures:
+        return ""
+    lines = [f"\nNOT TIMED ({len(failures)}): left out of the table above"]
+    for failure in failures:
+        where = f"{failure['module']} {failure['size']} ({failure['device']}, {failure['dtype']}): "
+        # A disagreement names its case already ("Swish[small] on cpu float32: output differs ...").
+        lines.append(f"  {'' if failure['error'].startswith(failure['module'] + '[') else where}{failure['error']}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     items = [
         (spec, size, pass_, impl)
         for spec in benchmarked_specs(bench.spec_paths)
-        if bench.wanted(spec.name) and bench.device in spec.devices
+        if bench.wanted(spec.name) and bench.device in spec.devices and bench.dtype in spec.dtypes
         for size in spec.benchmark
         if not bench.sizes or size in bench.sizes
         for pass_ in PASSES
@@ -43,7 +43,9 @@ def test_spec(benchmark: Any, spec_item: tuple[Any, str, str, str], request: pyt
     if bench.device == "cuda" and not torch.cuda.is_available():
         pytest.skip("CUDA is not available")
     key = (spec.name, size, bench.dtype, bench.device)
-    pair = checked_once(key, lambda: _checked_pair(spec, size, bench.dtype, bench.device))
+    pair = checked_once(
+        key, lambda: _checked_pair(spec, size, bench.dtype, bench.device), bench.failed(spec.name, size)
+    )
     benchmark.group = f"{spec.name} {size} {pass_}"
     benchmark.extra_info.update(
         bench.extra_info(),

@@ -36,7 +36,9 @@ def test_workload(benchmark: Any, step_item: tuple[Workload, str, str], request:
     if bench.device == "cuda" and not torch.cuda.is_available():
         pytest.skip("CUDA is not available")
     key = (workload.name, size, bench.dtype, bench.device)
-    step = checked_once(key, lambda: workload.checked(size, bench.dtype, bench.device))
+    step = checked_once(
+        key, lambda: workload.checked(size, bench.dtype, bench.device), bench.failed(workload.name, size)
+    )
     benchmark.group = f"{workload.name} {size} train_step"
     benchmark.extra_info.update(
         bench.extra_info(),

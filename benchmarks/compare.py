@@ -44,7 +44,7 @@ class Row:
     pass_: str
     device: str
     dtype: str
-    framework: float | None = None  # fastest round, seconds
+    framework: float | None = None  # seconds: the fastest round (or the statistic ``rows`` was asked for)
     torch: float | None = None
     flops: float | None = None
     workload: bool = False
@@ -61,8 +61,9 @@ class Row:
         return self.framework / self.torch
 
 
-def rows(data: dict[str, Any]) -> list[Row]:
-    """Pair each framework benchmark with its torch counterpart, in the run's order."""
+def rows(data: dict[str, Any], statistic: str = "min") -> list[Row]:
+    """Pair each framework benchmark with its torch counterpart, in the run's order, each side's
+    time its ``statistic`` (pytest-benchmark's "min", "median", ...)."""
     table: dict[tuple[str, ...], Row] = {}
     for bench in data.get("benchmarks", []):
         info = bench.get("extra_info", {})
@@ -72,7 +73,7 @@ def rows(data: dict[str, Any]) -> list[Row]:
         row = table.setdefault(
             key, Row(*key, flops=info.get("flops"), workload=bool(info.get("workload")), bytes=info.get("bytes"))
         )
-        setattr(row, "framework" if info["impl"] == "framework" else "torch", bench["stats"]["min"])
+        setattr(row, "framework" if info["impl"] == "framework" else "torch", bench["stats"][statistic])
     return list(table.values())
 
 
@@ -83,8 +84,23 @@ def ratios(data: dict[str, Any]) -> dict[str, float]:
     return {row.key: row.ratio for row in rows(data) if row.ratio is not None}
 
 
-def load(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
+class UsageError(Exception):
+    """A file the comparison needs is missing or is not a benchmark run or baseline."""
+
+
+def load(path: str | Path, role: str = "benchmark run") -> dict[str, Any]:
+    """The JSON at ``path``; :class:`UsageError` naming what is wrong and what makes the file."""
+    path = Path(path)
+    hint = "make bench-baseline" if role == "baseline" else "make bench (or python -m benchmarks)"
+    if not path.is_file():
+        raise UsageError(f"no {role} at {path}{' (a folder)' if path.is_dir() else ''}: {hint} writes one")
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as error:
+        raise UsageError(f"{path}: not JSON ({error})") from None
+    if not isinstance(data, dict) or not ("benchmarks" in data or data.get("kind") == "benchmark-baseline"):
+        raise UsageError(f"{path}: neither a pytest-benchmark run nor a saved baseline")
+    return data
 
 
 def baseline(data: dict[str, Any]) -> dict[str, Any]:
@@ -139,17 +155,23 @@ def format_table(verdicts: list[Verdict], threshold: float) -> str:
     return "\n".join(lines)
 
 
-def remeasure(verdict: Verdict) -> float | None:
-    """The ratio of ``verdict``'s case in a fresh run of just that case (None if it did not run)."""
+def remeasure(verdict: Verdict, run: dict[str, Any] | None = None) -> float | str:
+    """The ratio of ``verdict``'s case in a fresh run of just that case, as ``run`` (the run being
+    judged: its users' spec files and thread count) was made; or why there is none."""
     module, size, _, device, dtype = verdict.key.split("/")
+    bench = ((run or {}).get("machine_info") or {}).get("bench") or {}
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "recheck.json"
-        command = [sys.executable, "-m", "benchmarks", "--only", module, "--sizes", size]
+        command = [sys.executable, "-m", "benchmarks", *bench.get("specs", []), "--only", module, "--sizes", size]
         command += ["--device", device, "--dtype", dtype, "--json", str(path)]
+        if bench.get("threads"):
+            command += ["--threads", str(bench["threads"])]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0 or not path.exists():
-            return None
-        return ratios(load(path)).get(verdict.key)
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            return f"the rerun failed (exit status {done.returncode}): {lines[-1] if lines else 'no output'}"
+        again = ratios(load(path)).get(verdict.key)
+        return "the rerun did not time this case" if again is None else again
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,7 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.threshold <= 1.0:
         parser.error(f"--threshold: expected a factor > 1, got {args.threshold}")
 
-    current = load(args.current)
+    try:
+        current = load(args.current)
+        base = None if args.save else load(args.baseline, "baseline")
+    except UsageError as error:
+        print(f"benchmarks.compare: {error}", file=sys.stderr)
+        return 2
     if args.save:
         saved = baseline(current)
         if not saved["ratios"]:
@@ -173,13 +200,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"saved {len(saved['ratios'])} ratios to {args.baseline}")
         return 0
 
-    verdicts = compare(ratios(current), ratios(load(args.baseline)))
+    verdicts = compare(ratios(current), ratios(base))
+    if not any(v.baseline is not None and v.current is not None for v in verdicts):
+        print(format_table(verdicts, args.threshold))
+        print(
+            f"\nnothing compared: {args.current} and {args.baseline} share no case "
+            "(module, size, pass, device and dtype): a run of other cases, devices or dtypes",
+            file=sys.stderr,
+        )
+        return 1
     if args.recheck:
         for verdict in regressions(verdicts, args.threshold):
-            again = remeasure(verdict)
-            print(f"recheck {verdict.key}: {verdict.current:.2f} then {'-' if again is None else f'{again:.2f}'}")
-            if again is not None:
-                verdict.current = min(verdict.current, again)
+            again = remeasure(verdict, current)
+            if isinstance(again, str):
+                print(f"recheck {verdict.key}: {verdict.current:.2f}, not measured again: {again}")
+                continue
+            print(f"recheck {verdict.key}: {verdict.current:.2f} then {again:.2f}")
+            verdict.current = min(verdict.current, again)
     print(format_table(verdicts, args.threshold))
     failed = regressions(verdicts, args.threshold)
     compared = sum(v.growth is not None for v in verdicts)

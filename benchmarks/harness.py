@@ -14,6 +14,7 @@ kernels, not their launches.
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 from collections.abc import Callable
@@ -39,18 +40,52 @@ TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-9}
 _CHECKED: dict[str, Any] = {}
 
 
-def checked_once(key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+def checked_once(
+    key: tuple[Any, ...], make: Callable[[], Any], failed: Callable[[BaseException], None] | None = None
+) -> Any:
     """What ``make`` builds and checks (a pair or a training step) for ``key``, made once and kept
     while consecutive benchmarks share the key: the agreement check runs before any timing (never
-    time a wrong computation), and only the latest case's tensors stay alive."""
+    time a wrong computation), and only the latest case's tensors stay alive.
+
+    If ``make`` fails, ``failed`` hears of it once and the first benchmark of the key fails (a
+    disagreement in one line: what differs, by how much; anything else with its traceback); the
+    key's other benchmarks are skipped, pointing to that failure, rather than failing it again."""
+    import pytest
+
     if _CHECKED.get("key") != key:
         _CHECKED.clear()
-        _CHECKED.update(key=key, value=make())
+        _CHECKED["key"] = key
+        try:
+            _CHECKED["value"] = make()
+        except BenchmarkMismatchError as error:
+            _CHECKED["error"] = error
+        except Exception as error:
+            _CHECKED["error"] = error
+            if failed is not None:
+                failed(error)
+            raise
+        if "error" in _CHECKED:  # outside the except clause: one line, no chained traceback
+            if failed is not None:
+                failed(_CHECKED["error"])
+            pytest.fail(str(_CHECKED["error"]), pytrace=False)
+    if "error" in _CHECKED:
+        pytest.skip("not timed: the case failed its first benchmark (see that failure)")
     return _CHECKED["value"]
 
 
 class BenchmarkMismatchError(AssertionError):
     """The framework and its torch twin disagree: the case must not be timed."""
+
+
+def thread_count(text: str) -> int:
+    """A thread count for --threads or $THREADS: a whole number >= 0 (0: all available CPUs)."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of threads (0: all CPUs), got {text!r}") from None
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of threads (0: all CPUs), got {count}")
+    return count
 
 
 def default_threads() -> int:

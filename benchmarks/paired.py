@@ -36,8 +36,7 @@ from typing import Any
 import torch
 
 from .cases import SIZES, available_cases
-from .harness import PASSES, build, configure
-from .specs import DTYPES
+from .harness import DTYPES, PASSES, build, configure, thread_count
 from .workloads import Workload, available_workloads
 
 
@@ -182,12 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument(
         "--threads",
-        type=int,
-        default=int(os.environ.get("THREADS", "1")),
+        type=thread_count,
+        default=None,
         help="torch threads; 0: all CPUs available (default: $THREADS, else 1)",
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--dtype", choices=DTYPES, default="float32")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="the suite's cases run in these two")
     parser.add_argument(
         "--kernels", type=int, default=0, metavar="N", help="also list each side's N costliest operators (profiled)"
     )
@@ -198,6 +197,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--kernels must be 0 or more")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
+    if args.threads is None:
+        try:
+            args.threads = thread_count(os.environ.get("THREADS") or "1")
+        except argparse.ArgumentTypeError as error:
+            parser.error(f"$THREADS: {error}")
+    if args.names != ["all"]:
+        problem = _unrunnable(args.names, args.size, args.device)
+        if problem:
+            parser.error(problem)
     threads = configure(args.device, args.threads or None)  # 0: every CPU available
     size = args.size or "large (modules), largest (training steps)"
     print(f"{size}, {args.pass_}, {args.rounds} alternating rounds, {threads} thread(s), {args.device}, {args.dtype}")
@@ -226,6 +234,25 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"{failed} of {len(names)} failed", flush=True)
     return 1 if failed else 0
+
+
+def _unrunnable(names: list[str], size: str | None, device: str) -> str | None:
+    """Why one of ``names`` cannot be timed as asked (checked before the first is timed), or None."""
+    cases = {c.name for c in available_cases()}
+    workloads = {w.name: w for w in available_workloads()}
+    unknown = [name for name in names if name not in cases and name not in workloads]
+    if unknown:
+        return (
+            f"no benchmark case named {', '.join(map(repr, unknown))}; known: {', '.join(sorted(cases))}; "
+            f"training steps: {', '.join(workloads)} (or: all)"
+        )
+    for name in names:
+        workload = workloads.get(name)
+        if workload is not None and device not in workload.devices:
+            return f"{name} runs on {', '.join(workload.devices)} only, not {device}"
+        if workload is not None and size is not None and size not in workload.sizes_for(device):
+            return f"{name} has no {size} size on {device}; it has {', '.join(workload.sizes_for(device))}"
+    return None
 
 
 def everything(device: str, size: str | None) -> list[str]:

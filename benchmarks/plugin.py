@@ -7,6 +7,7 @@ the memory bandwidth before the first benchmark, and extends pytest-benchmark's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -44,9 +45,21 @@ class Settings:
         self.threads = config.getoption("--bench-threads") or None
         self.peak: dict[str, Any] | None = None
         self.bandwidth: dict[str, Any] | None = None
+        self.failures: list[dict[str, str]] = []
 
     def wanted(self, name: str) -> bool:
         return not self.only or name in self.only
+
+    def failed(self, name: str, size: str) -> Callable[[BaseException], None]:
+        """What records that case ``name`` at ``size`` was not timed, and why (for the summary and the report)."""
+
+        def record(error: BaseException) -> None:
+            why = str(error) if isinstance(error, AssertionError) else f"{type(error).__name__}: {error}"
+            self.failures.append(
+                {"module": name, "size": size, "device": self.device, "dtype": self.dtype_name, "error": why}
+            )
+
+        return record
 
     def extra_info(self) -> dict[str, Any]:
         return {"device": self.device, "dtype": self.dtype_name, "threads": torch.get_num_threads()}
@@ -99,3 +112,5 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output
     # statistics stay (the same JSON as pytest-benchmark's --benchmark-save without -data).
     for bench in output_json.get("benchmarks", []):
         bench.get("stats", {}).pop("data", None)
+    # The cases that were not timed: their sides disagree, or building them failed.
+    output_json["failures"] = settings(config).failures

@@ -111,7 +111,8 @@ def table(result: dict[str, Any]) -> str:
         cells = []
         for name in names:
             s = result["summary"][name][key]
-            cells.append(f"{fmt.format(s['mean'] * scale)} ± {fmt.format(s['std'] * scale)}")
+            spread = "" if s["std"] is None else f" ± {fmt.format(s['std'] * scale)}"  # None: a single run
+            cells.append(f"{fmt.format(s['mean'] * scale)}{spread}")
         lines.append(f"{label:18}" + "".join(f"{c:>22}" for c in cells))
     a = result["agreement"]
     if a["comparable"]:

@@ -98,9 +98,9 @@ def finite_or_none(value: Any) -> Any:
     return value
 
 
-def mean_std(values: Sequence[float]) -> dict[str, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
+def mean_std(values: Sequence[float]) -> dict[str, float | None]:
+    """Mean and sample standard deviation (None for a single value: one run shows no spread)."""
     n = len(values)
     mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
     return {"mean": mean, "std": std}

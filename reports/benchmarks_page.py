@@ -200,8 +200,18 @@ def device_section(device: str, data: dict[str, Any]) -> dict[str, Any]:
         "flops_rows": [r for r in rows if r.has_flops],
         "summary": _summary(rows),
         "skipped": skipped,
-        # python -m benchmarks PATH times users' ops: their op against its reference.
-        "labels": (machine.get("bench") or {}).get("labels") or {"framework": "framework", "torch": "torch"},
+        "labels": labels(data),
+        # Cases not timed: their two sides disagree, or building them failed (python -m benchmarks).
+        "failures": data.get("failures") or [],
+    }
+
+
+def labels(data: dict[str, Any]) -> dict[str, str]:
+    """What the two sides are called: framework and torch, or (``python -m benchmarks PATH``, users'
+    ops) op and reference."""
+    return (data.get("machine_info", {}).get("bench") or {}).get("labels") or {
+        "framework": "framework",
+        "torch": "torch",
     }
 
 

@@ -79,8 +79,15 @@ def mean_std(stat: dict[str, Any] | None, kind: str = "number") -> str:
     """``{"mean": m, "std": s}`` as ``m ± s`` in the units of ``kind`` (number, percent or seconds)."""
     if not stat or _missing(stat.get("mean")):
         return DASH
-    show = {"percent": lambda v: percent(v, 2), "seconds": seconds}.get(kind, lambda v: number(v, 3))
     std = stat.get("std")
+    if kind == "seconds":  # the spread in the mean's unit: "12.7 ms ± 0.529 ms", never "9.42 ms ± 0 s"
+        mean = seconds(stat["mean"])
+        if _missing(std):
+            return mean
+        unit = mean.split(" ")[-1]
+        scale = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "ns": 1e-9}.get(unit, 1.0)
+        return f"{mean} ± {float(f'{std / scale:.3g}'):g} {unit}"
+    show = (lambda v: percent(v, 2)) if kind == "percent" else (lambda v: number(v, 3))
     return show(stat["mean"]) if _missing(std) else f"{show(stat['mean'])} ± {show(std)}"
 
 

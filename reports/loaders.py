@@ -173,6 +173,11 @@ def load_benchmarks(path: Path) -> dict[str, Any]:
         _expect(extra, (dict,), path, f"{at}.extra_info")
         if "flops" in extra:
             _key(extra, "flops", NUMBER, path, f"{at}.extra_info", nullable=True)
+    for i, failure in enumerate(data.get("failures") or []):  # cases not timed, and why
+        at = f"failures[{i}]"
+        _expect(failure, (dict,), path, at)
+        for key in ("module", "size", "dtype", "error"):
+            _key(failure, key, (str,), path, at)
     return data
 
 

@@ -50,7 +50,8 @@ def _verdict(results: loaders.Results) -> dict[str, Any]:
     if found["missing"]:
         lines.append("Modules without a verification spec: " + ", ".join(found["missing"]) + ".")
     headline = verification_page.headline(data)
-    return {"cls": "bad" if headline.startswith("✗") else "good", "headline": headline, "lines": lines, "command": None}
+    cls = verification_page.verdict_class(data)
+    return {"cls": cls, "headline": headline, "lines": lines, "command": None}
 
 
 def _cards(results: loaders.Results) -> list[dict[str, Any]]:
@@ -74,10 +75,17 @@ def _cards(results: loaders.Results) -> list[dict[str, Any]]:
         elif page == "benchmarks":
             for device, data in results.benchmarks.items():
                 summary = benchmarks_page.device_summary(data, device)
+                labels = benchmarks_page.labels(data)
                 card["lines"].append(
-                    f"{device.upper()}: {summary['comparisons']} comparisons, geometric mean framework/torch "
-                    f"{formatting.ratio(summary['geomean'])}."
+                    f"{device.upper()}: {summary['comparisons']} comparisons, geometric mean "
+                    f"{labels['framework']}/{labels['torch']} {formatting.ratio(summary['geomean'])}."
                 )
+                failures = data.get("failures") or []
+                if failures:
+                    card["cls"] = "bad"
+                    card["lines"].append(
+                        f"{device.upper()}: {len(failures)} not timed (their sides disagree, or they failed to build)."
+                    )
             card.setdefault("cls", "na")
         else:
             summary = results.training["summary"]

@@ -44,7 +44,19 @@ def headline(data: dict[str, Any]) -> str:
         return f"✗ Verification failed: {len(found['missing'])} modules have no verification spec"
     if not data["ok"]:
         return "✗ Verification failed"
+    if data.get("only"):  # python -m verification --only NAME ...: a part of the run, said as such
+        return (
+            f"✓ Gradients verified for the {modules} modules asked for (--only {' '.join(data['only'])}), "
+            f"{len(columns(data))} checks: not a run of every module"
+        )
     return f"✓ All gradients verified: {modules} modules, {len(columns(data))} checks"
+
+
+def verdict_class(data: dict[str, Any]) -> str:
+    """``bad`` for a failed run, ``warn`` for a clean run of some modules only (--only), else ``good``."""
+    if headline(data).startswith("✗"):
+        return "bad"
+    return "warn" if data.get("only") else "good"
 
 
 def context(data: dict[str, Any]) -> dict[str, Any]:
@@ -65,6 +77,7 @@ def context(data: dict[str, Any]) -> dict[str, Any]:
         "failures": [m for m in modules if m.get("failure")],
         "failed": [m for m in modules if not m["ok"]],
         "headline": headline(data),
+        "verdict_class": verdict_class(data),
         "problems": found,
         "summary": {
             "modules": len(modules),

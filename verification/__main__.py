@@ -346,6 +346,7 @@ def payload_of(
         "modules": modules,
         "missing_specs": [],
         "mutation": None,
+        "only": list(getattr(args, "only", None) or []),  # a run of these alone, not of every spec
         **extra,
     }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
@@ -86,11 +87,53 @@ def test_baseline_keeps_the_environment() -> None:
 
 def test_recheck_clears_a_regression_that_does_not_reproduce(files, monkeypatch) -> None:
     regressed = {**BASE, ("ReLU", "seed", "forward+backward"): (9.0, 2.0)}  # 1.5 -> 4.5
-    monkeypatch.setattr("benchmarks.compare.remeasure", lambda verdict: 1.6)
+    monkeypatch.setattr("benchmarks.compare.remeasure", lambda verdict, run: 1.6)
     assert main([files("cur.json", run(regressed)), files("base.json", run(BASE)), "--recheck"]) == 0
 
 
 def test_recheck_keeps_a_regression_that_reproduces(files, monkeypatch) -> None:
     regressed = {**BASE, ("ReLU", "seed", "forward+backward"): (9.0, 2.0)}
-    monkeypatch.setattr("benchmarks.compare.remeasure", lambda verdict: 4.4)
+    monkeypatch.setattr("benchmarks.compare.remeasure", lambda verdict, run: 4.4)
     assert main([files("cur.json", run(regressed)), files("base.json", run(BASE)), "--recheck"]) == 1
+
+
+def test_a_recheck_that_cannot_run_keeps_the_regression_and_says_why(files, monkeypatch, capsys) -> None:
+    regressed = {**BASE, ("ReLU", "seed", "forward+backward"): (9.0, 2.0)}
+    monkeypatch.setattr("benchmarks.compare.remeasure", lambda verdict, run: "the rerun failed (exit status 2): boom")
+    assert main([files("cur.json", run(regressed)), files("base.json", run(BASE)), "--recheck"]) == 1
+    assert "not measured again: the rerun failed (exit status 2): boom" in capsys.readouterr().out
+
+
+def test_a_recheck_reruns_the_case_as_the_run_was_made_its_spec_files_and_thread_count(monkeypatch) -> None:
+    from benchmarks.compare import Verdict, remeasure
+
+    commands = []
+
+    def fake_run(command, **kwargs):
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 2, "", "benchmarks: error: something\n")
+
+    monkeypatch.setattr("benchmarks.compare.subprocess.run", fake_run)
+    made = {"machine_info": {"bench": {"specs": ["ops/swish.py"], "threads": 2}}, "benchmarks": []}
+    why = remeasure(Verdict("Swish/small/forward/cpu/float32", 1.0, 3.0), made)
+    (command,) = commands
+    assert command[3:5] == ["ops/swish.py", "--only"] and command[-2:] == ["--threads", "2"]
+    assert why == "the rerun failed (exit status 2): benchmarks: error: something"
+
+
+def test_a_missing_run_or_baseline_is_a_usage_error_that_names_what_writes_it(files, tmp_path, capsys) -> None:
+    current = files("cur.json", run(BASE))
+    assert main([current, str(tmp_path / "baseline-cuda.json")]) == 2
+    assert "no baseline at" in capsys.readouterr().err
+    assert main([str(tmp_path / "nothing.json"), current]) == 2
+    assert "no benchmark run at" in capsys.readouterr().err
+    assert main([str(tmp_path), current]) == 2
+    assert "(a folder)" in capsys.readouterr().err
+    assert main([files("other.json", {"some": "thing"}), current]) == 2
+    assert "neither a pytest-benchmark run nor a saved baseline" in capsys.readouterr().err
+
+
+def test_a_comparison_that_shares_no_case_with_its_baseline_fails(files, capsys) -> None:
+    other = {("Swish", "small", "forward"): (2.0, 1.0)}
+    assert main([files("cur.json", run(other)), files("base.json", run(BASE))]) == 1
+    assert "nothing compared" in capsys.readouterr().err

@@ -1,5 +1,7 @@
 """python -m benchmarks.paired: the suite's pairs timed in alternation."""
 
+import re
+
 import pytest
 import torch
 
@@ -31,9 +33,12 @@ def test_the_ratios_are_of_the_fastest_calls_and_the_median_of_the_pairs():
     assert result.median_pair_ratio == 1.5  # 1.5, 0.5, 4.0
 
 
-def test_an_unknown_case_is_named_with_the_known_ones():
-    with pytest.raises(SystemExit, match=r"no benchmark case named 'Nope'; known: .*ReLU"):
-        paired.main(["Nope", "--size", "seed", "--rounds", "1"])
+def test_an_unknown_case_is_named_with_the_known_ones_before_any_is_timed(capsys):
+    with pytest.raises(SystemExit):
+        paired.main(["ReLU", "Nope", "--size", "seed", "--rounds", "1"])
+    out, err = capsys.readouterr()
+    assert re.search(r"no benchmark case named 'Nope'; known: .*ReLU", err)
+    assert "ReLU" not in out  # nothing was timed
 
 
 def test_kernels_lists_each_sides_costliest_operators_after_its_row(capsys):
@@ -55,14 +60,29 @@ def test_a_training_step_is_timed_at_its_largest_size_by_default(capsys):
     assert float(row[-1]) > 0 and float(row[-2]) > 0
 
 
-def test_a_training_step_without_the_size_asked_for_names_its_sizes():
-    with pytest.raises(SystemExit, match=r"SeedMLP-b50 has no 'large' size; its sizes: seed"):
+def test_a_training_step_without_the_size_asked_for_names_its_sizes(capsys):
+    with pytest.raises(SystemExit):
         paired.main(["SeedMLP-b50", "--size", "large", "--rounds", "1"])
+    assert "SeedMLP-b50 has no large size on cpu; it has seed" in capsys.readouterr().err
 
 
-def test_a_gpu_only_training_step_is_refused_on_the_cpu():
-    with pytest.raises(SystemExit, match=r"SeedMLP-b50-graph runs on cuda only, not cpu"):
+def test_a_gpu_only_training_step_is_refused_on_the_cpu(capsys):
+    with pytest.raises(SystemExit):
         paired.main(["SeedMLP-b50-graph", "--rounds", "1"])
+    assert "SeedMLP-b50-graph runs on cuda only, not cpu" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["ReLU", "--dtype", "bfloat16"], "invalid choice: 'bfloat16'"),
+        (["ReLU", "--threads", "-1"], "expected a whole number of threads (0: all CPUs), got -1"),
+    ],
+)
+def test_options_the_suite_cannot_run_are_usage_errors(argv, said, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        paired.main([*argv, "--size", "seed", "--rounds", "1"])
+    assert exit_.value.code == 2 and said in capsys.readouterr().err
 
 
 def test_a_round_repeats_a_sub_millisecond_call_until_the_faster_side_has_run_ten_milliseconds(monkeypatch):

@@ -260,3 +260,10 @@ def test_cli_trains_framework_and_torch_side_by_side_on_cuda(tmp_path, extra):
         assert all(math.isfinite(v) for impl in ("framework", "torch") for v in run[impl]["loss"])
     if not extra:
         assert result["agreement"]["max_relative_difference_all_epochs"] <= 1e-9
+
+
+def test_a_single_run_reports_its_mean_and_no_spread() -> None:
+    from experiment.metrics import mean_std
+
+    assert mean_std([0.25]) == {"mean": 0.25, "std": None}
+    assert mean_std([1.0, 3.0]) == {"mean": 2.0, "std": pytest.approx(2**0.5)}

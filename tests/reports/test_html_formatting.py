@@ -42,8 +42,10 @@ def test_rates(value: float | None, shown: str) -> None:
     assert formatting.rate(value) == shown
 
 
-def test_mean_std_in_seconds() -> None:
-    assert formatting.mean_std({"mean": 0.0127, "std": 0.000529}, "seconds") == "12.7 ms ± 529 µs"
+def test_mean_std_in_seconds_gives_the_spread_in_the_means_unit() -> None:
+    assert formatting.mean_std({"mean": 0.0127, "std": 0.000529}, "seconds") == "12.7 ms ± 0.529 ms"
+    assert formatting.mean_std({"mean": 0.00942, "std": 0.0}, "seconds") == "9.42 ms ± 0 ms"
+    assert formatting.mean_std({"mean": 0.00942, "std": None}, "seconds") == "9.42 ms"
 
 
 def test_mean_without_std() -> None:
