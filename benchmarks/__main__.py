@@ -156,9 +156,7 @@ def summary(data: dict[str, Any]) -> str:
         f"a case's GB/s counts the least bytes it must move)"
     )
     if in_cache:
-        out.append(
-            f"{short} % bw above 100%: the case's tensors stay in the caches, faster than a large copy's memory"
-        )
+        out.append(f"{short} % bw above 100%: the case's tensors stay in the caches, faster than a large copy's memory")
     if bench.get("device") == "cuda":
         out.append("sizes: medium and large from the GPU table (see each result's shapes)")
     return "\n".join(out)

@@ -9,6 +9,7 @@ precision with the target's parameters copied in, and the measured rounding nois
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
@@ -139,6 +140,17 @@ def named(outputs: Outputs, gradients: Gradients, call: Call, target: Target) ->
     return result
 
 
+def generator_for(seed: int, purpose: str) -> torch.Generator:
+    """A CPU generator for one of the checker's own random streams (upstream gradients, noise
+    probes, shuffles), seeded from ``seed`` and ``purpose`` through a hash: never the stream of
+    ``torch.manual_seed(seed)`` itself. Drawn from that stream, the upstream gradients would equal
+    inputs a user drew right after ``torch.manual_seed(0)``, and a gradient wrong only where they
+    differ (a square Linear's weight gradient transposed, x^T g for g^T x, which is right whenever
+    g = x) would pass."""
+    digest = hashlib.blake2b(f"{seed}/{purpose}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+
+
 def random_like(t: Tensor, generator: torch.Generator) -> Tensor:
     return torch.randn(t.shape, generator=generator, dtype=torch.float64).to(device=t.device, dtype=t.dtype)
 
@@ -201,7 +213,7 @@ class Context:
         if self.call.tensors():
             self._refuse_parameters_of_another_precision()
         self.device = differentiated[0].device
-        self.generator = torch.Generator().manual_seed(options.seed)
+        self.generator = generator_for(options.seed, "upstream gradients")
         self.reference = None if reference is None else _as_reference(reference, self.name)
         self.report = GradientReport(self.name, kind=self.target.kind, dtype=str(self.dtype).replace("torch.", ""))
         self.report.device = str(self.device)
@@ -259,6 +271,12 @@ class Context:
                     f"{self.name}: forward reads the tensor param() gives as the gradient of {read} (the outputs "
                     "change when it does): param() must return (parameter, gradient) pairs, in that order; "
                     "(gradient, parameter) would have every check zero the weights as gradients"
+                )
+            unlisted = self.pristine.unlisted_tensors_read_by_forward(self.call)
+            if unlisted:
+                self.report.notes.append(
+                    f"forward reads tensor attribute(s) that param() does not list: {', '.join(unlisted)}; their "
+                    "gradients are not checked (list each in param() with its gradient to check it)"
                 )
         self._note_captured(owner)
         self.grads = self._upstream(grad_output)
@@ -491,14 +509,89 @@ class Context:
             owner = _module_of(source or self.pristine)
             if isinstance(getattr(owner, "training", None), bool):
                 reference.fn.train(owner.training)
-            from .twins import copy_parameters
-
             params = (source or self.pristine).parameters()
             if params:
-                self.reference_names = copy_parameters(params, reference.fn, self.name, buffers=_buffers(source))
+                try:
+                    self._copy_parameters_into(reference, params, source or self.pristine, dtype)
+                except TargetError as error:  # twin fails, naming it; the other checks go on without it
+                    self.reference_problem = str(error)
+                    return None
         return reference
 
+    reference_problem = ""  # why a reference was given but cannot be used (its parameters do not fit)
+
     reference_names: dict[str, str] = {}  # noqa: RUF012  (set per instance by _reference_in)
+    # Our parameter name -> the map from the reference's layout of it back to ours (see copy_parameters).
+    reference_layouts: dict[str, Callable[[Tensor], Tensor]] = {}  # noqa: RUF012
+    _transposed: tuple[str, ...] | None = None  # square matrices the reference holds transposed: decided once
+
+    def _copy_parameters_into(
+        self, reference: AutogradTarget, params: list[tuple[str, Tensor]], source: Target, dtype: torch.dtype
+    ) -> None:
+        """The target's parameters into the reference module, in the reference's layout.
+
+        A matrix whose shape is the transpose of the reference's (a Linear's weight stored (in, out))
+        goes in transposed; a square one cannot say, so the first time, if the two forwards disagree
+        as copied and agree with every square matrix transposed, those stay transposed. Parameters
+        that fit in no layout make the reference unusable (:class:`TargetError`)."""
+        from .twins import copy_parameters
+
+        square = [n for n, p in params if p.dim() == 2 and p.shape[0] == p.shape[1] > 1]
+        layouts: dict[str, Callable[[Tensor], Tensor]] = {}
+        try:
+            if self._transposed is None:
+                self._transposed = ()
+                if square:
+                    trial = reference.copy()
+                    copy_parameters(params, trial.fn, self.name, _buffers(source), layouts={})
+                    if not self._forwards_agree(source, trial, dtype):
+                        trial = reference.copy()
+                        copy_parameters(params, trial.fn, self.name, _buffers(source), layouts={}, transpose=square)
+                        if self._forwards_agree(source, trial, dtype):
+                            self._transposed = tuple(square)
+            self.reference_names = copy_parameters(
+                params, reference.fn, self.name, _buffers(source), layouts=layouts, transpose=self._transposed
+            )
+        except ValueError as error:
+            raise TargetError(f"the reference cannot take the target's parameters: {error}") from None
+        if layouts and not self.reference_layouts:
+            theirs = dict(reference.fn.named_parameters())
+            described = ", ".join(
+                f"{n} {tuple(p.shape)} as {self.reference_names[n]} {tuple(theirs[self.reference_names[n]].shape)}"
+                + (
+                    " (transposed)"
+                    if _transposed_into(p, theirs[self.reference_names[n]], n in self._transposed)
+                    else ""
+                )
+                for n, p in params
+                if n in layouts
+            )
+            self.report.notes.append(
+                f"twin: parameters held in another layout than the reference's were copied in its layout, and "
+                f"their gradients compared in the target's: {described}"
+            )
+        self.reference_layouts = layouts
+
+    def _forwards_agree(self, source: Target, reference: AutogradTarget, dtype: torch.dtype) -> bool:
+        """Whether the target and the reference (parameters copied) give about the same outputs."""
+        call = self.call64 if dtype == torch.float64 else self.call
+        try:
+            with torch.no_grad():
+                ours, theirs = source.copy().forward(call).leaves, reference.forward(call).leaves
+        except Exception:
+            return True  # nothing learnt here: the checks will meet the error and report it
+        if len(ours) != len(theirs):
+            return False
+        loose = 1e-6 if dtype == torch.float64 else 1e-2
+        for a, b in zip(ours, theirs):
+            if a is None or b is None or a.shape != b.shape:
+                if a is not b:
+                    return False
+                continue
+            a, b = a.detach().double().cpu(), b.detach().double().cpu()
+            if not torch.allclose(a, b, rtol=loose, atol=loose * float(b.abs().max()) if b.numel() else 0.0):
+                return False
+        return True
 
     @functools.cached_property
     def truth(self) -> dict[str, Tensor]:
@@ -510,9 +603,14 @@ class Context:
         return {}
 
     def rename(self, theirs: dict[str, Tensor]) -> dict[str, Tensor]:
-        """A reference's results under the target's parameter names."""
+        """A reference's results under the target's parameter names, in the target's layouts."""
         back = {f"{t}.grad": f"{o}.grad" for o, t in self.reference_names.items()}
-        return {back.get(k, k): v for k, v in theirs.items()}
+        renamed = {}
+        for key, value in theirs.items():
+            key = back.get(key, key)
+            layout = self.reference_layouts.get(key.removesuffix(".grad")) if key.endswith(".grad") else None
+            renamed[key] = value if layout is None else layout(value)
+        return renamed
 
     @functools.cached_property
     def n_terms(self) -> int:
@@ -533,7 +631,7 @@ class Context:
         if base is None:
             return {}
         rename = self.rename if base is self.reference64 else (lambda d: d)
-        generator = torch.Generator().manual_seed(self.options.seed + 1234)
+        generator = generator_for(self.options.seed, "rounding noise")
 
         def run64(size: float, gen: torch.Generator | None) -> dict[str, Tensor]:
             return rename(self.jittered_collect(base, self.call64, self.grads64, size, gen))
@@ -588,6 +686,13 @@ def _buffers(source: Target | None) -> list[tuple[str, Tensor]]:
     if module is not None and callable(getattr(module, "named_buffers", None)):
         return list(module.named_buffers())
     return []
+
+
+def _transposed_into(ours: Tensor, theirs: Tensor, square_transposed: bool) -> bool:
+    """Whether ``ours`` went into ``theirs`` transposed (see :func:`verification.twins.copy_parameters`)."""
+    if ours.dim() != 2 or theirs.shape != ours.mT.shape:
+        return False
+    return square_transposed or ours.shape[0] != ours.shape[1]
 
 
 def _as_reference(reference: Any, name: str) -> AutogradTarget:

@@ -33,7 +33,7 @@ import contextlib
 import copy
 import dataclasses
 import inspect
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -397,9 +397,16 @@ class ProtocolTarget(Target):
 
     def _check_param(self) -> None:
         try:
-            pairs = list(self.module.param())
+            returned = self.module.param()
         except Exception as error:
             raise TargetError(f"{self.name}.param() raised {type(error).__name__}: {error}") from error
+        if isinstance(returned, (Tensor, str, bytes)) or not isinstance(returned, Iterable):
+            what = "None" if returned is None else type(returned).__name__
+            raise TargetError(
+                f"{self.name}.param() returned {what}: it must return a list of (parameter, gradient) pairs "
+                "([] for a module without parameters)" + ("; is a return missing?" if returned is None else "")
+            )
+        pairs = list(returned)
         for i, pair in enumerate(pairs):
             ok = isinstance(pair, Sequence) and len(pair) == 2 and all(isinstance(t, Tensor) for t in pair)
             if not ok:
@@ -453,6 +460,38 @@ class ProtocolTarget(Target):
             if moved:
                 return name
         return None
+
+    def unlisted_tensors_read_by_forward(self, call: Call) -> list[str]:
+        """The names of the module's floating-point tensor attributes that ``param()`` does not list
+        (neither as a parameter nor as a gradient) and that forward reads: its outputs change when
+        such a tensor does (a weight whose pair was left out of param()). Judged on a copy, only where
+        two forwards agree bit for bit; a tensor forward overwrites (the input it keeps) never counts."""
+        with torch.no_grad():
+            probe = self.copy()
+            listed = {id(t) for _, p, g in probe.named() for t in (p, g)}
+            attributes = [
+                (name, value)
+                for name, value in vars(probe.module).items()
+                if isinstance(value, Tensor) and value.is_floating_point() and value.numel() and id(value) not in listed
+            ]
+            if not attributes:
+                return []
+
+            def outputs() -> list[Tensor | None]:
+                return [None if y is None else y.detach().clone() for y in probe.forward(call).leaves]
+
+            before = outputs()
+            if not _same_outputs(before, outputs()):
+                return []  # a forward that changes from call to call says nothing
+            read = []
+            for name, value in attributes:
+                kept = value.clone()
+                value.add_(1)
+                moved = not _same_outputs(before, outputs())
+                value.copy_(kept)
+                if moved:
+                    read.append(f"{name} {tuple(value.shape)}")
+            return read
 
     def named(self) -> list[tuple[str, Tensor, Tensor]]:
         if hasattr(self.module, "named_param"):

@@ -9,7 +9,7 @@ by position, shapes checked, so both compute the same function.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import torch
@@ -65,11 +65,18 @@ def copy_parameters(
     twin: torch.nn.Module,
     owner: str,
     buffers: Sequence[tuple[str, Tensor]] = (),
+    layouts: dict[str, Callable[[Tensor], Tensor]] | None = None,
+    transpose: Collection[str] = (),
 ) -> dict[str, str]:
     """Copy ``params`` into ``twin`` (by name if the names match, else by position) and buffers by name.
 
     Returns the name map ``{ours: the twin's}``. Raises ``ValueError`` naming ``owner`` when
-    the counts or shapes differ.
+    the counts or shapes differ. With ``layouts`` (a dict to fill), a parameter held in another
+    layout than the twin's is copied into it where the shapes say how: a matrix stored transposed
+    (a Linear's weight as (in, out), where torch's is (out, in)), or the same elements with other
+    dimensions of size 1 (a bias as (1, out)); ``layouts[ours]`` then maps a tensor of the twin's
+    layout (its gradient) back to ours. The names in ``transpose`` (square matrices, whose shape
+    cannot tell) are copied transposed.
     """
     theirs = dict(twin.named_parameters())
     ours = [n for n, _ in params]
@@ -85,6 +92,12 @@ def copy_parameters(
             target = theirs[names[name]]
             if target.is_complex() and not value.is_complex():  # ours is its real view (see AutogradTarget)
                 target = torch.view_as_real(target)
+            if name in transpose or (target.shape != value.shape and layouts is not None):
+                back = _layout_map(value, target, name in transpose)
+                if back is not None and layouts is not None:
+                    target.copy_(back[0])
+                    layouts[name] = back[1]
+                    continue
             if target.shape != value.shape:
                 raise ValueError(
                     f"{owner}: parameter {name} of shape {tuple(value.shape)} does not match the reference's "
@@ -95,6 +108,18 @@ def copy_parameters(
             if name in twin_buffers and twin_buffers[name].shape == value.shape:
                 twin_buffers[name].copy_(value)
     return names
+
+
+def _layout_map(value: Tensor, target: Tensor, transpose: bool) -> tuple[Tensor, Callable[[Tensor], Tensor]] | None:
+    """``value`` in ``target``'s layout, and the map from that layout back to ``value``'s; None if
+    the shapes do not say how (see :func:`copy_parameters`)."""
+    shape = value.shape
+    if value.dim() == 2 and target.shape == value.mT.shape and (transpose or shape[0] != shape[1]):
+        return value.mT, lambda t: t.mT
+    squeezed = [n for n in shape if n != 1]
+    if not transpose and squeezed == [n for n in target.shape if n != 1] and value.numel() == target.numel():
+        return value.reshape(target.shape), lambda t: t.reshape(shape)
+    return None
 
 
 def copy_state(module: Any, twin: torch.nn.Module) -> None:

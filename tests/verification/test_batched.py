@@ -85,7 +85,8 @@ def test_a_backward_that_writes_a_batch_into_an_unbatched_buffer_fails():
 def test_a_vmap_rule_that_gives_every_sample_the_first_ones_result_fails():
     report = check_gradients(SineWithAWrongVmapRule, x64(3, 4))
     assert report["finite_differences"].ok and not report["batched"].ok
-    assert "vmapped forward" in report["batched"].detail and "[sample 1]" in report["batched"].detail
+    detail = report["batched"].detail
+    assert "vmapped forward" in detail and "[sample " in detail and "[sample 0]" not in detail  # a later sample
 
 
 def test_without_declared_vmap_support_it_runs_only_when_asked():

@@ -631,3 +631,32 @@ def test_a_function_keeping_its_state_outside_its_context_fails_when_applied_twi
 
 def test_a_function_keeping_its_state_in_its_context_passes_when_applied_twice():
     assert check_gradients(TanhLinear, *square_weight_args()).ok  # saves x, w and y in ctx
+
+
+class SquareLinearWithTransposedWeightGradient:
+    """An EE-559 Linear, weight (out, in), whose weight gradient is x^T g instead of g^T x: the
+    two agree exactly when g^T x is symmetric, as when the upstream gradient equals the input."""
+
+    def __init__(self, features: int) -> None:
+        generator = torch.Generator().manual_seed(7)
+        self.w = torch.randn(features, features, generator=generator, dtype=torch.float64)
+        self.dw = torch.zeros_like(self.w)
+
+    def forward(self, x):
+        self.x = x
+        return x @ self.w.T
+
+    def backward(self, g):
+        self.dw += self.x.T @ g  # wrong: g.T @ self.x
+        return g @ self.w
+
+    def param(self):
+        return [(self.w, self.dw)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 42])
+def test_upstream_gradients_never_repeat_inputs_drawn_after_torch_manual_seed_of_the_checkers_seed(seed):
+    torch.manual_seed(seed)  # the user's inputs: the global stream of the seed the checker is given
+    x = torch.randn(8, 4, dtype=torch.float64)
+    report = check_gradients(SquareLinearWithTransposedWeightGradient(4), x, seed=seed)
+    assert not report.ok and not report["finite_differences"].ok

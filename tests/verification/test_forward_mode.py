@@ -1,5 +1,7 @@
 """A Function's jvp (forward-mode derivatives) is checked against finite differences, as its backward is."""
 
+import re
+
 import pytest
 import torch
 
@@ -203,7 +205,9 @@ class ScaleModule(torch.nn.Module):
 def test_a_modules_parameters_get_tangents_and_a_jvp_that_ignores_them_fails_naming_the_parameter():
     assert check_gradients(ScaleModule(Scale), x64(3, 4), checks=["forward_mode"])["forward_mode"].ok
     report = check_gradients(ScaleModule(ScaleJvpWithoutTheWeightsTangent), x64(3, 4), checks=["forward_mode"])
-    assert not report["forward_mode"].ok and "weight[2]: jvp 0 vs finite difference" in report["forward_mode"].detail
+    assert not report["forward_mode"].ok and re.search(
+        r"weight\[\d\]: jvp 0 vs finite difference", report["forward_mode"].detail
+    )
 
 
 def test_a_complex_parameter_gets_its_tangent_through_its_real_view():

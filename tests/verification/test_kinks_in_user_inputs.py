@@ -2,6 +2,7 @@
 a backward whose value lies between the one-sided derivatives (it says the point cannot be
 judged and how to move off it), but still fails one outside them, and one wrong at a smooth point."""
 
+import pytest
 import torch
 
 import framework as fw
@@ -176,10 +177,14 @@ def test_a_relu_network_whose_probes_cross_kinks_is_verified_and_still_fails_one
     assert report.verdict == "failed"
 
 
-def test_a_smaller_step_that_reaches_past_a_kink_of_its_own_does_not_fail_a_right_network():
-    """Seed 7: a coarse probe of 0.weight, taken again at h/16, crossed a max-pooling or ReLU kink
-    that its own estimates missed, and failed a correct network (error/tolerance 3.1) until a
-    failure on the smaller steps' word needed both of them kink-free and agreeing."""
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_smaller_step_that_reaches_past_a_kink_of_its_own_does_not_fail_a_right_network(seed):
+    """Network seed 7, at any of the checker's seeds: a coarse probe, taken again at h/16, crossed a
+    max-pooling or ReLU kink that its own estimates missed, and failed a correct network
+    (error/tolerance 3.1) until a failure on the smaller steps' word needed both of them kink-free
+    and agreeing; at the checker's seed 0, a probe of the input crosses kinks at h/16 and h/256
+    alike, and its coarse first difference (off by 3e-3) failed it until such a difference was left
+    unjudged when no smaller step settles it."""
     torch.manual_seed(7)
     net = torch.nn.Sequential(
         torch.nn.Conv2d(8, 16, 3, padding=1),
@@ -191,4 +196,4 @@ def test_a_smaller_step_that_reaches_past_a_kink_of_its_own_does_not_fail_a_righ
         torch.nn.Linear(16 * 8 * 8, 5),
     ).double()
     x = torch.randn(3, 8, 16, 16, dtype=F64)
-    assert check_gradients(net, x, checks=["finite_differences"]).verdict == "passed"
+    assert check_gradients(net, x, checks=["finite_differences"], seed=seed).verdict in ("passed", "inconclusive")

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..context import Context, named
+from ..context import Context, generator_for, named
 from ..report import CheckResult, _where
 from ..targets import AutogradTarget, Call, ProtocolTarget, has_backward_to_params
 
@@ -110,7 +110,7 @@ def check_determinism(ctx: Context) -> CheckResult:
 def _shuffled(ctx: Context) -> Call:
     """The call with each differentiated tensor's elements shuffled: other inputs, from the values
     the target was given (so from its own domain)."""
-    generator = torch.Generator().manual_seed(ctx.options.seed)
+    generator = generator_for(ctx.options.seed, "shuffled inputs")
     shuffled = {}
     for i in ctx.call.diff:
         x = ctx.call.args[i]

@@ -682,6 +682,8 @@ def _step_past_zero(name: str, shape: torch.Size, flat: Tensor, numeric: Tensor,
 # sharp as a smooth one's; it fails only where both smaller steps are kink-free and agree with
 # each other (a smaller step can reach past a kink of its own that its estimates miss).
 SMALLER_STEPS = (1 / 16, 1 / 256)
+# Where neither settles it, two steps shorter still: their precise differences may confirm a failure.
+FURTHER_STEPS = (1 / 4096, 1 / 65536)
 
 
 class _Difference(NamedTuple):
@@ -704,7 +706,10 @@ def _judged(analytic: float, h: float, difference: Callable[[float], _Difference
       disagreeing with it (it reached past a point where the function is not smooth);
     * it sits on a kink, or is coarse: then the smaller steps' differences that sit on no kink
       judge instead, when they can be trusted (see SMALLER_STEPS): the sharpest one that agrees
-      with ``analytic``, else the sharpest one if they all agree with one another.
+      with ``analytic``, else the sharpest one if they all agree with one another; failing that,
+      the precise ones of two steps shorter still (FURTHER_STEPS) can confirm a failure; and a
+      coarse difference none of them settles is left unjudged (returned with ``sides``, as on a
+      kink): neither passed nor failed on its word.
     """
 
     def agrees(d: _Difference) -> bool:
@@ -729,12 +734,32 @@ def _judged(analytic: float, h: float, difference: Callable[[float], _Difference
     agreeing = [d for d in smooth if agrees(d)]
     if agreeing:
         return agreeing[0]
-    consistent = len(smooth) == len(SMALLER_STEPS) and all(
-        abs(d.value - e.value) <= d.tolerance + e.tolerance for d in smooth for e in smooth
-    )
     # A failure on the smaller steps' word only when they confirm each other: one of them may
     # itself reach past a kink its own estimates do not show.
-    return smooth[0] if consistent else first
+    if _confirm_each_other(smooth, len(SMALLER_STEPS)):
+        return smooth[0]
+    # Still undecided (kinks at every scale so far: a direction through thousands of ReLU inputs):
+    # steps shorter still, where the difference is precise (no kink, truncation no longer most of
+    # the bound), can confirm a failure, when both disagree with the backward and agree with each
+    # other. Never a pass: their tolerances, mostly rounding over so short a step, are too wide to
+    # tell a correct backward from one wrong by a part in a million.
+    sharp = [d for d in (difference(h * scale) for scale in FURTHER_STEPS) if d.sides is None and not d.coarse]
+    sharp.sort(key=lambda d: d.tolerance)
+    if _confirm_each_other(sharp, len(FURTHER_STEPS)) and not any(agrees(d) for d in sharp):
+        return sharp[0]
+    if first.sides is None and first.coarse:
+        # A coarse difference cannot fail a backward on its own word: the spread of the differences
+        # taken leaves it unjudged, as a kink (not passed either).
+        values = [first.value, *(d.value for d in smooth), *(d.value for d in sharp)]
+        return first._replace(sides=(min(values), max(values)))
+    return first
+
+
+def _confirm_each_other(differences: list[_Difference], needed: int) -> bool:
+    """Whether all ``needed`` differences were taken (none dropped) and agree with one another."""
+    return 0 < needed == len(differences) and all(
+        abs(d.value - e.value) <= d.tolerance + e.tolerance for d in differences for e in differences
+    )
 
 
 def _probes(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..context import Context, collect, named
+from ..context import Context, collect, generator_for, named
 from ..error_model import jitter, low_precision_bounds, spread, unit_roundoff
 from ..report import CheckResult
 from ..targets import Call
@@ -84,7 +84,7 @@ def _draws(ctx: Context, truth: dict[str, Tensor]) -> list[Draw] | None:
     if base is None:
         return None
     rename = ctx.rename if base is ctx.reference64 else (lambda d: d)
-    generator = torch.Generator().manual_seed(ctx.options.seed + 2718)
+    generator = generator_for(ctx.options.seed, "low-precision draws")
     u = unit_roundoff(ctx.dtype)
     draws: list[Draw] = [(ctx.call, ctx.grads, truth)]
     try:

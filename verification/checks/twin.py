@@ -39,6 +39,9 @@ def check_twin(ctx: Context) -> CheckResult:
     ours_pass = ours_target.start(ctx.call64)
     ours = named(ours_pass.outputs, ours_pass.backward(ctx.grads64), ctx.call64, ours_target)
     reference = ctx.reference64
+    if reference is None:
+        result.fail(ctx.reference_problem)
+        return result
     assert isinstance(reference, AutogradTarget)
     reference = reference.copy()
     try:
@@ -57,13 +60,29 @@ def check_twin(ctx: Context) -> CheckResult:
     except Exception as error:
         result.inconclusive = f"the reference's backward raised {type(error).__name__}: {error}"
         return result
+    # A reference without parameters (a function, a closure over the caller's tensors) gives no
+    # gradient for the target's parameters: that is not a gradient of 0, and nothing to compare.
+    unmatched = {f"{n}.grad" for n, _ in ours_target.parameters()} if not reference.parameters() else set()
+    if reference.parameters() and not ours_target.parameters():
+        ctx.report.notes.append(
+            f"twin: the reference has parameters ({', '.join(n for n, _ in reference.parameters())}) and the target "
+            "none, so the reference keeps its own values: the two compute the same function only if those do not matter"
+        )
     for name, value in ours.items():
         expected = theirs.get(name)
+        if expected is None and name in unmatched:
+            continue
         if expected is None:
             expected = torch.zeros_like(value)  # the reference's output does not depend on it
         expected = expected.double().cpu()
         tolerance = ctx.rounding(expected) + ctx.options.safety * estimated(ctx.noise, name, expected)
         result.merge(name, value, expected, tolerance, LABELS)
+    left = sorted(name.removesuffix(".grad") for name in unmatched if name in ours)
+    if left:
+        ctx.report.notes.append(
+            f"twin: the reference has no parameters, so the gradients of {', '.join(left)} were compared with "
+            "finite differences only (a torch.nn.Module reference gets the target's parameters and is compared too)"
+        )
     their_buffers = _buffers(reference)
     for name, value in _buffers(ours_target).items():
         if name not in their_buffers:
