@@ -272,6 +272,7 @@ class Context:
                     "change when it does): param() must return (parameter, gradient) pairs, in that order; "
                     "(gradient, parameter) would have every check zero the weights as gradients"
                 )
+            self._note_identity()
             unlisted = self.pristine.unlisted_tensors_read_by_forward(self.call)
             if unlisted:
                 self.report.notes.append(
@@ -289,6 +290,22 @@ class Context:
             self.report.unverifiable = "every differentiated tensor is empty"
         elif not any(out is not None and out.numel() for out in self.outputs.leaves):
             self.report.unverifiable = "every output is empty, so no gradient flows back"
+
+    def _note_identity(self) -> None:
+        """A note where a hand-written module without parameters returned an input itself,
+        unchanged: the identity is then all there is to check (an empty container)."""
+        if self.pristine.parameters():
+            return
+        for i, arg in enumerate(self.main.args):
+            given = self.call.args[i] if i < len(self.call.args) else None
+            if not isinstance(arg, Tensor) or not isinstance(given, Tensor):
+                continue
+            if any(y is arg for y in self.outputs.leaves) and torch.equal(arg, given):
+                self.report.notes.append(
+                    f"{self.name}.forward returned its input[{i}] itself, unchanged, and it has no parameters: the "
+                    "identity is all there is to check here (an empty container? give it children to check them)"
+                )
+                return
 
     def _note_captured(self, owner: Any) -> None:
         """A note naming the tensors requiring grad that the target reads besides its inputs (a

@@ -92,6 +92,16 @@ class LinearOverwritesGradient(fw.Linear):
         return super().backward(grad_output)
 
 
+class LinearResetsGradientsInForward(fw.Linear):
+    """Zeroes its parameter gradients in forward: over two forward/backward pairs (a gradient
+    accumulated over two mini-batches) only the second pair's is left."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        for _, _, g in self.named_param():
+            g.zero_()
+        return super().forward(x)
+
+
 # -- activations ----------------------------------------------------------------------------------------
 class ReLUForgetsUpstream(fw.ReLU):
     def backward(self, grad_output: Tensor) -> Tensor:
@@ -400,6 +410,9 @@ MUTANTS: list[Mutant] = [
     Mutant("Linear", LinearMisindexedWeightGrad, "weight gradient transposed then reshaped"),
     Mutant("Linear", LinearMissingBatchSum, "bias gradient misses the sum over the batch"),
     Mutant("Linear", LinearOverwritesGradient, "gradients assigned instead of accumulated"),
+    Mutant(
+        "Linear", LinearResetsGradientsInForward, "gradients zeroed by forward: two forward/backward pairs keep one"
+    ),
     Mutant("ReLU", ReLUForgetsUpstream, "forgets to multiply by grad_output"),
     Mutant("Tanh", TanhWrongDerivative, "derivative 1 - y instead of 1 - y^2"),
     Mutant("Sigmoid", SigmoidOneWrongElement, "one element of the gradient off by 0.1%"),

@@ -536,7 +536,7 @@ class ProtocolTarget(Target):
     def _run_forward(self, call: Call, args: list[Any]) -> Outputs:
         # The module's own generators too: the same dropout mask on every evaluation.
         own = [*_generators(self.module), *(a for a in args if isinstance(a, torch.Generator))]
-        with pinned_rng(_device_of(call), own) as draws:
+        with pinned_rng(_device_of(call), own) as draws, working_dtype(call):
             result = self.module.forward(*args)
         outputs = Outputs.of(result, f"{self.name}.forward")
         outputs.random = draws.any
@@ -550,6 +550,25 @@ class ProtocolTarget(Target):
         args = call.fresh()
         with torch.no_grad():
             return ProtocolPass(self, call, self._run_forward(call, args), args)
+
+
+@contextlib.contextmanager
+def working_dtype(call: Call) -> Iterator[None]:
+    """torch's default dtype set to the call's floating dtype (float32 or float64) while a
+    hand-written module runs, and restored after: what it allocates without a dtype
+    (``torch.zeros(shape)``, ``torch.empty(shape)``, usual in EE-559 code written for the float32
+    default) then follows its inputs, as where the module is used in that precision."""
+    dtypes = {t.dtype for t in call.tensors() if t.is_floating_point()}
+    dtype = dtypes.pop() if len(dtypes) == 1 else None
+    previous = torch.get_default_dtype()
+    if dtype not in (torch.float32, torch.float64) or dtype == previous:
+        yield
+        return
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def _same_memory(a: Tensor, b: Tensor) -> bool:
@@ -619,7 +638,8 @@ class ProtocolPass(Pass):
                 structured = self.outputs.structured(grads)
                 args = structured if isinstance(structured, tuple | list) else (structured,)
                 _check_backward_arity(target.name, module, len(args))
-                result = module.backward(*args)
+                with working_dtype(self.call):
+                    result = module.backward(*args)
             else:
                 floating = self.outputs.floating()
                 out = self.outputs.leaves[floating[0]] if len(floating) == 1 else None
@@ -630,7 +650,8 @@ class ProtocolPass(Pass):
                         f"{[tuple(x.shape) for x in self.outputs.leaves if x is not None]}"
                     )
                 upstream = grads[floating[0]]
-                result = module.backward()
+                with working_dtype(self.call):
+                    result = module.backward()
                 result = _scale(result, upstream)
                 notes.append(
                     f"{target.name}.backward() takes no upstream gradient (the EE-559 loss protocol): its result "
@@ -654,7 +675,8 @@ class ProtocolPass(Pass):
         target.zero_grad()
         with torch.no_grad():
             structured = self.outputs.structured(grads)
-            module.backward_to_params(*(structured if isinstance(structured, tuple | list) else (structured,)))
+            with working_dtype(self.call):
+                module.backward_to_params(*(structured if isinstance(structured, tuple | list) else (structured,)))
         return [g.detach().clone() for _, _, g in target.named()]
 
 

@@ -131,3 +131,31 @@ def test_a_param_that_returns_nothing_is_named_as_such():
 
     with pytest.raises(TypeError, match=r"NoReturn.param\(\) returned None: .* is a return missing\?"):
         check_gradients(NoReturn(), randn(8, 4, seed=0))
+
+
+class DefaultDtypeReLU:
+    """EE-559 style, written for torch's float32 default: its buffers take the default dtype."""
+
+    def forward(self, x):
+        self.positive = x > 0
+        out = torch.zeros(x.shape)
+        out[self.positive] = x[self.positive]
+        return out
+
+    def backward(self, g):
+        grad = torch.zeros(g.shape)
+        grad[self.positive] = g[self.positive]
+        return grad
+
+    def param(self):
+        return []
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_module_allocating_with_the_default_dtype_runs_in_its_inputs_precision_and_the_default_is_restored(dtype):
+    x = randn(6, 5, seed=0).to(dtype)
+    x = x + torch.sign(x) * 0.1  # off the kink
+    before = torch.get_default_dtype()
+    report = check_gradients(DefaultDtypeReLU(), x)
+    assert report.ok, str(report)
+    assert torch.get_default_dtype() == before

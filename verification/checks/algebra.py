@@ -15,7 +15,7 @@ import torch
 from ..context import Context, random_like
 from ..error_model import estimated, rounding_tolerance, unit_roundoff
 from ..report import CheckResult
-from ..targets import Gradients, ProtocolTarget
+from ..targets import Gradients, ProtocolTarget, _same_outputs
 
 A, B = 0.75, -1.5
 
@@ -98,6 +98,29 @@ def check_accumulation(ctx: Context) -> CheckResult:
         )
         result.merge(
             name, both, expected, tolerance + ctx.options.safety * noise, ("two backward calls", "sum of each")
+        )
+    # Over two forward/backward pairs, as a gradient accumulated over two mini-batches: a forward
+    # that resets the gradients (or a backward that adds only to what its own forward started)
+    # loses the first pair's.
+    # Judged only where the second forward gives the first's outputs bit for bit (a module whose
+    # state moves its outputs from call to call is the determinism check's to report).
+    target.zero_grad()
+    pass_.backward(g1, accumulate=True)
+    second = target.start(ctx.call64)
+    across = second.backward(g2, accumulate=True)
+    same = _same_outputs(list(pass_.outputs.leaves), list(second.outputs.leaves))
+    for (name, _), both, x1, x2 in zip(params if same else [], across.params, p1, p2):
+        expected = x1.double() + x2.double()
+        noise = 2 * estimated(ctx.noise, f"{name}.grad", expected.cpu())
+        tolerance = rounding_tolerance(
+            (x1.double().abs() + x2.double().abs()).cpu(), ctx.n_terms, u, ctx.options.safety, 2 * ctx.scale
+        )
+        result.merge(
+            f"{name} (over two forward/backward pairs)",
+            both,
+            expected,
+            tolerance + ctx.options.safety * noise,
+            ("two forward/backward pairs", "sum of each"),
         )
     target.zero_grad()
     for name, _, g in target.named():
