@@ -294,7 +294,7 @@ class Context:
     def _note_identity(self) -> None:
         """A note where a hand-written module without parameters returned an input itself,
         unchanged: the identity is then all there is to check (an empty container)."""
-        if self.pristine.parameters():
+        if self.pristine.parameters() or getattr(self.pristine.module, "inplace", False) is True:
             return
         for i, arg in enumerate(self.main.args):
             given = self.call.args[i] if i < len(self.call.args) else None

@@ -463,12 +463,15 @@ class ProtocolTarget(Target):
 
     def unlisted_tensors_read_by_forward(self, call: Call) -> list[str]:
         """The names of the module's floating-point tensor attributes that ``param()`` does not list
-        (neither as a parameter nor as a gradient) and that forward reads: its outputs change when
-        such a tensor does (a weight whose pair was left out of param()). Judged on a copy, only where
-        two forwards agree bit for bit; a tensor forward overwrites (the input it keeps) never counts."""
+        (neither as a parameter nor as a gradient; nor a buffer of ``named_buffers()``) and that
+        forward reads: its outputs change when such a tensor does (a weight whose pair was left out
+        of param()). Judged on a copy, only where two forwards agree bit for bit; a tensor forward
+        overwrites (the input it keeps) never counts."""
         with torch.no_grad():
             probe = self.copy()
             listed = {id(t) for _, p, g in probe.named() for t in (p, g)}
+            buffers = getattr(probe.module, "named_buffers", None)  # running statistics: state, not parameters
+            listed |= {id(b) for _, b in buffers()} if callable(buffers) else set()
             attributes = [
                 (name, value)
                 for name, value in vars(probe.module).items()

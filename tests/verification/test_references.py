@@ -159,3 +159,21 @@ def test_a_module_allocating_with_the_default_dtype_runs_in_its_inputs_precision
     report = check_gradients(DefaultDtypeReLU(), x)
     assert report.ok, str(report)
     assert torch.get_default_dtype() == before
+
+
+def test_running_statistics_an_eval_mode_forward_reads_are_buffers_not_unlisted_parameters():
+    import framework as fw
+
+    norm = fw.BatchNorm1d(4).to(dtype=torch.float64)
+    norm.eval()  # forward reads running_mean and running_var, which named_buffers() lists
+    report = check_gradients(norm, randn(8, 4, seed=0))
+    assert report.ok and not [n for n in report.notes if "param() does not list" in n]
+
+
+def test_an_inplace_module_that_leaves_its_input_as_it_was_is_not_taken_for_an_empty_container():
+    import framework as fw
+
+    report = check_gradients(fw.ReLU(inplace=True), randn(5, seed=0).abs() + 0.5)
+    assert report.ok and not [n for n in report.notes if "identity" in n]
+    empty = check_gradients(fw.Sequential(), randn(5, seed=0))
+    assert [n for n in empty.notes if "returned its input[0] itself, unchanged" in n]
