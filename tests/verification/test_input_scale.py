@@ -82,3 +82,48 @@ def test_the_hyper_parameter_strategy_draws_no_magnitude_that_would_make_outputs
 
     with pytest.raises(errors.NoSuchExample):
         find(floats(-0.5, 2.0), lambda v: 0 < abs(v) < TINY_HYPERPARAMETER)
+
+
+def sign_flipped_at_first_element() -> type[torch.autograd.Function]:
+    """y = x^2, whose backward negates the gradient of the first element only."""
+
+    class SignFlipped(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            gradient = 2 * g * x
+            gradient[0] = -gradient[0]
+            return gradient
+
+    return SignFlipped
+
+
+@pytest.mark.parametrize(("small", "largest"), [(1e-2, 1e3), (1e-4, 1e3), (1e-6, 1e3), (1e-1, 1e6)])
+def test_a_small_elements_wrong_gradient_fails_beside_outputs_up_to_a_billion_times_larger(small, largest):
+    """The rounding of outputs that a shift of the element leaves unchanged does not widen its
+    tolerance (torch.autograd.gradcheck catches the case 1e-4 beside 1e3 too)."""
+    x = torch.tensor([small, 0.7, -1.3, largest, 0.4], dtype=F64)
+    report = check_gradients(sign_flipped_at_first_element(), x)
+    assert report["finite_differences"].status == "failed"
+    assert "input[0][0]" in report["finite_differences"].detail
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize(
+    "function",
+    [
+        pytest.param(lambda x: x * x, id="elementwise"),
+        pytest.param(lambda x: x * x.sum(), id="every-output-reads-every-input"),
+        pytest.param(lambda x: torch.softmax(x, 0) * 1e6 + x.exp(), id="softmax-beside-large-outputs"),
+        pytest.param(lambda x: x + 1e-12 * x.roll(1) ** 3, id="outputs-that-barely-read-another-element"),
+    ],
+)
+def test_correct_gradients_of_mixed_scale_inputs_pass(function, seed):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(7, dtype=F64, generator=generator) * torch.tensor([1e-6, 1e-3, 1, 1, 1e2, 1e3, 1], dtype=F64)
+    assert check_gradients(function, x, seed=seed).ok

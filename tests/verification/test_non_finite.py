@@ -95,3 +95,41 @@ def test_an_input_closer_to_zero_than_the_step_is_inconclusive_with_the_step_tha
     assert "input[0][0] = 1e-08 lies within the step" in report["finite_differences"].inconclusive
     assert "(eps=1e-09)" in report["finite_differences"].inconclusive
     assert check_gradients(torch.log, x, eps=1e-9).ok
+
+
+def test_a_nan_input_is_named_in_the_report_and_the_check_is_inconclusive_not_a_crash():
+    x = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x[0, 0] = math.nan
+    report = check_gradients(lambda t: t * t, x)
+    assert report.verdict == "inconclusive"
+    assert any("nan" in note for note in report.notes)
+
+
+def _square() -> type[torch.autograd.Function]:
+    class Square(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return 2 * g * x
+
+    return Square
+
+
+def test_outputs_whose_changes_underflow_leave_finite_differences_inconclusive_not_failed():
+    """x^2 at 1e-300 is 0 at every step: the differences cannot show the gradient 2e-300."""
+    x = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 1e-300
+    report = check_gradients(_square(), x)
+    assert report["finite_differences"].status == "inconclusive"
+    assert "underflows" in report["finite_differences"].inconclusive
+
+
+def test_a_gradient_large_enough_to_show_still_fails_where_the_outputs_underflow():
+    """The same function with a backward that returns 1e-3 where the truth is 2e-300."""
+    x = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 1e-300
+    wrong = check_gradients(lambda t: (t * t).detach() + 1e-3 * (t - t.detach()), x, checks=["finite_differences"])
+    assert wrong["finite_differences"].status == "failed"

@@ -42,8 +42,10 @@ probe projects these elementwise bounds onto its Gaussian direction (root sum of
 the analytic gradient's rounding at the probabilistic :math:`u\sqrt{n}` rate), so its noise grows as
 the square root of the tensor's size. With ``eps = 1e-4`` these are orders of magnitude below one
 part in a million of the gradient's scale: an element of typical size off by one part in a million
-fails in a float64 tensor of a million elements (an element far smaller than its tensor's typical
-one is seen at a larger relative error: the noise is the tensor's, the error the element's).
+fails in a float64 tensor of a million elements. An element far smaller than its tensor's typical
+one is seen at a larger relative error where the outputs it moves are the tensor's (the noise is
+theirs, the error the element's); the outputs it does not move are left out of its noise (see
+LARGE_STEPS).
 
 A forward that gives other outputs on a second call at the same inputs (randomness from a
 generator of its own, out of the verifier's reach; a state it updates on every call and reads,
@@ -220,7 +222,7 @@ def _output_noise(
     grads: Sequence[Tensor | None],
     generator: torch.Generator,
     upstream_drawn: bool,
-) -> float | None:
+) -> _Noise | None:
     """The rounding error of one evaluation of :math:`\\Delta\\phi = \\sum_k g_k \\Delta y_k` (see
     :class:`_Shifter`), whose terms err by :math:`|g_k| e_k`, :math:`|e_k| \\le 2\\varepsilon_k`: at most
     :math:`\\sum_k |g_k| 2\\varepsilon_k`. When the upstream gradients were drawn by the verifier
@@ -267,20 +269,60 @@ def _output_noise(
             if value is None:
                 return None
             epsilon[name] = value if name not in epsilon else torch.maximum(epsilon[name], value)
-    noise, deviations = 0.0, []
+    bounds: list[tuple[Tensor, Tensor] | None] = []
+    weights: list[Tensor | None] = []
     for i, (y, g) in enumerate(zip(base, grads)):
         if y is None or g is None:
+            bounds.append(None)
+            weights.append(None)
             continue
-        measured = error_model.estimated(epsilon, f"y{i}", y.cpu())
-        bound = 2 * torch.maximum(measured, _stored(y.detach().double().cpu()))
-        g = g.double().cpu()
-        if upstream_drawn:
-            if g.numel() == 0:
+        value = epsilon.get(f"y{i}")
+        stored = _stored(y.detach().double().cpu()).reshape(-1)
+        if value is None or value.shape != y.shape:
+            value = torch.zeros_like(stored)  # as error_model.estimated: nothing measured
+        bounds.append((value.double().cpu().reshape(-1), stored))
+        weights.append(g.double().cpu().reshape(-1))
+    return _Noise(bounds, weights, upstream_drawn)
+
+
+class _Noise(NamedTuple):
+    r"""The rounding error of one evaluation of :math:`\Delta\phi` (see :func:`_output_noise`), from
+    each output element's measured rounding and the rounding of storing it (``bounds``: the pair,
+    flattened, None for an output without an upstream gradient) and its upstream gradient
+    (``weights``). An element's bound is :math:`2\varepsilon_k`: its measured rounding floored at
+    the mean over the output elements counted (a measurement is not exact element by element: see
+    :func:`~verification.error_model.estimated`), and at least the rounding of storing it."""
+
+    bounds: list[tuple[Tensor, Tensor] | None]
+    weights: list[Tensor | None]
+    drawn: bool  # the upstream gradients are the verifier's independent Gaussians
+
+    def total(self) -> float:
+        """Every output element's rounding counted."""
+        return self.restricted(None)
+
+    def restricted(self, masks: Sequence[Tensor | None] | None, rest: float = 0.0) -> float:
+        """Only the output elements in ``masks`` (one flat boolean tensor per output; None: all of
+        that output) counted in full, their measured rounding floored at their own mean; the
+        others as in the whole output, scaled by ``rest``."""
+        noise, deviations = 0.0, []
+        for i, (pair, g) in enumerate(zip(self.bounds, self.weights)):
+            if pair is None or g is None:
                 continue
-            deviations.append(_root_sum_square(g) / math.sqrt(g.numel()) * _root_sum_square(bound))
-        else:
-            noise += float((g.abs() * bound).sum())
-    return math.hypot(*deviations) if upstream_drawn else noise  # variances add
+            measured, stored = pair
+            bound = 2 * torch.maximum(measured + measured.mean(), stored) if measured.numel() else stored
+            mask = None if masks is None else masks[i]
+            if mask is not None:
+                counted = measured[mask]
+                floor = counted.mean() if counted.numel() else measured.new_zeros(())
+                bound = torch.where(mask, 2 * torch.maximum(measured + floor, stored), bound * rest)
+            if self.drawn:
+                if g.numel() == 0:
+                    continue
+                deviations.append(_root_sum_square(g) / math.sqrt(g.numel()) * _root_sum_square(bound))
+            else:
+                noise += float((g.abs() * bound).sum())
+        return math.hypot(*deviations) if self.drawn else noise  # variances add
 
 
 def _root_sum_square(v: Tensor) -> float:
@@ -365,8 +407,10 @@ class _Shifter:
         grads: Sequence[Tensor | None],
         position: int | None,
         tensor: Tensor,
+        noise: _Noise | None = None,
     ):
-        """``start``: the outputs at ``call``, unshifted (see :func:`outputs`)."""
+        """``start``: the outputs at ``call``, unshifted (see :func:`outputs`); ``noise``: their
+        rounding, element by element, when measured (see :meth:`noise_of_changed`)."""
         self.target, self.call, self.start, self.position, self.tensor = target, call, start, position, tensor
         self.flat = tensor.detach().double().cpu().reshape(-1)  # its values, for the steps and their rounding
         largest = float(self.flat.abs().max()) if self.flat.numel() else 0.0
@@ -377,6 +421,9 @@ class _Shifter:
         self.probe_scale = max(self.unit, largest)
         self.weights = [None if g is None else g.detach().double() for g in grads]
         self.summation = 0.0  # the largest rounding bound of the final sums since the last take_summation()
+        self.noise = noise
+        # Per output, the elements that any evaluation since the last take_changed() changed.
+        self.changed: list[Tensor | None] = [None] * len(start)
 
     def base(self) -> float:
         """The change at the unshifted point: exactly 0."""
@@ -388,12 +435,32 @@ class _Shifter:
         value, self.summation = self.summation, 0.0
         return value
 
-    def _change(self, call: Call) -> float:
-        terms = [
-            torch.sub(y, y0).mul_(g).reshape(-1)
-            for y, y0, g in zip(outputs(self.target, call), self.start, self.weights)
-            if y is not None and y0 is not None and g is not None
+    def take_changed(self) -> list[Tensor | None]:
+        """Per output, the elements changed by the evaluations since the last call (flat, on the
+        CPU; None for an output without an upstream gradient), and start afresh."""
+        changed, self.changed = self.changed, [None] * len(self.start)
+        return changed
+
+    def noise_of_changed(self, changed: Sequence[Tensor | None], rest: float) -> float | None:
+        r"""The rounding of one evaluation of :math:`\Delta\phi` counting the output elements in
+        ``changed`` in full and the others scaled by ``rest``; None without a measured noise."""
+        if self.noise is None:
+            return None
+        masks = [
+            None if pair is None else (c if c is not None else torch.zeros_like(pair[1], dtype=torch.bool))
+            for pair, c in zip(self.noise.bounds, changed)
         ]
+        return self.noise.restricted(masks, rest)
+
+    def _change(self, call: Call) -> float:
+        terms = []
+        for i, (y, y0, g) in enumerate(zip(outputs(self.target, call), self.start, self.weights)):
+            if y is None or y0 is None or g is None:
+                continue
+            difference = torch.sub(y, y0)
+            moved = (difference != 0).reshape(-1).cpu()  # NaN too
+            self.changed[i] = moved if self.changed[i] is None else self.changed[i] | moved
+            terms.append(difference.mul_(g).reshape(-1))
         if not terms:
             return 0.0
         flat = terms[0] if len(terms) == 1 else torch.cat(terms)
@@ -452,7 +519,7 @@ def compare(
     measured = _output_noise(target, call, start, grads, generator, upstream_drawn)
     # Without a measurement, a bound on phi's own rounding (probabilistic rounding error analysis,
     # Higham & Mary 2019: n terms err by about sqrt(n) u sum|terms|), twice: two evaluations differ.
-    delta = measured if measured is not None else 2 * _a_priori_noise(start, grads, n_terms)
+    delta = measured.total() if measured is not None else 2 * _a_priori_noise(start, grads, n_terms)
     # A change between two calls at the same point too small to see element by element can still
     # exceed the noise every difference quotient allows for (divided by the step, it is the
     # quotient's error), and the measured noise then includes it. Two calls of a forward whose only
@@ -484,8 +551,12 @@ def compare(
         if tuple(analytic.shape) != tuple(tensor.shape):
             result.fail(f"the gradient of {name} has shape {tuple(analytic.shape)}, expected {tuple(tensor.shape)}")
             continue
-        shift = _Shifter(target, call, start, grads, position, tensor)
+        shift = _Shifter(target, call, start, grads, position, tensor, measured)
         a = analytic.detach().double().cpu()
+        below_range = _underflows(name, shift, a, options)
+        if below_range:
+            result.inconclusive = result.inconclusive or below_range
+            continue
         project = None if derivative is None else functools.partial(derivative.project, name)
         own = rounding_tolerance(a, n_terms, u, options.safety, scale)
         if tensor.numel() <= options.full_jacobian_limit:
@@ -537,6 +608,29 @@ def compare(
             )
 
 
+def _underflows(name: str, shift: _Shifter, analytic: Tensor, options: Options) -> str:
+    """Why no difference of ``name`` can show its gradient, when the gradient times the step is below
+    float64's smallest normal number and a shift by the steps leaves the outputs exactly unchanged
+    (x^2 at 1e-300 underflows to 0 at every step), else "". One evaluation, only for such gradients."""
+    steps = options.eps * torch.clamp(shift.flat.abs(), min=shift.unit)
+    flat = analytic.reshape(-1)
+    # In base-2 logarithms: the product itself underflows (a gradient of 1e-300 times a step of 1e-304).
+    exponent = float((flat.abs().log2() + steps.log2()).max()) if flat.numel() else -math.inf
+    if not -math.inf < exponent < math.log2(torch.finfo(torch.float64).smallest_normal):
+        return ""
+    moved = shift(steps.to(shift.tensor.dtype).to(shift.tensor.device).reshape(shift.tensor.shape))
+    shift.take_changed()
+    shift.take_summation()
+    if moved != 0.0:
+        return ""
+    return (
+        f"the gradient of {name} times its step is at most 2^{exponent:.0f}, below float64's smallest normal "
+        f"number (2^-1022, 2.2e-308), and shifting {name} by its steps leaves every output exactly unchanged: a "
+        "change that small underflows, so no finite difference can show it; check at inputs whose outputs' "
+        "changes stay normal"
+    )
+
+
 def _unused(name: str) -> str:
     """Why every finite difference of ``name`` is exactly 0 while its gradient is not."""
     what = f"the outputs do not change at all when {name} is shifted (every finite difference is exactly 0)"
@@ -579,13 +673,17 @@ def _elementwise(
         def difference(step: float, j: int = j, f: Callable[[float], float] = f) -> _Difference:
             value, truncation, values = richardson(f, step)
             stepping = 8 * u * abs(float(flat[j])) / step * abs(value)
-            rounding = 7 * (delta + shift.take_summation()) / step
+            summation = shift.take_summation()
+            rounding = 7 * (delta + summation) / step
             bound = options.safety * (rounding + truncation + stepping)
             tolerance = bound + float(own_flat[j])
             coarse = options.safety * truncation > bound / 2
-            return _Difference(value, tolerance, bound, kink(values, f0, step, tolerance), coarse)
+            terms = _Terms(step, options.safety * truncation, options.safety * stepping, summation, tuple(values))
+            return _Difference(value, tolerance, bound, kink(values, f0, step, tolerance), coarse, terms)
 
+        shift.take_changed()
         judged = _judged(float(a[j]), h, difference)
+        judged = _sharpened(judged, float(a[j]), float(own_flat[j]), shift, j, f, delta, options)
         numeric[j], bound[j], tolerance, sides = judged.value, judged.bound, judged.tolerance, judged.sides
         if sides is not None and min(sides) - tolerance <= float(a[j]) <= max(sides) + tolerance:
             numeric[j] = a[j]  # not judged: any value between the one-sided slopes is a valid choice
@@ -652,7 +750,7 @@ def _step_past_zero(name: str, shape: torch.Size, flat: Tensor, numeric: Tensor,
     j = int(missing[0])
     x = float(flat[j])
     h = eps * max(unit, abs(x))
-    if x == 0.0 or abs(x) >= h:
+    if not math.isfinite(x) or x == 0.0 or abs(x) >= h:
         return ""
     return (
         f"; {name}{_where(shape, j)} = {x:.3g} lies within the step h = eps max({unit:.3g}, |x|) = {h:.3g} of 0 "
@@ -686,17 +784,92 @@ SMALLER_STEPS = (1 / 16, 1 / 256)
 FURTHER_STEPS = (1 / 4096, 1 / 65536)
 
 
+class _Terms(NamedTuple):
+    """What an element's difference bound is made of, but the noise: its step, its truncation and
+    stepping terms (times ``safety``), the final sums' rounding, and the values f(-s), f(s) taken."""
+
+    step: float
+    truncation: float
+    stepping: float
+    summation: float
+    values: tuple[tuple[float, float], ...]
+
+
 class _Difference(NamedTuple):
     """A finite difference: its value, its tolerance (``bound`` plus the analytic value's own
     rounding), ``bound`` alone, the one-sided slopes where it sits on a kink (else None), and
     whether its truncation estimate is most of its bound (``coarse``: the step is too long for the
-    function there, as where it crosses kinks too small to tell apart)."""
+    function there, as where it crosses kinks too small to tell apart); ``terms``: the parts of an
+    element's bound (see :func:`_sharpened`)."""
 
     value: float
     tolerance: float
     bound: float
     sides: tuple[float, float] | None
     coarse: bool = False
+    terms: _Terms | None = None
+
+
+# A difference's rounding term counts every output element's rounding error, as if every output
+# moved with the element shifted. Those a shift leaves bit for bit unchanged contribute exactly 0
+# to the difference, unless they depend on the element by less than their own rounding over the
+# step; two large steps tell which. An output element y_k that steps of S = s/2 and -S' = -11s/32
+# (s: the element's scale, max(c, |x_j|)) leave unchanged too has |y_k(x + S) - y_k(x)| and
+# |y_k(x - S') - y_k(x)| at most 2 eps_k, so (its second derivative eliminated between the two)
+# |dy_k/dx_j| <= 2 eps_k (S^2 + S'^2) / (S S' (S + S')) < 2 eps_k / S': its part in the
+# difference's error is at most the step's rounding charge 7 * 2 eps_k / h scaled by
+# h / (7 S'). (A symmetric function, x^2 at x = -s/4, can return the same value after one step,
+# not after both.) So an element whose difference passes with every output's rounding counted is
+# judged again with the outputs that move counted in full and the others scaled so: y = x^2 at
+# [1e-4, 0.7, -1.3, 1000, 0.4] with the first gradient's sign flipped passed at a tolerance of
+# 1.5e-3, twelve times the gradient itself, set by the rounding of the output 1e6 that a step of
+# the first element never touches.
+LARGE_STEPS = (1 / 2, -11 / 32)
+
+
+def _sharpened(
+    judged: _Difference,
+    analytic: float,
+    own: float,
+    shift: _Shifter,
+    j: int,
+    f: Callable[[float], float],
+    delta: float,
+    options: Options,
+) -> _Difference:
+    """``judged`` (a passing, precise difference of element ``j``) judged with the rounding of the
+    outputs that depend on element ``j`` only (see LARGE_STEPS): returned with that tighter
+    tolerance when ``analytic`` fails it, else unchanged. Two more evaluations, only then."""
+    terms = judged.terms
+    if terms is None or judged.sides is not None or judged.coarse or abs(analytic - judged.value) > judged.tolerance:
+        return judged
+    changed = shift.take_changed()
+
+    def bound(noise: float | None) -> float | None:
+        if noise is None or noise >= delta:
+            return None
+        return options.safety * 7 * (noise + terms.summation) / terms.step + terms.truncation + terms.stepping
+
+    tight = bound(shift.noise_of_changed(changed, 0.0))
+    if tight is None or abs(analytic - judged.value) <= tight + own:
+        return judged
+    scale = max(shift.unit, abs(float(shift.flat[j])))
+    try:
+        for fraction in LARGE_STEPS:
+            f(fraction * scale)
+    except Exception:  # a forward that refuses the larger step: the outputs it reads stay unknown
+        shift.take_changed()
+        shift.take_summation()
+        return judged
+    moved = [a if b is None else (b if a is None else a | b) for a, b in zip(changed, shift.take_changed())]
+    shift.take_summation()
+    rest = terms.step / (7 * scale * min(abs(x) for x in LARGE_STEPS))
+    tight = bound(shift.noise_of_changed(moved, rest))
+    if tight is None or abs(analytic - judged.value) <= tight + own or terms.truncation > tight / 2:
+        return judged
+    if kink(list(terms.values), 0.0, terms.step, tight + own) is not None:
+        return judged
+    return judged._replace(tolerance=tight + own, bound=tight)
 
 
 def _judged(analytic: float, h: float, difference: Callable[[float], _Difference]) -> _Difference:
