@@ -133,3 +133,10 @@ def test_a_gradient_large_enough_to_show_still_fails_where_the_outputs_underflow
     x = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 1e-300
     wrong = check_gradients(lambda t: (t * t).detach() + 1e-3 * (t - t.detach()), x, checks=["finite_differences"])
     assert wrong["finite_differences"].status == "failed"
+
+
+def test_a_float32_result_whose_truth_is_beyond_float32s_range_is_inconclusive_not_failed():
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0)) * 1e20  # x^2 near 1e40 > 3.4e38
+    report = check_gradients(lambda t: t * t, x, checks=["low_precision"])
+    assert report["low_precision"].status == "inconclusive"
+    assert "beyond the largest float32 number" in report["low_precision"].inconclusive

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..context import Context, collect, generator_for, named
 from ..error_model import jitter, low_precision_bounds, spread, unit_roundoff
-from ..report import CheckResult
+from ..report import CheckResult, _where
 from ..targets import Call
 
 LABELS = ("target", "float64 truth")
@@ -62,6 +62,10 @@ def check_low_precision(ctx: Context) -> CheckResult:
         expected = truth.get(name)
         if expected is None:
             continue  # a missing gradient is reported above
+        beyond = _beyond_range(name, expected, ctx.dtype)
+        if beyond:  # the dtype cannot hold the truth there: its result is inf whatever the code
+            result.inconclusive = result.inconclusive or beyond
+            continue
         measured = None if errors is None else _shaped(errors.get(name), expected)
         bounds = low_precision_bounds(
             expected, measured, _shaped(moved.get(name), expected), ctx.dtype, ctx.scale, ctx.n_terms
@@ -120,3 +124,19 @@ def _ulp_moved(x: Tensor, generator: torch.Generator, u: float) -> Tensor:
 
 def _shaped(value: Tensor | None, like: Tensor) -> Tensor:
     return value.cpu() if value is not None and value.shape == like.shape else torch.zeros_like(like).cpu()
+
+
+def _beyond_range(name: str, truth: Tensor, dtype: torch.dtype) -> str:
+    """Why ``name`` is not judged when its float64 truth holds finite values beyond ``dtype``'s
+    largest (x^2 at 1e20 in float32), else ""."""
+    largest = torch.finfo(dtype).max
+    magnitude = truth.detach().double().cpu().abs()
+    beyond = torch.isfinite(magnitude) & (magnitude > largest)
+    if not bool(beyond.any()):
+        return ""
+    j = int(beyond.reshape(-1).nonzero()[0])
+    return (
+        f"{name}{_where(truth.shape, j)} is {float(truth.reshape(-1)[j]):.3g} in float64, beyond the largest "
+        f"{str(dtype).removeprefix('torch.')} number ({largest:.3g}): the {str(dtype).removeprefix('torch.')} result "
+        f"overflows there whatever the code, so {name} was not judged; check at inputs whose results fit the dtype"
+    )
