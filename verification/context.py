@@ -248,6 +248,7 @@ class Context:
                 f"{', '.join(passed_through)}: floating-point but not requiring grad, passed through and not "
                 "checked (only the inputs that require grad are differentiated; with none requiring grad, all are)"
             )
+        self._note_aliases(inputs)
         for name, x in zip(self.call.names(), self.call.tensors()):
             if not bool(torch.isfinite(x).all()):
                 bad = int((~torch.isfinite(x)).reshape(-1).nonzero()[0])
@@ -284,12 +285,54 @@ class Context:
         # Drawn here (independent Gaussians), not given: the finite-difference error model may treat
         # sums weighted by them probabilistically.
         self.upstream_drawn = grad_output is None
+        self._note_coarser_outputs()
         self.gradients = self.main.backward(self.grads)
         self.report.notes += self.gradients.notes
         if not any(t.numel() for t in [*self.call.tensors(), *(p for _, p in self.pristine.parameters())]):
             self.report.unverifiable = "every differentiated tensor is empty"
         elif not any(out is not None and out.numel() for out in self.outputs.leaves):
             self.report.unverifiable = "every output is empty, so no gradient flows back"
+
+    def _note_coarser_outputs(self) -> None:
+        """A note naming the differentiated outputs of lower precision than the inputs (a kernel that
+        returns float32 from float64 inputs): the checks judge the case at the inputs' precision, and
+        such an output's own rounding, far coarser, can fail even an exact backward."""
+        names, leaves = self.outputs.names(), self.outputs.leaves
+        coarse = [
+            i
+            for i, (y, g) in enumerate(zip(leaves, self.grads))
+            if y is not None and g is not None and torch.finfo(y.dtype).eps > torch.finfo(self.dtype).eps
+        ]
+        if not coarse:
+            return
+        dtypes = {leaves[i].dtype for i in coarse}  # type: ignore[union-attr]
+        lowest = max(dtypes, key=lambda d: torch.finfo(d).eps)
+        shown = str(lowest).removeprefix("torch.")
+        listed = ", ".join(f"{names[i]} ({str(leaves[i].dtype).removeprefix('torch.')})" for i in coarse)  # type: ignore[union-attr]
+        checked, u = str(self.dtype).removeprefix("torch."), error_model.unit_roundoff(lowest)
+        self.report.notes.append(
+            f"{listed}: of lower precision than the {checked} inputs, which set the precision checked: the checks "
+            f"allow for {checked} rounding, so its {shown} rounding (about {u:.0e} relative, divided by the step in a "
+            f"finite difference) can fail even an exact backward; return the inputs' dtype, or give {shown} inputs "
+            f"and a reference= (the same function in plain torch ops) to judge it in {shown} against the "
+            "reference's float64 truth"
+        )
+
+    def _note_aliases(self, inputs: Sequence[Any]) -> None:
+        """A note where two inputs, one of them differentiated, are the same tensor or views of one
+        memory: every evaluation gets a copy of each, so a path that depends on the aliasing (a fast
+        path taken when ``a is b``, a write into one read through the other) is not checked."""
+        tensors = [(i, x) for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.numel()]
+        for k, (i, x) in enumerate(tensors):
+            for j, y in tensors[k + 1 :]:
+                if (i in self.call.diff or j in self.call.diff) and (x is y or _overlap(x, y)):
+                    how = "are the same tensor" if x is y else "share memory (views of one tensor)"
+                    self.report.notes.append(
+                        f"input[{i}] and input[{j}] {how}: the checks pass each as a copy of its own, so a path of the "
+                        "target that depends on the aliasing (a fast path for a is b, a write into one read through "
+                        "the other) is not checked; to check it, pass the tensor once and alias it inside the "
+                        "target (lambda x: f(x, x))"
+                    )
 
     def _note_identity(self) -> None:
         """A note where a hand-written module without parameters returned an input itself,
@@ -422,7 +465,37 @@ class Context:
                     f"{tuple(out.shape)}"
                 )
             grads[i] = g.detach().to(device=out.device, dtype=out.dtype)
-        return self._without_non_differentiable(grads)
+        # (An output that does not require grad gets no upstream gradient anyway: its own note says so.)
+        none = [
+            i
+            for i, g in zip(floating, given)
+            if g is None
+            and leaves[i].numel()
+            and (leaves[i].requires_grad or not isinstance(self.target, AutogradTarget))  # type: ignore[union-attr]
+        ]
+        return self._refuse_zeros(self._without_non_differentiable(grads), none)
+
+    def _refuse_zeros(self, grads: list[Tensor | None], none: list[int]) -> list[Tensor | None]:
+        """A given upstream gradient of zeros multiplies away whatever backward computes for its output:
+        with every one zero, every backward would pass (a ValueError); with some, the notes name the
+        outputs whose part of the backward is not exercised, and those given None (``none``) too."""
+        names = self.outputs.names()
+        given = [i for i, g in enumerate(grads) if g is not None and g.numel()]
+        zero = [i for i in given if not bool(grads[i].ne(0).any())]  # type: ignore[union-attr]
+        if given and len(zero) == len(given):
+            raise ValueError(
+                f"{self.name}: every grad_output is all zeros: every gradient it weighs is zero whatever the "
+                "backward computes, so every backward would pass; give nonzero upstream gradients (or none: "
+                "grad_output=None draws random ones)"
+            )
+        for unused, what in ((zero, "an all-zero grad_output"), (none, "no grad_output (None)")):
+            if unused:
+                self.report.notes.append(
+                    f"{', '.join(names[i] for i in unused)} {'gets' if len(unused) == 1 else 'get'} {what}: the part "
+                    "of the backward that flows back from it is not exercised, so it is not checked; give it a "
+                    "nonzero upstream gradient to check it"
+                )
+        return grads
 
     def _real_upstream(self, g: Any, out: Tensor, name: str) -> Any:
         """A complex output's upstream gradient (a complex tensor, or a number: its real part) as the
@@ -689,6 +762,21 @@ class Context:
     def rounding(self, expected: Tensor, u: float | None = None) -> Tensor:
         u = error_model.unit_roundoff(torch.float64) if u is None else u
         return error_model.rounding_tolerance(expected, self.n_terms, u, self.options.safety, self.scale)
+
+
+def _overlap(a: Tensor, b: Tensor) -> bool:
+    """Whether ``a`` and ``b`` may share memory: the same storage, and byte ranges that meet (two
+    halves of one buffer, as ``chunk`` gives, do not)."""
+    if a.device != b.device or a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+        return False
+
+    def extent(t: Tensor) -> tuple[int, int]:
+        start = t.storage_offset() * t.element_size()
+        last = sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride()))
+        return start, start + (last + 1) * t.element_size()
+
+    (a0, a1), (b0, b1) = extent(a), extent(b)
+    return a0 < b1 and b0 < a1
 
 
 def _module_of(target: Target | None) -> Any:

@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 from .spec import Spec, spec_fields
+from .targets import custom_op_name
 
 T = TypeVar("T")
 
@@ -48,6 +49,7 @@ def register(target: Any, /, **declaration: Any) -> Spec:
                 f"Spec's keyword arguments, got {type(target).__name__}"
             )
         _check_fields(declaration, "register()")
+        declaration = _named(target, declaration)
         # Owned by the calling file (discovery finds it through registered_by, not the op): the
         # op's own verification_spec, if another file declared one, stays as it was.
         declared = Spec(target, **declaration)  # its origin: the caller, as the namespace below
@@ -85,9 +87,11 @@ def spec(**declaration: Any) -> Callable[[T], T]:
     _check_fields(declaration, "verification.spec()")
 
     def decorate(op: T) -> T:
-        module = getattr(op, "__module__", "") or ""
+        # A torch.library custom op is an object of torch's: its function says where it was declared.
+        defined = getattr(op, "_init_fn", op) if custom_op_name(op) is not None else op
+        module = getattr(defined, "__module__", "") or ""
         file = getattr(sys.modules.get(module), "__file__", "") or ""
-        declared = Spec(op, origin=(module, file, _first_line(op)), **declaration)
+        declared = Spec(op, origin=(module, file, _first_line(defined)), **_named(op, declaration))
         try:
             op.verification_spec = declared  # type: ignore[attr-defined]
         except (AttributeError, TypeError):  # a builtin or a frozen object: the registry still has it
@@ -96,6 +100,17 @@ def spec(**declaration: Any) -> Callable[[T], T]:
         return op
 
     return decorate
+
+
+def _named(op: Any, declaration: dict[str, Any]) -> dict[str, Any]:
+    """``declaration`` with a ``name`` for a ``torch.library`` custom op that was given none: its
+    qualified name, ``probe::mysin`` spelt ``probe.mysin`` as ``torch.ops.probe.mysin`` is (``::``
+    separates the parts of a pytest node id, whose last part the spec's name is). Every custom op is
+    a ``CustomOpDef`` object, so Spec's default, the op's class name, would name them all alike."""
+    qualified = custom_op_name(op)
+    if declaration.get("name") or qualified is None:
+        return declaration
+    return {**declaration, "name": qualified.replace("::", ".")}
 
 
 def _check_fields(declaration: dict[str, Any], caller: str) -> None:

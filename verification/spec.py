@@ -24,6 +24,7 @@ from torch import Tensor
 
 from .domains import REAL, Domain
 from .strategies import as_strategy
+from .targets import custom_op_name
 
 # (prediction, generator, the case's constructor arguments) -> target; the arguments let a
 # target follow them (CrossEntropyLoss's ignore_index). Makers that ignore them may omit them.
@@ -247,7 +248,11 @@ class Spec:
         if not self.origin[0]:
             self.origin = _declared_at()
         if not self.name:
-            self.name = getattr(self.module, "__name__", "") or type(self.module).__name__
+            qualified = custom_op_name(self.module)  # "probe::mysin": ":" would split a pytest node id
+            if qualified:
+                self.name = qualified.replace("::", ".")
+            else:
+                self.name = getattr(self.module, "__name__", "") or type(self.module).__name__
             if self.name == "<lambda>":
                 raise ValueError("Spec of a lambda: give it a name=")
         self.dtypes = tuple(self.dtypes)

@@ -33,6 +33,7 @@ import contextlib
 import copy
 import dataclasses
 import inspect
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,13 +131,22 @@ def real_leaves(leaves: Sequence[Tensor | None]) -> tuple[list[Tensor | None], f
 
 
 def _copy(x: Tensor, differentiable: bool = False) -> Tensor:
-    """A copy of ``x`` with the same strides (so a non-contiguous view stays non-contiguous);
+    """A copy of ``x`` with the same strides and a storage offset like its own (so a non-contiguous
+    view stays non-contiguous, and a slice of a larger buffer still starts past its storage's beginning);
     ``differentiable``: recorded by autograd (under grad mode), a function of ``x``, not a leaf."""
     x = x if differentiable else x.detach()
-    if x.is_contiguous():
+    # The offset modulo 64 elements (64 itself for a multiple): its alignment, without the storage
+    # before it (a slice at the end of a large tensor is not copied with that whole tensor).
+    offset = x.storage_offset() % 64 or (64 if x.storage_offset() else 0)
+    if x.is_contiguous() and offset == 0:
         return x.clone()
     try:
-        copy = torch.empty_strided(x.size(), x.stride(), dtype=x.dtype, device=x.device)
+        if offset:
+            span = 1 + sum((n - 1) * s for n, s in zip(x.shape, x.stride())) if x.numel() else 0
+            buffer = torch.zeros(offset + span, dtype=x.dtype, device=x.device)
+            copy = buffer.as_strided(x.size(), x.stride(), offset)
+        else:
+            copy = torch.empty_strided(x.size(), x.stride(), dtype=x.dtype, device=x.device)
         copy.copy_(x)
     except RuntimeError:  # overlapping memory (expanded views): a plain copy
         return x.clone()
@@ -889,15 +899,124 @@ class AutogradPass(Pass):
     once_per_forward = False  # its graph refused a second backward (torch.compile's donated buffers)
 
     def _autograd(self, pairs: Sequence[tuple[Tensor, Tensor]], wrt: list[Tensor], retain_graph: bool) -> Sequence[Any]:
-        with torch.enable_grad():
-            return torch.autograd.grad(
-                [o for o, _ in pairs],
-                wrt,
-                [g for _, g in pairs],
-                retain_graph=retain_graph,
-                allow_unused=True,
-                create_graph=self.target.create_graph,
+        try:
+            with torch.enable_grad():
+                return torch.autograd.grad(
+                    [o for o, _ in pairs],
+                    wrt,
+                    [g for _, g in pairs],
+                    retain_graph=retain_graph,
+                    allow_unused=True,
+                    create_graph=self.target.create_graph,
+                )
+        except RuntimeError as error:
+            explained = self._explained(str(error), pairs if retain_graph else None)
+            if explained is None:
+                raise
+            raise TargetError(explained) from None
+
+    def _explained(self, message: str, pairs: Sequence[tuple[Tensor, Tensor]] | None) -> str | None:
+        """What torch's engine refused in a backward's results (too few gradients, a gradient of the
+        wrong shape, device or kind), or a custom op without an autograd formula, said as a wrong
+        backward: the Function, the input, what it got and what it expected. None for any other error.
+        ``pairs``: the outputs and upstream gradients, to find which input a complex gradient went to
+        (None where the graph cannot be run again)."""
+        name = self.target.name
+        match = _NO_FORMULA.search(message)
+        if match:
+            op = _qualified(match["op"])
+            return (
+                f"{name}: the custom op {op} has no autograd formula registered (register_autograd), so torch "
+                f"cannot differentiate it and there is no backward to check; register one with "
+                f"torch.library.register_autograd({op!r}, backward, setup_context=...)"
             )
+        match = _WRONG_COUNT.search(message) or _NOT_NONE.search(message) or _WRONG_GRADIENT.search(message)
+        if match is None and not _COMPLEX_MISMATCH.search(message):
+            return None
+        # A Function target's forward runs without a graph: the only Function in it is the target.
+        function = self.target.fn.__name__ if self.target.kind == "torch.autograd.Function" else None
+        ours = function is not None and (match is None or match["function"] == function)
+        inner = f"{match['function']}, a torch.autograd.Function it calls," if match else "a Function it calls"
+        who = f"{name}.backward" if ours else f"{name}: the backward of {inner}"
+        if match is None:  # a complex gradient for a real input, or the reverse (torch names neither)
+            found = self._complex_gradient(pairs) if ours else None
+            if found is None:
+                return (
+                    f"{who} returned a complex gradient for a real input, or a real one for a complex input: a "
+                    "gradient is complex exactly where its input is"
+                )
+            i, g = found
+            x = self.call.handed(self.args)[i]
+            kind = "complex" if x.is_complex() else "real"
+            return (
+                f"{who} returned a {str(g.dtype).removeprefix('torch.')} gradient for input[{i}], which is "
+                f"{str(x.dtype).removeprefix('torch.')}: a {kind} input's gradient is {kind}"
+            )
+        if match.re is _WRONG_COUNT:
+            return (
+                f"{who} returned {match['got']} gradient(s), expected {match['expected']}: one per argument of "
+                "forward (after ctx), None for an argument that needs none (a number, a flag, an integer tensor)"
+            )
+        if match.re is _NOT_NONE:
+            position = int(match["position"]) - 1  # torch counts from 1 here
+            return (
+                f"{who} returned a gradient at position {position}, where forward's argument {position} is not a "
+                "tensor: return None there"
+            )
+        # torch counts the forward's tensor arguments only.
+        index = int(match["index"])
+        tensors = [i for i, a in enumerate(self.call.handed(self.args)) if isinstance(a, Tensor)]
+        where = f"input[{tensors[index]}]" if ours and index < len(tensors) else f"its tensor argument #{index}"
+        if match["got_shape"] is not None:
+            got, expected = _shape(match["got_shape"]), _shape(match["expected_shape"])
+            return f"{who} returned a gradient of shape {got} for {where}, whose shape is {expected}"
+        return (
+            f"{who} returned a gradient on {match['got_device']} for {where}, which is on {match['expected_device']}: "
+            "a gradient has its input's device"
+        )
+
+    def _complex_gradient(self, pairs: Sequence[tuple[Tensor, Tensor]] | None) -> tuple[int, Tensor] | None:
+        """For a Function target whose backward returned a complex gradient for a real input (or the
+        reverse): (the input's position, that gradient), found by calling its backward again on the
+        upstream gradients its node received; None where that cannot be done."""
+        fn = self.target.fn
+        node = next(
+            (n for out, _ in pairs or () for n in _nodes_below(out.grad_fn, 2) if getattr(n, "_forward_cls", 0) is fn),
+            None,
+        )
+        if node is None:
+            return None
+        received: list[tuple[Any, ...]] = []
+        handle = node.register_prehook(lambda grads: received.append(tuple(grads)))
+        try:
+            with torch.enable_grad():
+                torch.autograd.grad(
+                    [o for o, _ in pairs or ()],
+                    self.leaves,
+                    [g for _, g in pairs or ()],
+                    retain_graph=True,
+                    allow_unused=True,
+                )
+        except RuntimeError:
+            pass
+        finally:
+            handle.remove()
+        if not received:
+            return None
+        upstream = [
+            torch.zeros(m.shape, dtype=m.dtype, device=m.device) if g is None else g
+            for g, m in zip(received[-1], node._input_metadata)
+        ]
+        try:
+            returned = node.apply(*upstream)
+        except Exception:
+            return None
+        handed = self.call.handed(self.args)
+        for i, (x, g) in enumerate(zip(handed, returned if isinstance(returned, tuple) else (returned,))):
+            if isinstance(x, Tensor) and isinstance(g, Tensor) and (x.is_floating_point() or x.is_complex()):
+                if g.is_complex() != x.is_complex():
+                    return i, g
+        return None
 
     def captured(self) -> list[Tensor]:
         """Tensors that require grad and that the outputs depend on, other than the differentiated
@@ -917,6 +1036,46 @@ class AutogradPass(Pass):
                 found.setdefault(id(variable), variable)
             stack.extend(next_node for next_node, _ in node.next_functions)
         return list(found.values())
+
+
+# What torch's engine says when a backward's results do not fit its inputs (autograd's
+# python_function.cpp and engine.cpp), and when a torch.library op has no autograd formula.
+_WRONG_COUNT = re.compile(
+    r"function (?P<function>\w+)Backward returned an incorrect number of gradients "
+    r"\(expected (?P<expected>\d+), got (?P<got>\d+)\)"
+)
+_NOT_NONE = re.compile(
+    r"function (?P<function>\w+)Backward returned a gradient different than None at position (?P<position>\d+)"
+)
+_WRONG_GRADIENT = re.compile(
+    r"Function (?P<function>\w+)Backward returned an invalid gradient at index (?P<index>\d+) - "
+    r"(?:got (?P<got_shape>\[[\d, ]*\]) but expected shape compatible with (?P<expected_shape>\[[\d, ]*\])"
+    r"|expected device (?P<expected_device>\S+) but got (?P<got_device>\S+))"
+)
+_COMPLEX_MISMATCH = re.compile(r"input_is_complex == grad_is_complex")
+_NO_FORMULA = re.compile(r"Trying to backward through (?P<op>\S+) but no autograd formula was registered")
+
+
+def _shape(listed: str) -> tuple[int, ...]:
+    """torch's ``[3, 4]`` as ``(3, 4)``, as the verifier's messages show shapes."""
+    return tuple(int(s) for s in listed.strip("[]").split(",") if s.strip())
+
+
+def _qualified(overload: str) -> str:
+    """``probe.noag.default`` (an op overload's name in torch's messages) as ``probe::noag``."""
+    parts = overload.split(".")
+    return f"{parts[0]}::{parts[1]}" if len(parts) >= 2 else overload
+
+
+def _nodes_below(node: Any, depth: int) -> Iterator[Any]:
+    """``node`` and the autograd nodes up to ``depth`` edges below it (a complex output's real view
+    puts one node above the Function's)."""
+    if node is None:
+        return
+    yield node
+    if depth:
+        for below, _ in node.next_functions:
+            yield from _nodes_below(below, depth - 1)
 
 
 _COMPLEX_OF = {torch.float64: torch.complex128, torch.float32: torch.complex64, torch.float16: torch.complex32}
@@ -949,6 +1108,9 @@ def _copy_parameter_hooks(source: torch.nn.Module, copied: torch.nn.Module) -> N
 
 
 def _name_of(fn: Any) -> str:
+    qualified = custom_op_name(fn)
+    if qualified is not None:
+        return qualified
     if isinstance(fn, torch.nn.Module) or not hasattr(fn, "__name__"):
         name = type(fn).__name__
     else:
@@ -957,6 +1119,18 @@ def _name_of(fn: Any) -> str:
     if isinstance(owner, type):
         name = f"{owner.__name__}.apply"
     return name
+
+
+def custom_op_name(fn: Any) -> str | None:
+    """A ``torch.library`` op's qualified name, ``namespace::name`` (``probe::mysin``), or None for
+    anything else: every ``@torch.library.custom_op`` is a ``CustomOpDef`` object, so its class name
+    would name all of them alike. Covers the op itself and ``torch.ops.probe.mysin`` (an overload
+    packet, whose ``__name__`` is not the op's); an overload (``.default``) has its own ``__qualname__``."""
+    if isinstance(fn, torch._library.custom_ops.CustomOpDef):
+        return fn._qualname
+    if isinstance(fn, torch._ops.OpOverloadPacket):
+        return fn._qualified_op_name
+    return None
 
 
 def _refuse_part_of_the_protocol(target: Any) -> None:
