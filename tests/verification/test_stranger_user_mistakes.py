@@ -226,6 +226,10 @@ def test_two_registered_custom_ops_get_specs_of_their_own_names(monkeypatch):
     assert verification.register(TRIPLE, name="mine", inputs=[Input((4,))]).name == "mine"
 
 
+def test_a_spec_made_directly_of_a_custom_op_is_named_by_it_too():
+    assert verification.Spec(TRIPLE, inputs=[Input((4,))]).name == "stranger_tests.triple"
+
+
 # -- aliased inputs -------------------------------------------------------------------------------------
 class SquareFastPath(torch.autograd.Function):
     """y = a b, with a fast path for a is b whose backward forgets the factor 2."""
