@@ -21,7 +21,18 @@ from torch.utils import _pytree as pytree
 
 from . import error_model
 from .report import GradientReport
-from .targets import AutogradTarget, Call, Gradients, Outputs, ProtocolTarget, Target, TargetError, as_target, plain
+from .targets import (
+    AutogradTarget,
+    Call,
+    Gradients,
+    Outputs,
+    ProtocolTarget,
+    Target,
+    TargetError,
+    as_target,
+    plain,
+    storage_span,
+)
 
 
 @dataclass
@@ -772,8 +783,7 @@ def _overlap(a: Tensor, b: Tensor) -> bool:
 
     def extent(t: Tensor) -> tuple[int, int]:
         start = t.storage_offset() * t.element_size()
-        last = sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride()))
-        return start, start + (last + 1) * t.element_size()
+        return start, start + storage_span(t) * t.element_size()
 
     (a0, a1), (b0, b1) = extent(a), extent(b)
     return a0 < b1 and b0 < a1

@@ -130,6 +130,11 @@ def real_leaves(leaves: Sequence[Tensor | None]) -> tuple[list[Tensor | None], f
     return [torch.view_as_real(x.resolve_conj()) if i in complex_ else x for i, x in enumerate(leaves)], complex_
 
 
+def storage_span(x: Tensor) -> int:
+    """How many elements of its storage ``x`` reaches over, from its first to its last (0 if empty)."""
+    return 1 + sum((n - 1) * abs(s) for n, s in zip(x.shape, x.stride())) if x.numel() else 0
+
+
 def _copy(x: Tensor, differentiable: bool = False) -> Tensor:
     """A copy of ``x`` with the same strides and a storage offset like its own (so a non-contiguous
     view stays non-contiguous, and a slice of a larger buffer still starts past its storage's beginning);
@@ -142,8 +147,7 @@ def _copy(x: Tensor, differentiable: bool = False) -> Tensor:
         return x.clone()
     try:
         if offset:
-            span = 1 + sum((n - 1) * s for n, s in zip(x.shape, x.stride())) if x.numel() else 0
-            buffer = torch.zeros(offset + span, dtype=x.dtype, device=x.device)
+            buffer = torch.zeros(offset + storage_span(x), dtype=x.dtype, device=x.device)
             copy = buffer.as_strided(x.size(), x.stride(), offset)
         else:
             copy = torch.empty_strided(x.size(), x.stride(), dtype=x.dtype, device=x.device)

@@ -437,7 +437,8 @@ class _Shifter:
 
     def take_changed(self) -> list[Tensor | None]:
         """Per output, the elements changed by the evaluations since the last call (flat, on the
-        CPU; None for an output without an upstream gradient), and start afresh."""
+        outputs' device; None for an output without an upstream gradient, or for all of them without
+        a measured noise, which is all they are for), and start afresh."""
         changed, self.changed = self.changed, [None] * len(self.start)
         return changed
 
@@ -447,7 +448,7 @@ class _Shifter:
         if self.noise is None:
             return None
         masks = [
-            None if pair is None else (c if c is not None else torch.zeros_like(pair[1], dtype=torch.bool))
+            None if pair is None else (c.cpu() if c is not None else torch.zeros_like(pair[1], dtype=torch.bool))
             for pair, c in zip(self.noise.bounds, changed)
         ]
         return self.noise.restricted(masks, rest)
@@ -458,8 +459,9 @@ class _Shifter:
             if y is None or y0 is None or g is None:
                 continue
             difference = torch.sub(y, y0)
-            moved = (difference != 0).reshape(-1).cpu()  # NaN too
-            self.changed[i] = moved if self.changed[i] is None else self.changed[i] | moved
+            if self.noise is not None:  # kept on the device: no copy to the host per evaluation
+                moved = (difference != 0).reshape(-1)  # NaN too
+                self.changed[i] = moved if self.changed[i] is None else self.changed[i] | moved
             terms.append(difference.mul_(g).reshape(-1))
         if not terms:
             return 0.0
