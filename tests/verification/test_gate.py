@@ -43,8 +43,9 @@ def test_optimizer_matches_torch_optim(spec):
     assert result.ok, result.failure["message"]
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-@pytest.mark.parametrize("spec", SPECS, ids=str)
-def test_correct_modules_pass_with_other_seeds(spec, seed):
+# One seed other than the gate's per spec, 1 or 2 in turn: every spec meets other draws, at half
+# the cost of both seeds for each.
+@pytest.mark.parametrize(("spec", "seed"), [(spec, 1 + i % 2) for i, spec in enumerate(SPECS)], ids=str)
+def test_correct_modules_pass_with_another_seed(spec, seed):
     result = run_spec(spec, profile="dev", seed=seed)
     assert result.ok, f"{result.failure['message']}\nreplay: {result.failure['replay']}"
