@@ -29,7 +29,16 @@ from .discovery import DiscoveryError, discover, framework_specs
 from .mutants import MUTANTS, mutant_spec, run_mutant
 from .optimizers import OPTIMIZER_SPECS, check_optimizer, run_optimizer_spec
 from .parallel import Runner, Settings, Task, spec_task
-from .runner import ALL_CHECKS, DEFAULT_COMMAND, PROFILES, SpecResult, check_case, dtype_name, run_spec
+from .runner import (
+    ALL_CHECKS,
+    DEFAULT_COMMAND,
+    PROFILES,
+    SpecResult,
+    check_case,
+    dtype_name,
+    positive_seconds,
+    run_spec,
+)
 from .spec import Case, Spec
 from .specs import SPECS, all_specs
 
@@ -81,12 +90,16 @@ def _parser(prog: str = "python -m verification") -> argparse.ArgumentParser:
         "--device", choices=["cpu", "cuda"], default=None, help="only this device (default: each spec's, if available)"
     )
     parser.add_argument(
-        "--dtype", nargs="+", choices=sorted(DTYPES), metavar="DTYPE", help="only these of each spec's dtypes"
+        "--dtype",
+        nargs="+",
+        choices=sorted(DTYPES),
+        metavar="DTYPE",
+        help="only these of each spec's dtypes (and float64 with a lower one: the lower ones are judged against it)",
     )
     parser.add_argument("--seed", type=int, default=0, help="hypothesis seed (default 0)")
     parser.add_argument(
         "--time-limit",
-        type=float,
+        type=positive_seconds,
         metavar="SECONDS",
         help=f"per spec and device; overrides the specs' own (default: the spec's, else {DEFAULT_TIME_LIMIT:g})",
     )
@@ -186,7 +199,13 @@ def _replay(names: list[str] | None, text: str, device: str, specs: list[Spec], 
     try:
         return _replay_case(names, data, text, device, specs, framework)
     except (KeyError, TypeError, ValueError) as error:  # ModuleValueError/ModuleTypeError are among these
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        if isinstance(error, KeyError) and error.args:
+            message = (
+                f"no {error.args[0]!r} in it (a case holds the module, its kwargs, shapes, seed and mode, "
+                "as a failure's replay command prints them)"
+            )
+        else:
+            message = str(error)
         print(f"error: --replay: cannot build the case: {message}", file=sys.stderr)
         return 2
 

@@ -30,8 +30,8 @@ from .targets import (
     Target,
     TargetError,
     as_target,
+    overlap,
     plain,
-    storage_span,
 )
 
 
@@ -336,7 +336,7 @@ class Context:
         tensors = [(i, x) for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.numel()]
         for k, (i, x) in enumerate(tensors):
             for j, y in tensors[k + 1 :]:
-                if (i in self.call.diff or j in self.call.diff) and (x is y or _overlap(x, y)):
+                if (i in self.call.diff or j in self.call.diff) and (x is y or overlap(x, y)):
                     how = "are the same tensor" if x is y else "share memory (views of one tensor)"
                     self.report.notes.append(
                         f"input[{i}] and input[{j}] {how}: the checks pass each as a copy of its own, so a path of the "
@@ -773,20 +773,6 @@ class Context:
     def rounding(self, expected: Tensor, u: float | None = None) -> Tensor:
         u = error_model.unit_roundoff(torch.float64) if u is None else u
         return error_model.rounding_tolerance(expected, self.n_terms, u, self.options.safety, self.scale)
-
-
-def _overlap(a: Tensor, b: Tensor) -> bool:
-    """Whether ``a`` and ``b`` may share memory: the same storage, and byte ranges that meet (two
-    halves of one buffer, as ``chunk`` gives, do not)."""
-    if a.device != b.device or a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
-        return False
-
-    def extent(t: Tensor) -> tuple[int, int]:
-        start = t.storage_offset() * t.element_size()
-        return start, start + storage_span(t) * t.element_size()
-
-    (a0, a1), (b0, b1) = extent(a), extent(b)
-    return a0 < b1 and b0 < a1
 
 
 def _module_of(target: Target | None) -> Any:

@@ -53,7 +53,7 @@ import torch
 from . import domains
 from .__main__ import label, payload_of, print_failures, print_table, verify, write_results
 from .discovery import DiscoveryError, ImportFailedError, import_file
-from .runner import PROFILES, SpecResult, check_case
+from .runner import PROFILES, SpecResult, check_case, positive_seconds
 from .spec import Case, Input, Spec, TargetMaker, class_indices, values
 
 DOMAINS = {
@@ -93,6 +93,14 @@ def _literal(text: str) -> Any:
         return text  # a bare word: a string
 
 
+def _keyword(item: str) -> tuple[str, str]:
+    """``--kwargs`` ``KEY=VALUE``, split at its first ``=``."""
+    key, equals, value = item.partition("=")
+    if not equals or not key:
+        raise CourseError(f"--kwargs {item!r}: expected KEY=VALUE (bias=False)")
+    return key, value
+
+
 def _resolve(dotted: str) -> Any:
     """``torch.nn.Linear`` -> the class (any importable ``package.module.attribute``)."""
     module_name, _, attribute = dotted.rpartition(".")
@@ -114,10 +122,11 @@ def module_spec(student: Any, entry: dict[str, Any]) -> Spec:
     missing = [m for m in ("forward", "backward", "param") if not callable(getattr(cls, m, None))]
     if missing:
         raise StudentError(f"{name}: not an EE-559 module, it has no {missing}")
-    args, kwargs = list(entry.get("args", [])), dict(entry.get("kwargs", {}))
+    args, kwargs = _arguments(name, entry, "args", "kwargs")
     shapes = entry.get("input_shapes") or ([entry["input_shape"]] if "input_shape" in entry else None)
     if not shapes:
         raise CourseError(f"{name}: give the input shape (--input-shape / input_shape)")
+    shapes = _shapes(name, shapes)
     domain_name = entry.get("domain", "real")
     if domain_name not in DOMAINS:
         raise CourseError(f"{name}: unknown domain {domain_name!r}; known: {sorted(DOMAINS)}")
@@ -129,18 +138,55 @@ def module_spec(student: Any, entry: dict[str, Any]) -> Spec:
         _require_loss_target_if_needed(name, cls, len(shapes), entry.get("twin"), twin_cls)
     twin = None
     if twin_cls is not None:
-        twin_args, twin_kwargs = list(entry.get("twin_args", args)), dict(entry.get("twin_kwargs", kwargs))
+        twin_args, twin_kwargs = _arguments(
+            name, {"twin_args": args, "twin_kwargs": kwargs, **entry}, "twin_args", "twin_kwargs"
+        )
         twin = lambda module: twin_cls(*twin_args, **twin_kwargs)  # noqa: E731
+    _construct(name, cls, args, kwargs)
     return Spec(
         cls,
         build=lambda: cls(*args, **kwargs),
-        inputs=[Input(tuple(int(s) for s in shape), DOMAINS[domain_name]) for shape in shapes],
+        inputs=[Input(shape, DOMAINS[domain_name]) for shape in shapes],
         twin=twin,
         target=LOSS_TARGETS[loss] if loss else None,
         devices=("cpu",),
         name=name,
         origin=(student.__name__, student.__file__ or "", 0),
     )
+
+
+def _arguments(name: str, entry: dict[str, Any], args_key: str, kwargs_key: str) -> tuple[list[Any], dict[str, Any]]:
+    """The constructor's positional and keyword arguments of ``entry``: a list and a table (a string
+    such as ``args = "4, 3"`` would be unpacked character by character)."""
+    args, kwargs = entry.get(args_key, []), entry.get(kwargs_key, {})
+    if not isinstance(args, list | tuple):
+        raise CourseError(f"{name}: {args_key} must be a list (args = [4, 3]), got {args!r}")
+    if not isinstance(kwargs, dict):
+        raise CourseError(f"{name}: {kwargs_key} must be a table (kwargs = {{ bias = false }}), got {kwargs!r}")
+    return list(args), dict(kwargs)
+
+
+def _shapes(name: str, shapes: Any) -> list[tuple[int, ...]]:
+    """The input shapes of ``entry``: each a list of sizes >= 0."""
+    if not isinstance(shapes, list | tuple) or not all(isinstance(shape, list | tuple) for shape in shapes):
+        raise CourseError(f"{name}: input_shape must be a list of sizes (input_shape = [8, 4]), got {shapes!r}")
+    for shape in shapes:
+        if not all(isinstance(size, int) and not isinstance(size, bool) and size >= 0 for size in shape):
+            raise CourseError(f"{name}: an input shape holds sizes >= 0 (integers), got {list(shape)!r}")
+    return [tuple(shape) for shape in shapes]
+
+
+def _construct(name: str, cls: type, args: list[Any], kwargs: dict[str, Any]) -> None:
+    """Builds the module once, before any case: a constructor that refuses the arguments given is
+    named with them (which the course file or --args may have wrong), not as a failure of a case."""
+    try:
+        cls(*args, **kwargs)
+    except Exception as error:
+        given = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+        raise StudentError(
+            f"{name}({given}) raised {type(error).__name__}: {error} (check the arguments, --args/--kwargs or "
+            "args/kwargs in the course file, and the constructor)"
+        ) from error
 
 
 def _require_loss_target_if_needed(name: str, cls: type, n_inputs: int, twin: str | None, twin_cls: Any) -> None:
@@ -170,12 +216,18 @@ def _require_loss_target_if_needed(name: str, cls: type, n_inputs: int, twin: st
 def course_entries(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.config:
         text = Path(args.config).read_text()
-        if args.config.endswith(".json"):
-            data = json.loads(text)
-        else:
-            import tomllib
+        try:
+            if args.config.endswith(".json"):
+                data = json.loads(text)
+            else:
+                import tomllib
 
-            data = tomllib.loads(text)
+                data = tomllib.loads(text)
+        except ValueError as error:  # json's and tomllib's decoding errors
+            kind = "JSON" if args.config.endswith(".json") else "TOML"
+            raise CourseError(f"{args.config}: not valid {kind}: {error}") from error
+        if not isinstance(data, dict):
+            raise CourseError(f"{args.config}: expected [[module]] tables")
         entries = data.get("module", data.get("modules", []))
         if not isinstance(entries, list) or not entries:
             raise CourseError(f"{args.config}: expected [[module]] tables")
@@ -195,7 +247,7 @@ def course_entries(args: argparse.Namespace) -> list[dict[str, Any]]:
         {
             "name": args.module,
             "args": [_literal(a) for a in args.args],
-            "kwargs": {k: _literal(v) for k, v in (item.split("=", 1) for item in args.kwargs)},
+            "kwargs": {k: _literal(v) for k, v in map(_keyword, args.kwargs)},
             "twin": args.twin,
             **({"twin_args": [_literal(a) for a in args.twin_args]} if args.twin_args is not None else {}),
             "input_shapes": args.input_shape,
@@ -227,7 +279,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", nargs="+", metavar="NAME", help="only these modules of the course file")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="ci", help="cases per module (default ci)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS", help="per module (default 600)")
+    parser.add_argument(
+        "--time-limit", type=positive_seconds, default=None, metavar="SECONDS", help="per module (default 600)"
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the results JSON here")
     parser.add_argument("--report", type=Path, metavar="DIR", help="write DIR/verification.json and DIR/html/")
     parser.add_argument("--replay", metavar="CASE_JSON", help="re-run one case printed by a failure")
@@ -259,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     absent: list[SpecResult] = []
     try:
         entries = course_entries(args)
+        if not Path(args.student).is_file():
+            raise CourseError(f"{args.student}: no such file")
         try:
             student = import_file(Path(args.student))
         except ImportFailedError as error:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from .runner import PROFILES, SpecResult, dtype_name, replay_command, run_spec
+from .runner import PROFILES, SpecResult, dtype_name, replay_command, run_spec, with_truth
 from .spec import Case, Spec
 
 STARTUP_SECONDS = 120.0  # importing torch and the user's code, before the time limit starts to count
@@ -80,9 +80,10 @@ def run_isolated(
     seconds: float | None = None,
     command: str = "python -m verification",
     threads: int | None = 1,
+    truth_checked_elsewhere: bool = False,
 ) -> SpecResult:
     """:func:`~verification.runner.run_spec` in a worker process (see the module docstring)."""
-    dtypes = list(spec.dtypes if dtypes is None else dtypes)
+    dtypes = with_truth(spec.dtypes if dtypes is None else dtypes, truth_checked_elsewhere)
     with tempfile.TemporaryDirectory(prefix="verification-") as folder:
         work = Path(folder)
         result_file, progress_file, stderr_file = work / "result.json", work / "case.json", work / "stderr"
@@ -109,6 +110,7 @@ def run_isolated(
             *(["--time-limit", str(seconds)] if seconds is not None else []),
             "--threads",
             str(threads or 0),
+            *(["--truth-checked-elsewhere"] if truth_checked_elsewhere else []),
             "--",
             *paths,
         ]
@@ -184,6 +186,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--progress", type=Path, required=True)
     parser.add_argument("--command", default="python -m verification")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--truth-checked-elsewhere", action="store_true")
     parser.add_argument("paths", nargs="*")
     args = parser.parse_args(argv)
     faulthandler.enable(file=sys.stderr, all_threads=False)
@@ -204,6 +207,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
         command=args.command,
         on_case=started,
         threads=args.threads,
+        truth_checked_elsewhere=args.truth_checked_elsewhere,
     )
     args.result.write_text(json.dumps(result.to_json()))
     return 0

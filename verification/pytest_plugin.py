@@ -36,7 +36,7 @@ import torch
 
 from .discovery import DiscoveryError
 from .registry import registered_by, spec_of
-from .runner import DEFAULT_COMMAND, PROFILES, SpecResult, dtype_name, run_spec
+from .runner import DEFAULT_COMMAND, PROFILES, SpecResult, dtype_name, positive_seconds, run_spec
 from .spec import Spec
 
 DEFAULT_SPEC_FILES = ("*_spec.py", "*_specs.py")
@@ -55,7 +55,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--spec-profile", choices=sorted(PROFILES), default=None, help="cases per spec (default ci)")
     group.addoption("--spec-seed", type=int, default=0, help="hypothesis seed of the spec items (default 0)")
     group.addoption("--spec-device", choices=("cpu", "cuda"), default=None, help="only this device's items")
-    group.addoption("--spec-time-limit", type=float, default=None, metavar="SECONDS", help="overrides the specs'")
+    group.addoption(
+        "--spec-time-limit", type=positive_seconds, default=None, metavar="SECONDS", help="overrides the specs'"
+    )
     group.addoption("--spec-isolate", action="store_true", help="run each spec item in its own process")
     group.addoption("--spec-threads", type=int, default=1, help="torch threads in a spec item (default 1; 0: torch's)")
     parser.addini("spec_files", "glob patterns of files holding specs", type="linelist", default=DEFAULT_SPEC_FILES)
@@ -157,6 +159,18 @@ def _items(collector: pytest.Module, spec: Spec) -> Iterator[SpecItem]:
             yield item
 
 
+@pytest.hookimpl(trylast=True)  # after -k, -m and --deselect have chosen the items
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A lower precision's item is judged against the spec's float64 backward: it leaves float64's
+    # checks to the spec's float64 item on the same device when that one runs too, and runs them
+    # itself when it does not (``-k float32``), so that it never passes a backward wrong in every
+    # precision alike.
+    float64 = {(id(i.spec), i.device) for i in items if isinstance(i, SpecItem) and i.dtype == torch.float64}
+    for item in items:
+        if isinstance(item, SpecItem):
+            item.truth_checked_elsewhere = (id(item.spec), item.device) in float64
+
+
 class SpecFailedError(Exception):
     """A spec item's failure: the runner's result, rendered by :meth:`SpecItem.repr_failure`."""
 
@@ -171,6 +185,7 @@ class SpecItem(pytest.Item):
     def __init__(self, *, spec: Spec, dtype: torch.dtype, device: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.spec, self.dtype, self.device = spec, dtype, device
+        self.truth_checked_elsewhere = False  # see pytest_collection_modifyitems
 
     def runtest(self) -> None:
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -186,7 +201,18 @@ class SpecItem(pytest.Item):
         if config.getoption("spec_isolate"):
             from .isolation import run_isolated
 
-            result = run_isolated(self.spec, paths, profile, seed, self.device, [self.dtype], seconds, command, threads)
+            result = run_isolated(
+                self.spec,
+                paths,
+                profile,
+                seed,
+                self.device,
+                [self.dtype],
+                seconds,
+                command,
+                threads,
+                truth_checked_elsewhere=self.truth_checked_elsewhere,
+            )
         else:
             result = run_spec(
                 self.spec,
@@ -197,6 +223,7 @@ class SpecItem(pytest.Item):
                 seconds=seconds,
                 command=command,
                 threads=threads,
+                truth_checked_elsewhere=self.truth_checked_elsewhere,
             )
         self.user_properties.append(("cases", result.cases))
         if not result.ok:

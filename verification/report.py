@@ -137,7 +137,8 @@ class CheckResult:
             if kind == "element":
                 bound = float(each.reshape(-1)[index])
                 self.detail += (
-                    f"|difference| {float(error.reshape(-1)[index]):.3g}, beyond this element's bound {bound:.3g} "
+                    f"|difference| {float(error.reshape(-1)[index]):.3g}, "
+                    f"{'beyond' if ratio > 1 else 'within'} this element's bound {bound:.3g} "
                     f"(max |difference| {largest:.3g}, bound {bounds['max']:.3g})"
                 )
             else:

@@ -11,6 +11,7 @@ A target that raises, returns something that is not a tensor, or hangs is that s
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import math
@@ -62,6 +63,16 @@ def dtype_name(dtype: torch.dtype) -> str:
 def _ordered(dtypes: Sequence[torch.dtype]) -> list[torch.dtype]:
     """float64 first: the ground truth is checked before anything is judged against it."""
     return sorted(dict.fromkeys(dtypes), key=lambda d: (d != torch.float64, -torch.finfo(d).bits))
+
+
+def with_truth(dtypes: Sequence[torch.dtype], truth_checked_elsewhere: bool = False) -> list[torch.dtype]:
+    """``dtypes``, float64 first, with float64 added where a lower precision is asked for without it
+    (unless ``truth_checked_elsewhere``): a lower precision is judged against the target's own
+    float64 backward, which is a truth only once float64's checks (finite differences, the
+    reference) have passed it. A float32 run alone would otherwise pass a backward that is wrong
+    in every precision alike."""
+    ordered = _ordered(dtypes)
+    return ordered if truth_checked_elsewhere or torch.float64 in ordered else [torch.float64, *ordered]
 
 
 def _absorb(into: CheckResult, other: CheckResult, label: str) -> None:
@@ -184,6 +195,17 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def positive_seconds(text: str) -> float:
+    """A command line's time limit: a positive, finite number of seconds (argparse's ``type``)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return seconds
 
 
 class TimeLimitExceeded(BaseException):
@@ -385,19 +407,23 @@ def run_spec(
     command: str = DEFAULT_COMMAND,
     on_case: Callable[[Case], None] | None = None,
     threads: int | None = 1,
+    truth_checked_elsewhere: bool = False,
 ) -> SpecResult:
     """Check ``spec`` over the profile's number of drawn cases (its ``case_share`` of them) on
     ``device``; stop at the first failure.
 
     Args:
-        dtypes: the precisions to check (default: the spec's).
+        dtypes: the precisions to check (default: the spec's); float64 is checked too whenever a
+            lower precision is (see :func:`with_truth`), unless ``truth_checked_elsewhere``.
         seconds: the time limit (default: the spec's ``time_limit``; None: none).
         command: how the replay command starts (``python -m verification examples/``).
         on_case: called with each case before it is checked (process isolation records it).
         threads: torch's thread count during the run (see :func:`torch_threads`; 0: unchanged).
+        truth_checked_elsewhere: the same run verifies this spec in float64 on this device as
+            well (the pytest plugin's float64 item, when selected): the lower precisions only.
     """
     options = PROFILES[profile]
-    dtypes = _ordered(spec.dtypes if dtypes is None else dtypes)
+    dtypes = with_truth(spec.dtypes if dtypes is None else dtypes, truth_checked_elsewhere)
     result = SpecResult(spec.name, device=device, dtypes=[dtype_name(d) for d in dtypes])
     last_failure: dict[str, Any] = {}
     current: dict[str, Case] = {}

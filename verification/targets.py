@@ -135,6 +135,33 @@ def storage_span(x: Tensor) -> int:
     return 1 + sum((n - 1) * abs(s) for n, s in zip(x.shape, x.stride())) if x.numel() else 0
 
 
+def overlap(a: Tensor, b: Tensor) -> bool:
+    """Whether ``a`` and ``b`` may share memory: the same storage, and byte ranges that meet (two
+    halves of one buffer, as ``chunk`` gives, do not)."""
+    if a.device != b.device or a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+        return False
+
+    def extent(t: Tensor) -> tuple[int, int]:
+        start = t.storage_offset() * t.element_size()
+        return start, start + storage_span(t) * t.element_size()
+
+    (a0, a1), (b0, b1) = extent(a), extent(b)
+    return a0 < b1 and b0 < a1
+
+
+def same_memory(a: Tensor, b: Tensor) -> bool:
+    """Whether ``a`` and ``b`` are the same elements of the same memory: the same tensor, or views
+    alike of one storage (``param()`` returning ``self.dw.T`` gives a new view object on every call)."""
+    return a is b or (
+        a.numel() > 0
+        and overlap(a, b)
+        and a.storage_offset() == b.storage_offset()
+        and a.shape == b.shape
+        and a.stride() == b.stride()
+        and a.dtype == b.dtype
+    )
+
+
 def _copy(x: Tensor, differentiable: bool = False) -> Tensor:
     """A copy of ``x`` with the same strides and a storage offset like its own (so a non-contiguous
     view stays non-contiguous, and a slice of a larger buffer still starts past its storage's beginning);
@@ -483,13 +510,17 @@ class ProtocolTarget(Target):
         overwrites (the input it keeps) never counts."""
         with torch.no_grad():
             probe = self.copy()
-            listed = {id(t) for _, p, g in probe.named() for t in (p, g)}
+            # Listed by their memory, not their identity: param() may hand out views (self.w.T).
+            listed = [t for _, p, g in probe.named() for t in (p, g)]
             buffers = getattr(probe.module, "named_buffers", None)  # running statistics: state, not parameters
-            listed |= {id(b) for _, b in buffers()} if callable(buffers) else set()
+            listed += [b for _, b in buffers()] if callable(buffers) else []
             attributes = [
                 (name, value)
                 for name, value in vars(probe.module).items()
-                if isinstance(value, Tensor) and value.is_floating_point() and value.numel() and id(value) not in listed
+                if isinstance(value, Tensor)
+                and value.is_floating_point()
+                and value.numel()
+                and not any(value is t or (isinstance(t, Tensor) and overlap(value, t)) for t in listed)
             ]
             if not attributes:
                 return []

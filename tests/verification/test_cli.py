@@ -64,6 +64,12 @@ def test_every_module_verifies_on_cuda():
     assert main(["--device", "cuda", "--profile", "dev", "--no-mutants"]) == 0
 
 
+def test_a_time_limit_that_is_not_a_positive_number_of_seconds_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["--only", "Linear", "--time-limit", "-1"])
+    assert exit.value.code == 2 and "expected a positive number of seconds, got '-1'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("replay", "message"),
     [
@@ -75,8 +81,9 @@ def test_every_module_verifies_on_cuda():
             "--replay: cannot build the case: Linear",
         ),
         ('{"module": "NoSuchModule", "kwargs": {}, "shapes": [], "seed": 0, "mode": "train"}', "no module"),
+        ('{"module": "Linear", "kwargs": {}, "seed": 0, "mode": "train"}', "cannot build the case: no 'shapes' in it"),
     ],
-    ids=["bad JSON", "not an object", "unbuildable case", "unknown module"],
+    ids=["bad JSON", "not an object", "unbuildable case", "unknown module", "a key missing"],
 )
 def test_a_bad_replay_is_one_line_naming_the_problem_with_exit_status_2(replay, message, capsys):
     assert main(["--only", "Linear", "--replay", replay]) == 2

@@ -45,13 +45,55 @@ def test_one_module_from_the_command_line_and_its_replay(capsys):
         (["--module", "Linear", "--args", "4", "3", "--twin", "torch.nn.Linearr", "--input-shape", "8", "4"], "cannot"),
         (["--module", "Linear", "--args", "4", "3"], "give the input shape"),
         ([], "name the module to check"),
+        (["--module", "Linear", "--args", "4", "3", "--kwargs", "bias", "--input-shape", "8", "4"], "KEY=VALUE"),
+        (["--module", "Linear", "--args", "4", "3", "--input-shape", "8", "-4"], "sizes >= 0 (integers), got [8, -4]"),
+        (["--module", "Linear", "--args", "4", "x", "--input-shape", "8", "4"], "Linear(4, 'x') raised TypeError"),
     ],
-    ids=["unknown class", "unknown twin", "no input shape", "no module"],
+    ids=[
+        "unknown class",
+        "unknown twin",
+        "no input shape",
+        "no module",
+        "keyword without a value",
+        "negative size",
+        "constructor refuses the arguments",
+    ],
 )
 def test_what_cannot_be_built_is_a_one_line_usage_error(argv, message, capsys):
     assert main([CORRECT, *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("seconds", ["-1", "0", "nan"])
+def test_a_time_limit_that_is_not_a_positive_number_of_seconds_is_a_usage_error(seconds, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main([CORRECT, "--module", "ReLU", "--input-shape", "8", "4", "--time-limit", seconds])
+    assert exit.value.code == 2
+    assert f"--time-limit: expected a positive number of seconds, got '{seconds}'" in capsys.readouterr().err
+
+
+def test_a_student_file_that_does_not_exist_is_named_as_such(tmp_path, capsys):
+    assert main([str(tmp_path / "nope.py"), "--module", "Linear", "--input-shape", "8", "4"]) == 2
+    assert "nope.py: no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("course.toml", '[[module]]\nname = "ReLU"\ninput_shape = [8, 4\n', "not valid TOML"),
+        ("course.json", '{"module": [{"name": "ReLU",}]}', "not valid JSON"),
+        ("course.toml", '[[module]]\nname = "Linear"\nargs = "4, 3"\ninput_shape = [8, 4]\n', "args must be a list"),
+        ("course.toml", '[[module]]\nname = "ReLU"\ninput_shape = 8\n', "input_shape must be a list of sizes"),
+    ],
+    ids=["malformed TOML", "malformed JSON", "args as a string", "shape as a number"],
+)
+def test_a_course_file_that_cannot_be_read_is_a_one_line_error_naming_it(tmp_path, name, text, message, capsys):
+    course = tmp_path / name
+    course.write_text(text)
+    assert main([CORRECT, "--config", str(course)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
 
 
 @pytest.mark.parametrize("twin", [[], ["--twin", "torch.nn.MSELoss"]], ids=["forward-signature", "torch-loss-twin"])

@@ -79,6 +79,17 @@ def test_failures_show_the_report_and_a_replay_command_with_the_path_and_dtype(p
     )
 
 
+@pytest.mark.parametrize("isolate", [False, True], ids=["in-process", "isolated"])
+def test_a_lower_precision_item_selected_without_its_float64_item_checks_float64_itself(pytester, isolate):
+    copy(pytester, "bad_ops.py")
+    flags = ["--spec-isolate"] if isolate else []
+    result = pytester.runpytest_inprocess("bad_ops.py", "-k", "WrongCube and float32", *flags, *DEV)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*finite_differences: FAILED*", "replay: python -m verification bad_ops.py --only WrongCube --replay*"]
+    )
+
+
 def test_a_hanging_target_fails_at_the_time_limit_given_on_the_command_line(pytester):
     copy(pytester, "bad_ops.py")
     result = pytester.runpytest_inprocess("bad_ops.py", "-k", "hangs and float64", "--spec-time-limit", "0.5", *DEV)

@@ -306,3 +306,55 @@ def test_float32_inputs_and_a_reference_judge_it_in_float32_as_the_note_advises(
     assert report.ok is ok
     assert ok or "input[0].grad[1, 1]" in report["low_precision"].detail
     assert not notes_with(report, "lower precision")
+
+
+# -- empty tensors in a lower precision -------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_an_empty_input_beside_a_full_one_is_judged_in_a_lower_precision_as_in_float64(dtype):
+    x, empty = torch.randn(3, dtype=dtype), torch.randn(0, dtype=dtype)
+    assert check_gradients(lambda x, b: x.sin() + b.sum(), x, empty).ok
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_an_empty_input_beside_a_full_one_still_fails_a_wrong_gradient_in_a_lower_precision(dtype):
+    x, empty = torch.randn(3, dtype=dtype), torch.randn(0, dtype=dtype)
+    report = check_gradients(lambda x, b: WrongSine.apply(x) + b.sum(), x, empty)
+    assert not report.ok and not report["finite_differences"].ok
+
+
+# -- an EE-559 module whose param() hands out views ------------------------------------------------
+class LinearParamsAsViews:
+    """y = x W^T + b, with W kept (out, in) and param() handing out W^T and b as a row: new view
+    objects on every call, on the module's own memory."""
+
+    def __init__(self, scale_of_weight_gradient: float = 1.0) -> None:
+        generator = torch.Generator().manual_seed(1)
+        self.w, self.b = (
+            torch.randn(3, 4, generator=generator, dtype=F64),
+            torch.randn(3, generator=generator, dtype=F64),
+        )
+        self.dw, self.db = torch.zeros_like(self.w), torch.zeros_like(self.b)
+        self.scale = scale_of_weight_gradient
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.x = x
+        return x @ self.w.T + self.b
+
+    def backward(self, g: Tensor) -> Tensor:
+        self.dw += self.scale * (g.T @ self.x)
+        self.db += g.sum(0)
+        return g @ self.w
+
+    def param(self):
+        return [(self.w.T, self.dw.T), (self.b.view(1, -1), self.db.view(1, -1))]
+
+
+def test_parameters_handed_out_as_views_are_checked_without_notes_about_their_memory():
+    report = check_gradients(LinearParamsAsViews(), x64(5, 4))
+    assert report.ok
+    assert not notes_with(report, "does not list") and not notes_with(report, "binds a new tensor")
+
+
+def test_a_wrong_weight_gradient_handed_out_as_a_view_fails_rather_than_raising():
+    report = check_gradients(LinearParamsAsViews(scale_of_weight_gradient=1 + 1e-6), x64(5, 4))
+    assert not report.ok and not report["finite_differences"].ok

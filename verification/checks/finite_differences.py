@@ -476,15 +476,15 @@ class _Shifter:
         if self.position is not None:  # an input: a shifted copy in the call
             shifted = self.tensor.detach().clone()
             if index >= 0:
-                shifted.view(-1)[index] += delta
+                shifted[_unravel(index, shifted.shape)] += delta
             else:
                 shifted += delta
             return self._change(self.call.replace({self.position: shifted}))
         original = self.tensor.detach().clone()
         try:
             with torch.no_grad():
-                if index >= 0:
-                    self.tensor.view(-1)[index] += delta
+                if index >= 0:  # in row-major order whatever its strides (a param() may hand out w.T)
+                    self.tensor[_unravel(index, self.tensor.shape)] += delta
                 else:
                     self.tensor += delta
             return self._change(self.call)
@@ -579,7 +579,7 @@ def compare(
                 if element is not None:
                     located = CheckResult(result.name)
                     if derivative is not None:  # that element's own value
-                        a = a.clone()
+                        a = a.clone(memory_format=torch.contiguous_format)
                         a.view(-1)[element] = derivative.element(name, element)
                     _elementwise(located, name, shift, tensor, a, own, delta, u, options, [element], project)
             if located is not None:
@@ -1056,3 +1056,12 @@ def _bisect(
         else:
             return None
     return low
+
+
+def _unravel(index: int, shape: torch.Size) -> tuple[int, ...]:
+    """The multi-index of row-major flat ``index`` in ``shape`` (an element of a tensor of any strides)."""
+    coordinates = []
+    for size in reversed(shape):
+        index, coordinate = divmod(index, size)
+        coordinates.append(coordinate)
+    return tuple(reversed(coordinates))
