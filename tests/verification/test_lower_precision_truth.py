@@ -6,33 +6,12 @@ from pathlib import Path
 import torch
 
 from verification.__main__ import main
+from verification.discovery import import_file
 from verification.runner import run_spec, with_truth
 from verification.spec import Input, Spec
 
-BAD = str(Path(__file__).resolve().parent / "user_specs" / "bad_ops.py")
-
-
-class CubeTwiceTheGradient(torch.autograd.Function):
-    """y = x^3 with dL/dx = 6 x^2 g: wrong by a factor of 2 in every precision."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x**3
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        (x,) = ctx.saved_tensors
-        return 6 * grad_output * x * x
-
-
-# Built in the tests, not bound at module level: the verification plugin would collect them as items.
-def with_reference() -> Spec:
-    return Spec(CubeTwiceTheGradient, inputs=[Input((3, 4))], reference=lambda x: x**3)
-
-
-def declaring_lower_precisions_only() -> Spec:
-    return Spec(CubeTwiceTheGradient, inputs=[Input((3, 4))], dtypes=(torch.float32, torch.bfloat16))
+BAD = Path(__file__).resolve().parent / "user_specs" / "bad_ops.py"
+bad_ops = import_file(BAD)  # WrongCube: y = x^3 with the derivative 3 x, wrong in every precision
 
 
 def test_float64_is_added_first_to_lower_precisions_asked_for_alone():
@@ -42,17 +21,19 @@ def test_float64_is_added_first_to_lower_precisions_asked_for_alone():
 
 
 def test_a_float32_run_alone_fails_a_gradient_wrong_in_every_precision():
-    result = run_spec(with_reference(), profile="dev", dtypes=[torch.float32])
+    result = run_spec(bad_ops.WRONG, profile="dev", dtypes=[torch.float32])
     assert not result.ok
     assert result.dtypes == ["float64", "float32"]
     assert "finite_differences" in result.failure["check"]
 
 
 def test_a_spec_declaring_only_lower_precisions_is_still_checked_against_finite_differences_in_float64():
-    result = run_spec(declaring_lower_precisions_only(), profile="dev")
+    # Built here, not bound at module level, where the verification plugin would collect it as an item.
+    spec = Spec(bad_ops.WrongCube, inputs=[Input((3, 4))], dtypes=(torch.float32, torch.bfloat16))
+    result = run_spec(spec, profile="dev")
     assert not result.ok and "finite_differences" in result.failure["check"]
 
 
 def test_the_command_line_with_a_lower_dtype_alone_fails_it(capsys):
-    assert main([BAD, "--only", "WrongCube", "--dtype", "float32", "--profile", "dev"]) == 1
+    assert main([str(BAD), "--only", "WrongCube", "--dtype", "float32", "--profile", "dev"]) == 1
     assert "VERIFICATION FAILED" in capsys.readouterr().out
