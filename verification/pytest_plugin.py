@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shlex
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,29 @@ def _items(collector: pytest.Module, spec: Spec) -> Iterator[SpecItem]:
             )
             item.add_marker("verification_spec")
             yield item
+
+
+SPEC_PATHS_KEY = pytest.StashKey[set[Path]]()
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    if isinstance(item, SpecItem):
+        item.config.stash.setdefault(SPEC_PATHS_KEY, set()).add(Path(item.path).resolve())
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # A --specs PATH that holds no spec is most likely a mistake (a typo'd folder, a file whose
+    # specs are not bound at module level): said, rather than a run that verifies nothing in silence.
+    found = session.config.stash.get(SPEC_PATHS_KEY, set())
+    for root in session.config.stash.get(ROOTS_KEY, []):
+        if not any(path == root or root in path.parents for path in found):
+            warnings.warn(
+                pytest.PytestWarning(
+                    f"--specs {root}: no spec found there (specs are Spec objects or @verification.spec ops "
+                    "bound at module level, a verification_specs list, or verification.register calls)"
+                ),
+                stacklevel=1,
+            )
 
 
 @pytest.hookimpl(trylast=True)  # after -k, -m and --deselect have chosen the items

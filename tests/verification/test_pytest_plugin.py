@@ -90,6 +90,15 @@ def test_a_lower_precision_item_selected_without_its_float64_item_checks_float64
     )
 
 
+def test_a_specs_path_that_holds_no_spec_is_said_in_a_warning(pytester):
+    copy(pytester, "good_ops.py")
+    pytester.makepyfile(nothing_here="x = 1\n")
+    empty = pytester.runpytest_inprocess("--specs", "nothing_here.py", *DEV)
+    empty.stdout.fnmatch_lines(["*--specs *nothing_here.py: no spec found there*"])
+    full = pytester.runpytest_inprocess("--specs", "good_ops.py", "--collect-only", *DEV)
+    assert "no spec found there" not in full.stdout.str()
+
+
 def test_a_hanging_target_fails_at_the_time_limit_given_on_the_command_line(pytester):
     copy(pytester, "bad_ops.py")
     result = pytester.runpytest_inprocess("bad_ops.py", "-k", "hangs and float64", "--spec-time-limit", "0.5", *DEV)
