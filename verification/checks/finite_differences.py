@@ -604,8 +604,8 @@ def compare(
         if missing and before and not result.ok:
             what = "input" if position is not None else "parameter"
             result.detail = (
-                f"backward returned no gradient (None) for the {what} {name}, which requires grad, but the output "
-                "depends on it: "
+                f"backward returned no gradient (None) for the {what} {name}, which is differentiated here (it "
+                "requires grad, or no input does and so every floating-point one is), but the output depends on it: "
                 + result.detail.removeprefix(f"the gradient of {name} is zero everywhere (never written?); ")
             )
 
