@@ -395,13 +395,17 @@ def _elu_forward_and_derivative(
     """y (as :func:`_elu`) into ``y`` and f'(x) (as :func:`_elu_gradient`) into ``derivative``,
     sharing min(x, 0) and the max(x, 0) term or the 0/1 step: ten operations for SELU where y,
     then f'(x) again from x in backward, take twelve. Backward is then one product. Both results
-    are the separate formulas' to the bit: the same operations on the same operands. (SELU at
+    are the separate formulas' to the bit: the same operations on the same operands (float32 on
+    the CPU takes :func:`_elu_forward_and_derivative_float32` instead). (SELU at
     4096 x 1024, forward+backward, one thread: 22.1 -> 21.7 ms, torch 15.1; two threads: 14.5 ->
     13.6 ms, torch 8.7. What is left is expm1 and exp themselves: torch's expm1 alone takes
     10 ms of the 21.7 on this 2-core EPYC.)"""
     if not _elu_keeps_derivative(x, negative, positive):
         _elu(x, y, negative, positive)
         derivative.copy_(_elu_derivative(x, negative, positive))
+        return
+    if _exp.in_base_2(x):
+        _elu_forward_and_derivative_float32(x, y, derivative, negative, positive)
         return
     tail = torch.clamp(x, max=0)
     _exp.exp(tail, out=derivative)  # exp(min(x, 0)): 1 where x > 0
@@ -420,6 +424,36 @@ def _elu_forward_and_derivative(
         step = head.sign_()  # 1 where x > 0, 0 where x <= 0 (and at NaN, as _step)
     # negative exp(x) where x <= 0; negative - gap = positive exactly where x > 0 (see _elu_gradient).
     derivative.mul_(negative).sub_(step, alpha=_exact_gap(negative, positive, x.dtype))
+
+
+def _elu_forward_and_derivative_float32(
+    x: Tensor, y: Tensor, derivative: Tensor, negative: float, positive: float = 1.0
+) -> None:
+    """:func:`_elu_forward_and_derivative` for float32 on the CPU, with f'(x) made from expm1:
+    negative exp(t) = negative expm1(t) + negative, for t = min(x, 0). One cheap addition where exp
+    takes two operations (a fifth of SELU's time): eight operations for SELU, not ten. y is the
+    same to the bit; f'(x) is within an ulp of the larger slope of torch's (an absolute error, where
+    torch's is relative to negative exp(t): nothing on the scale of f'(x), which lies between 0
+    and that slope). SELU at 4096 x 1024, forward+backward, framework/torch: one thread 1.44 ->
+    1.26, two threads 1.55 -> 1.4."""
+    tail = torch.clamp(x, max=0).expm1_()
+    gap = _exact_gap(negative, positive, x.dtype)
+    if positive == 1.0 and 0.0 <= negative <= 1.0:
+        if negative != 1.0:
+            tail.mul_(negative)
+        torch.maximum(x, tail, out=y)  # as _elu: max(x, negative expm1(min(x, 0)))
+        if negative == 1.0:
+            torch.add(tail, 1.0, out=derivative)  # exp(min(x, 0)): 1 where x > 0
+            return
+        step = _step(x)
+    else:
+        head = torch.clamp(x, min=0)
+        # positive max(x, 0) + negative expm1(min(x, 0)): one of the two terms is exactly 0.
+        torch.add(tail.mul_(negative), head, alpha=positive, out=y)
+        step = head.sign_()  # 1 where x > 0, 0 where x <= 0 (and at NaN, as _step)
+    # negative expm1(t) + negative where x <= 0; there tail is 0 where x > 0, and negative - gap
+    # is positive exactly (see _elu_gradient).
+    torch.add(tail, negative, out=derivative).sub_(step, alpha=gap)
 
 
 class ELU(Elementwise):
