@@ -660,3 +660,31 @@ def test_upstream_gradients_never_repeat_inputs_drawn_after_torch_manual_seed_of
     x = torch.randn(8, 4, dtype=torch.float64)
     report = check_gradients(SquareLinearWithTransposedWeightGradient(4), x, seed=seed)
     assert not report.ok and not report["finite_differences"].ok
+
+
+def two_scales(wrong_by: float) -> type[Function]:
+    """Outputs (1e6 exp(x), sin(x)), with the second output's backward scaled by 1 + wrong_by."""
+
+    class TwoScales(Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return 1e6 * torch.exp(x), torch.sin(x)
+
+        @staticmethod
+        def backward(ctx, g_large, g_small):
+            (x,) = ctx.saved_tensors
+            return 1e6 * torch.exp(x) * g_large + torch.cos(x) * g_small * (1 + wrong_by)
+
+    return TwoScales
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_an_output_a_million_times_smaller_than_another_is_checked_at_its_own_scale(seed):
+    # Its part of the gradient is a millionth of the other's: in their sum a relative error of 1e-6
+    # there is one part in 1e12, below any difference quotient; alone it is seen at its own scale.
+    x = randn(5, 3, seed=seed).requires_grad_()
+    wrong = check_gradients(two_scales(1e-6), x, seed=seed)
+    assert not wrong.ok
+    assert "output[1]'s upstream gradient alone" in wrong["finite_differences"].detail
+    assert check_gradients(two_scales(0.0), x, seed=seed).ok

@@ -3,7 +3,10 @@ r"""``finite_differences``: the backward pass against central differences of the
 The function checked is the scalar :math:`\phi(x, \theta) = \sum_k \langle g_k, y_k(x, \theta)\rangle`
 with random upstream gradients ``g``, so the gradients backward returns must equal
 :math:`\nabla\phi`. Always in float64, on a float64 copy of the target and upcast inputs,
-whatever the caller's precision: the ground truth.
+whatever the caller's precision: the ground truth. With two or more outputs whose contributions to
+some gradient are more than ``BALANCED`` times apart (outputs of very different scales), each output
+is also checked alone, its upstream gradient kept and the others zero: in the sum, the smaller
+one's part of the gradient would be resolved only at the larger one's scale.
 
 Small tensors get one derivative per element; large ones random-direction probes
 :math:`\langle u, \mathrm{backward}(g)\rangle` against the directional derivative along a
@@ -114,7 +117,68 @@ def check_finite_differences(ctx: Context) -> CheckResult:
     target = ctx.target64.copy()  # its parameters are shifted in place, and forward may update buffers
     gradients = target.start(ctx.call64).backward(ctx.grads64)
     compare(result, target, ctx.call64, ctx.grads64, gradients, ctx.options, ctx.generator, ctx.upstream_drawn)
+    parts = []
+    for index, alone in each_output_alone(ctx.grads64):
+        target = ctx.target64.copy()
+        zeroed = [g if g is None or i == index else torch.zeros_like(g) for i, g in enumerate(ctx.grads64)]
+        parts.append((index, alone, target, target.start(ctx.call64).backward(zeroed)))
+    if parts and spread([part[3] for part in parts]) > BALANCED:
+        # Only one output weighed at a time: its backward is judged at its own scale, which another
+        # output's far larger contribution to the same gradient would otherwise swamp.
+        for index, alone, target, gradients in parts:
+            part = CheckResult(result.name)
+            compare(part, target, ctx.call64, alone, gradients, ctx.options, ctx.generator, ctx.upstream_drawn)
+            absorb(result, part, f"with output[{index}]'s upstream gradient alone (the others zero)")
     return result
+
+
+BALANCED = 8.0  # outputs whose contributions to every gradient are this close are judged together
+
+
+def each_output_alone(grads: Sequence[Tensor | None]) -> list[tuple[int, list[Tensor | None]]]:
+    r"""For a target with two or more outputs weighed by upstream gradients, one list per such output
+    holding its gradient alone (None elsewhere). The combined check differentiates
+    :math:`\phi = \sum_k \langle g_k, y_k\rangle`, whose differences are resolved at the scale of
+    the largest output's contribution: with outputs (1e6 exp(x), sin(x)), the second output's
+    backward wrong by one part in ten thousand moves the gradient by 1e-4 in 1e6, below what any
+    difference quotient resolves (the twin check, with a reference, sees it). Each output alone is
+    resolved at its own scale. Nothing for a single output."""
+    weighed = [i for i, g in enumerate(grads) if g is not None]
+    if len(weighed) < 2:
+        return []
+    return [(k, [g if i == k else None for i, g in enumerate(grads)]) for k in weighed]
+
+
+def spread(parts: Sequence[Gradients]) -> float:
+    """How far apart the outputs' contributions are, from the gradients each output gives alone: over
+    every differentiated tensor, the largest ratio between two outputs' largest magnitudes there
+    (outputs that give it none left out), inf when one is not finite. Within :data:`BALANCED`, an
+    error in any output's part of a gradient is diluted at most that much in the combined check,
+    whose tolerances sit orders of magnitude below one part in a million of the gradient's scale."""
+    worst = 1.0
+    for tensors in zip(*(part.all() for part in parts)):
+        largest = [float(t.detach().abs().max()) for t in tensors if t is not None and t.numel()]
+        if not all(math.isfinite(v) for v in largest):
+            return math.inf
+        present = [v for v in largest if v > 0.0]
+        if len(present) >= 2:
+            worst = max(worst, max(present) / min(present))
+    return worst
+
+
+def absorb(result: CheckResult, part: CheckResult, context: str) -> None:
+    """Fold the verdict of a second comparison (``part``, made ``context``) into ``result``: the worse
+    of the two details, a failure or an inconclusive note of either."""
+    result.compared += part.compared
+    result.worst_error = max(result.worst_error, part.worst_error)
+    if not part.ok and (result.ok or part.worst_ratio > result.worst_ratio):
+        result.ok = False
+        result.detail = f"{context}: {part.detail}"
+    elif part.worst_ratio > result.worst_ratio and result.ok:
+        result.detail = f"{context}: {part.detail}"
+    result.worst_ratio = max(result.worst_ratio, part.worst_ratio)
+    if part.inconclusive and not result.inconclusive:
+        result.inconclusive = f"{context}: {part.inconclusive}"
 
 
 def outputs(target: Target, call: Call) -> list[Tensor | None]:
