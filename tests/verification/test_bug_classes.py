@@ -688,3 +688,51 @@ def test_an_output_a_million_times_smaller_than_another_is_checked_at_its_own_sc
     assert not wrong.ok
     assert "output[1]'s upstream gradient alone" in wrong["finite_differences"].detail
     assert check_gradients(two_scales(0.0), x, seed=seed).ok
+
+
+class Solve(Function):
+    """x = A^-1 b, with the weight of dL/dA as a parameter (1: correct)."""
+
+    factor = 1.0
+
+    @staticmethod
+    def forward(ctx, a, b):
+        x = torch.linalg.solve(a, b)
+        ctx.save_for_backward(a, x)
+        return x
+
+    @staticmethod
+    def backward(ctx, g):
+        a, x = ctx.saved_tensors
+        grad_b = torch.linalg.solve(a.mT, g)
+        return -(grad_b @ x.mT) * Solve.factor, grad_b
+
+
+def conditioned(condition: float, n: int = 6, seed: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random n x n matrix of the given condition number and a right-hand side, float64."""
+    generator = torch.Generator().manual_seed(seed)
+    u, _ = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
+    singular_values = torch.logspace(0, -torch.tensor(condition).log10().item(), n, dtype=torch.float64)
+    b = torch.randn(n, 2, generator=generator, dtype=torch.float64)
+    return ((u * singular_values) @ v.T).requires_grad_(), b.requires_grad_()
+
+
+@pytest.mark.parametrize("condition", [1e8, 1e10])
+def test_a_correct_solve_too_ill_conditioned_for_any_step_is_inconclusive_not_failed(condition, monkeypatch):
+    # The matrix is within a step of singular: the differences look like kinks whose slopes grow
+    # as the step shrinks, or settle only at a step too short to pass anything.
+    monkeypatch.setattr(Solve, "factor", 1.0)
+    report = check_gradients(Solve, *conditioned(condition), checks="finite_differences")
+    check = report["finite_differences"]
+    assert check.status == "inconclusive"
+    assert "resolved by no step the check takes" in check.inconclusive
+
+
+@pytest.mark.parametrize("condition", [1e2, 1e8, 1e10])
+def test_a_solve_whose_matrix_gradient_is_doubled_fails_however_ill_conditioned(condition, monkeypatch):
+    monkeypatch.setattr(Solve, "factor", 2.0)
+    assert (
+        check_gradients(Solve, *conditioned(condition), checks="finite_differences")["finite_differences"].status
+        == "failed"
+    )

@@ -423,6 +423,15 @@ def kink(values: list[tuple[float, float]], f0: float, h: float, tolerance: floa
     return None
 
 
+def _unsettled_note(name: str, count: int, first: str, why: str, value: float) -> str:
+    return (
+        f"{count} element(s) or direction(s) of {name} are resolved by no step the check takes (the first, "
+        f"{first}, backward {value:.9g}: {why}): the function changes faster than the steps resolve, as near a "
+        "pole or a nearly singular matrix (an ill-conditioned solve or inverse), so the gradient there was not "
+        "judged; check at better-conditioned inputs, or give a reference (the twin check needs no differences)"
+    )
+
+
 def _kink_note(name: str, count: int, what: str, first: str, left: float, right: float, value: float) -> str:
     between = ", between them" if min(left, right) <= value <= max(left, right) else ""
     return (
@@ -729,6 +738,7 @@ def _elementwise(
     numeric = a.clone()
     bound = torch.zeros_like(numeric)
     kinks: list[tuple[int, float, float]] = []
+    unsettled: list[tuple[int, str]] = []
     f0 = shift.base()
     for j in range(tensor.numel()) if indices is None else indices:
         h = options.eps * max(shift.unit, abs(float(flat[j])))
@@ -751,9 +761,17 @@ def _elementwise(
         judged = _judged(float(a[j]), h, difference)
         judged = _sharpened(judged, float(a[j]), float(own_flat[j]), shift, j, f, delta, options)
         numeric[j], bound[j], tolerance, sides = judged.value, judged.bound, judged.tolerance, judged.sides
-        if sides is not None and min(sides) - tolerance <= float(a[j]) <= max(sides) + tolerance:
+        if judged.unsettled is not None:
+            numeric[j] = a[j]  # not judged: no difference settled (see _judged)
+            unsettled.append((j, judged.unsettled))
+        elif sides is not None and min(sides) - tolerance <= float(a[j]) <= max(sides) + tolerance:
             numeric[j] = a[j]  # not judged: any value between the one-sided slopes is a valid choice
             kinks.append((j, *sides))
+    if unsettled and not result.inconclusive:
+        j, why = unsettled[0]
+        result.inconclusive = _unsettled_note(
+            name, len(unsettled), f"{name}{_where(tensor.shape, j)}", why, float(a[j])
+        )
     if kinks and not result.inconclusive:
         j, left, right = kinks[0]
         first = f"{name}{_where(tensor.shape, j)}"
@@ -866,7 +884,8 @@ class _Difference(NamedTuple):
     rounding), ``bound`` alone, the one-sided slopes where it sits on a kink (else None), and
     whether its truncation estimate is most of its bound (``coarse``: the step is too long for the
     function there, as where it crosses kinks too small to tell apart); ``terms``: the parts of an
-    element's bound (see :func:`_sharpened`)."""
+    element's bound (see :func:`_sharpened`); ``unsettled``: why no step resolves the function
+    there, when none does (see :func:`_judged`), else None."""
 
     value: float
     tolerance: float
@@ -874,6 +893,7 @@ class _Difference(NamedTuple):
     sides: tuple[float, float] | None
     coarse: bool = False
     terms: _Terms | None = None
+    unsettled: str | None = None
 
 
 # A difference's rounding term counts every output element's rounding error, as if every output
@@ -948,7 +968,11 @@ def _judged(analytic: float, h: float, difference: Callable[[float], _Difference
       with ``analytic``, else the sharpest one if they all agree with one another; failing that,
       the precise ones of two steps shorter still (FURTHER_STEPS) can confirm a failure; and a
       coarse difference none of them settles is left unjudged (returned with ``sides``, as on a
-      kink): neither passed nor failed on its word.
+      kink): neither passed nor failed on its word;
+    * it sits on a kink, the smaller steps settle nothing, and a precise difference of a step
+      shorter still agrees with ``analytic``: the function is resolved only there, too coarsely to pass
+      it; or a kink whose one-sided slopes move as the step shrinks (a genuine kink's stay),
+      where nothing settles at all: both returned with ``unsettled`` (why), unjudged.
     """
 
     def agrees(d: _Difference) -> bool:
@@ -968,7 +992,8 @@ def _judged(analytic: float, h: float, difference: Callable[[float], _Difference
             ):
                 return retry
         return first
-    smooth = [d for d in (difference(h * scale) for scale in SMALLER_STEPS) if d.sides is None]
+    retries = [difference(h * scale) for scale in SMALLER_STEPS]
+    smooth = [d for d in retries if d.sides is None]
     smooth.sort(key=lambda d: d.tolerance)
     agreeing = [d for d in smooth if agrees(d)]
     if agreeing:
@@ -982,16 +1007,47 @@ def _judged(analytic: float, h: float, difference: Callable[[float], _Difference
     # the bound), can confirm a failure, when both disagree with the backward and agree with each
     # other. Never a pass: their tolerances, mostly rounding over so short a step, are too wide to
     # tell a correct backward from one wrong by a part in a million.
-    sharp = [d for d in (difference(h * scale) for scale in FURTHER_STEPS) if d.sides is None and not d.coarse]
+    further = [difference(h * scale) for scale in FURTHER_STEPS]
+    sharp = [d for d in further if d.sides is None and not d.coarse]
     sharp.sort(key=lambda d: d.tolerance)
     if _confirm_each_other(sharp, len(FURTHER_STEPS)) and not any(agrees(d) for d in sharp):
         return sharp[0]
+    if any(agrees(d) for d in sharp) and first.sides is not None:
+        # A kink at the step, nothing settled at the smaller ones, then a precise difference that
+        # agrees: the function changes faster than the usual steps resolve (a pole or a nearly
+        # singular matrix within a step of the point, which the differences mistake for a kink)
+        # and is smooth at the shortest. Too wide a tolerance to pass the derivative; nor does it
+        # fail on the word of differences that never settled: unjudged.
+        best = min((d for d in sharp if agrees(d)), key=lambda d: d.tolerance)
+        ratio = next(round(1 / scale) for scale, d in zip(FURTHER_STEPS, further) if d is best)
+        return first._replace(
+            unsettled=f"the difference at the step looks like a kink, those at 1/16 and 1/256 of it settle nothing, "
+            f"and only at 1/{ratio} of it is the function smooth, where its difference {best.value:.9g} agrees with "
+            f"the backward within {best.tolerance:.3g}, too wide a tolerance to pass it"
+        )
+    kinked = [(scale, d) for scale, d in zip((*SMALLER_STEPS, *FURTHER_STEPS), (*retries, *further)) if d.sides]
+    if first.sides is not None and kinked and not _same_kink(first, kinked[-1][1]) and all(map(agrees, sharp)):
+        # A kink's one-sided slopes stay as the step shrinks; a pole's grow without end. (A precise
+        # difference at a shorter step that contradicts the backward still fails it, as before.)
+        scale, last = kinked[-1]
+        assert last.sides is not None
+        return first._replace(
+            unsettled=f"what looks like a kink at the step has one-sided slopes {first.sides[0]:.6g} and "
+            f"{first.sides[1]:.6g} there and {last.sides[0]:.6g} and {last.sides[1]:.6g} at 1/{round(1 / scale)} of "
+            "it, where a kink's stay, and no step gives a smooth difference that settles"
+        )
     if first.sides is None and first.coarse:
         # A coarse difference cannot fail a backward on its own word: the spread of the differences
         # taken leaves it unjudged, as a kink (not passed either).
         values = [first.value, *(d.value for d in smooth), *(d.value for d in sharp)]
         return first._replace(sides=(min(values), max(values)))
     return first
+
+
+def _same_kink(d: _Difference, e: _Difference) -> bool:
+    """Whether two differences on kinks have the same one-sided slopes, within their tolerances."""
+    assert d.sides is not None and e.sides is not None
+    return all(abs(a - b) <= d.tolerance + e.tolerance for a, b in zip(d.sides, e.sides))
 
 
 def _confirm_each_other(differences: list[_Difference], needed: int) -> bool:
@@ -1028,11 +1084,17 @@ def _probes(
     failed, worst, worst_ratio = False, None, 1.0
     for k in range(options.probes):
         direction = torch.randn(tensor.shape, generator=generator, dtype=torch.float64)
-        projected, numeric, tolerance, sides = _probe(shift, tensor, a, own, direction, delta, u, options, project)
+        projected, numeric, tolerance, sides, unsettled = _probe(
+            shift, tensor, a, own, direction, delta, u, options, project
+        )
         if sides is not None:  # a kink along this direction: not judged; the elements decide (see compare)
             failed = True
             if not result.inconclusive:
-                result.inconclusive = _kink_note(name, 1, "probe direction(s)", f"probe {k}", *sides, projected)
+                result.inconclusive = (
+                    _kink_note(name, 1, "probe direction(s)", f"probe {k}", *sides, projected)
+                    if unsettled is None
+                    else _unsettled_note(name, 1, f"probe {k}", unsettled, projected)
+                )
             numeric = projected
         elif not abs(projected - numeric) <= tolerance:
             failed = True
@@ -1058,7 +1120,7 @@ def _probe(
     u: float,
     options: Options,
     project: Projector | None = None,
-) -> tuple[float, float, float, tuple[float, float] | None]:
+) -> tuple[float, float, float, tuple[float, float] | None, tuple[float, ...] | None]:
     """One probe along ``direction`` (float64, on the CPU, ``tensor``'s shape; zero off its support):
     (<direction, backward>, the directional finite difference, its tolerance, the one-sided slopes
     where the direction crosses a kink, else None), the difference judged as :func:`_judged` judges
@@ -1084,7 +1146,7 @@ def _probe(
         return _Difference(numeric, tolerance, tolerance, kink(values, shift.base(), h, tolerance), coarse)
 
     judged = _judged(projected, options.eps * shift.probe_scale, difference)
-    return projected, judged.value, judged.tolerance, judged.sides
+    return projected, judged.value, judged.tolerance, judged.sides, judged.unsettled
 
 
 def _bisect(
@@ -1109,7 +1171,7 @@ def _bisect(
         for start, stop in ((low, middle), (middle, high)):
             part = torch.zeros_like(flat)
             part[start:stop] = flat[start:stop]
-            projected, numeric, tolerance, sides = _probe(
+            projected, numeric, tolerance, sides, _ = _probe(
                 shift, tensor, a, own, part.reshape(tensor.shape), delta, u, options, project
             )
             if sides is not None:
