@@ -213,3 +213,34 @@ def test_a_modules_parameters_get_tangents_and_a_jvp_that_ignores_them_fails_nam
 def test_a_complex_parameter_gets_its_tangent_through_its_real_view():
     module = ScaleModule(Scale, dtype=torch.complex128)
     assert check_gradients(module, x64(3, 4, dtype=torch.complex128), checks=["forward_mode"])["forward_mode"].ok
+
+
+def two_scales(wrong_by: float) -> type[torch.autograd.Function]:
+    """Outputs (1e6 exp(x), sin(x)), with the second output's jvp scaled by 1 + wrong_by."""
+
+    class TwoScales(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            ctx.save_for_forward(x)
+            return 1e6 * torch.exp(x), torch.sin(x)
+
+        @staticmethod
+        def backward(ctx, g_large, g_small):
+            (x,) = ctx.saved_tensors
+            return 1e6 * torch.exp(x) * g_large + torch.cos(x) * g_small
+
+        @staticmethod
+        def jvp(ctx, t):
+            (x,) = ctx.saved_tensors
+            return 1e6 * torch.exp(x) * t, torch.cos(x) * t * (1 + wrong_by)
+
+    return TwoScales
+
+
+def test_the_jvp_of_an_output_a_million_times_smaller_than_another_is_checked_at_its_own_scale():
+    x = x64(5, 3).requires_grad_()
+    wrong = check_gradients(two_scales(1e-6), x)["forward_mode"]
+    assert wrong.status == "failed"
+    assert "output[1]'s upstream gradient alone" in wrong.detail
+    assert check_gradients(two_scales(0.0), x)["forward_mode"].status == "passed"

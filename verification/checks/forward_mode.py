@@ -26,7 +26,7 @@ from torch import Tensor
 from ..context import Context
 from ..report import CheckResult, error_line
 from ..targets import AutogradTarget, Call, Gradients, Outputs, as_complex, real_leaves
-from .finite_differences import LOCATE_LIMIT, _accurate_sum, compare
+from .finite_differences import LOCATE_LIMIT, _accurate_sum, absorb, compare, each_output_alone
 
 
 def defines_jvp(fn: object) -> bool:
@@ -132,7 +132,6 @@ def check_forward_mode(ctx: Context) -> CheckResult:
         return result
     base = ctx.target64
     assert isinstance(base, AutogradTarget)
-    target = base.copy()  # shifted in place by the finite differences
     call, grads = ctx.call64, ctx.grads64
     tangents = Tangents(base.copy(), call, grads)
     first = next(iter(tangents.tensors))  # an input's, or with none, a parameter's
@@ -145,15 +144,37 @@ def check_forward_mode(ctx: Context) -> CheckResult:
         else:
             result.skipped = f"the target has no forward-mode derivative: {why}"
         return result
+    _compare(result, ctx, base, tangents, grads, grads)
+    for index, alone in each_output_alone(grads):
+        # Each output's tangent at its own scale, as finite_differences does for outputs of very
+        # different scales (see each_output_alone); always, since the jvp is the code under test.
+        part = CheckResult(result.name)
+        zeroed = [g if g is None or i == index else torch.zeros_like(g) for i, g in enumerate(grads)]
+        _compare(part, ctx, base, Tangents(base.copy(), call, alone), alone, zeroed)
+        absorb(result, part, f"with output[{index}]'s upstream gradient alone (the others zero)")
+    return result
+
+
+def _compare(
+    result: CheckResult,
+    ctx: Context,
+    base: AutogradTarget,
+    tangents: Tangents,
+    grads: Sequence[Tensor | None],
+    backward_grads: Sequence[Tensor | None],
+) -> None:
+    """The jvp projected on ``grads`` against finite differences, merged into ``result``
+    (``backward_grads``: the same upstream gradients as the backward takes them)."""
+    call = ctx.call64
     names = list(tangents.tensors)
     large = [tangents.tensors[name].numel() > LOCATE_LIMIT for name in names]
     # Large tensors: the backward's gradients, which set the tolerances' scale only (probes project the jvp).
-    scales = base.copy().start(call).backward(grads).all() if any(large) else [None] * len(names)
+    scales = base.copy().start(call).backward(backward_grads).all() if any(large) else [None] * len(names)
     vectors: list[Tensor | None] = [
         (torch.zeros_like(tangents.tensors[name]) if g is None else g) if big else tangents.vector(name)
         for name, big, g in zip(names, large, scales)
     ]
     n_inputs = len(call.diff)
     gradients = Gradients(vectors[:n_inputs], vectors[n_inputs:])
+    target = base.copy()  # shifted in place by the finite differences
     compare(result, target, call, grads, gradients, ctx.options, ctx.generator, ctx.upstream_drawn, tangents)
-    return result
