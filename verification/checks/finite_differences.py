@@ -122,17 +122,17 @@ def check_finite_differences(ctx: Context) -> CheckResult:
         target = ctx.target64.copy()
         zeroed = [g if g is None or i == index else torch.zeros_like(g) for i, g in enumerate(ctx.grads64)]
         parts.append((index, alone, target, target.start(ctx.call64).backward(zeroed)))
-    if parts and spread([part[3] for part in parts]) > BALANCED:
-        # Only one output weighed at a time: its backward is judged at its own scale, which another
-        # output's far larger contribution to the same gradient would otherwise swamp.
-        for index, alone, target, gradients in parts:
+    for (index, alone, target, gradients), swamped in zip(parts, diluted([part[3] for part in parts])):
+        # This output weighed alone: its backward judged at its own scale, which another output's
+        # far larger contribution to the same gradient swamps in the combined check.
+        if swamped:
             part = CheckResult(result.name)
             compare(part, target, ctx.call64, alone, gradients, ctx.options, ctx.generator, ctx.upstream_drawn)
             absorb(result, part, f"with output[{index}]'s upstream gradient alone (the others zero)")
     return result
 
 
-BALANCED = 8.0  # outputs whose contributions to every gradient are this close are judged together
+BALANCED = 8.0  # an output whose contribution to every gradient is this close to the largest is judged with it
 
 
 def each_output_alone(grads: Sequence[Tensor | None]) -> list[tuple[int, list[Tensor | None]]]:
@@ -149,21 +149,22 @@ def each_output_alone(grads: Sequence[Tensor | None]) -> list[tuple[int, list[Te
     return [(k, [g if i == k else None for i, g in enumerate(grads)]) for k in weighed]
 
 
-def spread(parts: Sequence[Gradients]) -> float:
-    """How far apart the outputs' contributions are, from the gradients each output gives alone: over
-    every differentiated tensor, the largest ratio between two outputs' largest magnitudes there
-    (outputs that give it none left out), inf when one is not finite. Within :data:`BALANCED`, an
-    error in any output's part of a gradient is diluted at most that much in the combined check,
-    whose tolerances sit orders of magnitude below one part in a million of the gradient's scale."""
-    worst = 1.0
+def diluted(parts: Sequence[Gradients]) -> list[bool]:
+    """For each output, from the gradients each output gives alone: whether its contribution to some
+    differentiated tensor is more than :data:`BALANCED` times smaller than another output's there
+    (comparing largest magnitudes; an output that gives a tensor nothing is not diluted there), or
+    not finite. An output diluted less than that has an error in its part of a gradient seen at
+    least an eighth as large in the combined check, whose tolerances sit orders of magnitude below
+    one part in a million of the gradient's scale."""
+    swamped = [False] * len(parts)
     for tensors in zip(*(part.all() for part in parts)):
-        largest = [float(t.detach().abs().max()) for t in tensors if t is not None and t.numel()]
+        largest = [float(t.detach().abs().max()) if t is not None and t.numel() else 0.0 for t in tensors]
         if not all(math.isfinite(v) for v in largest):
-            return math.inf
-        present = [v for v in largest if v > 0.0]
-        if len(present) >= 2:
-            worst = max(worst, max(present) / min(present))
-    return worst
+            return [True] * len(parts)
+        top = max(largest, default=0.0)
+        for k, v in enumerate(largest):
+            swamped[k] = swamped[k] or 0.0 < v * BALANCED < top
+    return swamped
 
 
 def absorb(result: CheckResult, part: CheckResult, context: str) -> None:
