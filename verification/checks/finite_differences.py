@@ -3,10 +3,10 @@ r"""``finite_differences``: the backward pass against central differences of the
 The function checked is the scalar :math:`\phi(x, \theta) = \sum_k \langle g_k, y_k(x, \theta)\rangle`
 with random upstream gradients ``g``, so the gradients backward returns must equal
 :math:`\nabla\phi`. Always in float64, on a float64 copy of the target and upcast inputs,
-whatever the caller's precision: the ground truth. With two or more outputs whose contributions to
-some gradient are more than ``BALANCED`` times apart (outputs of very different scales), each output
-is also checked alone, its upstream gradient kept and the others zero: in the sum, the smaller
-one's part of the gradient would be resolved only at the larger one's scale.
+whatever the caller's precision: the ground truth. An output whose contribution to some gradient is
+more than ``BALANCED`` times smaller than another output's (outputs of very different scales) is
+also checked alone, its upstream gradient kept and the others zero: in the sum, its part of the
+gradient would be resolved only at the larger one's scale.
 
 Small tensors get one derivative per element; large ones random-direction probes
 :math:`\langle u, \mathrm{backward}(g)\rangle` against the directional derivative along a
