@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from . import _checks as check
+from . import _threads
 from . import init as initializers
 from .module import Module
 
@@ -55,7 +58,11 @@ class Linear(Module):
         x2 = x if len(shape) == 2 and shape[1] == self.in_features else self._as_matrix(x)
         # One fused product-and-add (the bias broadcast into the product's output), as torch's own.
         weight_t = self._weight_t()
-        y = torch.mm(x2, weight_t) if self.bias is None else torch.addmm(self.bias, x2, weight_t)
+        threads = _threads.serial(x2.shape[0] * self.in_features * self.out_features, x2)
+        try:
+            y = torch.mm(x2, weight_t) if self.bias is None else torch.addmm(self.bias, x2, weight_t)
+        finally:
+            _threads.restore(threads)
         if x2 is not x:
             y = y.reshape(*shape[:-1], self.out_features)
         self._save_for_backward(x=x, like=y)
@@ -68,12 +75,27 @@ class Linear(Module):
         return x.reshape(-1, self.in_features)
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        x, g2 = self._accumulate(grad_output)
-        grad = torch.mm(g2, self.weight)
+        threads = self._serial(grad_output)
+        try:
+            x, g2 = self._accumulate(grad_output)
+            grad = torch.mm(g2, self.weight)
+        finally:
+            _threads.restore(threads)
         return grad if x.dim() == 2 else grad.reshape(x.shape)
 
     def backward_to_params(self, grad_output: Tensor) -> None:
-        self._accumulate(grad_output)
+        threads = self._serial(grad_output)
+        try:
+            self._accumulate(grad_output)
+        finally:
+            _threads.restore(threads)
+
+    def _serial(self, grad_output: Any) -> int:
+        """One thread for the backward's products when they are small (see framework._threads)."""
+        if not isinstance(grad_output, Tensor):
+            return 0  # _accumulate's checks name what is wrong
+        rows = grad_output.numel() // self.out_features if self.out_features else 0
+        return _threads.serial(rows * self.in_features * self.out_features, grad_output)
 
     def _accumulate(self, grad_output: Tensor) -> tuple[Tensor, Tensor]:
         """Adds dL/dW and dL/db to the gradients; returns x and dL/dy as a matrix."""
