@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from . import _checks as check
+from . import _threads
 from . import init as initializers
 from .dropout import generator_on, keep_mask
 from .module import Module
@@ -212,14 +213,18 @@ class _RNNBase(Module):
         steps = range(x.shape[0] - 1, -1, -1) if direction else range(x.shape[0])
         outputs: list[Tensor] = [x.new_empty(0)] * x.shape[0]
         step_caches = []
-        for t in steps:
-            h_prev, c_prev = h, c
-            h, c, step_cache = self._cell(projected[t], h_prev, c_prev, w_hh_t, b_hh)
-            if w_hr_t is not None:  # LSTM's projection: h = W_hr (o * tanh(c))
-                step_cache["h_full"] = h
-                h = h @ w_hr_t
-            step_caches.append(step_cache)
-            outputs[t] = h
+        threads = _threads.serial(h.numel() * w_hh.shape[0], h)  # one step's product, small or not
+        try:
+            for t in steps:
+                h_prev, c_prev = h, c
+                h, c, step_cache = self._cell(projected[t], h_prev, c_prev, w_hh_t, b_hh)
+                if w_hr_t is not None:  # LSTM's projection: h = W_hr (o * tanh(c))
+                    step_cache["h_full"] = h
+                    h = h @ w_hr_t
+                step_caches.append(step_cache)
+                outputs[t] = h
+        finally:
+            _threads.restore(threads)
         cache = {"x": x, "steps": step_caches, "layer": layer, "direction": direction}
         return torch.stack(outputs), h, c, cache
 
@@ -309,14 +314,18 @@ class _RNNBase(Module):
         previous: list[Tensor] = [grad_out.new_empty(0)] * length
         grad_projected: list[Tensor] = [grad_out.new_empty(0)] * length
         # Reverse processing order: step i handled time order[i], after step i + 1 sent its dh back.
-        for i in range(length - 1, -1, -1):
-            t = order[i]
-            dh = dh + grad_out[t]
-            if w_hr is not None:  # h = W_hr h_full: dL/dW_hr += dh^T h_full, dL/dh_full = dh W_hr
-                grad_projected[t] = dh
-                dh = dh @ w_hr
-            grad_ih[t], grad_hh[t], dh, dc = self._step_backward(steps[i], dh, dc, w_hh)
-            previous[t] = steps[i]["h_prev"]
+        threads = _threads.serial(dh.numel() * w_hh.shape[0], dh)
+        try:
+            for i in range(length - 1, -1, -1):
+                t = order[i]
+                dh = dh + grad_out[t]
+                if w_hr is not None:  # h = W_hr h_full: dL/dW_hr += dh^T h_full, dL/dh_full = dh W_hr
+                    grad_projected[t] = dh
+                    dh = dh @ w_hr
+                grad_ih[t], grad_hh[t], dh, dc = self._step_backward(steps[i], dh, dc, w_hh)
+                previous[t] = steps[i]["h_prev"]
+        finally:
+            _threads.restore(threads)
         g_ih = torch.stack(grad_ih).reshape(-1, w_ih.shape[0])
         g_hh = torch.stack(grad_hh).reshape(-1, w_hh.shape[0])
         s = self._suffix(layer, direction)
