@@ -736,3 +736,26 @@ def test_a_solve_whose_matrix_gradient_is_doubled_fails_however_ill_conditioned(
         check_gradients(Solve, *conditioned(condition), checks="finite_differences")["finite_differences"].status
         == "failed"
     )
+
+
+class AbsPlusSquare(Function):
+    """y = |x| + 300 x^2, whose backward gives 5 at the kink x = 0, outside the one-sided slopes."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.abs() + 300 * x * x
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        slope = torch.where(x == 0, torch.full_like(x, 5.0), torch.sign(x) + 600 * x)
+        return g * slope
+
+
+def test_a_value_outside_a_curved_kinks_slopes_fails_although_the_slopes_move_with_the_step():
+    # The one-sided slopes at 0 are -1 - 300 s and 1 + 300 s: they move with the step s, as a pole's
+    # do, but settle rather than grow, so the kink is told from a pole and the value judged.
+    x = torch.tensor([0.0, 0.5, -0.7], dtype=torch.float64, requires_grad=True)
+    check = check_gradients(AbsPlusSquare, x, checks="finite_differences")["finite_differences"]
+    assert check.status == "failed" and "input[0][0]" in check.detail

@@ -972,7 +972,7 @@ def _judged(analytic: float, h: float, difference: Callable[[float], _Difference
       kink): neither passed nor failed on its word;
     * it sits on a kink, the smaller steps settle nothing, and a precise difference of a step
       shorter still agrees with ``analytic``: the function is resolved only there, too coarsely to pass
-      it; or a kink whose one-sided slopes move as the step shrinks (a genuine kink's stay),
+      it; or a kink whose one-sided slopes grow as the step shrinks (a genuine kink's settle),
       where nothing settles at all: both returned with ``unsettled`` (why), unjudged.
     """
 
@@ -1027,15 +1027,15 @@ def _judged(analytic: float, h: float, difference: Callable[[float], _Difference
             f"the backward within {best.tolerance:.3g}, too wide a tolerance to pass it"
         )
     kinked = [(scale, d) for scale, d in zip((*SMALLER_STEPS, *FURTHER_STEPS), (*retries, *further)) if d.sides]
-    if first.sides is not None and kinked and not _same_kink(first, kinked[-1][1]) and all(map(agrees, sharp)):
-        # A kink's one-sided slopes stay as the step shrinks; a pole's grow without end. (A precise
+    if first.sides is not None and kinked and _diverging(first, kinked[-1][1]) and all(map(agrees, sharp)):
+        # A kink's one-sided slopes settle as the step shrinks; a pole's grow without end. (A precise
         # difference at a shorter step that contradicts the backward still fails it, as before.)
         scale, last = kinked[-1]
         assert last.sides is not None
         return first._replace(
             unsettled=f"what looks like a kink at the step has one-sided slopes {first.sides[0]:.6g} and "
             f"{first.sides[1]:.6g} there and {last.sides[0]:.6g} and {last.sides[1]:.6g} at 1/{round(1 / scale)} of "
-            "it, where a kink's stay, and no step gives a smooth difference that settles"
+            "it, growing where a kink's settle, and no step gives a smooth difference that settles"
         )
     if first.sides is None and first.coarse:
         # A coarse difference cannot fail a backward on its own word: the spread of the differences
@@ -1045,10 +1045,12 @@ def _judged(analytic: float, h: float, difference: Callable[[float], _Difference
     return first
 
 
-def _same_kink(d: _Difference, e: _Difference) -> bool:
-    """Whether two differences on kinks have the same one-sided slopes, within their tolerances."""
-    assert d.sides is not None and e.sides is not None
-    return all(abs(a - b) <= d.tolerance + e.tolerance for a, b in zip(d.sides, e.sides))
+def _diverging(first: _Difference, later: _Difference) -> bool:
+    """Whether the one-sided slopes of ``later`` (on a kink, at a step 16 times shorter or more) are
+    over 4 times the largest of ``first``'s: a pole's grow about as the step shrinks, while a kink's
+    settle (|x| + c x^2 at 0: 1 + c s, converging as the step s shrinks)."""
+    assert first.sides is not None and later.sides is not None
+    return max(map(abs, later.sides)) > 4 * max(map(abs, first.sides)) + first.tolerance + later.tolerance
 
 
 def _confirm_each_other(differences: list[_Difference], needed: int) -> bool:
@@ -1121,7 +1123,7 @@ def _probe(
     u: float,
     options: Options,
     project: Projector | None = None,
-) -> tuple[float, float, float, tuple[float, float] | None, tuple[float, ...] | None]:
+) -> tuple[float, float, float, tuple[float, float] | None, str | None]:
     """One probe along ``direction`` (float64, on the CPU, ``tensor``'s shape; zero off its support):
     (<direction, backward>, the directional finite difference, its tolerance, the one-sided slopes
     where the direction crosses a kink, else None), the difference judged as :func:`_judged` judges
