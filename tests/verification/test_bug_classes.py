@@ -759,3 +759,70 @@ def test_a_value_outside_a_curved_kinks_slopes_fails_although_the_slopes_move_wi
     x = torch.tensor([0.0, 0.5, -0.7], dtype=torch.float64, requires_grad=True)
     check = check_gradients(AbsPlusSquare, x, checks="finite_differences")["finite_differences"]
     assert check.status == "failed" and "input[0][0]" in check.detail
+
+
+def reciprocal(wrong_by: float) -> type[Function]:
+    """y = 1/x, with the last element's gradient scaled by 1 + wrong_by."""
+
+    class Reciprocal(Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return 1 / x
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            grad = -g / x**2
+            grad[-1] = grad[-1] * (1 + wrong_by)
+            return grad
+
+    return Reciprocal
+
+
+@pytest.mark.parametrize("wrong_by", [1.0, -2.0], ids=["doubled", "sign flipped"])
+@pytest.mark.parametrize("distance", [3e-6, 1e-7])
+def test_a_wrong_gradient_within_a_step_of_a_pole_fails(distance, wrong_by):
+    # The steps 1e-4 and 1e-4/16 cross the pole at 0 and look like kinks; a coarse difference at
+    # a smaller step once passed the doubled gradient, and the pole rule once excused both.
+    x = torch.tensor([1.0, distance], dtype=torch.float64)
+    assert (
+        check_gradients(reciprocal(wrong_by), x, checks="finite_differences")["finite_differences"].status == "failed"
+    )
+
+
+def test_a_right_gradient_resolved_by_the_smaller_steps_near_a_pole_passes():
+    x = torch.tensor([1.0, 3e-6], dtype=torch.float64)
+    assert check_gradients(reciprocal(0.0), x, checks="finite_differences")["finite_differences"].status == "passed"
+
+
+def test_a_solve_whose_matrix_gradient_is_off_by_one_part_in_a_million_fails_at_condition_number_1e6(monkeypatch):
+    # A coarse difference (2% tolerance) agreed with it, while a precise one at a smaller step refuted it.
+    monkeypatch.setattr(Solve, "factor", 1 + 1e-6)
+    assert (
+        check_gradients(Solve, *conditioned(1e6), checks="finite_differences")["finite_differences"].status == "failed"
+    )
+
+
+class SwampedInOneElement(Function):
+    """Outputs (1e6 exp(x), sin(x) w), w = [1e9, 1, 1, 1, 1]: the second output's largest contribution
+    matches the first's, but at the other elements it is thousands of times smaller. Its backward
+    is off by one part in ten thousand at element 2."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return 1e6 * torch.exp(x), torch.sin(x) * torch.tensor([1e9, 1.0, 1.0, 1.0, 1.0], dtype=x.dtype)
+
+    @staticmethod
+    def backward(ctx, g_large, g_small):
+        (x,) = ctx.saved_tensors
+        small = g_small * torch.cos(x) * torch.tensor([1e9, 1.0, 1.0, 1.0, 1.0], dtype=x.dtype)
+        small[2] = small[2] * (1 + 1e-4)
+        return g_large * 1e6 * torch.exp(x) + small
+
+
+def test_an_output_swamped_in_one_element_only_is_checked_alone():
+    report = check_gradients(SwampedInOneElement, randn(5), checks="finite_differences")
+    assert report["finite_differences"].status == "failed"
+    assert "output[1]'s upstream gradient alone" in report["finite_differences"].detail

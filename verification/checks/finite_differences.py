@@ -132,7 +132,7 @@ def check_finite_differences(ctx: Context) -> CheckResult:
     return result
 
 
-BALANCED = 8.0  # an output whose contribution to every gradient is this close to the largest is judged with it
+BALANCED = 8.0  # an output whose contribution to every gradient element is this close to the largest is judged with it
 
 
 def each_output_alone(grads: Sequence[Tensor | None]) -> list[tuple[int, list[Tensor | None]]]:
@@ -151,19 +151,24 @@ def each_output_alone(grads: Sequence[Tensor | None]) -> list[tuple[int, list[Te
 
 def diluted(parts: Sequence[Gradients]) -> list[bool]:
     """For each output, from the gradients each output gives alone: whether its contribution to some
-    differentiated tensor is more than :data:`BALANCED` times smaller than another output's there
-    (comparing largest magnitudes; an output that gives a tensor nothing is not diluted there), or
-    not finite. An output diluted less than that has an error in its part of a gradient seen at
+    element of a differentiated tensor is more than :data:`BALANCED` times smaller than another
+    output's there (an output that gives an element nothing is not diluted there), or not finite.
+    An output diluted less than that everywhere has an error in its part of a gradient seen at
     least an eighth as large in the combined check, whose tolerances sit orders of magnitude below
-    one part in a million of the gradient's scale."""
+    one part in a million of the gradient's scale. Element by element: outputs (1e6 exp(x),
+    sin(x) w) with w = [1e9, 1, 1, 1, 1] are a thousand times apart at the second element, though
+    not in their largest values."""
     swamped = [False] * len(parts)
     for tensors in zip(*(part.all() for part in parts)):
-        largest = [float(t.detach().abs().max()) if t is not None and t.numel() else 0.0 for t in tensors]
-        if not all(math.isfinite(v) for v in largest):
+        present = [(k, t.detach().double().abs().cpu()) for k, t in enumerate(tensors) if t is not None and t.numel()]
+        if len(present) < 2:
+            continue
+        if not all(bool(torch.isfinite(t).all()) for _, t in present):
             return [True] * len(parts)
-        top = max(largest, default=0.0)
-        for k, v in enumerate(largest):
-            swamped[k] = swamped[k] or 0.0 < v * BALANCED < top
+        top = torch.stack([t.reshape(-1) for _, t in present]).amax(0)
+        for k, t in present:
+            flat = t.reshape(-1)
+            swamped[k] = swamped[k] or bool(((flat > 0) & (flat * BALANCED < top)).any())
     return swamped
 
 
@@ -962,14 +967,15 @@ def _sharpened(
 def _judged(analytic: float, h: float, difference: Callable[[float], _Difference]) -> _Difference:
     """The difference that judges ``analytic``: the one at step ``h``, unless
 
-    * it is precise but fails, and one at a smaller step agrees with ``analytic`` while
+    * it is precise but fails, and a precise one at a smaller step agrees with ``analytic`` while
       disagreeing with it (it reached past a point where the function is not smooth);
     * it sits on a kink, or is coarse: then the smaller steps' differences that sit on no kink
-      judge instead, when they can be trusted (see SMALLER_STEPS): the sharpest one that agrees
-      with ``analytic``, else the sharpest one if they all agree with one another; failing that,
-      the precise ones of two steps shorter still (FURTHER_STEPS) can confirm a failure; and a
-      coarse difference none of them settles is left unjudged (returned with ``sides``, as on a
-      kink): neither passed nor failed on its word;
+      judge instead, when they can be trusted (see SMALLER_STEPS): the sharpest precise one that
+      agrees with ``analytic``, else the sharpest one if none agrees and they agree with one
+      another; failing that, the kink-free ones of two steps shorter still (FURTHER_STEPS) can
+      confirm a failure; a coarse one that agrees passes only where no precise difference of
+      another step refutes ``analytic``; and a coarse difference none of them settles is left
+      unjudged (returned with ``sides``, as on a kink): neither passed nor failed on its word;
     * it sits on a kink, the smaller steps settle nothing, and a precise difference of a step
       shorter still agrees with ``analytic``: the function is resolved only there, too coarsely to pass
       it; or a kink whose one-sided slopes grow as the step shrinks (a genuine kink's settle),
@@ -978,6 +984,12 @@ def _judged(analytic: float, h: float, difference: Callable[[float], _Difference
 
     def agrees(d: _Difference) -> bool:
         return abs(analytic - d.value) <= d.tolerance
+
+    def refutes(d: _Difference) -> bool:  # a precise, kink-free difference that disagrees
+        return d.sides is None and not d.coarse and not agrees(d)
+
+    def by_tolerance(ds: list[_Difference]) -> list[_Difference]:
+        return sorted(ds, key=lambda d: d.tolerance)
 
     first = difference(h)
     precise = first.sides is None and not first.coarse
@@ -988,32 +1000,38 @@ def _judged(analytic: float, h: float, difference: Callable[[float], _Difference
             retry = difference(h * scale)
             if (
                 retry.sides is None
+                and not retry.coarse  # a coarse difference's tolerance is too wide to clear anything
                 and agrees(retry)
                 and abs(retry.value - first.value) > (retry.tolerance + first.tolerance)
             ):
                 return retry
         return first
     retries = [difference(h * scale) for scale in SMALLER_STEPS]
-    smooth = [d for d in retries if d.sides is None]
-    smooth.sort(key=lambda d: d.tolerance)
-    agreeing = [d for d in smooth if agrees(d)]
-    if agreeing:
-        return agreeing[0]
+    smooth = by_tolerance([d for d in retries if d.sides is None])
+    precise_agreeing = [d for d in smooth if not d.coarse and agrees(d)]
+    if precise_agreeing:
+        return precise_agreeing[0]
+    agreeing = [d for d in smooth if agrees(d)]  # coarse ones, here
     # A failure on the smaller steps' word only when they confirm each other: one of them may
     # itself reach past a kink its own estimates do not show.
-    if _confirm_each_other(smooth, len(SMALLER_STEPS)):
+    if not agreeing and _confirm_each_other(smooth, len(SMALLER_STEPS)):
         return smooth[0]
     # Still undecided (kinks at every scale so far: a direction through thousands of ReLU inputs):
-    # steps shorter still, where the difference is precise (no kink, truncation no longer most of
-    # the bound), can confirm a failure, when both disagree with the backward and agree with each
-    # other. Never a pass: their tolerances, mostly rounding over so short a step, are too wide to
-    # tell a correct backward from one wrong by a part in a million.
+    # steps shorter still, kink-free, can confirm a failure, when both disagree with the backward
+    # and agree with each other. Never a pass on their word alone: their tolerances, mostly
+    # rounding over so short a step, are too wide to tell a correct backward from one wrong by a
+    # part in a million.
     further = [difference(h * scale) for scale in FURTHER_STEPS]
-    sharp = [d for d in further if d.sides is None and not d.coarse]
-    sharp.sort(key=lambda d: d.tolerance)
-    if _confirm_each_other(sharp, len(FURTHER_STEPS)) and not any(agrees(d) for d in sharp):
-        return sharp[0]
-    if any(agrees(d) for d in sharp) and first.sides is not None:
+    settled = by_tolerance([d for d in further if d.sides is None])
+    if _confirm_each_other(settled, len(FURTHER_STEPS)) and not any(agrees(d) for d in settled):
+        return settled[0]
+    # A coarse difference that agrees passes, as long as no precise one at another step refutes it
+    # (near a pole, the coarse one's tolerance can be most of its value).
+    refuting = [d for d in (*smooth, *settled) if refutes(d)]
+    if agreeing and not refuting:
+        return agreeing[0]
+    sharp = [d for d in settled if not d.coarse]
+    if first.sides is not None and not refuting and any(agrees(d) for d in sharp):
         # A kink at the step, nothing settled at the smaller ones, then a precise difference that
         # agrees: the function changes faster than the usual steps resolve (a pole or a nearly
         # singular matrix within a step of the point, which the differences mistake for a kink)
@@ -1027,20 +1045,21 @@ def _judged(analytic: float, h: float, difference: Callable[[float], _Difference
             f"the backward within {best.tolerance:.3g}, too wide a tolerance to pass it"
         )
     kinked = [(scale, d) for scale, d in zip((*SMALLER_STEPS, *FURTHER_STEPS), (*retries, *further)) if d.sides]
-    if first.sides is not None and kinked and _diverging(first, kinked[-1][1]) and all(map(agrees, sharp)):
-        # A kink's one-sided slopes settle as the step shrinks; a pole's grow without end. (A precise
-        # difference at a shorter step that contradicts the backward still fails it, as before.)
+    if first.sides is not None and kinked and _diverging(first, kinked[-1][1]) and not refuting:
+        # A kink's one-sided slopes settle as the step shrinks; a pole's grow without end. (Kink-free
+        # differences at the two shortest steps that confirm each other against the backward, or a
+        # precise one that refutes it, keep it from being excused so.)
         scale, last = kinked[-1]
         assert last.sides is not None
         return first._replace(
             unsettled=f"what looks like a kink at the step has one-sided slopes {first.sides[0]:.6g} and "
             f"{first.sides[1]:.6g} there and {last.sides[0]:.6g} and {last.sides[1]:.6g} at 1/{round(1 / scale)} of "
-            "it, growing where a kink's settle, and no step gives a smooth difference that settles"
+            "it, growing where a kink's settle, and no step gives a difference precise enough to pass it"
         )
     if first.sides is None and first.coarse:
         # A coarse difference cannot fail a backward on its own word: the spread of the differences
         # taken leaves it unjudged, as a kink (not passed either).
-        values = [first.value, *(d.value for d in smooth), *(d.value for d in sharp)]
+        values = [first.value, *(d.value for d in smooth), *(d.value for d in settled)]
         return first._replace(sides=(min(values), max(values)))
     return first
 
