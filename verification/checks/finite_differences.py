@@ -67,7 +67,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import NamedTuple, Protocol
 
 import torch
@@ -123,11 +123,13 @@ def check_finite_differences(ctx: Context) -> CheckResult:
         zeroed = [g if g is None or i == index else torch.zeros_like(g) for i, g in enumerate(ctx.grads64)]
         parts.append((index, alone, target, target.start(ctx.call64).backward(zeroed)))
     for (index, alone, target, gradients), swamped in zip(parts, diluted([part[3] for part in parts])):
-        # This output weighed alone: its backward judged at its own scale, which another output's
-        # far larger contribution to the same gradient swamps in the combined check.
+        # This output weighed alone, on the tensors where another output's far larger contribution
+        # swamps its own in the combined check: its backward judged there at its own scale.
         if swamped:
             part = CheckResult(result.name)
-            compare(part, target, ctx.call64, alone, gradients, ctx.options, ctx.generator, ctx.upstream_drawn)
+            compare(
+                part, target, ctx.call64, alone, gradients, ctx.options, ctx.generator, ctx.upstream_drawn, only=swamped
+            )
             absorb(result, part, f"with output[{index}]'s upstream gradient alone (the others zero)")
     return result
 
@@ -149,26 +151,27 @@ def each_output_alone(grads: Sequence[Tensor | None]) -> list[tuple[int, list[Te
     return [(k, [g if i == k else None for i, g in enumerate(grads)]) for k in weighed]
 
 
-def diluted(parts: Sequence[Gradients]) -> list[bool]:
-    """For each output, from the gradients each output gives alone: whether its contribution to some
-    element of a differentiated tensor is more than :data:`BALANCED` times smaller than another
-    output's there (an output that gives an element nothing is not diluted there), or not finite.
-    An output diluted less than that everywhere has an error in its part of a gradient seen at
-    least an eighth as large in the combined check, whose tolerances sit orders of magnitude below
-    one part in a million of the gradient's scale. Element by element: outputs (1e6 exp(x),
-    sin(x) w) with w = [1e9, 1, 1, 1, 1] are a thousand times apart at the second element, though
-    not in their largest values."""
-    swamped = [False] * len(parts)
-    for tensors in zip(*(part.all() for part in parts)):
+def diluted(parts: Sequence[Gradients]) -> list[set[int]]:
+    """For each output, from the gradients each output gives alone: the differentiated tensors (their
+    positions in ``Gradients.all()``) where its contribution to some element is more than
+    :data:`BALANCED` times smaller than another output's there (an output that gives an element
+    nothing is not diluted there); every tensor when one is not finite. Where an output is diluted
+    less than that, an error in its part of a gradient is seen at least an eighth as large in the
+    combined check, whose tolerances sit orders of magnitude below one part in a million of the
+    gradient's scale. Element by element: outputs (1e6 exp(x), sin(x) w) with w = [1e9, 1, 1, 1, 1]
+    are a thousand times apart at the second element, though not in their largest values."""
+    swamped: list[set[int]] = [set() for _ in parts]
+    for position, tensors in enumerate(zip(*(part.all() for part in parts))):
         present = [(k, t.detach().double().abs().cpu()) for k, t in enumerate(tensors) if t is not None and t.numel()]
         if len(present) < 2:
             continue
         if not all(bool(torch.isfinite(t).all()) for _, t in present):
-            return [True] * len(parts)
+            return [set(range(len(parts[0].all()))) for _ in parts]
         top = torch.stack([t.reshape(-1) for _, t in present]).amax(0)
         for k, t in present:
             flat = t.reshape(-1)
-            swamped[k] = swamped[k] or bool(((flat > 0) & (flat * BALANCED < top)).any())
+            if bool(((flat > 0) & (flat * BALANCED < top)).any()):
+                swamped[k].add(position)
     return swamped
 
 
@@ -582,9 +585,11 @@ def compare(
     generator: torch.Generator,
     upstream_drawn: bool = False,
     derivative: Derivative | None = None,
+    only: Collection[int] | None = None,
 ) -> None:
     """Merge into ``result`` the comparison of ``gradients`` with finite differences of ``target``.
     ``upstream_drawn``: ``grads`` are independent Gaussians drawn by the verifier, not the caller's.
+    ``only``: the positions (in ``gradients.all()``) of the tensors to compare; all by default.
     ``derivative``: the derivative under test, when it is not ``gradients`` (forward mode: see
     :class:`Derivative`); ``gradients`` then hold its elements where computed, else the backward's
     gradients, which set the tolerances' scales only."""
@@ -624,7 +629,9 @@ def compare(
 
     items = [(f"input[{i}]", i, x) for i, x in zip(call.diff, call.tensors())]
     items += [(name, None, p) for name, p in target.parameters()]
-    for (name, position, tensor), analytic in zip(items, gradients.all()):
+    for index, ((name, position, tensor), analytic) in enumerate(zip(items, gradients.all())):
+        if only is not None and index not in only:
+            continue
         missing = analytic is None  # torch's convention for a zero gradient: judged as zeros
         if analytic is None:
             analytic = torch.zeros_like(tensor)
