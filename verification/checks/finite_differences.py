@@ -68,7 +68,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Collection, Sequence
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import Tensor
@@ -116,7 +116,18 @@ def check_finite_differences(ctx: Context) -> CheckResult:
         return result
     target = ctx.target64.copy()  # its parameters are shifted in place, and forward may update buffers
     gradients = target.start(ctx.call64).backward(ctx.grads64)
-    compare(result, target, ctx.call64, ctx.grads64, gradients, ctx.options, ctx.generator, ctx.upstream_drawn)
+    rounding: dict[str, Any] = {}  # the outputs' measured rounding, shared by the comparisons below
+    compare(
+        result,
+        target,
+        ctx.call64,
+        ctx.grads64,
+        gradients,
+        ctx.options,
+        ctx.generator,
+        ctx.upstream_drawn,
+        rounding=rounding,
+    )
     parts = []
     for index, alone in each_output_alone(ctx.grads64):
         target = ctx.target64.copy()
@@ -128,7 +139,16 @@ def check_finite_differences(ctx: Context) -> CheckResult:
         if swamped:
             part = CheckResult(result.name)
             compare(
-                part, target, ctx.call64, alone, gradients, ctx.options, ctx.generator, ctx.upstream_drawn, only=swamped
+                part,
+                target,
+                ctx.call64,
+                alone,
+                gradients,
+                ctx.options,
+                ctx.generator,
+                ctx.upstream_drawn,
+                only=swamped,
+                rounding=rounding,
             )
             absorb(result, part, f"with output[{index}]'s upstream gradient alone (the others zero)")
     return result
@@ -295,6 +315,7 @@ def _output_noise(
     grads: Sequence[Tensor | None],
     generator: torch.Generator,
     upstream_drawn: bool,
+    cache: dict[str, Any] | None = None,
 ) -> _Noise | None:
     """The rounding error of one evaluation of :math:`\\Delta\\phi = \\sum_k g_k \\Delta y_k` (see
     :class:`_Shifter`), whose terms err by :math:`|g_k| e_k`, :math:`|e_k| \\le 2\\varepsilon_k`: at most
@@ -310,6 +331,36 @@ def _output_noise(
     at least the rounding of storing it, :math:`u|y_k|`. It sees conditioning: an ill-conditioned
     forward (LayerNorm over two nearly equal values) errs far more than u|y|. None when the
     estimator cannot run (a target that cannot be copied or moved). ``base``: the outputs at ``call``."""
+    if cache is not None and "epsilon" in cache:
+        epsilon = cache["epsilon"]
+    else:
+        epsilon = _measured_rounding(target, call, base, generator)
+        if cache is not None:
+            cache["epsilon"] = epsilon
+    if epsilon is None:
+        return None
+    bounds: list[tuple[Tensor, Tensor] | None] = []
+    weights: list[Tensor | None] = []
+    for i, (y, g) in enumerate(zip(base, grads)):
+        if y is None or g is None:
+            bounds.append(None)
+            weights.append(None)
+            continue
+        value = epsilon.get(f"y{i}")
+        stored = _stored(y.detach().double().cpu()).reshape(-1)
+        if value is None or value.shape != y.shape:
+            value = torch.zeros_like(stored)  # as error_model.estimated: nothing measured
+        bounds.append((value.double().cpu().reshape(-1), stored))
+        weights.append(g.double().cpu().reshape(-1))
+    return _Noise(bounds, weights, upstream_drawn)
+
+
+def _measured_rounding(
+    target: Target, call: Call, base: list[Tensor | None], generator: torch.Generator
+) -> dict[str, Tensor] | None:
+    """Each output's measured rounding error, element by element (``y0``, ``y1``, ...; see
+    :func:`_output_noise`), or None when the estimator cannot run. Independent of the upstream
+    gradients: one measurement serves the combined check and each output checked alone."""
     names = [f"y{i}" for i, y in enumerate(base) if y is not None]
     epsilon: dict[str, Tensor] = {}
     low: list[Target] = []  # the float32 copy, made once (on first use: a failure there is the estimator's)
@@ -342,20 +393,7 @@ def _output_noise(
             if value is None:
                 return None
             epsilon[name] = value if name not in epsilon else torch.maximum(epsilon[name], value)
-    bounds: list[tuple[Tensor, Tensor] | None] = []
-    weights: list[Tensor | None] = []
-    for i, (y, g) in enumerate(zip(base, grads)):
-        if y is None or g is None:
-            bounds.append(None)
-            weights.append(None)
-            continue
-        value = epsilon.get(f"y{i}")
-        stored = _stored(y.detach().double().cpu()).reshape(-1)
-        if value is None or value.shape != y.shape:
-            value = torch.zeros_like(stored)  # as error_model.estimated: nothing measured
-        bounds.append((value.double().cpu().reshape(-1), stored))
-        weights.append(g.double().cpu().reshape(-1))
-    return _Noise(bounds, weights, upstream_drawn)
+    return epsilon
 
 
 class _Noise(NamedTuple):
@@ -586,10 +624,13 @@ def compare(
     upstream_drawn: bool = False,
     derivative: Derivative | None = None,
     only: Collection[int] | None = None,
+    rounding: dict[str, Any] | None = None,
 ) -> None:
     """Merge into ``result`` the comparison of ``gradients`` with finite differences of ``target``.
     ``upstream_drawn``: ``grads`` are independent Gaussians drawn by the verifier, not the caller's.
     ``only``: the positions (in ``gradients.all()``) of the tensors to compare; all by default.
+    ``rounding``: a dict shared by comparisons at the same ``call`` (the outputs' measured rounding
+    is kept there after the first, whatever the upstream gradients).
     ``derivative``: the derivative under test, when it is not ``gradients`` (forward mode: see
     :class:`Derivative`); ``gradients`` then hold its elements where computed, else the backward's
     gradients, which set the tolerances' scales only."""
@@ -602,7 +643,7 @@ def compare(
         result.inconclusive = changed
         return
     n_terms = max([*sizes, *(y.numel() for y in start if y is not None)])
-    measured = _output_noise(target, call, start, grads, generator, upstream_drawn)
+    measured = _output_noise(target, call, start, grads, generator, upstream_drawn, rounding)
     # Without a measurement, a bound on phi's own rounding (probabilistic rounding error analysis,
     # Higham & Mary 2019: n terms err by about sqrt(n) u sum|terms|), twice: two evaluations differ.
     delta = measured.total() if measured is not None else 2 * _a_priori_noise(start, grads, n_terms)
