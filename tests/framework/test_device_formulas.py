@@ -11,6 +11,7 @@ either one of them or a listed placement helper.
 from __future__ import annotations
 
 import ast
+import inspect
 import pathlib
 
 import pytest
@@ -78,3 +79,21 @@ def test_every_device_dependent_function_is_a_switch_set_above_or_a_placement():
                 readers.add((path.stem.removeprefix("_"), node.name))
     switches = {(module.__name__.rsplit(".", 1)[1].removeprefix("_"), name) for module, name in GPU_ANSWERS}
     assert readers == switches | PLACEMENT
+
+
+# The CPU's float32 exp: exp2(t log2(e)) where MKL's exp is slow (off Intel), torch's exp where it is
+# fast. The machine running the tests takes one; every module whose formulas read the switch also
+# passes the verifier with the other.
+USES_EXP = [spec for spec in SPECS if getattr(inspect.getmodule(spec.module), "_exp", None) is _exp]
+
+
+@pytest.mark.parametrize("spec", USES_EXP, ids=str)
+def test_every_module_using_exp_passes_the_verifier_with_the_other_processors_exp(spec, monkeypatch):
+    other = not _exp.mkl_vector_math_is_fast()
+    monkeypatch.setattr(_exp, "mkl_vector_math_is_fast", lambda: other)
+    result = run_spec(spec, profile="dev", seed=0)
+    assert result.ok, f"{result.failure['message']}\nreplay: {result.failure['replay']}"
+
+
+def test_the_modules_using_exp_include_the_softmaxes_and_the_exponential_activations():
+    assert {"Softmax", "LogSoftmax", "GELU", "ELU", "SELU"} <= {spec.name for spec in USES_EXP}

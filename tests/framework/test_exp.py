@@ -1,4 +1,4 @@
-"""exp by exp2 on the CPU in float32: faster, within the error its docstring states."""
+"""exp by exp2 on the CPU in float32 where MKL's exp is slow: faster, within the error its docstring states."""
 
 from __future__ import annotations
 
@@ -10,7 +10,27 @@ from framework import _exp
 EPS32 = torch.finfo(torch.float32).eps
 
 
-def test_float32_exp_is_within_t_eps_of_the_exact_value_over_the_whole_range():
+@pytest.fixture(params=["base 2", "MKL"])
+def processor(request, monkeypatch):
+    """Each processor's float32 path: exp2 (MKL's exp slow, as off Intel) or torch's exp."""
+    monkeypatch.setattr(_exp, "mkl_vector_math_is_fast", lambda: request.param == "MKL")
+    assert _exp.in_base_2(torch.ones(1)) == (request.param == "base 2")
+    return request.param
+
+
+@pytest.mark.parametrize(("vendor", "base_2"), [("AuthenticAMD", True), ("GenuineIntel", False), ("", True)])
+def test_float32_exp_takes_base_2_only_off_intels_mkl(vendor, base_2, monkeypatch):
+    monkeypatch.setattr(_exp, "cpu_vendor", lambda: vendor)
+    _exp.mkl_vector_math_is_fast.cache_clear()
+    try:
+        expected = base_2 or not torch.backends.mkl.is_available()
+        assert _exp.in_base_2(torch.ones(1)) == expected
+        assert not _exp.in_base_2(torch.ones(1, dtype=torch.float64))
+    finally:
+        _exp.mkl_vector_math_is_fast.cache_clear()
+
+
+def test_float32_exp_is_within_t_eps_of_the_exact_value_over_the_whole_range(processor):
     t = torch.linspace(-103.0, 88.0, 200_001)  # from subnormal results to the edge of overflow
     exact = t.double().exp()
     computed = _exp.exp(t).double()
@@ -20,7 +40,7 @@ def test_float32_exp_is_within_t_eps_of_the_exact_value_over_the_whole_range():
     assert bool((relative <= bound).all()), f"worst: {(relative / bound).max().item():.3g} of the bound"
 
 
-def test_float32_exp_overflows_and_underflows_where_exp_does():
+def test_float32_exp_overflows_and_underflows_where_exp_does(processor):
     t = torch.tensor([-1e4, -200.0, 89.0, 1e4, float("inf"), -float("inf"), float("nan")])
     assert torch.equal(_exp.exp(t).nan_to_num(7.0), t.exp().nan_to_num(7.0))
 
@@ -33,7 +53,7 @@ def test_other_dtypes_take_torchs_exp_bit_for_bit(dtype):
     assert torch.equal(_exp.exp_(t.clone()), t.exp())
 
 
-def test_in_place_exp_writes_into_its_argument():
+def test_in_place_exp_writes_into_its_argument(processor):
     t = torch.randn(100)
     expected = _exp.exp(t)
     out = t.clone()
