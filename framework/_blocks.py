@@ -16,13 +16,20 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-# Elements per block (per intra-op thread): a handful of float32 temporaries of 1 MiB stay in the
-# cache (a core's L2 and its share of L3). Smaller blocks pay more in per-operation dispatch than
-# they gain in cache locality: on a 2-core EPYC (1 MiB L2 per core, 32 MiB L3), forward+backward
-# at 4096 x 1024, one thread, framework/torch with 64K- against 256K-element blocks: Softmax
-# 1.50 -> 1.26, SELU 1.96 -> 1.46, GELU 2.02 -> 1.78, LayerNorm 2.80 -> 2.08, SmoothL1Loss
-# 1.57 -> 1.35; at 256 x 1024 (no longer blocked) Softmax 1.31 -> 0.78, LayerNorm 2.18 -> 1.33.
-BLOCK = 1 << 18
+from . import _cpu
+
+# Elements per block (per intra-op thread): a handful of float32 temporaries stay in the cache.
+# Smaller blocks pay more in per-operation dispatch than they gain in cache locality, and where the
+# balance lies depends on the processor's caches:
+# - a 2-core AMD EPYC (1 MiB L2 per core, 32 MiB L3, fast): 256K elements (1 MiB per temporary, in
+#   L3). Forward+backward at 4096 x 1024, one thread, framework/torch, 64K- against 256K-element
+#   blocks: Softmax 1.50 -> 1.26, SELU 1.96 -> 1.46, GELU 2.02 -> 1.78, LayerNorm 2.80 -> 2.08,
+#   SmoothL1Loss 1.57 -> 1.35; at 256 x 1024 (no longer blocked) Softmax 1.31 -> 0.78.
+# - a 2-core Intel Xeon (2 MiB L2 per core, its L3 a mesh away and slower): 128K elements (four
+#   temporaries of 512 KiB fill L2). Same measure, 256K- against 128K-element blocks, two runs
+#   each: Softmax 1.65 -> 1.45, SELU 2.0 -> 1.8, LayerNorm 2.7 -> 2.4, SmoothL1Loss 1.39 -> 1.1
+#   (64K: no better than 128K).
+BLOCK = 1 << 17 if _cpu.is_intel() else 1 << 18
 
 
 def one_pass_moments(x: Tensor) -> bool:

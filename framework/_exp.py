@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import functools
 import math
-import platform
 
 import torch
 from torch import Tensor
+
+from . import _cpu
 
 LOG2_E = 1.0 / math.log(2.0)
 
@@ -35,19 +36,7 @@ def in_base_2(t: Tensor) -> bool:
 def mkl_vector_math_is_fast() -> bool:
     """Whether torch's CPU ``exp`` and its kin run MKL's vector math on an Intel processor (the
     vendor decides, not a timing: the same formulas run on every call, process after process)."""
-    return torch.backends.mkl.is_available() and cpu_vendor() == "GenuineIntel"
-
-
-def cpu_vendor() -> str:
-    """The processor's vendor string ("GenuineIntel", "AuthenticAMD", ...), or "" where unknown."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
-            for line in info:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "GenuineIntel" if "Intel" in platform.processor() else ""
+    return torch.backends.mkl.is_available() and _cpu.is_intel()
 
 
 def exp_(t: Tensor) -> Tensor:

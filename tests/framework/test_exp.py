@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from framework import _exp
+from framework import _cpu, _exp
 
 EPS32 = torch.finfo(torch.float32).eps
 
@@ -20,7 +20,7 @@ def processor(request, monkeypatch):
 
 @pytest.mark.parametrize(("vendor", "base_2"), [("AuthenticAMD", True), ("GenuineIntel", False), ("", True)])
 def test_float32_exp_takes_base_2_only_off_intels_mkl(vendor, base_2, monkeypatch):
-    monkeypatch.setattr(_exp, "cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(_cpu, "vendor", lambda: vendor)
     _exp.mkl_vector_math_is_fast.cache_clear()
     try:
         expected = base_2 or not torch.backends.mkl.is_available()
