@@ -60,7 +60,7 @@ class CheckResult:
         broken = ~torch.isfinite(analytic) & torch.isfinite(expected)
         if bool(broken.any()):
             index = int(broken.reshape(-1).nonzero()[0])
-            self._record(tensor_name, expected.shape, index, analytic, expected, tolerance, math.inf, math.inf, what)
+            self._record(tensor_name, expected.shape, index, analytic, expected, tolerance, math.inf, None, what)
             return
         unjudged = ~equal & ~(torch.isfinite(expected) & torch.isfinite(tolerance))
         if bool(unjudged.any()):
@@ -73,14 +73,22 @@ class CheckResult:
         # (an error below what the precision can resolve is not reported as a large one).
         safe_tolerance = torch.where(judged, tolerance, torch.ones_like(tolerance))
         floor = torch.clamp(safe_tolerance, min=max(scale, _TINY))
-        relative = error / torch.maximum(finite_expected.abs(), floor)
+        denominator = torch.maximum(finite_expected.abs(), floor)
+        relative = error / denominator
         ratio = error / torch.clamp(safe_tolerance, min=_TINY)
         index = int(ratio.reshape(-1).argmax())
         worst_ratio = float(ratio.reshape(-1)[index])
         self.worst_error = max(self.worst_error, float(relative.max()))
         if worst_ratio > self.worst_ratio or (worst_ratio > 1 and self.ok):
+            of = float(denominator.reshape(-1)[index])
+            base = (
+                f"|{what[1]}|" if of == abs(float(finite_expected.reshape(-1)[index])) else "the tensor's mean |value|"
+            )
+            if of > max(scale, _TINY) and of == float(safe_tolerance.reshape(-1)[index]):
+                base = "the tolerance"
+            relative_here = (float(relative.reshape(-1)[index]), f"{base} {of:.3g}")
             self._record(
-                tensor_name, expected.shape, index, analytic, expected, tolerance, worst_ratio, self.worst_error, what
+                tensor_name, expected.shape, index, analytic, expected, tolerance, worst_ratio, relative_here, what
             )
 
     def _unjudged(self, tensor_name: str, expected: Tensor, analytic: Tensor, unjudged: Tensor, what: tuple[str, str]):
@@ -158,17 +166,22 @@ class CheckResult:
         expected: Tensor,
         tolerance: Tensor,
         ratio: float,
-        error: float,
+        relative: tuple[float, str] | None,
         what: tuple[str, str],
     ) -> None:
+        """Keep this element as the worst so far; ``relative`` is its relative error and what that
+        is relative to (None where the analytic value is not finite)."""
         self.worst_ratio = max(self.worst_ratio, ratio)
         a = float(analytic.reshape(-1)[index])
         e = float(expected.reshape(-1)[index])
         t = float(tolerance.reshape(-1)[index])
-        self.detail = (
-            f"{tensor_name}{_where(shape, index)}: {what[0]} {a:.17g} vs {what[1]} {e:.17g}, "
-            f"|difference| {abs(a - e):.3g}, relative error {error:.3g}, tolerance {t:.3g}"
-        )
+        self.detail = f"{tensor_name}{_where(shape, index)}: {what[0]} {a:.17g} vs {what[1]} {e:.17g}, "
+        if relative is None:
+            self.detail += f"tolerance {t:.3g}"
+        else:
+            self.detail += (
+                f"|difference| {abs(a - e):.3g} (relative error {relative[0]:.3g} of {relative[1]}), tolerance {t:.3g}"
+            )
         if ratio > 1:
             self.ok = False
 

@@ -134,6 +134,16 @@ def test_the_report_names_the_check_the_tensor_the_element_and_the_tolerance():
     assert "tolerance" in text and "relative error" in text
 
 
+@pytest.mark.parametrize("relative", [1e-6, 1e-3])
+def test_the_reported_relative_error_is_the_planted_one(relative):
+    x = torch.randn(4, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x[0, 5] = 1.0  # |gradient| 0.42 there, above the tensor's mean magnitude: relative to itself
+    result = check_gradients(TanhFunction, x, (5, relative))["finite_differences"]
+    assert not result.ok
+    assert result.worst_error == pytest.approx(relative, rel=1e-3), str(result)
+    assert f"(relative error {relative:.3g} of |finite difference|" in result.detail, result.detail
+
+
 def test_assert_gradients_close_raises_assertion_error_with_the_report():
     with pytest.raises(AssertionError, match="finite_differences: FAILED"):
         assert_gradients_close(Affine(4, 3, error=(0, 1e-3)), x_of(5, 4))

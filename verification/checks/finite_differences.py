@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, NamedTuple, Protocol
 
@@ -1170,6 +1171,7 @@ def _probes(
             failed = True
             if abs(projected - numeric) / tolerance > worst_ratio:
                 worst, worst_ratio = direction, abs(projected - numeric) / tolerance
+        before = result.worst_error
         result.merge(
             f"{name} probe {k}",
             torch.tensor([projected], dtype=torch.float64),
@@ -1177,6 +1179,12 @@ def _probes(
             torch.tensor([tolerance], dtype=torch.float64),
             ("<u, backward>" if project is None else "<g, jvp(u)>", "directional finite difference"),
         )
+        if project is None and math.isfinite(projected - numeric):
+            # A projection may be small by cancellation: its error is relative to the sum of the
+            # |terms| u_j a_j (the gradient's scale along u), not to the projection itself.
+            terms = float((direction.reshape(-1) * a.detach().double().cpu()).abs().sum())
+            scale = max(terms, abs(numeric), tolerance, sys.float_info.min)
+            result.worst_error = max(before, abs(projected - numeric) / scale)
     return failed, worst
 
 
