@@ -344,11 +344,12 @@ def _repeat_blocks(x: Tensor, factors: list[int], workspace: Callable[[str, tupl
         s, d, shape = factors[dim], 2 + dim, list(y.shape)
         expanded = y.unsqueeze(d + 1).expand(*shape[: d + 1], s, *shape[d + 1 :])
         result = [*shape[:d], shape[d] * s, *shape[d + 1 :]]
-        if number == len(stages) - 1:
-            y = expanded.reshape(result)  # the output: a fresh tensor
-        else:
-            y = workspace(f"repeat{dim}", tuple(result))
-            y.view(expanded.shape).copy_(expanded)
+        # The output is a fresh tensor; the stages before it go into reused buffers. (Not a reshape
+        # of the expanded view: where the dimension before is of size 1, that reshape is itself a
+        # view, and the output would alias a reused buffer or x.)
+        last = number == len(stages) - 1
+        y = y.new_empty(result) if last else workspace(f"repeat{dim}", tuple(result))
+        y.view(expanded.shape).copy_(expanded)
     return x.clone() if y is x else y  # a fresh output even when every factor is 1
 
 

@@ -199,6 +199,21 @@ def test_an_upsample_by_one_returns_a_new_tensor_and_gradient():
     assert torch.equal(grad, g) and grad.data_ptr() != g.data_ptr()
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 1, 2), (1, 1, 2, 1), (1, 1, 1, 1), (2, 1, 1, 3)])
+@pytest.mark.parametrize("scale", [2, (2, 1), (1, 2)], ids=str)
+def test_a_block_upsample_of_size_one_dimensions_returns_its_own_tensor(shape, scale):
+    # Where the dimension before a repeated one has size 1, reshaping the broadcast view is itself
+    # a view: the output was then a reused buffer (or x itself), overwritten by the next call.
+    m = fw.Upsample(scale_factor=scale)
+    x = torch.randn(shape)
+    y = m(x)
+    kept = y.clone()
+    m(torch.randn(shape))
+    assert torch.equal(y, kept)
+    assert y.is_contiguous() and y.data_ptr() != x.data_ptr()
+    y.add_(1)  # its own memory: every element written once
+
+
 INTERPOLATION_CASES = [
     (dict(mode=mode, align_corners=corners, **size), shape)
     for (mode, shape), corners, size in itertools.product(
