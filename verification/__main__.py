@@ -38,6 +38,7 @@ from .runner import (
     dtype_name,
     positive_seconds,
     run_spec,
+    torch_threads,
 )
 from .spec import Case, Spec
 from .specs import SPECS, all_specs
@@ -187,7 +188,9 @@ def _targets(only: list[str] | None, specs: list[Spec], framework: bool) -> tupl
     )
 
 
-def _replay(names: list[str] | None, text: str, device: str, specs: list[Spec], framework: bool) -> int:
+def _replay(
+    names: list[str] | None, text: str, device: str, specs: list[Spec], framework: bool, profile: str = "ci"
+) -> int:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
@@ -197,7 +200,7 @@ def _replay(names: list[str] | None, text: str, device: str, specs: list[Spec], 
         print(f"error: --replay: expected a JSON object as printed by a failure, got {text[:60]!r}", file=sys.stderr)
         return 2
     try:
-        return _replay_case(names, data, text, device, specs, framework)
+        return _replay_case(names, data, text, device, specs, framework, profile)
     except (KeyError, TypeError, ValueError) as error:  # ModuleValueError/ModuleTypeError are among these
         if isinstance(error, KeyError) and error.args:
             message = (
@@ -211,7 +214,13 @@ def _replay(names: list[str] | None, text: str, device: str, specs: list[Spec], 
 
 
 def _replay_case(
-    names: list[str] | None, data: dict[str, Any], text: str, device: str, specs: list[Spec], framework: bool
+    names: list[str] | None,
+    data: dict[str, Any],
+    text: str,
+    device: str,
+    specs: list[Spec],
+    framework: bool,
+    profile: str = "ci",
 ) -> int:
     name = data.get("module") or (names[0] if names else None)
     optimizers = {o.name: o for o in OPTIMIZER_SPECS} if framework else {}
@@ -227,7 +236,7 @@ def _replay_case(
     if name not in known:
         raise KeyError(f"no module, optimizer or mutant named {name!r}; see --list")
     case = Case.from_json(text, known)
-    report = check_case(case, device=device)
+    report = check_case(case, device=device, probes=PROFILES[profile]["probes"])
     print(report)
     return 0 if report.ok else 1
 
@@ -458,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
             print("mutants:   ", " ".join(m.name for m in MUTANTS))
         return 0
     if args.replay:
-        return _replay(args.only, args.replay, args.device or "cpu", specs, framework)
+        with torch_threads(args.threads):  # as the run that printed the case
+            return _replay(args.only, args.replay, args.device or "cpu", specs, framework, args.profile)
 
     missing = sorted({cls.__name__ for cls in fw.modules()} - {s.name for s in SPECS}) if framework else []
     specs, optimizers, mutants = _targets(args.only, specs, framework)

@@ -53,7 +53,7 @@ import torch
 from . import domains
 from .__main__ import label, payload_of, print_failures, print_table, verify, write_results
 from .discovery import DiscoveryError, ImportFailedError, import_file
-from .runner import PROFILES, SpecResult, check_case, positive_seconds
+from .runner import PROFILES, SpecResult, check_case, positive_seconds, torch_threads
 from .spec import Case, Input, Spec, TargetMaker, class_indices, values
 
 DOMAINS = {
@@ -350,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, KeyError) as error:
             print(f"error: --replay: {error}", file=sys.stderr)
             return 2
-        report = check_case(case)
+        with torch_threads(1):  # as the run that printed the case
+            report = check_case(case, probes=PROFILES[args.profile]["probes"])
         print(report)
         return 0 if report.ok else 1
     args.device, args.dtype, args.isolate, args.threads = "cpu", None, False, 1

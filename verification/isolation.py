@@ -124,7 +124,7 @@ def run_isolated(
         result = SpecResult(spec.name, device=device, dtypes=[dtype_name(d) for d in dtypes], seconds=elapsed)
         case = _last_case(spec, progress_file)
         during = f" while checking case {case}" if case else " before its first case"
-        replay = replay_command(case, device, command, dtypes) if case else ""
+        replay = replay_command(case, device, command, dtypes, profile, threads) if case else ""
         stack = _last_words(stderr_file)
         stack = f"\n\nthe worker's last words (stderr):\n{stack}" if stack else ""
         if code is None:

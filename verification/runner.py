@@ -326,12 +326,23 @@ def _finite(x: float) -> float | str:
 
 
 def replay_command(
-    case: Case, device: str = "cpu", command: str = DEFAULT_COMMAND, dtypes: Sequence[torch.dtype] | None = None
+    case: Case,
+    device: str = "cpu",
+    command: str = DEFAULT_COMMAND,
+    dtypes: Sequence[torch.dtype] | None = None,
+    profile: str = "ci",
+    threads: int | None = 1,
 ) -> str:
-    """The command that re-runs ``case`` (on ``device``, in ``dtypes`` when not all of the spec's)."""
+    """The command that re-runs ``case`` as the run checked it: on ``device``, in ``dtypes`` when not
+    all of the spec's, with the profile's probes and torch's thread count (a float32 matrix product
+    may round differently on another count, and a case near the error model's bar then passes)."""
     extra = f" --device {device}" if device != "cpu" else ""
     if dtypes is not None and set(dtypes) != set(case.spec.dtypes):
         extra += " --dtype " + " ".join(dtype_name(d) for d in _ordered(dtypes))
+    if profile != "ci":
+        extra += f" --profile {profile}"
+    if threads != 1:
+        extra += f" --threads {threads or 0}"
     return f"{command} --only {shlex.quote(case.spec.name)}{extra} --replay {shlex.quote(case.to_json())}"
 
 
@@ -475,7 +486,7 @@ def run_spec(
             f"{spec.name}: no verdict within its time limit of {limit:g} s{during}; the target hangs or is too "
             f"slow for this many cases (raise time_limit on the spec or --time-limit)",
             case,
-            replay_command(case, device, command, dtypes) if case else "",
+            replay_command(case, device, command, dtypes, profile, threads) if case else "",
         )
     except Exception as error:
         if not last_failure:  # hypothesis itself gave up (e.g. a flaky target): still this spec's failure
@@ -487,7 +498,7 @@ def run_spec(
                 "check": last_failure["check"],
                 "message": last_failure["message"],
                 "case": case.to_json(),
-                "replay": replay_command(case, device, command, dtypes),
+                "replay": replay_command(case, device, command, dtypes, profile, threads),
             }
             for name in last_failure["check"].split(", "):
                 result.checks.setdefault(name, CheckSummary()).ok = False

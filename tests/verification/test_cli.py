@@ -47,6 +47,35 @@ def test_a_failing_module_exits_one_and_prints_a_replay_command_that_fails_again
     assert main(["--replay", case_json]) == 1
 
 
+def test_the_replay_command_carries_the_runs_profile_and_threads():
+    from verification import specs
+    from verification.runner import replay_command
+    from verification.spec import Case
+
+    case = Case(specs.spec_named("Tanh"), {}, [(2, 3)], 0, "train")
+    assert "--profile" not in replay_command(case) and "--threads" not in replay_command(case)
+    command = replay_command(case, profile="thorough", threads=2)
+    assert " --profile thorough" in command and " --threads 2" in command
+
+
+@pytest.mark.parametrize(("argv", "threads", "probes"), [([], 1, 8), (["--threads", "2", "--profile", "dev"], 2, 4)])
+def test_a_replay_checks_its_case_with_the_runs_threads_and_probes(argv, threads, probes, monkeypatch):
+    # A float32 matrix product may round differently on another thread count: a case failing near
+    # the error model's bar passed when replayed on torch's default count instead of the run's one.
+    seen = {}
+
+    def recording(case, device="cpu", probes=8, dtypes=None):
+        seen.update(threads=torch.get_num_threads(), probes=probes)
+        return check_case(case, device=device, probes=probes, dtypes=dtypes)
+
+    from verification.runner import check_case
+
+    monkeypatch.setattr("verification.__main__.check_case", recording)
+    case = '{"kwargs": {}, "mode": "train", "module": "Tanh", "seed": 0, "shapes": [[2, 3]]}'
+    assert main([*argv, "--replay", case]) == 0
+    assert seen == {"threads": threads, "probes": probes}
+
+
 def test_unknown_names_are_a_usage_error():
     with pytest.raises(SystemExit, match="unknown name"):
         main(["--only", "NoSuchModule"])

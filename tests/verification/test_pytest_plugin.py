@@ -73,7 +73,7 @@ def test_failures_show_the_report_and_a_replay_command_with_the_path_and_dtype(p
     result.stdout.fnmatch_lines(
         [
             "*finite_differences: FAILED*",
-            "replay: python -m verification bad_ops.py --only WrongCube --dtype float64 --replay '{*}'",
+            "replay: python -m verification bad_ops.py --only WrongCube --dtype float64 --profile dev --replay '{*}'",
             "*RuntimeError: CUDA kernel launch failed (planted)*",
         ]
     )
@@ -86,7 +86,10 @@ def test_a_lower_precision_item_selected_without_its_float64_item_checks_float64
     result = pytester.runpytest_inprocess("bad_ops.py", "-k", "WrongCube and float32", *flags, *DEV)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["*finite_differences: FAILED*", "replay: python -m verification bad_ops.py --only WrongCube --replay*"]
+        [
+            "*finite_differences: FAILED*",
+            "replay: python -m verification bad_ops.py --only WrongCube --profile dev --replay*",
+        ]
     )
 
 
