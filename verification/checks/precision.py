@@ -58,6 +58,7 @@ def check_low_precision(ctx: Context) -> CheckResult:
             result.detail = "bar: the reference's own error in the same precision"
         except Exception as error:  # a reference that does not run in this precision: the model alone
             result.detail = f"the reference does not run in {ctx.dtype} ({type(error).__name__}); bar: the model"
+    judged: dict[str, dict] = {}  # the bounds each compared tensor was held to
     for name, value in ours.items():
         expected = truth.get(name)
         if expected is None:
@@ -72,11 +73,52 @@ def check_low_precision(ctx: Context) -> CheckResult:
         bounds = low_precision_bounds(
             expected, measured, _shaped(moved.get(name), expected), ctx.dtype, ctx.scale, ctx.n_terms
         )
+        judged[name] = bounds
         before = result.ok
         result.merge_norms(name, value, expected, bounds, LABELS)
         if before and not result.ok and any(name == m for m, _ in missing):
             result.detail = f"backward returned no gradient (None) for {name[: -len('.grad')]}: " + result.detail
+    if not result.ok:
+        within = _within_at_another_draw(ctx, draws, judged)
+        if within is not None:
+            k, passing = within
+            result.detail = (
+                f"within the bar at inputs moved by an ulp (draw {k}, error/tolerance {passing.worst_ratio:.3g}), "
+                f"beyond it at the case's own inputs (error/tolerance {result.worst_ratio:.3g}): rounding errors "
+                "spread widely where the result is ill-conditioned, and a systematic error is beyond the bar at "
+                f"every draw. At the case's inputs: {result.detail}"
+            )
+            result.ok, result.worst_ratio = True, passing.worst_ratio  # the verdict rests on that draw
     return result
+
+
+def _within_at_another_draw(ctx: Context, draws: list[Draw], judged: dict[str, dict]) -> tuple[int, CheckResult] | None:
+    """The first of the moved draws (inputs and upstream gradients an ulp away) at which the
+    target's low-precision results are all within the same bounds of that draw's truth, with that
+    comparison, or None.
+
+    A single realisation of rounding is a noisy sample where the result is ill-conditioned: a
+    correct float32 Sequential(BatchNorm1d(1), Linear(1, 3), Linear(3, 5), BatchNorm1d(5)) on 4
+    samples erred 1.42 times the bar (twice the reference's largest error over three draws) at one
+    case; over 40 draws its errors and torch's had the same distribution, spread over a factor of
+    10. What is wrong in the code (an accumulator in the low precision, a missing upcast, a wrong
+    term) is beyond the bar at every draw, the draws being an ulp apart."""
+    for k, (call, grads, truth) in enumerate(draws[1:], start=1):
+        try:
+            theirs = collect(ctx.target, call, grads)
+        except Exception:
+            return None
+        check = CheckResult("low_precision")
+        for name, bounds in judged.items():
+            expected = truth.get(name)
+            if expected is None or expected.shape != bounds["element"].shape:
+                return None
+            value = theirs.get(name)
+            value = torch.zeros_like(expected) if value is None else value  # None: a zero gradient
+            check.merge_norms(name, value, expected, bounds, LABELS)
+        if check.ok:
+            return k, check
+    return None
 
 
 Draw = tuple[Call, list[Tensor | None], dict[str, Tensor]]
