@@ -133,7 +133,10 @@ class CheckResult:
             ratios["element"] = float(each_ratio.max())
         ratio = max(ratios.values())
         finite = expected[torch.isfinite(expected)]
-        scale = max(float(finite.abs().max()) if finite.numel() else 0.0, _TINY)
+        # Relative to the truth's largest magnitude, floored at the bound: where the truth is zero
+        # (or far below what the precision resolves) a difference within the bound is not reported
+        # as a relative error of a billion.
+        scale = max(float(finite.abs().max()) if finite.numel() else 0.0, bounds["max"], _TINY)
         self.worst_error = max(self.worst_error, largest / scale)
         if ratio > self.worst_ratio or (ratio > 1 and self.ok):
             kind = max(ratios, key=lambda k: ratios[k])

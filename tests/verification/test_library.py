@@ -144,6 +144,15 @@ def test_the_reported_relative_error_is_the_planted_one(relative):
     assert f"(relative error {relative:.3g} of |finite difference|" in result.detail, result.detail
 
 
+def test_a_difference_within_the_bound_where_the_truth_is_zero_is_not_a_large_relative_error():
+    from verification.report import CheckResult
+
+    result = CheckResult("low_precision")
+    zero, rounding = torch.zeros(3, dtype=torch.float64), torch.tensor([0.0, 3e-9, -1e-9], dtype=torch.float64)
+    result.merge_norms("input[0]", rounding, zero, {"max": 1e-8, "mean": 1e-8}, ("float32", "float64"))
+    assert result.ok and result.worst_error <= 1.0, str(result)
+
+
 def test_assert_gradients_close_raises_assertion_error_with_the_report():
     with pytest.raises(AssertionError, match="finite_differences: FAILED"):
         assert_gradients_close(Affine(4, 3, error=(0, 1e-3)), x_of(5, 4))
