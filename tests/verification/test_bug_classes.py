@@ -690,6 +690,32 @@ def test_an_output_a_million_times_smaller_than_another_is_checked_at_its_own_sc
     assert check_gradients(two_scales(0.0), x, seed=seed).ok
 
 
+class WrongOnlyWhenBothOutputsAreWeighed(Function):
+    """Outputs (1e6 exp(x), sin(x)); the second output's part of the backward is off by one part in
+    a million, but only when the first output's upstream gradient is non-zero too (a branch on it)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return 1e6 * torch.exp(x), torch.sin(x)
+
+    @staticmethod
+    def backward(ctx, g_large, g_small):
+        (x,) = ctx.saved_tensors
+        small = torch.cos(x) * g_small
+        if bool(g_large.ne(0).any()):
+            small = small * (1 + 1e-6)
+        return 1e6 * torch.exp(x) * g_large + small
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_backward_wrong_only_when_every_output_is_weighed_fails_the_sum_over_outputs(seed):
+    # Combined, the error is one part in 1e12 of the gradient; each output alone, there is none.
+    report = check_gradients(WrongOnlyWhenBothOutputsAreWeighed, randn(5, 3, seed=seed), seed=seed)
+    assert report["linearity"].status == "failed", str(report)
+    assert "the sum over outputs k of backward(g_k alone)" in report["linearity"].detail
+
+
 class Solve(Function):
     """x = A^-1 b, with the weight of dL/dA as a parameter (1: correct)."""
 

@@ -2,15 +2,19 @@
 
 ``linearity``: ``backward(a g1 + b g2) == a backward(g1) + b backward(g2)`` after one forward,
 so a backward that ignores or squares its upstream gradient fails even when ``g`` happens to be
-benign. ``accumulation`` (the framework protocol, where backward *adds* into the parameter
-gradients): two backward calls add up, and ``zero_grad()`` resets them. Both in float64 on the
-float64 copy; tolerance: the rounding bound at the combined gradients' scale (a normwise floor
-that grows with ``|a| + |b|``) plus the measured rounding noise of each backward call.
+benign; with several outputs, also ``backward(g_1, ..., g_m) == sum_k backward(g_k alone)``.
+``accumulation`` (the framework protocol, where backward *adds* into the parameter gradients):
+two backward calls add up, and ``zero_grad()`` resets them. Both in float64 on the float64
+copy; tolerance: the rounding bound at the combined gradients' scale (a normwise floor that
+grows with ``|a| + |b|``) plus the measured rounding noise of each backward call.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from torch import Tensor
 
 from ..context import Context, random_like
 from ..error_model import estimated, rounding_tolerance, unit_roundoff
@@ -57,7 +61,41 @@ def check_linearity(ctx: Context) -> CheckResult:
             tolerance + ctx.options.safety * noise,
             ("backward(a g1 + b g2)", "a backward(g1) + b backward(g2)"),
         )
+    _check_sum_over_outputs(result, ctx, pass_, first)
     return result
+
+
+def _check_sum_over_outputs(result: CheckResult, ctx: Context, pass_: Any, first: list[Tensor | None]) -> None:
+    """With two or more outputs weighed: ``backward(g_1, ..., g_m)`` equals the sum over k of the
+    backward with output k's upstream gradient alone (the others zero). The finite-difference check
+    judges the combined gradient at the scale of the largest output's part and each output alone
+    at its own; a backward wrong in one output's part only when another output's gradient is
+    non-zero too (a branch on it), under a far larger part, is wrong in neither of those by more
+    than a difference quotient resolves. Here it is judged at the rounding of the parts' sum."""
+    g = ctx.grads64
+    weighed = [k for k, gk in enumerate(g) if gk is not None]
+    if len(weighed) < 2:
+        return
+    parts = [
+        pass_.backward([gi if gi is None or i == k else torch.zeros_like(gi) for i, gi in enumerate(g)]).all()
+        for k in weighed
+    ]
+    u, m = unit_roundoff(torch.float64), len(weighed)
+    for name, whole, *alone in zip(_names(ctx), first, *parts):
+        if whole is None:
+            continue  # a missing gradient is the finite-difference check's to report
+        present = [x.double() for x in alone if x is not None]  # None: that output gives it nothing
+        expected = torch.stack(present).sum(0) if present else torch.zeros_like(whole, dtype=torch.float64)
+        magnitude = (torch.stack([x.abs() for x in present]).sum(0) if present else expected.abs()).cpu()
+        noise = (1 + m) * estimated(ctx.noise, f"{name}.grad", expected.cpu())
+        tolerance = rounding_tolerance(magnitude, ctx.n_terms, u, ctx.options.safety, m * ctx.scale)
+        result.merge(
+            name,
+            whole,
+            expected,
+            tolerance + ctx.options.safety * noise,
+            ("backward(g)", "the sum over outputs k of backward(g_k alone)"),
+        )
 
 
 def check_accumulation(ctx: Context) -> CheckResult:
