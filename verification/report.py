@@ -70,12 +70,16 @@ class CheckResult:
         finite_expected = torch.where(torch.isfinite(expected), expected, torch.zeros_like(expected))
         scale = finite_expected.abs().sum().item() / max(int(torch.isfinite(expected).sum()), 1)
         # Relative to the element, floored at the tensor's mean magnitude and at the tolerance
-        # (an error below what the precision can resolve is not reported as a large one).
+        # (an error below what the precision can resolve, or rounding noise on a near-zero element,
+        # is not reported as a large one). An element beyond its tolerance whose own value the
+        # tolerance resolves keeps its own relative error: 1e-6 of a gradient of 10 is not "7e-15
+        # of the tensor's mean |value|" beside an element of 1e12 near a pole.
         safe_tolerance = torch.where(judged, tolerance, torch.ones_like(tolerance))
-        floor = torch.clamp(safe_tolerance, min=max(scale, _TINY))
-        denominator = torch.maximum(finite_expected.abs(), floor)
-        relative = error / denominator
         ratio = error / torch.clamp(safe_tolerance, min=_TINY)
+        floor = torch.clamp(safe_tolerance, min=max(scale, _TINY))
+        own = (ratio > 1) & (finite_expected.abs() >= safe_tolerance) & (finite_expected != 0)
+        denominator = torch.where(own, finite_expected.abs(), torch.maximum(finite_expected.abs(), floor))
+        relative = error / denominator
         index = int(ratio.reshape(-1).argmax())
         worst_ratio = float(ratio.reshape(-1)[index])
         self.worst_error = max(self.worst_error, float(relative.max()))

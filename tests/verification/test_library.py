@@ -153,6 +153,18 @@ def test_a_difference_within_the_bound_where_the_truth_is_zero_is_not_a_large_re
     assert result.ok and result.worst_error <= 1.0, str(result)
 
 
+def test_a_failing_element_reports_its_own_relative_error_beside_a_far_larger_one():
+    from verification.report import CheckResult
+
+    result = CheckResult("finite_differences")
+    expected = torch.tensor([1e12, 10.0, 0.5], dtype=torch.float64)  # 1e12: an element next to a pole
+    analytic = expected * torch.tensor([1.0, 1 + 1e-6, 1.0], dtype=torch.float64)
+    result.merge("input[0]", analytic, expected, torch.tensor([1e4, 1e-8, 1e-12], dtype=torch.float64), ("a", "e"))
+    assert not result.ok and "input[0][1]" in result.detail
+    assert result.worst_error == pytest.approx(1e-6, rel=1e-6), str(result)
+    assert "relative error 1e-06 of |e| 10" in result.detail, result.detail
+
+
 def test_assert_gradients_close_raises_assertion_error_with_the_report():
     with pytest.raises(AssertionError, match="finite_differences: FAILED"):
         assert_gradients_close(Affine(4, 3, error=(0, 1e-3)), x_of(5, 4))
