@@ -852,3 +852,36 @@ def test_an_output_swamped_in_one_element_only_is_checked_alone():
     report = check_gradients(SwampedInOneElement, randn(5), checks="finite_differences")
     assert report["finite_differences"].status == "failed"
     assert "output[1]'s upstream gradient alone" in report["finite_differences"].detail
+
+
+class ReciprocalWrongInOneElement(Function):
+    """y = 1/x; the gradient of element 1 is off by ``wrong`` (relative)."""
+
+    wrong = 0.0
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return 1 / x
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        grad = -g / x**2
+        grad[1] = grad[1] * (1 + ReciprocalWrongInOneElement.wrong)
+        return grad
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("near_pole", [1e-4, 1e-6])
+def test_an_element_wrong_by_one_part_in_a_million_beside_one_next_to_a_pole_fails(near_pole, seed, monkeypatch):
+    # The first gradient is about 1e12 (at 1e-6): the tensor's mean |gradient| is that element's,
+    # and an allowance for rounding at that scale let the second element's error of 1e-5 pass.
+    x = torch.tensor([near_pole, 0.3, -0.7, 0.5], dtype=torch.float64)
+    monkeypatch.setattr(ReciprocalWrongInOneElement, "wrong", 1e-6)
+    wrong = check_gradients(ReciprocalWrongInOneElement, x, seed=seed, checks="finite_differences")
+    assert wrong["finite_differences"].status == "failed", str(wrong)
+    assert "input[0][1]" in wrong["finite_differences"].detail
+    monkeypatch.setattr(ReciprocalWrongInOneElement, "wrong", 0.0)
+    right = check_gradients(ReciprocalWrongInOneElement, x, seed=seed, checks="finite_differences")
+    assert right["finite_differences"].status == "passed", str(right)

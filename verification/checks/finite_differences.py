@@ -437,6 +437,11 @@ class _Noise(NamedTuple):
         return math.hypot(*deviations) if self.drawn else noise  # variances add
 
 
+def _step_size(delta: Tensor, index: int) -> float:
+    """|step| of a shift of one element (``index`` >= 0) by a 0-d ``delta``; 0 for any other shift."""
+    return abs(float(delta)) if index >= 0 and delta.numel() == 1 else 0.0
+
+
 def _root_sum_square(v: Tensor) -> float:
     """sqrt(sum v^2), scaled by the largest |v| first: finite wherever the result is (inputs near
     1e200 square beyond float64's range)."""
@@ -545,6 +550,7 @@ class _Shifter:
         self.noise = noise
         # Per output, the elements that any evaluation since the last take_changed() changed.
         self.changed: list[Tensor | None] = [None] * len(start)
+        self.column = 0.0  # the largest sum |g_k (y_k - y_k^0)| / |step| since the last take_column()
 
     def base(self) -> float:
         """The change at the unshifted point: exactly 0."""
@@ -563,6 +569,13 @@ class _Shifter:
         changed, self.changed = self.changed, [None] * len(self.start)
         return changed
 
+    def take_column(self) -> float:
+        r"""The largest :math:`\sum_k |g_k (y_k - y_k^0)| / |\text{step}|` of the evaluations since
+        the last call (of one element's steps: :math:`\sum_k |g_k \partial y_k / \partial x_j|`,
+        the magnitude of the terms the backward sums into that element's gradient), and start afresh."""
+        value, self.column = self.column, 0.0
+        return value
+
     def noise_of_changed(self, changed: Sequence[Tensor | None], rest: float) -> float | None:
         r"""The rounding of one evaluation of :math:`\Delta\phi` counting the output elements in
         ``changed`` in full and the others scaled by ``rest``; None without a measured noise."""
@@ -574,7 +587,7 @@ class _Shifter:
         ]
         return self.noise.restricted(masks, rest)
 
-    def _change(self, call: Call) -> float:
+    def _change(self, call: Call, step: float = 0.0) -> float:
         terms = []
         for i, (y, y0, g) in enumerate(zip(outputs(self.target, call), self.start, self.weights)):
             if y is None or y0 is None or g is None:
@@ -591,6 +604,8 @@ class _Shifter:
             flat = flat[flat != 0]  # the outputs a shift leaves unchanged: most of them, for a local one
         total, error = _accurate_sum(flat)
         self.summation = max(self.summation, error)
+        if step > 0.0:
+            self.column = max(self.column, float(flat.abs().sum()) / step)
         return total
 
     def __call__(self, delta: Tensor, index: int = -1) -> float:
@@ -600,7 +615,7 @@ class _Shifter:
                 shifted[_unravel(index, shifted.shape)] += delta
             else:
                 shifted += delta
-            return self._change(self.call.replace({self.position: shifted}))
+            return self._change(self.call.replace({self.position: shifted}), _step_size(delta, index))
         original = self.tensor.detach().clone()
         try:
             with torch.no_grad():
@@ -608,7 +623,7 @@ class _Shifter:
                     self.tensor[_unravel(index, self.tensor.shape)] += delta
                 else:
                     self.tensor += delta
-            return self._change(self.call)
+            return self._change(self.call, _step_size(delta, index))
         finally:
             with torch.no_grad():
                 self.tensor.copy_(original)
@@ -668,6 +683,7 @@ def compare(
     # vanishes in exact arithmetic carries the noise of the others); not at the upstream gradients',
     # which a Jacobian far from 1 (inputs near 1e-9) puts orders of magnitude away from them.
     scale = max((float(g.double().abs().mean()) for g in gradients.all() if g is not None and g.numel()), default=0.0)
+    robust_scale = max((_typical(g) for g in gradients.all() if g is not None and g.numel()), default=0.0)
 
     items = [(f"input[{i}]", i, x) for i, x in zip(call.diff, call.tensors())]
     items += [(name, None, p) for name, p in target.parameters()]
@@ -689,8 +705,9 @@ def compare(
             continue
         project = None if derivative is None else functools.partial(derivative.project, name)
         own = rounding_tolerance(a, n_terms, u, options.safety, scale)
+        own_at = _OwnRounding(a, options.safety * u * n_terms, scale, robust_scale)
         if tensor.numel() <= options.full_jacobian_limit:
-            _elementwise(result, name, shift, tensor, a, own, delta, u, options, project=project)
+            _elementwise(result, name, shift, tensor, a, own, delta, u, options, project=project, own_at=own_at)
         else:
             # Each element's own rounding at the probabilistic rate u sqrt(n) (Higham and Mary), where the
             # element-by-element comparison allows the worst case u n: see _probes.
@@ -701,7 +718,7 @@ def compare(
             located, element = None, None
             if failed and tensor.numel() <= LOCATE_LIMIT and (derivative is None or derivative.elementwise(name)):
                 located = CheckResult(result.name)
-                _elementwise(located, name, shift, tensor, a, own, delta, u, options, project=project)
+                _elementwise(located, name, shift, tensor, a, own, delta, u, options, project=project, own_at=own_at)
             elif direction is not None:  # too large to compare every element: halve the failing probe
                 element = _bisect(shift, tensor, a, probe_own, direction, delta, u, options, project)
                 if element is not None:
@@ -709,7 +726,7 @@ def compare(
                     if derivative is not None:  # that element's own value
                         a = a.clone(memory_format=torch.contiguous_format)
                         a.view(-1)[element] = derivative.element(name, element)
-                    _elementwise(located, name, shift, tensor, a, own, delta, u, options, [element], project)
+                    _elementwise(located, name, shift, tensor, a, own, delta, u, options, [element], project, own_at)
             if located is not None:
                 if not located.ok:  # name the wrong element rather than the probe
                     result.ok = False
@@ -736,6 +753,51 @@ def compare(
                 "requires grad, or no input does and so every floating-point one is), but the output depends on it: "
                 + result.detail.removeprefix(f"the gradient of {name} is zero everywhere (never written?); ")
             )
+
+
+OUTLIER = 100.0  # |gradient| beyond this many times the median nonzero |gradient|: an outlier (see _typical)
+
+
+def _typical(gradient: Tensor) -> float:
+    """The mean |gradient| with each element clipped at :data:`OUTLIER` times the median nonzero
+    |gradient|: the mean, unless a few elements (next to a pole) are orders of magnitude above the
+    rest; 0 for a zero gradient; the mean when it is not finite."""
+    magnitude = gradient.detach().double().abs().reshape(-1).cpu()
+    nonzero = magnitude[magnitude != 0]
+    if not nonzero.numel() or not bool(torch.isfinite(nonzero).all()):
+        return float(magnitude.mean()) if magnitude.numel() else 0.0
+    return float(magnitude.clamp(max=OUTLIER * float(nonzero.median())).mean())
+
+
+class _OwnRounding:
+    r"""An element's own rounding allowance, from the magnitude of the terms its gradient sums.
+
+    :func:`rounding_tolerance` allows each element :math:`c(|a_j| + F)`, :math:`c = s u n`, with
+    :math:`F` the larger of the tensor's and the case's mean |gradient|: a gradient that vanishes
+    by cancellation carries the rounding of terms as large as the others'. Next to a pole the mean
+    is one element's: x = [1e-6, 0.3, -0.7, 0.5] through 1/x gives gradients [-1e12, -11, -2, -4],
+    F = 2.5e11, and every other element was allowed an error of 3e-4, a gradient of 11 wrong by
+    one part in a million passing. Here :math:`F` is lowered for element j to the larger of
+
+    * :math:`S_j = \sum_k |g_k \partial y_k / \partial x_j|`, measured by its own differences
+      (:meth:`_Shifter.take_column`): the magnitude of the terms the backward sums into that
+      element (a row of G W^T whose terms cancel is covered by them), and
+    * the same means with outliers clipped (:func:`_typical`): the rounding carried from terms
+      inside a composite (paths that cancel) is covered as before wherever no outlier sits.
+
+    It is never raised above :math:`F`: only tensors with outliers are judged more tightly."""
+
+    def __init__(self, analytic: Tensor, coefficient: float, scale: float, robust_scale: float) -> None:
+        flat = analytic.reshape(-1)
+        self.magnitude = flat.abs()
+        self.coefficient = coefficient
+        mean = float(self.magnitude.mean()) if flat.numel() else 0.0
+        self.floor = max(mean, scale)
+        self.robust = max(_typical(flat), robust_scale)
+
+    def __call__(self, j: int, column: float) -> float:
+        floor = min(self.floor, max(column, self.robust)) if math.isfinite(column) else self.floor
+        return self.coefficient * (float(self.magnitude[j]) + floor)
 
 
 def _underflows(name: str, shift: _Shifter, analytic: Tensor, options: Options) -> str:
@@ -785,11 +847,14 @@ def _elementwise(
     options: Options,
     indices: Sequence[int] | None = None,
     project: Projector | None = None,
+    own_at: Callable[[int, float], float] | None = None,
 ) -> None:
     """One central difference per element (of ``indices`` only, when given: the others are not compared).
-    ``project``: given when ``analytic`` holds forward-mode derivatives (it names them so)."""
+    ``project``: given when ``analytic`` holds forward-mode derivatives (it names them so).
+    ``own_at(j, column)``: element j's own rounding allowance given the magnitude of its terms
+    (:meth:`_Shifter.take_column`), where lower than ``own``'s (see :class:`_OwnRounding`)."""
     flat = shift.flat
-    a, own_flat = analytic.reshape(-1), own.expand(tensor.shape).reshape(-1)
+    a, own_flat = analytic.reshape(-1), own.expand(tensor.shape).reshape(-1).clone()
     numeric = a.clone()
     bound = torch.zeros_like(numeric)
     kinks: list[tuple[int, float, float]] = []
@@ -813,7 +878,13 @@ def _elementwise(
             return _Difference(value, tolerance, bound, kink(values, f0, step, tolerance), coarse, terms)
 
         shift.take_changed()
+        shift.take_column()
         judged = _judged(float(a[j]), h, difference)
+        if own_at is not None:
+            tight = own_at(j, shift.take_column())
+            if tight < float(own_flat[j]):
+                judged = judged._replace(tolerance=judged.tolerance - float(own_flat[j]) + tight)
+                own_flat[j] = tight
         judged = _sharpened(judged, float(a[j]), float(own_flat[j]), shift, j, f, delta, options)
         numeric[j], bound[j], tolerance, sides = judged.value, judged.bound, judged.tolerance, judged.sides
         if judged.unsettled is not None:
@@ -832,6 +903,7 @@ def _elementwise(
         first = f"{name}{_where(tensor.shape, j)}"
         result.inconclusive = _kink_note(name, len(kinks), "element(s)", first, left, right, float(a[j]))
     numeric = numeric.reshape(tensor.shape)
+    own = own_flat.reshape(tensor.shape)
     before, judged_all = result.ok, not result.inconclusive
     label = "backward" if project is None else "jvp"
     result.merge(name, analytic, numeric, bound.reshape(tensor.shape) + own, (label, "finite difference"))
