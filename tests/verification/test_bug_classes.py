@@ -885,3 +885,19 @@ def test_an_element_wrong_by_one_part_in_a_million_beside_one_next_to_a_pole_fai
     monkeypatch.setattr(ReciprocalWrongInOneElement, "wrong", 0.0)
     right = check_gradients(ReciprocalWrongInOneElement, x, seed=seed, checks="finite_differences")
     assert right["finite_differences"].status == "passed", str(right)
+
+
+@pytest.mark.parametrize("near_pole", [1e-4, 1e-6])
+def test_probes_of_a_large_tensor_see_one_wrong_element_beside_one_next_to_a_pole(near_pole, monkeypatch):
+    # Compared by probes (300 elements): the element next to the pole, 1e12 times the others at
+    # 1e-6, is compared on its own, and the probes resolve the rest at their own scale (a gradient
+    # wrong by one part in a thousand passed at 0.5 of the probes' tolerance).
+    x = torch.randn(300, generator=torch.Generator().manual_seed(0), dtype=torch.float64).abs() + 0.5
+    x[0] = near_pole
+    monkeypatch.setattr(ReciprocalWrongInOneElement, "wrong", 1e-6)
+    wrong = check_gradients(ReciprocalWrongInOneElement, x, checks="finite_differences")
+    assert wrong["finite_differences"].status == "failed", str(wrong)
+    assert "input[0][1]" in wrong["finite_differences"].detail
+    monkeypatch.setattr(ReciprocalWrongInOneElement, "wrong", 0.0)
+    right = check_gradients(ReciprocalWrongInOneElement, x, checks="finite_differences")
+    assert right["finite_differences"].status == "passed", str(right)

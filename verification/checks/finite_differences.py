@@ -712,8 +712,17 @@ def compare(
             # Each element's own rounding at the probabilistic rate u sqrt(n) (Higham and Mary), where the
             # element-by-element comparison allows the worst case u n: see _probes.
             probe_own = (own / math.sqrt(n_terms)).expand(tensor.shape).reshape(-1)
+            support = None
+            outliers = _outliers(a)
+            if outliers is not None:
+                # A few elements orders of magnitude above the rest (next to a pole) would set every
+                # probe's scale: they are compared one by one, and the probes see the rest at theirs.
+                _elementwise(result, name, shift, tensor, a, own, delta, u, options, outliers, project, own_at)
+                support = torch.ones(tensor.numel(), dtype=torch.bool)
+                support[outliers] = False
+                probe_own = own_at.coefficient * (a.abs().reshape(-1) + own_at.robust) / math.sqrt(n_terms)
             failed, direction = _probes(
-                result, name, shift, tensor, a, probe_own, delta, u, options, generator, project
+                result, name, shift, tensor, a, probe_own, delta, u, options, generator, project, support
             )
             located, element = None, None
             if failed and tensor.numel() <= LOCATE_LIMIT and (derivative is None or derivative.elementwise(name)):
@@ -767,6 +776,22 @@ def _typical(gradient: Tensor) -> float:
     if not nonzero.numel() or not bool(torch.isfinite(nonzero).all()):
         return float(magnitude.mean()) if magnitude.numel() else 0.0
     return float(magnitude.clamp(max=OUTLIER * float(nonzero.median())).mean())
+
+
+OUTLIERS_COMPARED = 64  # at most this many outliers (see _typical) are compared one by one beside the probes
+
+
+def _outliers(gradient: Tensor) -> list[int] | None:
+    """The flat indices of the elements of ``gradient`` beyond :data:`OUTLIER` times its median
+    nonzero magnitude, when there are some and no more than :data:`OUTLIERS_COMPARED`; else None."""
+    magnitude = gradient.detach().double().abs().reshape(-1).cpu()
+    nonzero = magnitude[magnitude != 0]
+    if not nonzero.numel() or not bool(torch.isfinite(nonzero).all()):
+        return None
+    beyond = (magnitude > OUTLIER * float(nonzero.median())).nonzero().reshape(-1)
+    if not 0 < beyond.numel() <= OUTLIERS_COMPARED:
+        return None
+    return beyond.tolist()
 
 
 class _OwnRounding:
@@ -885,7 +910,8 @@ def _elementwise(
             if tight < float(own_flat[j]):
                 judged = judged._replace(tolerance=judged.tolerance - float(own_flat[j]) + tight)
                 own_flat[j] = tight
-        judged = _sharpened(judged, float(a[j]), float(own_flat[j]), shift, j, f, delta, options)
+        scale = max(shift.unit, abs(float(flat[j])))
+        judged = _sharpened(judged, float(a[j]), float(own_flat[j]), shift, scale, f, delta, options)
         numeric[j], bound[j], tolerance, sides = judged.value, judged.bound, judged.tolerance, judged.sides
         if judged.unsettled is not None:
             numeric[j] = a[j]  # not judged: no difference settled (see _judged)
@@ -1045,14 +1071,15 @@ def _sharpened(
     analytic: float,
     own: float,
     shift: _Shifter,
-    j: int,
+    scale: float,
     f: Callable[[float], float],
     delta: float,
     options: Options,
 ) -> _Difference:
-    """``judged`` (a passing, precise difference of element ``j``) judged with the rounding of the
-    outputs that depend on element ``j`` only (see LARGE_STEPS): returned with that tighter
-    tolerance when ``analytic`` fails it, else unchanged. Two more evaluations, only then."""
+    """``judged`` (a passing, precise difference of ``f``, an element's or a probe's, whose steps
+    of ``scale`` move the tensor across its whole range) judged with the rounding of the outputs
+    that depend on what ``f`` moves only (see LARGE_STEPS): returned with that tighter tolerance
+    when ``analytic`` fails it, else unchanged. Two more evaluations, only then."""
     terms = judged.terms
     if terms is None or judged.sides is not None or judged.coarse or abs(analytic - judged.value) > judged.tolerance:
         return judged
@@ -1066,7 +1093,6 @@ def _sharpened(
     tight = bound(shift.noise_of_changed(changed, 0.0))
     if tight is None or abs(analytic - judged.value) <= tight + own:
         return judged
-    scale = max(shift.unit, abs(float(shift.flat[j])))
     try:
         for fraction in LARGE_STEPS:
             f(fraction * scale)
@@ -1113,7 +1139,10 @@ def _judged(analytic: float, h: float, difference: Callable[[float], _Difference
         return sorted(ds, key=lambda d: d.tolerance)
 
     first = difference(h)
-    precise = first.sides is None and not first.coarse
+    # A step that reaches a pole (1/x at 1e-4, stepped by 1e-4) gives no finite difference: the
+    # smaller steps are taken, as for a coarse one.
+    finite = math.isfinite(first.value) and math.isfinite(first.tolerance)
+    precise = first.sides is None and not first.coarse and finite
     if precise and agrees(first):
         return first
     if precise:
@@ -1212,9 +1241,11 @@ def _probes(
     options: Options,
     generator: torch.Generator,
     project: Projector | None = None,
+    support: Tensor | None = None,
 ) -> tuple[bool, Tensor | None]:
     """Random-direction probes: (whether one failed or sat on a kink, the direction of the worst
-    failing probe that is not on a kink, or None).
+    failing probe that is not on a kink, or None). ``support``: a flat mask of the elements the
+    directions move (all by default).
 
     The direction ``u`` is drawn here, independent Gaussians independent of every rounding error,
     so the errors' projections onto it are Gaussian with deviation the root sum of squares of their
@@ -1227,6 +1258,8 @@ def _probes(
     failed, worst, worst_ratio = False, None, 1.0
     for k in range(options.probes):
         direction = torch.randn(tensor.shape, generator=generator, dtype=torch.float64)
+        if support is not None:
+            direction = direction * support.reshape(tensor.shape)
         projected, numeric, tolerance, sides, unsettled = _probe(
             shift, tensor, a, own, direction, delta, u, options, project
         )
@@ -1287,15 +1320,26 @@ def _probe(
     spread = _root_sum_square(x * d * a)
     own_deviation = _root_sum_square(own[d != 0])
 
+    # The projection's own rounding: what the bound of _sharpened adds to its own.
+    own_part = options.safety * dot + own_deviation
+
     def difference(h: float) -> _Difference:
         numeric, truncation, values = richardson(f, h)
         stepping = 8 * u * spread / h
-        evaluation = 7 * (delta + shift.take_summation()) / h
+        summation = shift.take_summation()
+        evaluation = 7 * (delta + summation) / h
         tolerance = options.safety * (evaluation + truncation + dot + stepping) + own_deviation
         coarse = options.safety * truncation > tolerance / 2
-        return _Difference(numeric, tolerance, tolerance, kink(values, shift.base(), h, tolerance), coarse)
+        terms = _Terms(h, options.safety * truncation, options.safety * stepping, summation, tuple(values))
+        return _Difference(
+            numeric, tolerance, tolerance - own_part, kink(values, shift.base(), h, tolerance), coarse, terms
+        )
 
+    shift.take_changed()
     judged = _judged(projected, options.eps * shift.probe_scale, difference)
+    # Outputs the direction never moves (those of the elements left out of it, next to a pole,
+    # for an elementwise function) count for their own noise no more than for an element's.
+    judged = _sharpened(judged, projected, own_part, shift, shift.probe_scale, f, delta, options)
     return projected, judged.value, judged.tolerance, judged.sides, judged.unsettled
 
 
