@@ -787,8 +787,8 @@ def test_a_value_outside_a_curved_kinks_slopes_fails_although_the_slopes_move_wi
     assert check.status == "failed" and "input[0][0]" in check.detail
 
 
-def reciprocal(wrong_by: float) -> type[Function]:
-    """y = 1/x, with the last element's gradient scaled by 1 + wrong_by."""
+def reciprocal(wrong_by: float, at: int = -1) -> type[Function]:
+    """y = 1/x, with the gradient of element ``at`` (the last by default) scaled by 1 + wrong_by."""
 
     class Reciprocal(Function):
         @staticmethod
@@ -800,7 +800,7 @@ def reciprocal(wrong_by: float) -> type[Function]:
         def backward(ctx, g):
             (x,) = ctx.saved_tensors
             grad = -g / x**2
-            grad[-1] = grad[-1] * (1 + wrong_by)
+            grad[at] = grad[at] * (1 + wrong_by)
             return grad
 
     return Reciprocal
@@ -854,50 +854,26 @@ def test_an_output_swamped_in_one_element_only_is_checked_alone():
     assert "output[1]'s upstream gradient alone" in report["finite_differences"].detail
 
 
-class ReciprocalWrongInOneElement(Function):
-    """y = 1/x; the gradient of element 1 is off by ``wrong`` (relative)."""
-
-    wrong = 0.0
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return 1 / x
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        grad = -g / x**2
-        grad[1] = grad[1] * (1 + ReciprocalWrongInOneElement.wrong)
-        return grad
+def beside_a_pole(size: int, distance: float) -> torch.Tensor:
+    """``size`` inputs of 1/x, the first ``distance`` from the pole at 0, the others between 0.3 and 4."""
+    if size == 4:
+        x = torch.tensor([0.0, 0.3, -0.7, 0.5], dtype=torch.float64)
+    else:
+        x = torch.randn(size, generator=torch.Generator().manual_seed(0), dtype=torch.float64).abs() + 0.5
+    x[0] = distance
+    return x
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("near_pole", [1e-4, 1e-6])
-def test_an_element_wrong_by_one_part_in_a_million_beside_one_next_to_a_pole_fails(near_pole, seed, monkeypatch):
-    # The first gradient is about 1e12 (at 1e-6): the tensor's mean |gradient| is that element's,
-    # and an allowance for rounding at that scale let the second element's error of 1e-5 pass.
-    x = torch.tensor([near_pole, 0.3, -0.7, 0.5], dtype=torch.float64)
-    monkeypatch.setattr(ReciprocalWrongInOneElement, "wrong", 1e-6)
-    wrong = check_gradients(ReciprocalWrongInOneElement, x, seed=seed, checks="finite_differences")
+@pytest.mark.parametrize("distance", [1e-4, 1e-6])
+@pytest.mark.parametrize("size", [4, 300], ids=["elements", "probes"])
+def test_an_element_wrong_by_one_part_in_a_million_beside_one_next_to_a_pole_fails(size, distance, seed):
+    # The first gradient is about 1e12 (at 1e-6) and set the tensor's mean |gradient|: an allowance
+    # for rounding at that scale passed the second element's error of 1e-5 (with 4 elements), and
+    # in the probes of 300 elements, which that element's term dominates, one part in a thousand.
+    x = beside_a_pole(size, distance)
+    wrong = check_gradients(reciprocal(1e-6, at=1), x, seed=seed, checks="finite_differences")
     assert wrong["finite_differences"].status == "failed", str(wrong)
     assert "input[0][1]" in wrong["finite_differences"].detail
-    monkeypatch.setattr(ReciprocalWrongInOneElement, "wrong", 0.0)
-    right = check_gradients(ReciprocalWrongInOneElement, x, seed=seed, checks="finite_differences")
-    assert right["finite_differences"].status == "passed", str(right)
-
-
-@pytest.mark.parametrize("near_pole", [1e-4, 1e-6])
-def test_probes_of_a_large_tensor_see_one_wrong_element_beside_one_next_to_a_pole(near_pole, monkeypatch):
-    # Compared by probes (300 elements): the element next to the pole, 1e12 times the others at
-    # 1e-6, is compared on its own, and the probes resolve the rest at their own scale (a gradient
-    # wrong by one part in a thousand passed at 0.5 of the probes' tolerance).
-    x = torch.randn(300, generator=torch.Generator().manual_seed(0), dtype=torch.float64).abs() + 0.5
-    x[0] = near_pole
-    monkeypatch.setattr(ReciprocalWrongInOneElement, "wrong", 1e-6)
-    wrong = check_gradients(ReciprocalWrongInOneElement, x, checks="finite_differences")
-    assert wrong["finite_differences"].status == "failed", str(wrong)
-    assert "input[0][1]" in wrong["finite_differences"].detail
-    monkeypatch.setattr(ReciprocalWrongInOneElement, "wrong", 0.0)
-    right = check_gradients(ReciprocalWrongInOneElement, x, checks="finite_differences")
+    right = check_gradients(reciprocal(0.0), x, seed=seed, checks="finite_differences")
     assert right["finite_differences"].status == "passed", str(right)
