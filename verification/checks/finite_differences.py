@@ -767,15 +767,24 @@ def compare(
 OUTLIER = 100.0  # |gradient| beyond this many times the median nonzero |gradient|: an outlier (see _typical)
 
 
+def _magnitude_and_outlier_level(gradient: Tensor) -> tuple[Tensor, float | None]:
+    """|gradient|, flat, and :data:`OUTLIER` times its median nonzero value (None when the gradient
+    is zero or not finite: no element is an outlier)."""
+    magnitude = gradient.detach().double().abs().reshape(-1).cpu()
+    nonzero = magnitude[magnitude != 0]
+    if not nonzero.numel() or not bool(torch.isfinite(nonzero).all()):
+        return magnitude, None
+    return magnitude, OUTLIER * float(nonzero.median())
+
+
 def _typical(gradient: Tensor) -> float:
     """The mean |gradient| with each element clipped at :data:`OUTLIER` times the median nonzero
     |gradient|: the mean, unless a few elements (next to a pole) are orders of magnitude above the
     rest; 0 for a zero gradient; the mean when it is not finite."""
-    magnitude = gradient.detach().double().abs().reshape(-1).cpu()
-    nonzero = magnitude[magnitude != 0]
-    if not nonzero.numel() or not bool(torch.isfinite(nonzero).all()):
+    magnitude, level = _magnitude_and_outlier_level(gradient)
+    if level is None:
         return float(magnitude.mean()) if magnitude.numel() else 0.0
-    return float(magnitude.clamp(max=OUTLIER * float(nonzero.median())).mean())
+    return float(magnitude.clamp(max=level).mean())
 
 
 OUTLIERS_COMPARED = 64  # at most this many outliers (see _typical) are compared one by one beside the probes
@@ -784,11 +793,10 @@ OUTLIERS_COMPARED = 64  # at most this many outliers (see _typical) are compared
 def _outliers(gradient: Tensor) -> list[int] | None:
     """The flat indices of the elements of ``gradient`` beyond :data:`OUTLIER` times its median
     nonzero magnitude, when there are some and no more than :data:`OUTLIERS_COMPARED`; else None."""
-    magnitude = gradient.detach().double().abs().reshape(-1).cpu()
-    nonzero = magnitude[magnitude != 0]
-    if not nonzero.numel() or not bool(torch.isfinite(nonzero).all()):
+    magnitude, level = _magnitude_and_outlier_level(gradient)
+    if level is None:
         return None
-    beyond = (magnitude > OUTLIER * float(nonzero.median())).nonzero().reshape(-1)
+    beyond = (magnitude > level).nonzero().reshape(-1)
     if not 0 < beyond.numel() <= OUTLIERS_COMPARED:
         return None
     return beyond.tolist()
