@@ -662,8 +662,10 @@ def test_upstream_gradients_never_repeat_inputs_drawn_after_torch_manual_seed_of
     assert not report.ok and not report["finite_differences"].ok
 
 
-def two_scales(wrong_by: float) -> type[Function]:
-    """Outputs (1e6 exp(x), sin(x)), with the second output's backward scaled by 1 + wrong_by."""
+def two_scales(wrong_by: float, only_when_both_are_weighed: bool = False) -> type[Function]:
+    """Outputs (1e6 exp(x), sin(x)), with the second output's backward scaled by 1 + wrong_by (with
+    ``only_when_both_are_weighed``, only when the first output's upstream gradient is non-zero too:
+    a branch on it)."""
 
     class TwoScales(Function):
         @staticmethod
@@ -674,7 +676,8 @@ def two_scales(wrong_by: float) -> type[Function]:
         @staticmethod
         def backward(ctx, g_large, g_small):
             (x,) = ctx.saved_tensors
-            return 1e6 * torch.exp(x) * g_large + torch.cos(x) * g_small * (1 + wrong_by)
+            wrong = not only_when_both_are_weighed or bool(g_large.ne(0).any())
+            return 1e6 * torch.exp(x) * g_large + torch.cos(x) * g_small * (1 + (wrong_by if wrong else 0.0))
 
     return TwoScales
 
@@ -690,28 +693,10 @@ def test_an_output_a_million_times_smaller_than_another_is_checked_at_its_own_sc
     assert check_gradients(two_scales(0.0), x, seed=seed).ok
 
 
-class WrongOnlyWhenBothOutputsAreWeighed(Function):
-    """Outputs (1e6 exp(x), sin(x)); the second output's part of the backward is off by one part in
-    a million, but only when the first output's upstream gradient is non-zero too (a branch on it)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return 1e6 * torch.exp(x), torch.sin(x)
-
-    @staticmethod
-    def backward(ctx, g_large, g_small):
-        (x,) = ctx.saved_tensors
-        small = torch.cos(x) * g_small
-        if bool(g_large.ne(0).any()):
-            small = small * (1 + 1e-6)
-        return 1e6 * torch.exp(x) * g_large + small
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_backward_wrong_only_when_every_output_is_weighed_fails_the_sum_over_outputs(seed):
     # Combined, the error is one part in 1e12 of the gradient; each output alone, there is none.
-    report = check_gradients(WrongOnlyWhenBothOutputsAreWeighed, randn(5, 3, seed=seed), seed=seed)
+    report = check_gradients(two_scales(1e-6, only_when_both_are_weighed=True), randn(5, 3, seed=seed), seed=seed)
     assert report["linearity"].status == "failed", str(report)
     assert "the sum over outputs k of backward(g_k alone)" in report["linearity"].detail
 
