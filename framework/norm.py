@@ -108,21 +108,28 @@ class _BatchNorm(Module):
                 )
             if _blocks.one_pass_moments(x):
                 var, mean = torch.var_mean(x, dims, correction=0)
+                centred = x - mean.reshape(shape)
             else:
                 # Two passes (mean, then the centred second moment): as accurate as a fused
                 # var_mean, and several times faster than its CPU reduction over the batch dim.
                 mean = x.mean(dims)
-                var = torch.sub(x, mean.reshape(shape), out=self._scratch("centred", x)).square_().mean(dims)
+                centred = torch.sub(x, mean.reshape(shape), out=self._scratch("centred", x))
+                var = torch.mul(centred, centred, out=self._scratch("product", x)).mean(dims)
             if self.training and self.track_running_stats:
                 self._update_running_stats(mean, var, n)
         else:
             mean, var = self.running_mean, self.running_var
+            centred = torch.sub(x, mean.reshape(shape), out=self._scratch("centred", x))
         inv_std = torch.rsqrt(var + self.eps)
-        # y = x a + b with a = weight / std and b = bias - mean a: one pass over x.
+        # y = (x - mean) a + b with a = weight / std: centred first, not x a + (b - mean a), which
+        # cancels where the mean is large against the spread (a constant channel: every digit).
+        # The backward reuses the centred input.
         scale = inv_std if self.weight is None else self.weight * inv_std
-        shift = -mean * scale if self.bias is None else self.bias - mean * scale
-        y = torch.addcmul(shift.reshape(shape), x, scale.reshape(shape))
-        self._save_for_backward(x=x, mean=mean, inv_std=inv_std, batch_stats=batch_stats, like=y)
+        if self.bias is None:
+            y = centred * scale.reshape(shape)
+        else:
+            y = torch.addcmul(self.bias.reshape(shape), centred, scale.reshape(shape))
+        self._save_for_backward(centred=centred, inv_std=inv_std, batch_stats=batch_stats, like=y)
         return y
 
     def _update_running_stats(self, mean: Tensor, var: Tensor, n: int) -> None:
@@ -142,15 +149,13 @@ class _BatchNorm(Module):
         grad_output = self._check_grad_output(grad_output, saved["like"])
         if saved.get("empty"):
             return grad_output.clone()
-        x, mean, inv_std = saved["x"], saved["mean"], saved["inv_std"]
-        dims = [0, *range(2, x.dim())]
-        shape = [1, self.num_features] + [1] * (x.dim() - 2)
+        centred, inv_std = saved["centred"], saved["inv_std"]
+        dims = [0, *range(2, centred.dim())]
+        shape = [1, self.num_features] + [1] * (centred.dim() - 2)
         sum_g = grad_output.sum(dims)
-        # Centred once, not x - mean folded into constants: a large mean would cancel in float32.
-        # On a large CPU input the temporaries go into reused buffers: a fresh one would cost its
+        # On a large CPU input the temporary goes into a reused buffer: a fresh one would cost its
         # page faults on every call, several times the arithmetic.
-        centred = torch.sub(x, mean.reshape(shape), out=self._scratch("centred", x))
-        sum_g_xhat = torch.mul(grad_output, centred, out=self._scratch("product", x)).sum(dims) * inv_std
+        sum_g_xhat = torch.mul(grad_output, centred, out=self._scratch("product", centred)).sum(dims) * inv_std
         if self.weight is not None:
             self.grad("weight").add_(sum_g_xhat)
         if self.bias is not None:
@@ -158,7 +163,7 @@ class _BatchNorm(Module):
         scale = inv_std if self.weight is None else self.weight * inv_std
         if not saved["batch_stats"]:
             return grad_output * scale.reshape(shape)
-        n = x.numel() // self.num_features
+        n = centred.numel() // self.num_features
         # dL/dx = scale (g - mean(g) - x_hat mean(g x_hat)) = scale g - c (x - mean) - scale mean(g),
         # c = scale inv_std mean(g x_hat): two multiply-adds per element.
         c = (scale * inv_std * sum_g_xhat / n).reshape(shape)

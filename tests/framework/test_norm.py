@@ -180,6 +180,22 @@ def test_float32_gradient_with_a_large_mean_is_as_accurate_as_torchs():
     assert ours_error <= 2 * torch_error + 1e-6
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("cls", "shape"), [(fw.BatchNorm1d, (2, 3)), (fw.BatchNorm2d, (2, 3, 2, 2))])
+def test_a_channel_whose_values_are_all_equal_comes_out_as_its_bias(cls, shape, dtype):
+    """x - mean is exactly zero there (a channel a ReLU zeroed, or a BatchNorm's output over a
+    batch of two fed to another), so the output is exactly the bias: not x a + (bias - mean a) with
+    a = weight / sqrt(eps) over 300, whose roundings do not cancel."""
+    torch.manual_seed(0)
+    ours = cls(3, dtype=dtype)
+    for _, p, _ in ours.named_param():
+        p.copy_(torch.randn(p.shape, dtype=dtype))
+    x = torch.randn(shape, dtype=dtype)
+    x[:, 1] = 0.8372
+    y = ours(x)
+    assert torch.equal(y[:, 1], torch.full_like(y[:, 1], float(ours.bias[1])))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_input_on_another_device_than_the_statistics_is_rejected():
     with pytest.raises(TypeError, match="BatchNorm1d: expected input on device cpu"):
