@@ -157,21 +157,25 @@ def rounding_noise(
         low = collect32()
     except Exception:  # a computation that cannot run in float32: jitter alone
         return jitter64
-    scale = unit_roundoff(torch.float64) / unit_roundoff(torch.float32)
     estimate = {}
     for name, value in jitter64.items():  # on the CPU, as spread() returns it, whatever device ran
         if name in low and low[name].shape == base[name].shape:
-            low64, base64 = low[name].double().cpu(), base[name].double().cpu()
-            scaled = (low64 - base64).abs() * scale
-            # Where float32 cannot hold the float64 value (beyond its range, or below its smallest
-            # normal number: inputs near 1e-100 or 1e200), it measures nothing: the jitter alone there.
-            magnitude, f32 = base64.abs(), torch.finfo(torch.float32)
-            held = ((magnitude == 0) | ((magnitude >= f32.tiny) & (magnitude <= f32.max))) & torch.isfinite(low64)
-            scaled = torch.where(held | ~torch.isfinite(base64), scaled, torch.zeros_like(scaled))
-            estimate[name] = torch.maximum(value, scaled)
+            estimate[name] = torch.maximum(value, precision_scaled(low[name], base[name]))
         else:
             estimate[name] = value
     return estimate
+
+
+def precision_scaled(low: Tensor, base: Tensor) -> Tensor:
+    """The float64 rounding error of a computation, estimated from its float32 run ``low`` and its
+    float64 run ``base``: ``|low - base| * u64 / u32`` elementwise, float64 on the CPU."""
+    low64, base64 = low.detach().double().cpu(), base.detach().double().cpu()
+    scaled = (low64 - base64).abs() * (unit_roundoff(torch.float64) / unit_roundoff(torch.float32))
+    # Where float32 cannot hold the float64 value (beyond its range, or below its smallest
+    # normal number: inputs near 1e-100 or 1e200), it measures nothing: zero there.
+    magnitude, f32 = base64.abs(), torch.finfo(torch.float32)
+    held = ((magnitude == 0) | ((magnitude >= f32.tiny) & (magnitude <= f32.max))) & torch.isfinite(low64)
+    return torch.where(held | ~torch.isfinite(base64), scaled, torch.zeros_like(scaled))
 
 
 def low_precision_bounds(

@@ -6,7 +6,10 @@ benign; with several outputs, also ``backward(g_1, ..., g_m) == sum_k backward(g
 ``accumulation`` (the framework protocol, where backward *adds* into the parameter gradients):
 two backward calls add up, and ``zero_grad()`` resets them. Both in float64 on the float64
 copy; tolerance: the rounding bound at the combined gradients' scale (a normwise floor that
-grows with ``|a| + |b|``) plus the measured rounding noise of each backward call.
+grows with ``|a| + |b|``) plus the measured rounding noise of each backward call, measured with
+that call's own upstream gradient: a gradient that vanishes in exact arithmetic is cancellation
+residue, and whether it cancels exactly can hang on the upstream gradient's values (two values
+within a factor of two of each other sum exactly), so one gradient's noise says nothing of another's.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..context import Context, random_like
-from ..error_model import estimated, rounding_tolerance, unit_roundoff
+from ..error_model import estimated, precision_scaled, rounding_tolerance, unit_roundoff
 from ..report import CheckResult
 from ..targets import Gradients, ProtocolTarget, _same_outputs, same_memory
 
@@ -34,6 +37,34 @@ def _no_float64(result: CheckResult, ctx: Context) -> CheckResult:
     return result
 
 
+def _own_noise(ctx: Context, calls: list[tuple[list[Tensor | None], list[Tensor | None]]]) -> list[list[Tensor]]:
+    """For each backward call (its upstream gradients, its float64 results): its float64 rounding
+    error, measured on the target itself by precision scaling (the same call on a float32 copy after
+    one forward), floored at its mean over each tensor as :func:`estimated`. Zeros where the target
+    cannot run in float32 or draws random numbers (float32 would draw others)."""
+    zero = torch.zeros((), dtype=torch.float64)
+    nothing = [[zero for _ in results] for _, results in calls]
+    assert ctx.target64 is not None
+    try:
+        low = ctx.target64.copy(torch.float32).start(ctx.call64.cast(torch.float32))
+        if low.outputs.random:
+            return nothing
+        noises = []
+        for grads, results in calls:
+            low_results = low.backward([None if g is None else g.float() for g in grads]).all()
+            noise = []
+            for x64, x32 in zip(results, low_results):
+                if x64 is None or x32 is None or x64.shape != x32.shape:
+                    noise.append(zero)
+                else:
+                    scaled = precision_scaled(x32, x64)
+                    noise.append(scaled + scaled.mean() if scaled.numel() else zero)
+            noises.append(noise)
+        return noises
+    except Exception:  # a target without a float32 run: the noise measured for the case alone
+        return nothing
+
+
 def check_linearity(ctx: Context) -> CheckResult:
     result = CheckResult("linearity")
     if ctx.target64 is None:
@@ -46,13 +77,16 @@ def check_linearity(ctx: Context) -> CheckResult:
     first, second, combined = (pass_.backward(g).all() for g in (g1, g2, g12))
     u = unit_roundoff(torch.float64)
     floor = (1 + abs(A) + abs(B)) * ctx.scale
-    for name, x1, x2, x12 in zip(_names(ctx), first, second, combined):
+    own1, own2, own12 = _own_noise(ctx, [(g1, first), (g2, second), (g12, combined)])
+    for name, x1, x2, x12, *own in zip(_names(ctx), first, second, combined, own1, own2, own12):
         if x1 is None or x2 is None or x12 is None:
             continue  # a missing gradient is the finite-difference check's to report
         expected = A * x1.double() + B * x2.double()
         magnitude = (abs(A) * x1.double().abs() + abs(B) * x2.double().abs()).cpu()
-        # Three backward calls, each with its own rounding error (measured for g1).
+        # Three backward calls, each with its own rounding error: measured for the case's gradient
+        # (on the reference), and for each call's own (on the target).
         noise = (1 + abs(A) + abs(B)) * estimated(ctx.noise, f"{name}.grad", expected.cpu())
+        noise = noise + abs(A) * own[0] + abs(B) * own[1] + own[2]
         tolerance = rounding_tolerance(magnitude, ctx.n_terms, u, ctx.options.safety, floor)
         result.merge(
             name,
@@ -76,18 +110,18 @@ def _check_sum_over_outputs(result: CheckResult, ctx: Context, pass_: Any, first
     weighed = [k for k, gk in enumerate(g) if gk is not None]
     if len(weighed) < 2:
         return
-    parts = [
-        pass_.backward([gi if gi is None or i == k else torch.zeros_like(gi) for i, gi in enumerate(g)]).all()
-        for k in weighed
-    ]
+    alone_grads = [[gi if gi is None or i == k else torch.zeros_like(gi) for i, gi in enumerate(g)] for k in weighed]
+    parts = [pass_.backward(grads).all() for grads in alone_grads]
     u, m = unit_roundoff(torch.float64), len(weighed)
-    for name, whole, *alone in zip(_names(ctx), first, *parts):
+    own = _own_noise(ctx, [(list(g), first), *zip(alone_grads, parts)])
+    for name, whole, *alone_and_own in zip(_names(ctx), first, *parts, *own):
         if whole is None:
             continue  # a missing gradient is the finite-difference check's to report
+        alone, own_noise = alone_and_own[:m], alone_and_own[m:]
         present = [x.double() for x in alone if x is not None]  # None: that output gives it nothing
         expected = torch.stack(present).sum(0) if present else torch.zeros_like(whole, dtype=torch.float64)
         magnitude = (torch.stack([x.abs() for x in present]).sum(0) if present else expected.abs()).cpu()
-        noise = (1 + m) * estimated(ctx.noise, f"{name}.grad", expected.cpu())
+        noise = (1 + m) * estimated(ctx.noise, f"{name}.grad", expected.cpu()) + sum(own_noise)
         tolerance = rounding_tolerance(magnitude, ctx.n_terms, u, ctx.options.safety, m * ctx.scale)
         result.merge(
             name,
