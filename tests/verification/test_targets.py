@@ -546,9 +546,12 @@ def test_a_parameter_gradient_never_written_fails_and_is_named():
         def backward(self, grad_output):
             return grad_output @ self.weight  # neither gradient written
 
-    report = check_gradients(ForgetsWeight(3, 2).to(dtype=torch.float64), x64(4, 3))
-    assert not report["finite_differences"].ok
-    assert "never written" in report["finite_differences"].detail
+    # Whichever of the two the report shows (the one failing by more, which the draw decides).
+    for seed in range(10):
+        torch.manual_seed(seed)
+        report = check_gradients(ForgetsWeight(3, 2).to(dtype=torch.float64), x64(4, 3, seed=seed))
+        assert not report["finite_differences"].ok
+        assert "never written" in report["finite_differences"].detail
 
 
 def test_when_the_rounding_noise_cannot_be_measured_the_report_says_its_tolerances_are_the_bound_alone(

@@ -938,19 +938,20 @@ def _elementwise(
         result.inconclusive = _kink_note(name, len(kinks), "element(s)", first, left, right, float(a[j]))
     numeric = numeric.reshape(tensor.shape)
     own = own_flat.reshape(tensor.shape)
-    before, judged_all = result.ok, not result.inconclusive
+    shown_before, judged_all = result.detail, not result.inconclusive
     label = "backward" if project is None else "jvp"
     result.merge(name, analytic, numeric, bound.reshape(tensor.shape) + own, (label, "finite difference"))
-    if before and not result.ok and float(analytic.abs().max()) == 0.0:
+    # Said of the tensor the report shows: the first to fail, or a later one failing by more.
+    shown = not result.ok and result.detail != shown_before
+    if shown and float(analytic.abs().max()) == 0.0:
         what = f"the gradient of {name} is zero everywhere (never written?)"
         if project is not None:
             what = f"the jvp is zero along every element of {name} (its tangent ignored?)"
         result.detail = f"{what}; " + result.detail
-    elif before and not result.ok and indices is None and judged_all and float(numeric.abs().max()) == 0.0:
+    elif shown and indices is None and judged_all and float(numeric.abs().max()) == 0.0:
         result.detail = f"{_unused(name)}; " + result.detail
     elif (
-        before
-        and not result.ok
+        shown
         and indices is None
         and _symmetric_part(analytic, numeric, bound.reshape(tensor.shape) + own)
     ):
