@@ -555,7 +555,7 @@ class Context:
         rounding bound at the case's gradient scale plus ``safety`` times the measured rounding noise."""
         u, safety = error_model.unit_roundoff(torch.float64), self.options.safety
         bound = error_model.rounding_tolerance(expected.abs(), self.n_terms, u, safety, self.scale)
-        return bound + safety * error_model.estimated(self.noise, name, expected)
+        return bound + safety * self.noise_of_both(name, expected)
 
     def asked_for(self, check: str) -> bool:
         """Whether the caller named ``check`` in ``checks=`` (an opt-in check then runs on any target)."""
@@ -756,6 +756,36 @@ class Context:
                 "tolerances are the rounding bound alone"
             )
             return {}
+
+    @functools.cached_property
+    def target_noise(self) -> dict[str, Tensor]:
+        """The target's own float64 rounding noise at the case, by precision scaling (its float32 copy
+        against its float64 results), where :attr:`noise` is the reference's: two implementations of
+        a gradient that vanishes by cancellation each leave their own residue (one may sum exactly
+        where the other does not), so a comparison between them allows both. Empty without a
+        reference (:attr:`noise` is the target's then), or where the target cannot run in float32 or
+        draws random numbers (float32 would draw others)."""
+        if self.target64 is None or self.reference64 is None:
+            return {}
+        try:
+            low, call = self.target64.copy(torch.float32), self.call64.cast(torch.float32)
+            pass_ = low.start(call)
+            if pass_.outputs.random:
+                return {}
+            grads = [None if g is None else g.float() for g in self.grads64]
+            results = named(pass_.outputs, pass_.backward(grads), call, low)
+        except Exception:  # no float32 run: the reference's noise alone
+            return {}
+        base = self.truth  # the target's own float64 results
+        return {
+            name: error_model.precision_scaled(value, base[name])
+            for name, value in results.items()
+            if name in base and value.shape == base[name].shape
+        }
+
+    def noise_of_both(self, name: str, like: Tensor) -> Tensor:
+        """:func:`~verification.error_model.estimated` noise of ``name``: the reference's plus the target's own."""
+        return error_model.estimated(self.noise, name, like) + error_model.estimated(self.target_noise, name, like)
 
     def jittered_collect(
         self, base: Target, call: Call, grads: Sequence[Tensor | None], size: float, gen: torch.Generator | None

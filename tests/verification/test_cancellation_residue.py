@@ -35,14 +35,23 @@ def test_the_linearity_check_allows_rounding_noise_in_a_gradient_that_vanishes_b
         assert report["linearity"].ok, str(report)
 
 
-@pytest.mark.parametrize("seed", range(8))
-def test_a_channel_a_relu_zeroes_passes_two_batchnorms_on_a_batch_of_two(seed):
-    # Feature 1 is negative in both rows: the ReLU zeroes it, the first BatchNorm outputs its bias
-    # twice, and the second divides a zero spread by sqrt(eps), 1/300: the first BatchNorm's bias
-    # gradient is a sum of terms 300 times the upstream gradient, cancelling to rounding noise.
+ZEROED = {
+    "feature 1": [[0.4, -0.3], [-0.9, -1.1]],
+    "both features": [[-0.4, -0.3], [-0.9, -1.1]],
+    "both features, three rows": [[-0.4, -0.3], [-0.9, -1.1], [-2.0, -1.0]],
+}
+
+
+@pytest.mark.parametrize("zeroed", ZEROED)
+@pytest.mark.parametrize("seed", range(12))
+def test_a_channel_a_relu_zeroes_passes_two_batchnorms(zeroed, seed):
+    # A feature negative in every row: the ReLU zeroes it, the first BatchNorm outputs its bias in
+    # every row, and the second divides a zero spread by sqrt(eps), 1/300: the first BatchNorm's
+    # bias gradient is a sum of terms 300 times the upstream gradient, cancelling to rounding noise,
+    # in the target and in the reference each its own (where one sums exactly, the other need not).
     layers = [["ReLU", {}], ["BatchNorm1d", {"num_features": 2}], ["BatchNorm1d", {"num_features": 2}]]
     stack = batchnorm_stack(layers, 2, seed)
-    x = torch.tensor([[0.4, -0.3], [-0.9, -1.1]], dtype=torch.float64)
+    x = torch.tensor(ZEROED[zeroed], dtype=torch.float64)
     report = check_gradients(stack, x, reference=twin_of(stack), seed=seed)
     assert report.ok, str(report)
 

@@ -2,8 +2,9 @@
 
 The reference (a ``torch.nn`` twin, or any callable computing the same function with plain
 torch ops) runs through ``torch.autograd`` on the same float64 inputs, parameters and upstream
-gradients. Tolerance: the rounding bound plus ``safety`` times the reference's measured
-rounding noise (see :mod:`verification.error_model`).
+gradients. Tolerance: the rounding bound plus ``safety`` times the measured rounding noise of
+the reference and of the target (see :mod:`verification.error_model` and
+:attr:`~verification.context.Context.target_noise`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Any
 import torch
 
 from ..context import Context, named
-from ..error_model import estimated
 from ..report import CheckResult
 from ..targets import AutogradTarget, ProtocolTarget, Target
 
@@ -75,7 +75,7 @@ def check_twin(ctx: Context) -> CheckResult:
         if expected is None:
             expected = torch.zeros_like(value)  # the reference's output does not depend on it
         expected = expected.double().cpu()
-        tolerance = ctx.rounding(expected) + ctx.options.safety * estimated(ctx.noise, name, expected)
+        tolerance = ctx.rounding(expected) + ctx.options.safety * ctx.noise_of_both(name, expected)
         result.merge(name, value, expected, tolerance, LABELS)
     left = sorted(name.removesuffix(".grad") for name in unmatched if name in ours)
     if left:
