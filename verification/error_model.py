@@ -17,7 +17,11 @@ Rounding noise of a float64 reference (:func:`rounding_noise`)
     discrepancy of the same computation times ``u64 / u32``, where float32 can hold the value:
     not beyond its range nor below its smallest normal number), and jitter (the spread of two
     evaluations with every input, parameter and upstream gradient moved by a few units in the
-    last place, which catches quantities that are zero in exact arithmetic).
+    last place, which catches quantities that are zero in exact arithmetic). A quantity that
+    vanishes by cancellation is residue whose size hangs on the implementation and on the upstream
+    gradient's values (two within a factor of two of each other sum exactly, under any jitter), so
+    a comparison of two implementations allows each one's measured noise (``Context.target_noise``),
+    and ``linearity`` measures each backward call's with its own upstream gradient.
 
 Low precision (:func:`low_precision_bounds`)
     A float32, float16 or bfloat16 result is judged against the float64 truth computed from the
