@@ -950,11 +950,7 @@ def _elementwise(
         result.detail = f"{what}; " + result.detail
     elif shown and indices is None and judged_all and float(numeric.abs().max()) == 0.0:
         result.detail = f"{_unused(name)}; " + result.detail
-    elif (
-        shown
-        and indices is None
-        and _symmetric_part(analytic, numeric, bound.reshape(tensor.shape) + own)
-    ):
+    elif shown and indices is None and _symmetric_part(analytic, numeric, bound.reshape(tensor.shape) + own):
         result.detail += (
             f"; the backward's gradient of {name} is the symmetric part of the finite differences' (G + G^T) / 2: "
             "the function reads one triangle of a matrix it takes to be symmetric (torch.linalg.cholesky, eigh), "
