@@ -180,6 +180,10 @@ class Context:
     ) -> None:
         self.options = options
         self.order = order
+        # Per differentiated tensor (named as the finite-difference check names it), the elements no
+        # weighed output changes with at all, bit for bit at every step of its differences: filled by
+        # that check, read by the comparisons of two computed gradients (see invariant_kept).
+        self.invariant: dict[str, Tensor] = {}
         # The caller's object is never touched: a pristine copy is the source of every other
         # copy (float64, reference parameters), and the checks run on copies of it.
         self.pristine = as_target(target, options.name).copy()
@@ -782,6 +786,26 @@ class Context:
             for name, value in results.items()
             if name in base and value.shape == base[name].shape
         }
+
+    def invariant_kept(self, check: str, name: str, value: Tensor, expected: Tensor) -> Tensor:
+        """``expected`` with ``value`` at the elements of ``name`` (a tensor, or its ``.grad``) no output
+        changes with at all (:attr:`invariant`): left to the finite-difference check, which judged them
+        against its differences of 0. A gradient there is zero, each computation's value the rounding
+        residue of terms cancelling inside it, at a scale nothing outside shows (a bias in front of a
+        BatchNorm over a constant channel: terms 300 times the upstream gradient), so two computations
+        compared there differ by residue, not error. The report notes it."""
+        mask = self.invariant.get(name.removesuffix(".grad"))
+        if mask is None or mask.shape != expected.shape or not bool(mask.any()):
+            return expected
+        note = (
+            f"{check}: {int(mask.sum())} element(s) of {name.removesuffix('.grad')}'s gradient that no output "
+            "changes with at all (bit for bit, at every finite-difference step) are left to finite_differences, "
+            "which judged them: there the gradient is zero, and each computation's value is rounding residue"
+        )
+        if note not in self.report.notes:
+            self.report.notes.append(note)
+        value = value.detach().to(dtype=expected.dtype, device=expected.device).reshape(expected.shape)
+        return torch.where(mask.to(expected.device), value, expected)
 
     def noise_of_both(self, name: str, like: Tensor) -> Tensor:
         """:func:`~verification.error_model.estimated` noise of ``name``: the reference's plus the target's own."""

@@ -82,3 +82,36 @@ def test_a_residue_that_hangs_on_the_upstream_gradient_passes_linearity_at_every
     v = torch.tensor([0.5, -1.2], dtype=torch.float64, requires_grad=True)
     failed = [seed for seed in range(30) if not check_gradients(ShiftThenCentre, x, b, v, seed=seed).ok]
     assert failed == []
+
+
+THREE_BATCHNORMS = [["ReLU", {}], *[["BatchNorm1d", {"num_features": 2}]] * 3]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_three_batchnorms_behind_a_dead_channel_pass(seed):
+    # Every measurement of the residue's noise can sum exactly (two values within a factor of two
+    # do, under any jitter and in float32 too) where the compared call does not: elements no output
+    # changes with are left to finite differences, and the report says so.
+    stack = batchnorm_stack(THREE_BATCHNORMS, 2, seed)
+    x = torch.tensor(ZEROED["both features"], dtype=torch.float64)
+    report = check_gradients(stack, x, reference=twin_of(stack), seed=seed)
+    assert report.ok, str(report)
+    assert any("left to finite_differences" in note for note in report.notes)
+
+
+def test_a_wrong_gradient_where_no_output_changes_still_fails():
+    # Left to finite differences is not left unjudged: a backward that puts 1e-9 into the bias in
+    # front of the last BatchNorm (whose gradient is zero there) fails finite_differences.
+    class WrongWhereInvariant(type(batchnorm_stack(THREE_BATCHNORMS, 2, 0))):
+        def backward(self, grad_output):
+            grad = super().backward(grad_output)
+            for name, _, g in self.named_param():
+                if name == "2.bias":
+                    g.add_(1e-9)
+            return grad
+
+    stack = batchnorm_stack(THREE_BATCHNORMS, 2, 0)
+    stack.__class__ = WrongWhereInvariant
+    report = check_gradients(stack, torch.tensor(ZEROED["both features"], dtype=torch.float64), seed=0)
+    assert report["finite_differences"].status == "failed", str(report)
+    assert "2.bias" in report["finite_differences"].detail

@@ -81,7 +81,7 @@ def check_linearity(ctx: Context) -> CheckResult:
     for name, x1, x2, x12, *own in zip(_names(ctx), first, second, combined, own1, own2, own12):
         if x1 is None or x2 is None or x12 is None:
             continue  # a missing gradient is the finite-difference check's to report
-        expected = A * x1.double() + B * x2.double()
+        expected = ctx.invariant_kept("linearity", name, x12, A * x1.double() + B * x2.double())
         magnitude = (abs(A) * x1.double().abs() + abs(B) * x2.double().abs()).cpu()
         # Three backward calls, each with its own rounding error: measured for the case's gradient
         # (on the reference), and for each call's own (on the target).
@@ -120,6 +120,7 @@ def _check_sum_over_outputs(result: CheckResult, ctx: Context, pass_: Any, first
         alone, own_noise = alone_and_own[:m], alone_and_own[m:]
         present = [x.double() for x in alone if x is not None]  # None: that output gives it nothing
         expected = torch.stack(present).sum(0) if present else torch.zeros_like(whole, dtype=torch.float64)
+        expected = ctx.invariant_kept("linearity", name, whole, expected)
         magnitude = (torch.stack([x.abs() for x in present]).sum(0) if present else expected.abs()).cpu()
         noise = (1 + m) * estimated(ctx.noise, f"{name}.grad", expected.cpu()) + sum(own_noise)
         tolerance = rounding_tolerance(magnitude, ctx.n_terms, u, ctx.options.safety, m * ctx.scale)

@@ -128,6 +128,7 @@ def check_finite_differences(ctx: Context) -> CheckResult:
         ctx.generator,
         ctx.upstream_drawn,
         rounding=rounding,
+        invariant=ctx.invariant,
     )
     parts = []
     for index, alone in each_output_alone(ctx.grads64):
@@ -641,8 +642,11 @@ def compare(
     derivative: Derivative | None = None,
     only: Collection[int] | None = None,
     rounding: dict[str, Any] | None = None,
+    invariant: dict[str, Tensor] | None = None,
 ) -> None:
     """Merge into ``result`` the comparison of ``gradients`` with finite differences of ``target``.
+    ``invariant``: filled, per tensor compared element by element, with the elements no weighed
+    output changes with at all (bit for bit at every step of their differences).
     ``upstream_drawn``: ``grads`` are independent Gaussians drawn by the verifier, not the caller's.
     ``only``: the positions (in ``gradients.all()``) of the tensors to compare; all by default.
     ``rounding``: a dict shared by comparisons at the same ``call`` (the outputs' measured rounding
@@ -707,7 +711,12 @@ def compare(
         own = rounding_tolerance(a, n_terms, u, options.safety, scale)
         own_at = _OwnRounding(a, options.safety * u * n_terms, scale, robust_scale)
         if tensor.numel() <= options.full_jacobian_limit:
-            _elementwise(result, name, shift, tensor, a, own, delta, u, options, project=project, own_at=own_at)
+            unmoved = torch.zeros(tensor.numel(), dtype=torch.bool)
+            _elementwise(
+                result, name, shift, tensor, a, own, delta, u, options, project=project, own_at=own_at, unmoved=unmoved
+            )
+            if invariant is not None and derivative is None:
+                invariant[name] = unmoved.reshape(tensor.shape)
         else:
             # Each element's own rounding at the probabilistic rate u sqrt(n) (Higham and Mary), where the
             # element-by-element comparison allows the worst case u n: see _probes.
@@ -881,8 +890,10 @@ def _elementwise(
     indices: Sequence[int] | None = None,
     project: Projector | None = None,
     own_at: Callable[[int, float], float] | None = None,
+    unmoved: Tensor | None = None,
 ) -> None:
     """One central difference per element (of ``indices`` only, when given: the others are not compared).
+    ``unmoved``: a flat boolean tensor, set True at the elements whose differences moved no weighed output.
     ``project``: given when ``analytic`` holds forward-mode derivatives (it names them so).
     ``own_at(j, column)``: element j's own rounding allowance given the magnitude of its terms
     (:meth:`_Shifter.take_column`), where lower than ``own``'s (see :class:`_OwnRounding`)."""
@@ -914,7 +925,10 @@ def _elementwise(
         shift.take_column()
         judged = _judged(float(a[j]), h, difference)
         if own_at is not None:
-            tight = own_at(j, shift.take_column())
+            column = shift.take_column()
+            if unmoved is not None:
+                unmoved[j] = column == 0.0  # sum_k |g_k (y_k - y_k^0)| over every step: no output moved
+            tight = own_at(j, column)
             if tight < float(own_flat[j]):
                 judged = judged._replace(tolerance=judged.tolerance - float(own_flat[j]) + tight)
                 own_flat[j] = tight

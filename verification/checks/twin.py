@@ -74,7 +74,7 @@ def check_twin(ctx: Context) -> CheckResult:
             continue
         if expected is None:
             expected = torch.zeros_like(value)  # the reference's output does not depend on it
-        expected = expected.double().cpu()
+        expected = ctx.invariant_kept("twin", name, value, expected.double().cpu())
         tolerance = ctx.rounding(expected) + ctx.options.safety * ctx.noise_of_both(name, expected)
         result.merge(name, value, expected, tolerance, LABELS)
     left = sorted(name.removesuffix(".grad") for name in unmatched if name in ours)
