@@ -26,6 +26,7 @@ from .targets import (
     Call,
     Gradients,
     Outputs,
+    Pass,
     ProtocolTarget,
     Target,
     TargetError,
@@ -761,6 +762,18 @@ class Context:
             )
             return {}
 
+    def target32_pass(self) -> Pass | None:
+        """A float32 copy of the float64 target after one forward at the case (precision scaling
+        measures the target's own rounding with it), or None where the target cannot run in float32
+        or draws random numbers (float32 would draw others: not the same computation)."""
+        if self.target64 is None:
+            return None
+        try:
+            pass_ = self.target64.copy(torch.float32).start(self.call64.cast(torch.float32))
+        except Exception:
+            return None
+        return None if pass_.outputs.random else pass_
+
     @functools.cached_property
     def target_noise(self) -> dict[str, Tensor]:
         """The target's own float64 rounding noise at the case, by precision scaling (its float32 copy
@@ -769,16 +782,15 @@ class Context:
         where the other does not), so a comparison between them allows both. Empty without a
         reference (:attr:`noise` is the target's then), or where the target cannot run in float32 or
         draws random numbers (float32 would draw others)."""
-        if self.target64 is None or self.reference64 is None:
+        if self.reference64 is None:
+            return {}
+        pass_ = self.target32_pass()
+        if pass_ is None:
             return {}
         try:
-            low, call = self.target64.copy(torch.float32), self.call64.cast(torch.float32)
-            pass_ = low.start(call)
-            if pass_.outputs.random:
-                return {}
             grads = [None if g is None else g.float() for g in self.grads64]
-            results = named(pass_.outputs, pass_.backward(grads), call, low)
-        except Exception:  # no float32 run: the reference's noise alone
+            results = named(pass_.outputs, pass_.backward(grads), pass_.call, pass_.target)
+        except Exception:  # no float32 backward: the reference's noise alone
             return {}
         base = self.truth  # the target's own float64 results
         return {
@@ -788,17 +800,18 @@ class Context:
         }
 
     def invariant_kept(self, check: str, name: str, value: Tensor, expected: Tensor) -> Tensor:
-        """``expected`` with ``value`` at the elements of ``name`` (a tensor, or its ``.grad``) no output
-        changes with at all (:attr:`invariant`): left to the finite-difference check, which judged them
-        against its differences of 0. A gradient there is zero, each computation's value the rounding
-        residue of terms cancelling inside it, at a scale nothing outside shows (a bias in front of a
-        BatchNorm over a constant channel: terms 300 times the upstream gradient), so two computations
+        """``expected`` with ``value`` at the elements of the gradient of ``name`` (a differentiated
+        tensor) no output changes with at all (:attr:`invariant`): left to the finite-difference
+        check, which judged them against its differences of 0. A gradient there is zero, each
+        computation's value the rounding residue of terms cancelling inside it, at a scale nothing
+        outside shows (a bias in front of a BatchNorm over a constant channel: terms 300 times the
+        upstream gradient), so two computations
         compared there differ by residue, not error. The report notes it."""
-        mask = self.invariant.get(name.removesuffix(".grad"))
+        mask = self.invariant.get(name)
         if mask is None or mask.shape != expected.shape or not bool(mask.any()):
             return expected
         note = (
-            f"{check}: {int(mask.sum())} element(s) of {name.removesuffix('.grad')}'s gradient that no output "
+            f"{check}: {int(mask.sum())} element(s) of {name}'s gradient that no output "
             "changes with at all (bit for bit, at every finite-difference step) are left to finite_differences, "
             "which judged them: there the gradient is zero, and each computation's value is rounding residue"
         )

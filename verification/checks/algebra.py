@@ -40,16 +40,15 @@ def _no_float64(result: CheckResult, ctx: Context) -> CheckResult:
 def _own_noise(ctx: Context, calls: list[tuple[list[Tensor | None], list[Tensor | None]]]) -> list[list[Tensor]]:
     """For each backward call (its upstream gradients, its float64 results): its float64 rounding
     error, measured on the target itself by precision scaling (the same call on a float32 copy after
-    one forward), floored at its mean over each tensor as :func:`estimated`. Zeros where the target
-    cannot run in float32 or draws random numbers (float32 would draw others)."""
+    one forward, :meth:`Context.target32_pass`), floored at its mean over each tensor as
+    :func:`estimated`. Zeros where the target has no float32 run."""
     zero = torch.zeros((), dtype=torch.float64)
     nothing = [[zero for _ in results] for _, results in calls]
-    assert ctx.target64 is not None
+    low = ctx.target32_pass()
+    if low is None:
+        return nothing
+    noises = []
     try:
-        low = ctx.target64.copy(torch.float32).start(ctx.call64.cast(torch.float32))
-        if low.outputs.random:
-            return nothing
-        noises = []
         for grads, results in calls:
             low_results = low.backward([None if g is None else g.float() for g in grads]).all()
             noise = []
@@ -60,9 +59,9 @@ def _own_noise(ctx: Context, calls: list[tuple[list[Tensor | None], list[Tensor 
                     scaled = precision_scaled(x32, x64)
                     noise.append(scaled + scaled.mean() if scaled.numel() else zero)
             noises.append(noise)
-        return noises
-    except Exception:  # a target without a float32 run: the noise measured for the case alone
+    except Exception:  # no float32 backward: the noise measured for the case alone
         return nothing
+    return noises
 
 
 def check_linearity(ctx: Context) -> CheckResult:
