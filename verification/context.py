@@ -185,6 +185,9 @@ class Context:
         # weighed output changes with at all, bit for bit at every step of its differences: filled by
         # that check, read by the comparisons of two computed gradients (see invariant_kept).
         self.invariant: dict[str, Tensor] = {}
+        self.left_to_differences: dict[
+            str, dict[str, int]
+        ] = {}  # per check, per tensor: elements left (see invariant_kept)
         # The caller's object is never touched: a pristine copy is the source of every other
         # copy (float64, reference parameters), and the checks run on copies of it.
         self.pristine = as_target(target, options.name).copy()
@@ -810,15 +813,25 @@ class Context:
         mask = self.invariant.get(name)
         if mask is None or mask.shape != expected.shape or not bool(mask.any()):
             return expected
-        note = (
-            f"{check}: {int(mask.sum())} element(s) of {name}'s gradient that no output "
-            "changes with at all (bit for bit, at every finite-difference step) are left to finite_differences, "
-            "which judged them: there the gradient is zero, and each computation's value is rounding residue"
-        )
-        if note not in self.report.notes:
+        left = self.left_to_differences.setdefault(check, {})
+        before = self._left_note(check, left) if left else None
+        left[name] = int(mask.sum())
+        note = self._left_note(check, left)
+        if before in self.report.notes:
+            self.report.notes[self.report.notes.index(before)] = note
+        else:
             self.report.notes.append(note)
         value = value.detach().to(dtype=expected.dtype, device=expected.device).reshape(expected.shape)
         return torch.where(mask.to(expected.device), value, expected)
+
+    @staticmethod
+    def _left_note(check: str, left: dict[str, int]) -> str:
+        counts = ", ".join(f"{count} of {name}" for name, count in left.items())
+        return (
+            f"{check}: gradient elements that no output changes with at all (bit for bit, at every "
+            f"finite-difference step; {counts}) are left to finite_differences, which judged them: there the "
+            "gradient is zero, and each computation's value is rounding residue"
+        )
 
     def noise_of_both(self, name: str, like: Tensor) -> Tensor:
         """:func:`~verification.error_model.estimated` noise of ``name``: the reference's plus the target's own."""
