@@ -51,3 +51,24 @@ def exp(t: Tensor, out: Tensor | None = None) -> Tensor:
     if in_base_2(t):
         return torch.mul(t, LOG2_E, out=out).exp2_()
     return torch.exp(t, out=out)
+
+
+def expm1_is_slow(t: Tensor) -> bool:
+    """Whether expm1 of ``t`` is better made from exp and tanh (:func:`expm1_with_exp_`): float32
+    and float64 on a CPU whose MKL vector math is fast. There torch's ``expm1`` costs several
+    times its ``exp``: over 4M elements in the cache, one thread, on an Intel Xeon (AVX-512),
+    float32 expm1 8.6 ms against exp 1.3 and tanh 2.4; float64 15.6 against 2.8 and 10.3."""
+    return t.is_cpu and t.dtype in (torch.float32, torch.float64) and mkl_vector_math_is_fast()
+
+
+def expm1_with_exp_(t: Tensor, exp_t: Tensor) -> Tensor:
+    """expm1(t), in place in ``t``, given exp(t) in ``exp_t``; returns ``t``.
+
+    e^t - 1 = tanh(t/2) (e^t + 1) (tanh(t/2) = (e^t - 1) / (e^t + 1)): a product of a term of
+    the sign of t and a positive one, so nothing cancels where e^t is near 1, as in the plain
+    difference. Halving t is exact (but for subnormal t), tanh is accurate to its last bit, and the
+    product and sum round once each: within 1.1 units of the dtype's epsilon, relative, over
+    t in [-30, 0] in float32 (expm1 itself: 0.5). Exact at t = 0, -1 where tanh(t/2) rounds to -1
+    (e^t is then below the epsilon), NaN at NaN. For t <= 0 (e^t cannot overflow there)."""
+    half = t.mul_(0.5).tanh_()
+    return torch.addcmul(half, half, exp_t, out=t)

@@ -58,3 +58,28 @@ def test_in_place_exp_writes_into_its_argument(processor):
     expected = _exp.exp(t)
     out = t.clone()
     assert _exp.exp_(out) is out and torch.equal(out, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_expm1_from_exp_and_tanh_is_within_one_and_a_half_epsilons_of_the_exact_value(dtype):
+    # tanh(t/2) to within an ulp, then a product and a sum rounded once each: 2.5 ulps at most.
+    eps = torch.finfo(dtype).eps
+    t = -torch.logspace(-30, 2, 400_001, dtype=torch.float64).to(dtype)  # from tiny to saturated
+    exact = t.double().expm1()
+    computed = _exp.expm1_with_exp_(t.clone(), t.exp()).double()
+    relative = (computed - exact).abs() / exact.abs()
+    assert bool((relative <= 1.5 * eps).all()), f"worst: {(relative / eps).max().item():.3g} eps"
+
+
+def test_expm1_from_exp_and_tanh_is_exact_at_zero_and_minus_one_and_keeps_nan():
+    t = torch.tensor([0.0, -0.0, -20.0, -200.0, -float("inf"), float("nan")])
+    computed = _exp.expm1_with_exp_(t.clone(), t.exp())
+    assert torch.equal(computed.nan_to_num(7.0), torch.tensor([0.0, 0.0, -1.0, -1.0, -1.0, 7.0]))
+
+
+def test_expm1_from_exp_and_tanh_is_taken_only_on_the_cpu_where_mkl_is_fast(monkeypatch):
+    for fast in (True, False):
+        monkeypatch.setattr(_exp, "mkl_vector_math_is_fast", lambda fast=fast: fast)
+        assert _exp.expm1_is_slow(torch.ones(1)) == fast
+        assert _exp.expm1_is_slow(torch.ones(1, dtype=torch.float64)) == fast
+        assert not _exp.expm1_is_slow(torch.ones(1, dtype=torch.bfloat16))
