@@ -293,11 +293,7 @@ def _elu(x: Tensor, out: Tensor, negative: float, positive: float = 1.0) -> Tens
     for x <= 0 it is at least x (e^x >= 1 + x). Otherwise one of the two terms
     positive max(x, 0) + negative expm1(min(x, 0)) is always exactly 0.
     """
-    tail = torch.clamp(x, max=0, out=out)
-    if _exp.expm1_is_slow(tail):
-        _exp.expm1_with_exp_(tail, torch.exp(tail))
-    else:
-        tail.expm1_()
+    tail = _exp.expm1_(torch.clamp(x, max=0, out=out))
     if positive == 1.0 and 0.0 <= negative <= 1.0:
         if negative != 1.0:
             tail.mul_(negative)
@@ -413,10 +409,7 @@ def _elu_forward_and_derivative(
         return
     tail = torch.clamp(x, max=0)
     _exp.exp(tail, out=derivative)  # exp(min(x, 0)): 1 where x > 0
-    if _exp.expm1_is_slow(tail):
-        _exp.expm1_with_exp_(tail, derivative)  # expm1 from the exp made anyway
-    else:
-        tail.expm1_()
+    _exp.expm1_(tail, derivative)  # from the exp made anyway, where that route is the faster
     if positive == 1.0 and 0.0 <= negative <= 1.0:
         if negative != 1.0:
             tail.mul_(negative)

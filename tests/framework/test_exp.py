@@ -83,3 +83,12 @@ def test_expm1_from_exp_and_tanh_is_taken_only_on_the_cpu_where_mkl_is_fast(monk
         assert _exp.expm1_is_slow(torch.ones(1)) == fast
         assert _exp.expm1_is_slow(torch.ones(1, dtype=torch.float64)) == fast
         assert not _exp.expm1_is_slow(torch.ones(1, dtype=torch.bfloat16))
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["through exp", "torch's expm1"])
+def test_expm1_in_place_takes_either_route_within_the_bound(fast, monkeypatch):
+    monkeypatch.setattr(_exp, "mkl_vector_math_is_fast", lambda: fast)
+    t = -torch.logspace(-20, 2, 10_001)
+    computed = _exp.expm1_(t.clone()).double()
+    exact = t.double().expm1()
+    assert bool(((computed - exact).abs() <= 1.5 * EPS32 * exact.abs()).all())
